@@ -1,0 +1,393 @@
+//! The validated configuration, with every default applied.
+
+use crate::raw::{RawConfig, RawTarget};
+use crate::{Error, parse_duration};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Warden's whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The deployment version stamped on every response; `None` means "use the build's".
+    pub deployment: Option<String>,
+    /// The HTTP listener.
+    pub server: ServerConfig,
+    /// Where state lives.
+    pub store: StoreConfig,
+    /// Retries against one target.
+    pub retry: RetryConfig,
+    /// When a failing provider is skipped.
+    pub circuit_breaker: CircuitBreakerConfig,
+    /// Upstream providers by name.
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model names clients may ask for, with their ordered targets.
+    pub models: Vec<ModelRoute>,
+    /// A provider that receives any model name not in `models`, unchanged.
+    pub default_provider: Option<String>,
+}
+
+/// The HTTP listener's settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (default 127.0.0.1:8787).
+    pub listen: SocketAddr,
+    /// Largest request body accepted (default 4 MiB); larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run after a shutdown signal (default 15s).
+    pub shutdown_grace: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Whether `GET /metrics` is served (default true).
+    pub metrics: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Where state lives.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Folder holding `warden.db`; `None` means the caller's default (`./warden-data`).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Retry policy against one target before falling back to the next.
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Attempts per target, the first included (default 2).
+    pub attempts: u32,
+    /// Backoff before the first retry; doubles each time (default 200ms).
+    pub initial_backoff: Duration,
+    /// Longest backoff, and the longest `retry-after` honoured; a longer one falls back at once
+    /// (default 5s).
+    pub max_backoff: Duration,
+}
+
+/// When a provider that keeps failing is skipped.
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the circuit (default 5).
+    pub failure_threshold: u32,
+    /// How long an open circuit skips the provider before one probe is let through (default 30s).
+    pub cooldown: Duration,
+}
+
+/// One OpenAI-compatible upstream.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Base URL including the version segment, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Where its API key comes from.
+    pub key: KeySource,
+    /// Timeout of one attempt (until the full answer, or for streams until the first byte and
+    /// between chunks). Default 60s.
+    pub timeout: Duration,
+    /// Extra headers sent with every request.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Where a provider's API key is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// No key (a local server that needs none).
+    None,
+    /// An environment variable, read once at start-up.
+    Env(String),
+    /// A file, re-read when it changes or on SIGHUP.
+    File(PathBuf),
+}
+
+/// A model name clients use, mapped to ordered targets.
+#[derive(Debug, Clone)]
+pub struct ModelRoute {
+    /// The name clients ask for.
+    pub name: String,
+    /// Other names for the same route.
+    pub aliases: Vec<String>,
+    /// Tried in order: retries on each, then fallback to the next.
+    pub targets: Vec<Target>,
+}
+
+/// One provider and the model name it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Provider name, a key of [`Config::providers`].
+    pub provider: String,
+    /// Model name sent upstream.
+    pub model: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_raw(RawConfig::default()).expect("the empty configuration is valid")
+    }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, Error> {
+        let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8787");
+        let listen = listen_text.parse().map_err(|_| {
+            Error::invalid("server.listen", format!("`{listen_text}` is not an address like 127.0.0.1:8787"))
+        })?;
+        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(4 * 1024 * 1024);
+        if max_body_bytes == 0 || max_body_bytes > 1 << 30 {
+            return Err(Error::invalid("server.max_body_bytes", "must be between 1 and 1073741824"));
+        }
+        let log_format = match raw.server.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "server.log_format",
+                    format!("`{other}` is not one of: text, json"),
+                ));
+            }
+        };
+        let server = ServerConfig {
+            listen,
+            max_body_bytes: max_body_bytes as usize,
+            shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace, "15s")?,
+            log_format,
+            metrics: raw.server.metrics.unwrap_or(true),
+        };
+
+        let retry = RetryConfig {
+            attempts: raw.retry.attempts.unwrap_or(2),
+            initial_backoff: duration("retry.initial_backoff", &raw.retry.initial_backoff, "200ms")?,
+            max_backoff: duration("retry.max_backoff", &raw.retry.max_backoff, "5s")?,
+        };
+        if !(1..=10).contains(&retry.attempts) {
+            return Err(Error::invalid("retry.attempts", "must be between 1 and 10"));
+        }
+        if retry.initial_backoff > retry.max_backoff {
+            return Err(Error::invalid("retry.initial_backoff", "must not exceed retry.max_backoff"));
+        }
+
+        let circuit_breaker = CircuitBreakerConfig {
+            failure_threshold: raw.circuit_breaker.failure_threshold.unwrap_or(5),
+            cooldown: duration("circuit_breaker.cooldown", &raw.circuit_breaker.cooldown, "30s")?,
+        };
+        if circuit_breaker.failure_threshold == 0 {
+            return Err(Error::invalid("circuit_breaker.failure_threshold", "must be at least 1"));
+        }
+
+        let mut providers = BTreeMap::new();
+        for (name, p) in raw.providers {
+            let field = |f: &str| format!("providers.{name}.{f}");
+            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(Error::invalid(
+                    format!("providers.{name}"),
+                    "a provider name may hold only letters, digits, `-` and `_`",
+                ));
+            }
+            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                return Err(Error::invalid(field("base_url"), "must start with http:// or https://"));
+            }
+            let key = match (p.api_key_env, p.api_key_file) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::invalid(
+                        field("api_key_env"),
+                        "set api_key_env or api_key_file, not both",
+                    ));
+                }
+                (Some(var), None) => KeySource::Env(var),
+                (None, Some(path)) => KeySource::File(PathBuf::from(path)),
+                (None, None) => KeySource::None,
+            };
+            for header in p.headers.keys() {
+                if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    return Err(Error::invalid(field("headers"), format!("`{header}` is not a header name")));
+                }
+                if header.eq_ignore_ascii_case("authorization") {
+                    return Err(Error::invalid(
+                        field("headers"),
+                        "Authorization is set from the provider key; use api_key_env or api_key_file",
+                    ));
+                }
+            }
+            let timeout = duration(&field("timeout"), &p.timeout, "60s")?;
+            providers.insert(
+                name,
+                ProviderConfig {
+                    base_url: p.base_url.trim_end_matches('/').to_owned(),
+                    key,
+                    timeout,
+                    headers: p.headers,
+                },
+            );
+        }
+
+        let mut seen = BTreeMap::new();
+        let mut models = Vec::new();
+        for (name, m) in raw.models {
+            if m.targets.is_empty() {
+                return Err(Error::invalid(format!("models.{name}.targets"), "needs at least one target"));
+            }
+            for (i, RawTarget { provider, .. }) in m.targets.iter().enumerate() {
+                if !providers.contains_key(provider) {
+                    return Err(Error::invalid(
+                        format!("models.{name}.targets[{i}].provider"),
+                        format!("unknown provider `{provider}`"),
+                    ));
+                }
+            }
+            for n in std::iter::once(&name).chain(&m.aliases) {
+                if let Some(previous) = seen.insert(n.clone(), name.clone()) {
+                    return Err(Error::invalid(
+                        format!("models.{name}.aliases"),
+                        format!("`{n}` is already a name of models.{previous}"),
+                    ));
+                }
+            }
+            let targets = m
+                .targets
+                .into_iter()
+                .map(|t| Target { provider: t.provider, model: t.model })
+                .collect();
+            models.push(ModelRoute { name, aliases: m.aliases, targets });
+        }
+
+        if let Some(p) = &raw.routing.default_provider
+            && !providers.contains_key(p)
+        {
+            return Err(Error::invalid("routing.default_provider", format!("unknown provider `{p}`")));
+        }
+        if let Some(d) = &raw.deployment
+            && (d.is_empty() || d.len() > 128 || !d.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(Error::invalid("deployment", "must be 1-128 visible ASCII characters"));
+        }
+
+        Ok(Self {
+            deployment: raw.deployment,
+            server,
+            store: StoreConfig { data_dir: raw.store.data_dir.map(PathBuf::from) },
+            retry,
+            circuit_breaker,
+            providers,
+            models,
+            default_provider: raw.routing.default_provider,
+        })
+    }
+
+    /// Adds a provider that serves every model name not configured otherwise: how the embedded
+    /// defaults route any model to OpenAI (or an OpenAI-compatible server) with no file.
+    pub fn with_default_provider(mut self, name: &str, provider: ProviderConfig) -> Self {
+        self.providers.insert(name.to_owned(), provider);
+        self.default_provider = Some(name.to_owned());
+        self
+    }
+}
+
+fn duration(field: &str, value: &Option<String>, default: &str) -> Result<Duration, Error> {
+    let text = value.as_deref().unwrap_or(default);
+    let d = parse_duration(text).map_err(|m| Error::invalid(field, m))?;
+    if d.is_zero() {
+        return Err(Error::invalid(field, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+deployment = "prod-42"
+[server]
+listen = "0.0.0.0:9000"
+max_body_bytes = 1024
+log_format = "json"
+[retry]
+attempts = 3
+[providers.openai]
+base_url = "https://api.openai.com/v1/"
+api_key_env = "OPENAI_API_KEY"
+[providers.local]
+base_url = "http://127.0.0.1:11434/v1"
+api_key_file = "/run/secrets/local"
+headers = { "X-Team" = "agents" }
+[models.reasoning]
+aliases = ["smart"]
+targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", model = "llama3" }]
+"#;
+
+    #[test]
+    fn full_file_is_typed_with_defaults_filled() {
+        let c = Config::from_toml(FULL).unwrap();
+        assert_eq!(c.deployment.as_deref(), Some("prod-42"));
+        assert_eq!(c.server.listen.port(), 9000);
+        assert_eq!(c.server.log_format, LogFormat::Json);
+        assert_eq!(c.retry.attempts, 3);
+        assert_eq!(c.retry.max_backoff, Duration::from_secs(5));
+        assert_eq!(c.providers["openai"].base_url, "https://api.openai.com/v1");
+        assert_eq!(c.providers["local"].key, KeySource::File("/run/secrets/local".into()));
+        assert_eq!(c.models[0].targets[1], Target { provider: "local".into(), model: "llama3".into() });
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");
+        assert_eq!(c.server.max_body_bytes, 4 * 1024 * 1024);
+        assert!(c.providers.is_empty());
+    }
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = error_of("[server]\nlisten_addr = \"x\"\n");
+        assert!(e.contains("listen_addr"), "{e}");
+    }
+
+    #[test]
+    fn unknown_provider_in_target_names_the_field() {
+        let e = error_of("[models.m]\ntargets = [{ provider = \"nope\", model = \"x\" }]\n");
+        assert_eq!(e, "models.m.targets[0].provider: unknown provider `nope`");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        assert!(error_of("[server]\nlisten = \"here\"").starts_with("server.listen:"));
+        assert!(error_of("[retry]\ninitial_backoff = \"10\"").starts_with("retry.initial_backoff:"));
+        assert!(error_of("[retry]\nattempts = 0").starts_with("retry.attempts:"));
+        assert!(
+            error_of("[providers.p]\nbase_url = \"ftp://x\"").starts_with("providers.p.base_url:")
+        );
+        let both = "[providers.p]\nbase_url = \"http://x\"\napi_key_env = \"A\"\napi_key_file = \"f\"";
+        assert!(error_of(both).starts_with("providers.p.api_key_env:"));
+        let auth = "[providers.p]\nbase_url = \"http://x\"\nheaders = { Authorization = \"x\" }";
+        assert!(error_of(auth).starts_with("providers.p.headers:"));
+    }
+
+    #[test]
+    fn duplicate_model_names_are_refused() {
+        let text = r#"
+[providers.p]
+base_url = "http://x"
+[models.a]
+targets = [{ provider = "p", model = "x" }]
+[models.b]
+aliases = ["a"]
+targets = [{ provider = "p", model = "y" }]
+"#;
+        assert_eq!(error_of(text), "models.b.aliases: `a` is already a name of models.a");
+    }
+}

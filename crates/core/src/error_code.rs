@@ -1,0 +1,153 @@
+//! One table of stable error codes. Every crate's error maps onto one of these through its
+//! `code()` method, and the HTTP layer turns the code into a status and the OpenAI error shape.
+//! Codes are part of the public API: rename one and clients break.
+
+/// A stable error code: what went wrong, in words clients can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The request body is not valid JSON or misses a required field.
+    InvalidRequest,
+    /// The body is larger than the configured limit.
+    PayloadTooLarge,
+    /// No `Authorization: Bearer` header was sent.
+    MissingApiKey,
+    /// The key is unknown, revoked or expired.
+    InvalidApiKey,
+    /// The key exists but may not use the requested model.
+    ModelNotAllowed,
+    /// The requested model is neither configured nor routable.
+    ModelNotFound,
+    /// The route does not exist.
+    NotFound,
+    /// The method is not allowed on this route.
+    MethodNotAllowed,
+    /// Every upstream target answered 429.
+    UpstreamRateLimited,
+    /// Every upstream target failed (connection error, 5xx, malformed answer).
+    UpstreamUnavailable,
+    /// Every upstream target timed out.
+    UpstreamTimeout,
+    /// The upstream refused Warden's own credentials: an operator problem, not the client's.
+    UpstreamAuth,
+    /// The upstream rejected the request as invalid (a 4xx other than 401/403/429).
+    UpstreamRejected,
+    /// No provider is configured, or every circuit breaker is open.
+    NoProviderAvailable,
+    /// The store could not be reached.
+    StoreUnavailable,
+    /// A bug or an unexpected internal failure; details are logged, never returned.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and exhaustive tests.
+    pub const ALL: [ErrorCode; 16] = [
+        Self::InvalidRequest,
+        Self::PayloadTooLarge,
+        Self::MissingApiKey,
+        Self::InvalidApiKey,
+        Self::ModelNotAllowed,
+        Self::ModelNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::UpstreamRateLimited,
+        Self::UpstreamUnavailable,
+        Self::UpstreamTimeout,
+        Self::UpstreamAuth,
+        Self::UpstreamRejected,
+        Self::NoProviderAvailable,
+        Self::StoreUnavailable,
+        Self::Internal,
+    ];
+
+    /// The HTTP status this code is answered with.
+    pub const fn status(self) -> u16 {
+        match self {
+            Self::InvalidRequest => 400,
+            Self::PayloadTooLarge => 413,
+            Self::MissingApiKey | Self::InvalidApiKey => 401,
+            Self::ModelNotAllowed => 403,
+            Self::ModelNotFound | Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::UpstreamRateLimited => 429,
+            Self::UpstreamUnavailable | Self::UpstreamAuth => 502,
+            Self::UpstreamRejected => 400,
+            Self::UpstreamTimeout => 504,
+            Self::NoProviderAvailable | Self::StoreUnavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The stable machine-readable code, the `code` field of the OpenAI error shape.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::ModelNotAllowed => "model_not_allowed",
+            Self::ModelNotFound => "model_not_found",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::UpstreamRateLimited => "upstream_rate_limited",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::UpstreamAuth => "upstream_auth_failed",
+            Self::UpstreamRejected => "upstream_rejected",
+            Self::NoProviderAvailable => "no_provider_available",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    /// The OpenAI error `type`, which the official SDKs use together with the status to pick
+    /// an exception class.
+    pub const fn openai_type(self) -> &'static str {
+        match self {
+            Self::InvalidRequest
+            | Self::PayloadTooLarge
+            | Self::ModelNotFound
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::UpstreamRejected => "invalid_request_error",
+            Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
+            Self::ModelNotAllowed => "permission_error",
+            Self::UpstreamRateLimited => "rate_limit_error",
+            Self::UpstreamUnavailable
+            | Self::UpstreamTimeout
+            | Self::UpstreamAuth
+            | Self::NoProviderAvailable
+            | Self::StoreUnavailable
+            | Self::Internal => "api_error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_statuses_are_errors() {
+        let names: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for code in ErrorCode::ALL {
+            assert!((400..600).contains(&code.status()), "{code} has status {}", code.status());
+        }
+    }
+
+    #[test]
+    fn client_faults_are_4xx_and_upstream_faults_are_5xx() {
+        assert_eq!(ErrorCode::InvalidApiKey.status(), 401);
+        assert_eq!(ErrorCode::ModelNotAllowed.status(), 403);
+        assert_eq!(ErrorCode::UpstreamAuth.status(), 502);
+        assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
+    }
+}

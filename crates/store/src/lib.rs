@@ -1,0 +1,70 @@
+//! Warden's persistent state, behind one [`Store`] trait: virtual keys and usage rows now,
+//! agents, journals and approvals as their issues land. The SQLite backend (a file, the
+//! embedded default) is [`SqliteStore`]; PostgreSQL joins for multi-node deployments.
+//!
+//! This is the only crate that knows SQL. It must never log stored values (hashes, model
+//! content): errors carry what failed, not the data.
+
+mod migrate;
+mod records;
+mod sqlite;
+mod usage_writer;
+
+pub use records::{KeyRecord, KeyStatus, NewKeyRecord, UsageRow};
+pub use sqlite::SqliteStore;
+pub use usage_writer::{UsageWriter, UsageWriterHandle};
+
+use async_trait::async_trait;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database could not be opened, reached or written.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A key with this name is already current.
+    #[error("a key named `{0}` already exists (rotate or revoke it first)")]
+    NameTaken(String),
+    /// No current key has this name.
+    #[error("no key named `{0}`")]
+    NoSuchKey(String),
+    /// A row could not be decoded: the schema and the code disagree.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
+/// Everything Warden persists. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<(), Error>;
+
+    /// Stores a new key. Fails with [`Error::NameTaken`] if a current key has the same name.
+    async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error>;
+
+    /// Finds a key by the SHA-256 of its plain value, whatever its status.
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error>;
+
+    /// All keys, newest first, including revoked, replaced and expired ones.
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error>;
+
+    /// Revokes the current key of this name and any of its predecessors still in their grace
+    /// period. Returns how many keys were revoked; [`Error::NoSuchKey`] if none.
+    async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error>;
+
+    /// Replaces the current key of `new.name` by `new`, in one transaction; the old key keeps
+    /// working until `old_valid_until` (or its own earlier expiry).
+    async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error>;
+
+    /// Appends usage rows in one transaction.
+    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error>;
+
+    /// The most recent usage rows, newest first.
+    async fn recent_usage(&self, limit: u32) -> Result<Vec<UsageRow>, Error>;
+}

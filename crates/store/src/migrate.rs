@@ -1,0 +1,40 @@
+//! Schema migrations: numbered SQL files compiled into the binary, applied in order, each in
+//! its own transaction and recorded in `_warden_migrations`. Never edit an applied file; add
+//! the next number.
+
+use crate::Error;
+use sqlx::SqlitePool;
+
+/// Ordered (version, SQL) pairs for SQLite.
+const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_keys_and_usage.sql"))];
+
+/// Brings the database up to the newest schema.
+pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), Error> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS _warden_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _warden_migrations")
+        .fetch_one(pool)
+        .await?;
+    let applied = applied.unwrap_or(0);
+    if let Some((newest, _)) = SQLITE.last()
+        && applied > *newest
+    {
+        return Err(Error::Unavailable(format!(
+            "the database has schema version {applied}, newer than this binary knows ({newest}); upgrade Warden"
+        )));
+    }
+    for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > applied) {
+        let mut tx = pool.begin().await?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO _warden_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied store migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The plain data the store reads and writes.
+
+/// A key to insert. Only the hash of the plain key is stored.
+#[derive(Debug, Clone)]
+pub struct NewKeyRecord {
+    /// Stable id (`key_…`), referenced by usage rows.
+    pub id: String,
+    /// Human name, unique among current keys.
+    pub name: String,
+    /// SHA-256 of the plain key.
+    pub hash: [u8; 32],
+    /// Displayable start of the key.
+    pub prefix: String,
+    /// Models this key may use; `None` means all.
+    pub models: Option<Vec<String>>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; `None` means never.
+    pub expires_at: Option<i64>,
+}
+
+/// A stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Stable id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Displayable start of the key.
+    pub prefix: String,
+    /// Models this key may use; `None` means all.
+    pub models: Option<Vec<String>>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds; after it the key is refused.
+    pub expires_at: Option<i64>,
+    /// Unix seconds; set once revoked.
+    pub revoked_at: Option<i64>,
+    /// Id of the key that replaced this one in a rotation.
+    pub replaced_by: Option<String>,
+}
+
+/// Whether a key may be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// Usable.
+    Active,
+    /// Replaced by a rotation but still inside its grace period.
+    Grace,
+    /// Past its expiry (or its grace period).
+    Expired,
+    /// Revoked.
+    Revoked,
+}
+
+impl KeyRecord {
+    /// The key's status at `now` (unix seconds).
+    pub fn status(&self, now: i64) -> KeyStatus {
+        if self.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            KeyStatus::Expired
+        } else if self.replaced_by.is_some() {
+            KeyStatus::Grace
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// Whether this key may call `model` (exact name or alias as the client sent it).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+    }
+}
+
+impl KeyStatus {
+    /// Lower-case name for listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Grace => "grace",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// One proxied request, as recorded for usage and analytics. Holds no content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The `x-request-id` of the request.
+    pub request_id: String,
+    /// The virtual key's id.
+    pub key_id: String,
+    /// `chat.completions` or `embeddings`.
+    pub endpoint: String,
+    /// Model name as the client asked.
+    pub model: String,
+    /// Provider of the last target tried, if any was.
+    pub provider: Option<String>,
+    /// Model name sent to that provider.
+    pub upstream_model: Option<String>,
+    /// HTTP status returned to the client.
+    pub status: u16,
+    /// From the provider's `usage`, when it reported one.
+    pub prompt_tokens: Option<i64>,
+    /// From the provider's `usage`, when it reported one.
+    pub completion_tokens: Option<i64>,
+    /// Wall time from request to the last byte, in milliseconds.
+    pub latency_ms: i64,
+    /// Upstream attempts made, retries and fallbacks included.
+    pub attempts: i64,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Deployment version that served it.
+    pub deployment: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+}

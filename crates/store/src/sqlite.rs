@@ -1,0 +1,229 @@
+//! The embedded backend: one SQLite file in WAL mode, driven through sqlx's own worker
+//! threads so that nothing blocks the async runtime.
+
+use crate::records::{KeyRecord, NewKeyRecord, UsageRow};
+use crate::{Error, Store, migrate};
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/warden.db` and applies pending migrations.
+    pub async fn open_dir(dir: &Path) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Unavailable(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        Self::open_file(&dir.join("warden.db")).await
+    }
+
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open_file(path: &Path) -> Result<Self, Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        migrate::sqlite(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, Error> {
+    let models: Option<String> = row.try_get("models")?;
+    let models = match models {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Corrupt(format!("virtual_keys.models: {e}")))?,
+        ),
+    };
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        models,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        replaced_by: row.try_get("replaced_by")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+async fn insert_key_with<'e, E>(executor: E, key: &NewKeyRecord) -> Result<(), Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let models = key.models.as_ref().map(|m| serde_json::Value::from(m.clone()).to_string());
+    sqlx::query(
+        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&key.id)
+    .bind(&key.name)
+    .bind(&key.hash[..])
+    .bind(&key.prefix)
+    .bind(models)
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .execute(executor)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) { Error::NameTaken(key.name.clone()) } else { e.into() }
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error> {
+        insert_key_with(&self.pool, key).await
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
+        let row = sqlx::query(
+            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by
+             FROM virtual_keys WHERE key_hash = ?",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by
+             FROM virtual_keys ORDER BY created_at DESC, rowid DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET revoked_at = ?
+             WHERE name = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
+        )
+        .bind(now)
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        match done.rows_affected() {
+            0 => Err(Error::NoSuchKey(name.to_owned())),
+            n => Ok(n),
+        }
+    }
+
+    async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query(
+            "UPDATE virtual_keys
+             SET replaced_by = ?,
+                 expires_at = CASE WHEN expires_at IS NULL OR expires_at > ? THEN ? ELSE expires_at END
+             WHERE name = ? AND revoked_at IS NULL AND replaced_by IS NULL",
+        )
+        .bind(&new.id)
+        .bind(old_valid_until)
+        .bind(old_valid_until)
+        .bind(&new.name)
+        .execute(&mut *tx)
+        .await?;
+        if old.rows_affected() == 0 {
+            return Err(Error::NoSuchKey(new.name.clone()));
+        }
+        insert_key_with(&mut *tx, new).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO usage (request_id, key_id, endpoint, model, provider, upstream_model,
+                    status, prompt_tokens, completion_tokens, latency_ms, attempts, stream,
+                    deployment, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.request_id)
+            .bind(&r.key_id)
+            .bind(&r.endpoint)
+            .bind(&r.model)
+            .bind(&r.provider)
+            .bind(&r.upstream_model)
+            .bind(i64::from(r.status))
+            .bind(r.prompt_tokens)
+            .bind(r.completion_tokens)
+            .bind(r.latency_ms)
+            .bind(r.attempts)
+            .bind(r.stream)
+            .bind(&r.deployment)
+            .bind(r.created_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recent_usage(&self, limit: u32) -> Result<Vec<UsageRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT request_id, key_id, endpoint, model, provider, upstream_model, status,
+                    prompt_tokens, completion_tokens, latency_ms, attempts, stream, deployment,
+                    created_at
+             FROM usage ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: i64 = row.try_get("status")?;
+                Ok(UsageRow {
+                    request_id: row.try_get("request_id")?,
+                    key_id: row.try_get("key_id")?,
+                    endpoint: row.try_get("endpoint")?,
+                    model: row.try_get("model")?,
+                    provider: row.try_get("provider")?,
+                    upstream_model: row.try_get("upstream_model")?,
+                    status: u16::try_from(status)
+                        .map_err(|_| Error::Corrupt(format!("usage.status {status}")))?,
+                    prompt_tokens: row.try_get("prompt_tokens")?,
+                    completion_tokens: row.try_get("completion_tokens")?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    attempts: row.try_get("attempts")?,
+                    stream: row.try_get("stream")?,
+                    deployment: row.try_get("deployment")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,38 @@
+use super::open;
+use std::sync::Arc;
+use warden_store::{Store, UsageRow, UsageWriter};
+
+fn row(i: usize) -> UsageRow {
+    UsageRow {
+        request_id: format!("req-{i}"),
+        key_id: "key_1".into(),
+        endpoint: "chat.completions".into(),
+        model: "fast".into(),
+        provider: Some("openai".into()),
+        upstream_model: Some("gpt-4o-mini".into()),
+        status: 200,
+        prompt_tokens: Some(10),
+        completion_tokens: Some(5),
+        latency_ms: 3,
+        attempts: 1,
+        stream: i % 2 == 0,
+        deployment: "test".into(),
+        created_at: i as i64,
+    }
+}
+
+#[tokio::test]
+async fn writer_persists_every_queued_row_before_it_stops() {
+    let (_dir, store) = open().await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let (writer, handle) = UsageWriter::new(store.clone());
+    let task = tokio::spawn(writer.run());
+    for i in 0..1000 {
+        handle.record(row(i)).await;
+    }
+    drop(handle);
+    task.await.unwrap();
+    let rows = store.recent_usage(2000).await.unwrap();
+    assert_eq!(rows.len(), 1000);
+    assert_eq!(rows[0], row(999));
+}
