@@ -1,1 +1,212 @@
-//! placeholder
+//! The model pipeline: everything between a parsed OpenAI-style request and the provider's
+//! answer. It resolves the model to ordered targets, calls each provider with bounded retries
+//! (honouring `retry-after`), falls back to the next target, skips providers whose circuit is
+//! open, and streams answers chunk by chunk without ever ending a broken stream as a success.
+//!
+//! It knows no HTTP server: the `server` crate and, later, the agents call [`Gateway::call`]
+//! in-process, so every caller gets the same pipeline. It must never log or return a provider
+//! key, and never log request or answer content.
+
+mod backoff;
+mod breaker;
+mod call;
+mod error;
+mod pipeline;
+mod provider;
+mod sse;
+mod stream;
+mod usage;
+
+pub use breaker::State as CircuitState;
+pub use call::{Call, Endpoint};
+pub use error::{Error, Side};
+pub use provider::{KeySpec, Provider, SetupError};
+pub use stream::{ChatStream, StreamSummary};
+pub use usage::Usage;
+
+use breaker::Breaker;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use warden_config::{Config, RetryConfig, Target};
+
+/// The configured pipeline. Build once, share behind an `Arc`.
+pub struct Gateway {
+    client: reqwest::Client,
+    providers: HashMap<String, Upstream>,
+    routes: HashMap<String, Arc<Route>>,
+    listed: Vec<String>,
+    default_provider: Option<String>,
+    retry: RetryConfig,
+}
+
+/// A provider and its circuit breaker.
+pub(crate) struct Upstream {
+    pub(crate) provider: Provider,
+    pub(crate) breaker: Breaker,
+}
+
+/// A model name resolved to its ordered targets.
+#[derive(Debug)]
+pub(crate) struct Route {
+    /// The configured name (for aliases, the name they point to).
+    pub(crate) name: String,
+    pub(crate) targets: Vec<Target>,
+}
+
+/// What the gateway did, for usage rows and logs; present on success and failure alike.
+#[derive(Debug, Clone, Default)]
+pub struct Meta {
+    /// Provider of the last target tried.
+    pub provider: Option<String>,
+    /// Model name sent to it.
+    pub upstream_model: Option<String>,
+    /// Upstream attempts made, retries and fallbacks included.
+    pub attempts: u32,
+}
+
+/// A successful call.
+pub struct Success {
+    /// What was done.
+    pub meta: Meta,
+    /// The answer.
+    pub reply: Reply,
+}
+
+/// A provider's answer.
+pub enum Reply {
+    /// A whole JSON body, forwarded byte for byte.
+    Complete {
+        /// The upstream body.
+        body: Bytes,
+        /// Its `usage`, when reported.
+        usage: Option<Usage>,
+    },
+    /// Server-Sent Events, forwarded as they arrive.
+    Stream(ChatStream),
+}
+
+/// A failed call.
+#[derive(Debug)]
+pub struct Failure {
+    /// Why.
+    pub error: Error,
+    /// What was tried.
+    pub meta: Meta,
+}
+
+/// A model as listed by `GET /v1/models`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedModel {
+    /// The name clients use.
+    pub id: String,
+    /// `warden` for configured names and aliases, the provider's name for pass-through ones.
+    pub owned_by: String,
+}
+
+impl Gateway {
+    /// Builds the pipeline. `key_for` turns each provider's configured key source into a
+    /// [`KeySpec`] (the binary resolves environment variables; this crate reads no environment).
+    pub fn new(
+        config: &Config,
+        key_for: impl Fn(&str, &warden_config::ProviderConfig) -> Result<KeySpec, String>,
+    ) -> Result<Self, String> {
+        let mut providers = HashMap::new();
+        for (name, p) in &config.providers {
+            let key = key_for(name, p)?;
+            let provider = Provider::new(name, p, key).map_err(|e| e.to_string())?;
+            let breaker = Breaker::new(
+                config.circuit_breaker.failure_threshold,
+                config.circuit_breaker.cooldown,
+            );
+            providers.insert(name.clone(), Upstream { provider, breaker });
+        }
+        let mut routes = HashMap::new();
+        let mut listed = Vec::new();
+        for m in &config.models {
+            let route = Arc::new(Route { name: m.name.clone(), targets: m.targets.clone() });
+            for n in std::iter::once(&m.name).chain(&m.aliases) {
+                routes.insert(n.clone(), route.clone());
+                listed.push(n.clone());
+            }
+        }
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(512)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            client,
+            providers,
+            routes,
+            listed,
+            default_provider: config.default_provider.clone(),
+            retry: config.retry.clone(),
+        })
+    }
+
+    /// Whether `model` can be routed (configured, an alias, or passed through).
+    pub fn knows_model(&self, model: &str) -> bool {
+        self.routes.contains_key(model) || self.default_provider.is_some()
+    }
+
+    pub(crate) fn route(&self, model: &str) -> Option<Arc<Route>> {
+        if let Some(r) = self.routes.get(model) {
+            return Some(r.clone());
+        }
+        let provider = self.default_provider.as_ref()?;
+        Some(Arc::new(Route {
+            name: model.to_owned(),
+            targets: vec![Target { provider: provider.clone(), model: model.to_owned() }],
+        }))
+    }
+
+    /// Models for `GET /v1/models`: configured names and aliases, then (when a default
+    /// provider passes other names through) what that provider lists, best effort.
+    pub async fn list_models(&self) -> Vec<ListedModel> {
+        let mut out: Vec<ListedModel> = self
+            .listed
+            .iter()
+            .map(|id| ListedModel { id: id.clone(), owned_by: "warden".into() })
+            .collect();
+        if let Some(name) = &self.default_provider
+            && let Some(up) = self.providers.get(name)
+        {
+            match pipeline::fetch_models(&self.client, &up.provider).await {
+                Ok(ids) => {
+                    for id in ids {
+                        if !self.routes.contains_key(&id) {
+                            out.push(ListedModel { id, owned_by: name.clone() });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(provider = %name, error = %e, "could not list upstream models"),
+            }
+        }
+        out
+    }
+
+    /// Re-reads provider key files: those that changed, or all when `force` (SIGHUP).
+    pub fn reload_keys(&self, force: bool) {
+        for up in self.providers.values() {
+            up.provider.reload_key(force);
+        }
+    }
+
+    /// Publishes every provider's circuit state to the `warden_circuit_state` gauge; called
+    /// before metrics are rendered, since a circuit half-opens by time alone.
+    pub fn export_circuit_states(&self) {
+        for (name, up) in &self.providers {
+            metrics::gauge!("warden_circuit_state", "provider" => name.clone())
+                .set(up.breaker.state() as u8 as f64);
+        }
+    }
+
+    /// The circuit state of a provider, if it exists.
+    pub fn circuit_state(&self, provider: &str) -> Option<CircuitState> {
+        self.providers.get(provider).map(|u| u.breaker.state())
+    }
+}

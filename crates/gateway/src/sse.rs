@@ -53,11 +53,6 @@ impl Parser {
         }
         Ok(events)
     }
-
-    /// Whether bytes of an unfinished event are held (a stream ending now was cut short).
-    pub fn has_partial(&self) -> bool {
-        self.has_data || !self.buf.is_empty()
-    }
 }
 
 /// Frames one event's data for sending: `data: …\n\n` (multi-line data gets one field a line).
@@ -100,7 +95,7 @@ mod tests {
     fn an_unterminated_event_is_partial_not_emitted() {
         let mut p = Parser::default();
         assert!(p.feed(b"data: {\"a\":").unwrap().is_empty());
-        assert!(p.has_partial());
+        assert_eq!(p.feed(b"1}\n\n").unwrap(), vec![Bytes::from_static(b"{\"a\":1}")]);
     }
 
     #[test]

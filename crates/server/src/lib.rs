@@ -1,1 +1,37 @@
-//! placeholder
+//! Everything HTTP-facing: the axum router, virtual-key authentication, the OpenAI-compatible
+//! handlers (chat completions with SSE streaming, embeddings, models), request ids and the
+//! deployment header, health, readiness and Prometheus metrics.
+//!
+//! Handlers stay thin: they authenticate, read the body within its limit, and hand the call to
+//! the gateway. This crate must never log a key, a prompt or an answer, and every error it
+//! returns uses the OpenAI error shape without internal details.
+
+mod auth;
+mod error;
+mod handlers;
+mod request_id;
+mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// Builds the router. Middleware order (outermost first): request id and deployment header
+/// on every response (errors included), then the routes; auth is an extractor on the routes
+/// that need it, so it runs before any body is read.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(handlers::openai::chat_completions))
+        .route("/v1/embeddings", post(handlers::openai::embeddings))
+        .route("/v1/models", get(handlers::openai::models))
+        .route("/healthz", get(handlers::ops::healthz))
+        .route("/readyz", get(handlers::ops::readyz))
+        .route("/metrics", get(handlers::ops::metrics))
+        .fallback(handlers::ops::not_found)
+        .method_not_allowed_fallback(handlers::ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
+        .with_state(state)
+}

@@ -1,1 +1,39 @@
-fn main() {}
+//! The `warden` binary: the command line, process concerns (environment, signals, exit codes,
+//! logging) and the wiring of the library crates. Only this crate reads the environment.
+
+mod cli;
+mod keys_cmd;
+mod serve;
+mod settings;
+mod time_fmt;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Serve(args) => serve::run(&cli.global, args).await,
+            cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(settings::Failure::Config(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(settings::Failure::Runtime(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The gateway's errors. Each says which side failed and maps to a stable code; messages are
+//! safe to show a client: they never hold a provider key or internal detail.
+
+use warden_core::ErrorCode;
+
+/// Who caused a failure: decides the status class and whether retrying may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's request is wrong; retrying will not help.
+    Client,
+    /// The provider failed or refused.
+    Upstream,
+    /// Warden itself.
+    Internal,
+}
+
+/// A failed gateway call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The body is not what the endpoint takes.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// No route for this model.
+    #[error("the model `{0}` does not exist or is not configured")]
+    ModelNotFound(String),
+    /// Nothing to send the request to: no provider, or every circuit is open.
+    #[error("{0}")]
+    NoProvider(String),
+    /// Every target answered 429.
+    #[error("every upstream target is rate limited; retry later")]
+    RateLimited {
+        /// Longest `retry-after` seen, in seconds, to pass on to the client.
+        retry_after: Option<u64>,
+    },
+    /// Every target failed.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// Every target timed out.
+    #[error("upstream timed out after {0}")]
+    Timeout(String),
+    /// A provider refused Warden's own credentials.
+    #[error("provider `{0}` refused Warden's credentials; the operator must fix its API key")]
+    UpstreamAuth(String),
+    /// A provider rejected the request as invalid: its status and (scrubbed) message.
+    #[error("{message}")]
+    Rejected {
+        /// Upstream status (4xx).
+        status: u16,
+        /// Upstream message, with any provider key removed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
+            Self::NoProvider(_) => ErrorCode::NoProviderAvailable,
+            Self::RateLimited { .. } => ErrorCode::UpstreamRateLimited,
+            Self::Unavailable(_) => ErrorCode::UpstreamUnavailable,
+            Self::Timeout(_) => ErrorCode::UpstreamTimeout,
+            Self::UpstreamAuth(_) => ErrorCode::UpstreamAuth,
+            Self::Rejected { .. } => ErrorCode::UpstreamRejected,
+        }
+    }
+
+    /// The HTTP status to answer with: the code's, except that an upstream rejection keeps
+    /// the upstream's 4xx (a 404 for an unknown model stays a 404).
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Rejected { status, .. } => *status,
+            other => other.code().status(),
+        }
+    }
+
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        match self {
+            Self::InvalidRequest(_) | Self::ModelNotFound(_) | Self::Rejected { .. } => Side::Client,
+            Self::NoProvider(_) | Self::UpstreamAuth(_) => Side::Internal,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// Whether the client may succeed by retrying the same request later.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimited { .. } | Self::Unavailable(_) | Self::Timeout(_) | Self::NoProvider(_)
+        )
+    }
+}

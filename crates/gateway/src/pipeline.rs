@@ -1,0 +1,312 @@
+//! The order of the pipeline, in one place: resolve the route, then for each target in order
+//! (skipping providers whose circuit is open) make up to `retry.attempts` attempts with
+//! backoff, then fall back to the next target. A client error (4xx other than 401/403/429)
+//! ends the call at once: another provider would refuse it too.
+
+use crate::stream;
+use crate::{Call, Error, Failure, Gateway, Meta, Reply, Success, Upstream, backoff, usage};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use std::time::{Duration, Instant, SystemTime};
+use warden_config::Target;
+
+/// Why one attempt failed.
+pub(crate) enum AttemptError {
+    /// Worth retrying on this target (and counted by its breaker).
+    Retry { kind: Kind, retry_after: Option<Duration> },
+    /// This target cannot serve the request, but another might (e.g. its key is refused).
+    NextTarget(Error),
+    /// No target can: answer the client now.
+    Final(Error),
+}
+
+/// The kinds of retryable failure, summarised for the client when every target fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    RateLimited,
+    Status(u16),
+    Connect,
+    Timeout,
+    Malformed,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::RateLimited => "rate_limited",
+            Kind::Status(_) => "server_error",
+            Kind::Connect => "connect_error",
+            Kind::Timeout => "timeout",
+            Kind::Malformed => "malformed",
+        }
+    }
+}
+
+impl Gateway {
+    /// Runs a call through the pipeline.
+    pub async fn call(&self, mut call: Call) -> Result<Success, Failure> {
+        let mut meta = Meta::default();
+        let Some(route) = self.route(&call.model) else {
+            return Err(Failure { error: Error::ModelNotFound(call.model.clone()), meta });
+        };
+        let mut failures: Vec<(String, Kind)> = Vec::new();
+        let mut longest_retry_after: Option<Duration> = None;
+        let mut auth_error: Option<Error> = None;
+        let mut skipped = 0usize;
+
+        for (i, target) in route.targets.iter().enumerate() {
+            let Some(up) = self.providers.get(&target.provider) else {
+                skipped += 1;
+                continue;
+            };
+            if i > 0 && meta.attempts > 0 {
+                metrics::counter!("warden_fallbacks_total", "model" => route.name.clone(),
+                    "to" => target.provider.clone())
+                .increment(1);
+            }
+            for attempt in 1..=self.retry.attempts {
+                let Some(permit) = up.breaker.try_acquire() else {
+                    if attempt == 1 {
+                        skipped += 1;
+                    }
+                    break;
+                };
+                if attempt > 1 {
+                    metrics::counter!("warden_upstream_retries_total",
+                        "provider" => target.provider.clone())
+                    .increment(1);
+                }
+                meta.attempts += 1;
+                meta.provider = Some(target.provider.clone());
+                meta.upstream_model = Some(target.model.clone());
+                match self.attempt(up, target, &route.name, &mut call).await {
+                    Ok(reply) => {
+                        up.breaker.on_success(&permit);
+                        return Ok(Success { meta, reply });
+                    }
+                    Err(AttemptError::Final(error)) => {
+                        // The provider answered sensibly: it is healthy.
+                        up.breaker.on_success(&permit);
+                        return Err(Failure { error, meta });
+                    }
+                    Err(AttemptError::NextTarget(error)) => {
+                        up.breaker.release(&permit);
+                        auth_error = Some(error);
+                        break;
+                    }
+                    Err(AttemptError::Retry { kind, retry_after }) => {
+                        if up.breaker.on_failure(&permit) {
+                            tracing::warn!(provider = %target.provider, "circuit opened");
+                        }
+                        failures.push((target.provider.clone(), kind));
+                        if let Some(ra) = retry_after {
+                            longest_retry_after = longest_retry_after.max(Some(ra));
+                        }
+                        if attempt == self.retry.attempts {
+                            break;
+                        }
+                        let wait = match retry_after {
+                            Some(ra) if ra > self.retry.max_backoff => break,
+                            Some(ra) => ra,
+                            None => backoff::delay(&self.retry, attempt),
+                        };
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+
+        let error = if failures.is_empty() {
+            match auth_error {
+                Some(e) => e,
+                None if skipped > 0 => Error::NoProvider(
+                    "every provider for this model is failing (circuit open); retry later".into(),
+                ),
+                None => Error::NoProvider("no provider is configured for this model".into()),
+            }
+        } else if failures.iter().all(|(_, k)| *k == Kind::RateLimited) {
+            Error::RateLimited { retry_after: longest_retry_after.map(|d| d.as_secs().max(1)) }
+        } else if failures.iter().all(|(_, k)| *k == Kind::Timeout) {
+            let p = &failures[failures.len() - 1].0;
+            let t = self.providers.get(p).map(|u| u.provider.timeout).unwrap_or_default();
+            Error::Timeout(warden_config::format_duration(t))
+        } else {
+            let mut summary: Vec<String> = Vec::new();
+            for (p, k) in &failures {
+                let text = match k {
+                    Kind::Status(s) => format!("provider `{p}` answered {s}"),
+                    Kind::RateLimited => format!("provider `{p}` answered 429"),
+                    Kind::Connect => format!("provider `{p}` could not be reached"),
+                    Kind::Timeout => format!("provider `{p}` timed out"),
+                    Kind::Malformed => format!("provider `{p}` sent a malformed answer"),
+                };
+                if !summary.contains(&text) {
+                    summary.push(text);
+                }
+            }
+            Error::Unavailable(format!("{} (after {} attempts)", summary.join("; "), meta.attempts))
+        };
+        Err(Failure { error, meta })
+    }
+
+    /// One request to one target.
+    async fn attempt(
+        &self,
+        up: &Upstream,
+        target: &Target,
+        route_name: &str,
+        call: &mut Call,
+    ) -> Result<Reply, AttemptError> {
+        let provider = &up.provider;
+        let body = call.upstream_body(&target.model);
+        let mut req = self
+            .client
+            .post(provider.url(call.endpoint.path()))
+            .headers(provider.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("x-request-id", &call.request_id)
+            .body(body);
+        if let Some(key) = provider.key() {
+            req = req.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+        }
+        if call.stream {
+            req = req.header(ACCEPT, "text/event-stream");
+        } else {
+            req = req.timeout(provider.timeout);
+        }
+        let started = Instant::now();
+        let observe = |outcome: &'static str| {
+            metrics::histogram!("warden_upstream_duration_seconds",
+                "provider" => provider.name.clone(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        };
+        let sent = if call.stream {
+            match tokio::time::timeout(provider.timeout, req.send()).await {
+                Ok(r) => r,
+                Err(_) => {
+                    observe("timeout");
+                    return Err(AttemptError::Retry { kind: Kind::Timeout, retry_after: None });
+                }
+            }
+        } else {
+            req.send().await
+        };
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = if e.is_timeout() { Kind::Timeout } else { Kind::Connect };
+                observe(kind.label());
+                tracing::warn!(provider = %provider.name, error = %without_url(&e), "upstream request failed");
+                return Err(AttemptError::Retry { kind, retry_after: None });
+            }
+        };
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| backoff::parse_retry_after(v, SystemTime::now()));
+            let body = tokio::time::timeout(provider.timeout, resp.bytes()).await;
+            let body = body.ok().and_then(Result::ok).unwrap_or_default();
+            observe(if status == 429 { "rate_limited" } else { "error_status" });
+            tracing::warn!(provider = %provider.name, status, "upstream answered an error");
+            return Err(match status {
+                429 => AttemptError::Retry { kind: Kind::RateLimited, retry_after },
+                408 => AttemptError::Retry { kind: Kind::Timeout, retry_after },
+                500..=599 => AttemptError::Retry { kind: Kind::Status(status), retry_after },
+                401 | 403 => AttemptError::NextTarget(Error::UpstreamAuth(provider.name.clone())),
+                _ => AttemptError::Final(Error::Rejected {
+                    status: if (400..500).contains(&status) { status } else { 502 },
+                    message: upstream_message(&body, provider),
+                }),
+            });
+        }
+        if call.stream {
+            let first = stream::open(resp, provider.timeout, call.include_usage, route_name).await;
+            observe(if first.is_ok() { "ok" } else { "malformed" });
+            return match first {
+                Ok(s) => Ok(Reply::Stream(s)),
+                Err(kind) => Err(AttemptError::Retry { kind, retry_after: None }),
+            };
+        }
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                let kind = if e.is_timeout() { Kind::Timeout } else { Kind::Connect };
+                observe(kind.label());
+                return Err(AttemptError::Retry { kind, retry_after: None });
+            }
+        };
+        match usage::from_body(&body) {
+            Ok(u) => {
+                observe("ok");
+                if let Some(u) = &u {
+                    usage::record_tokens(route_name, u);
+                }
+                Ok(Reply::Complete { body, usage: u })
+            }
+            Err(e) => {
+                observe("malformed");
+                tracing::warn!(provider = %provider.name, error = %e, "upstream sent malformed JSON");
+                Err(AttemptError::Retry { kind: Kind::Malformed, retry_after: None })
+            }
+        }
+    }
+}
+
+/// A reqwest error's text without the URL (which may name internal hosts).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<upstream>");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The upstream's error message, with the provider's key removed wherever it appears, even in
+/// part: some providers echo the start and end of a refused key.
+fn upstream_message(body: &[u8], provider: &crate::Provider) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message = parsed
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
+        .and_then(|m| m.as_str())
+        .unwrap_or("the provider rejected the request");
+    let mut message: String = message.chars().take(1000).collect();
+    if let Some(key) = provider.key() {
+        let key = key.expose();
+        message = message.replace(key, "***");
+        for len in [8usize, 6] {
+            if key.len() > len * 2 {
+                message = message.replace(&key[..len], "***").replace(&key[key.len() - len..], "***");
+            }
+        }
+    }
+    format!("provider `{}`: {message}", provider.name)
+}
+
+/// `GET {base}/models` on one provider: the ids it lists.
+pub(crate) async fn fetch_models(
+    client: &reqwest::Client,
+    provider: &crate::Provider,
+) -> Result<Vec<String>, String> {
+    let mut req = client.get(provider.url("/models")).timeout(provider.timeout.min(Duration::from_secs(10)));
+    if let Some(key) = provider.key() {
+        req = req.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
+    }
+    let resp = req.send().await.map_err(|e| without_url(&e))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status().as_u16()));
+    }
+    let v: serde_json::Value = resp.json().await.map_err(|e| without_url(&e))?;
+    Ok(v.get("data")
+        .and_then(|d| d.as_array())
+        .map(|a| a.iter().filter_map(|m| m.get("id")?.as_str().map(String::from)).collect())
+        .unwrap_or_default())
+}

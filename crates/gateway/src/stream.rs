@@ -1,0 +1,167 @@
+//! Streaming answers. Upstream SSE is parsed event by event and each event is forwarded as soon
+//! as it arrives. The stream is handed to the client only once the first event has arrived,
+//! so a provider that fails before that can still be retried or replaced. After that, a
+//! failure (connection reset, idle timeout, end without `[DONE]`) ends the client's stream
+//! with an OpenAI-style error event, never as a silently truncated success.
+
+use crate::pipeline::Kind;
+use crate::sse::{self, Parser};
+use crate::usage::{self, Usage};
+use bytes::Bytes;
+use futures_util::stream::{BoxStream, StreamExt};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// A streaming answer: the bytes to send, and a summary delivered when it ends.
+pub struct ChatStream {
+    /// SSE bytes, framed and ready to send.
+    pub body: BoxStream<'static, Bytes>,
+    /// Fires once the stream has ended, however it ended (client gone included).
+    pub summary: oneshot::Receiver<StreamSummary>,
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Token counts from the final usage chunk.
+    pub usage: Option<Usage>,
+    /// True if the stream reached `[DONE]`.
+    pub completed: bool,
+    /// Why it ended early, if it did (safe to log: no content).
+    pub failure: Option<String>,
+}
+
+struct State {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: Parser,
+    ready: VecDeque<Bytes>,
+    idle_timeout: Duration,
+    include_usage: bool,
+    model: String,
+    summary: StreamSummary,
+    summary_tx: Option<oneshot::Sender<StreamSummary>>,
+    finished: bool,
+}
+
+/// Reads until the first event, then returns the stream. `Err` means nothing usable arrived.
+pub(crate) async fn open(
+    resp: reqwest::Response,
+    idle_timeout: Duration,
+    include_usage: bool,
+    model: &str,
+) -> Result<ChatStream, Kind> {
+    let (tx, rx) = oneshot::channel();
+    let mut state = State {
+        upstream: resp.bytes_stream().boxed(),
+        parser: Parser::default(),
+        ready: VecDeque::new(),
+        idle_timeout,
+        include_usage,
+        model: model.to_owned(),
+        summary: StreamSummary::default(),
+        summary_tx: Some(tx),
+        finished: false,
+    };
+    while state.ready.is_empty() {
+        match tokio::time::timeout(idle_timeout, state.upstream.next()).await {
+            Err(_) => return Err(Kind::Timeout),
+            Ok(None) => return Err(Kind::Malformed),
+            Ok(Some(Err(_))) => return Err(Kind::Connect),
+            Ok(Some(Ok(chunk))) => state.take(&chunk).map_err(|_| Kind::Malformed)?,
+        }
+    }
+    // Once a stream is handed out, its summary is what tells how it went; dropping the
+    // state before that (client gone) still sends one, from `Drop`.
+    let body = futures_util::stream::unfold(state, |mut s| async move {
+        let out = s.next_output().await?;
+        Some((out, s))
+    })
+    .boxed();
+    Ok(ChatStream { body, summary: rx })
+}
+
+impl State {
+    /// Parses a chunk and queues what should be forwarded.
+    fn take(&mut self, chunk: &[u8]) -> Result<(), sse::TooLarge> {
+        for data in self.parser.feed(chunk)? {
+            if &data[..] == b"[DONE]" {
+                self.summary.completed = true;
+                self.ready.push_back(sse::frame(&data));
+                continue;
+            }
+            if memchr::memmem::find(&data, b"\"usage\"").is_some()
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data)
+                && let Some(u) = v.get("usage").filter(|u| u.is_object())
+            {
+                if let Ok(u) = serde_json::from_value::<Usage>(u.clone()) {
+                    self.summary.usage = Some(u);
+                }
+                let usage_only = v.get("choices").and_then(|c| c.as_array()).is_some_and(|c| c.is_empty());
+                if usage_only && !self.include_usage {
+                    continue;
+                }
+            }
+            self.ready.push_back(sse::frame(&data));
+        }
+        Ok(())
+    }
+
+    /// The next bytes for the client, or `None` when the stream is over.
+    async fn next_output(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Some(b);
+            }
+            if self.finished || self.summary.completed {
+                self.finish();
+                return None;
+            }
+            let failure = match tokio::time::timeout(self.idle_timeout, self.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => match self.take(&chunk) {
+                    Ok(()) => continue,
+                    Err(_) => "upstream sent an oversized event",
+                },
+                Ok(Some(Err(_))) => "upstream connection failed mid-stream",
+                Ok(None) => "upstream ended the stream before [DONE]",
+                Err(_) => "upstream stream went idle past the timeout",
+            };
+            tracing::warn!(reason = failure, "stream interrupted");
+            metrics::counter!("warden_stream_interruptions_total").increment(1);
+            self.summary.failure = Some(failure.to_owned());
+            self.finished = true;
+            return Some(error_event(failure));
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(tx) = self.summary_tx.take() {
+            if let Some(u) = &self.summary.usage {
+                usage::record_tokens(&self.model, u);
+            }
+            let _ = tx.send(self.summary.clone());
+        }
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if self.summary_tx.is_some() && !self.summary.completed && self.summary.failure.is_none() {
+            self.summary.failure = Some("client disconnected".into());
+        }
+        self.finish();
+    }
+}
+
+/// The event that ends a broken stream; the OpenAI SDKs raise it as an API error.
+fn error_event(message: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": {
+            "message": message,
+            "type": "api_error",
+            "param": null,
+            "code": "upstream_stream_interrupted",
+        }
+    });
+    sse::frame(body.to_string().as_bytes())
+}

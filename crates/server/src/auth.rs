@@ -1,0 +1,53 @@
+//! Virtual-key authentication: `Authorization: Bearer wdn_…`. The key is hashed and looked up;
+//! unknown, revoked and expired keys all get the same 401, so a caller learns nothing about
+//! which keys exist. The presented key is never logged.
+
+use crate::{ApiError, AppState};
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use std::sync::Arc;
+use warden_core::ErrorCode;
+use warden_store::{KeyRecord, KeyStatus};
+
+/// The authenticated key of a request.
+pub struct AuthedKey(pub KeyRecord);
+
+impl FromRequestParts<Arc<AppState>> for AuthedKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let Some(header) = parts.headers.get(http::header::AUTHORIZATION) else {
+            return Err(ApiError::new(
+                ErrorCode::MissingApiKey,
+                "missing API key: send `Authorization: Bearer <your Warden key>`",
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .unwrap_or("");
+        let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "invalid, revoked or expired API key");
+        if !warden_core::keys::looks_valid(token) {
+            return Err(invalid());
+        }
+        let record = state.store.key_by_hash(&warden_core::keys::hash(token)).await.map_err(|e| {
+            tracing::error!(error = %e, "key lookup failed");
+            ApiError::new(ErrorCode::StoreUnavailable, "the key store is unavailable; retry later")
+        })?;
+        let record = record.ok_or_else(invalid)?;
+        match record.status(now_secs()) {
+            KeyStatus::Active | KeyStatus::Grace => Ok(Self(record)),
+            KeyStatus::Expired | KeyStatus::Revoked => Err(invalid()),
+        }
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

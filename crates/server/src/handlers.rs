@@ -1,0 +1,4 @@
+//! Route handlers.
+
+pub(crate) mod openai;
+pub(crate) mod ops;

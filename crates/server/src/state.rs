@@ -1,0 +1,30 @@
+//! State shared by every handler, built once at start-up.
+
+use http::HeaderValue;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use warden_gateway::Gateway;
+use warden_store::{Store, UsageWriterHandle};
+
+/// What handlers need; handed to them as `Arc<AppState>`.
+pub struct AppState {
+    /// Persistent state.
+    pub store: Arc<dyn Store>,
+    /// The model pipeline.
+    pub gateway: Arc<Gateway>,
+    /// Where usage rows go (written off the request path).
+    pub usage: UsageWriterHandle,
+    /// Value of `x-warden-deployment` on every response.
+    pub deployment: HeaderValue,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Renders `/metrics`; `None` turns the route off (404).
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl AppState {
+    /// The deployment version as text (for usage rows).
+    pub fn deployment_str(&self) -> &str {
+        self.deployment.to_str().unwrap_or("unknown")
+    }
+}

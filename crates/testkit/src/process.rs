@@ -1,0 +1,190 @@
+//! Runs the real `warden` binary for end-to-end tests: a fresh data directory, a config file,
+//! a free port; waits until `/healthz` answers; kills the process when dropped.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `warden serve`.
+pub struct WardenProcess {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// The data directory (keys, usage).
+    pub data_dir: PathBuf,
+    bin: PathBuf,
+    log: PathBuf,
+    _dir: Option<tempfile_dir::Dir>,
+}
+
+mod tempfile_dir {
+    /// A temporary directory removed on drop (std only, to keep the kit lean).
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl WardenProcess {
+    /// A fresh, unique temporary directory.
+    pub fn temp_dir() -> PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "warden-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    /// Starts `bin serve --config <file with config_toml>` on a free port, with `env` added
+    /// to a cleared environment (so the developer's own `OPENAI_API_KEY` never leaks in).
+    pub fn start(bin: &Path, config_toml: &str, env: &[(&str, &str)]) -> Self {
+        let dir = Self::temp_dir();
+        Self::start_in(bin, dir, config_toml, env)
+    }
+
+    /// As [`WardenProcess::start`], in a given directory (kept after the process ends).
+    pub fn start_in(bin: &Path, dir: PathBuf, config_toml: &str, env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let config = dir.join("warden.toml");
+        std::fs::write(&config, config_toml).expect("write config");
+        let data_dir = dir.join("data");
+        let log = dir.join("warden.log");
+        let child = Self::command(bin, &data_dir, env)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).expect("log"),
+            ))
+            .spawn()
+            .expect("spawn warden");
+        let mut w = Self {
+            child: Some(child),
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir,
+            bin: bin.to_owned(),
+            log,
+            _dir: Some(tempfile_dir::Dir(dir)),
+        };
+        w.wait_ready();
+        w
+    }
+
+    fn command(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("WARDEN_DATA_DIR", data_dir)
+            .env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("warden exited early with {status}:\n{}", self.logs());
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                use std::io::Read;
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("warden did not become ready:\n{}", self.logs());
+    }
+
+    /// Runs another `warden` command (e.g. `keys create`) on the same data directory and
+    /// returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        run_cli(&self.bin, &self.data_dir, args)
+    }
+
+    /// Creates a key and returns its plain value.
+    pub fn create_key(&self, name: &str, extra: &[&str]) -> String {
+        let mut args = vec!["keys", "create", "--name", name];
+        args.extend_from_slice(extra);
+        let (code, out, err) = self.cli(&args);
+        assert_eq!(code, 0, "keys create failed: {err}");
+        out.lines()
+            .find_map(|l| l.split_whitespace().find(|w| w.starts_with("wdn_")))
+            .unwrap_or_else(|| panic!("no key in output: {out}"))
+            .to_owned()
+    }
+
+    /// Everything the process logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (e.g. "HUP", "TERM") to the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([&format!("-{sig}"), &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Runs `bin args…` with a cleared environment and `WARDEN_DATA_DIR=data_dir`.
+pub fn run_cli(bin: &Path, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = WardenProcess::command(bin, data_dir, &[]).args(args).output().expect("run warden");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Drop for WardenProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Warden: a secure, self-hosted runtime for enterprise AI agents.
+#[derive(Parser)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args)]
+pub struct Global {
+    /// Configuration file (TOML). Without one, Warden runs on its embedded defaults.
+    #[arg(long, global = true, env = "WARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory holding the SQLite store (default ./warden-data).
+    #[arg(long, global = true, env = "WARDEN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Manage virtual keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (overrides server.listen; default 127.0.0.1:8787).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        /// Name, unique among current keys.
+        #[arg(long)]
+        name: String,
+        /// Models (names or aliases) the key may use, comma-separated; default all.
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Lifetime, e.g. 30d or 12h; default never expires.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys (never their values).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key (and its predecessors still in a rotation grace period).
+    Revoke {
+        /// Key name.
+        name: String,
+    },
+    /// Issue a new key for a name; the old one keeps working for the grace period.
+    Rotate {
+        /// Key name.
+        name: String,
+        /// How long the old key keeps working (default 24h; 0s ends it now).
+        #[arg(long, default_value = "24h")]
+        grace: String,
+    },
+}

@@ -1,0 +1,154 @@
+//! `warden keys …`: create, list, revoke and rotate virtual keys in the data directory's
+//! store. A plain key is printed once, on stdout alone (so scripts can capture it); messages
+//! go to stderr.
+
+use crate::cli::{Global, KeysCommand};
+use crate::settings::{self, Failure};
+use crate::time_fmt::{iso8601, now_secs};
+use anyhow::Context;
+use rand::RngCore;
+use warden_store::{NewKeyRecord, SqliteStore, Store};
+
+/// Runs one keys command.
+pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
+    let config = settings::load(global)?;
+    let dir = settings::data_dir(global, &config);
+    let store = SqliteStore::open_dir(&dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    match command {
+        KeysCommand::Create { name, models, expires } => {
+            check_name(&name)?;
+            let models = models.map(|m| m.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>());
+            if models.as_ref().is_some_and(Vec::is_empty) {
+                return Err(Failure::Config("--models: give at least one model name".into()));
+            }
+            let now = now_secs();
+            let expires_at = match expires {
+                None => None,
+                Some(text) => {
+                    let d = warden_config::parse_duration(&text)
+                        .map_err(|m| Failure::Config(format!("--expires: {m}")))?;
+                    if d.is_zero() {
+                        return Err(Failure::Config("--expires: must be greater than zero".into()));
+                    }
+                    Some(now.saturating_add(d.as_secs() as i64))
+                }
+            };
+            let (record, plain) = new_key(&name, models, now, expires_at);
+            store.insert_key(&record).await.map_err(store_failure)?;
+            println!("{}", plain.expose());
+            eprintln!(
+                "created key `{name}` ({}, id {}){}. Store it now: Warden keeps only its hash.",
+                record.prefix,
+                record.id,
+                expires_at.map(|t| format!(", expires {}", iso8601(t))).unwrap_or_default()
+            );
+        }
+        KeysCommand::List { json } => {
+            let keys = store.list_keys().await.map_err(store_failure)?;
+            let now = now_secs();
+            if json {
+                let rows: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        serde_json::json!({
+                            "id": k.id, "name": k.name, "prefix": k.prefix,
+                            "status": k.status(now).as_str(), "models": k.models,
+                            "created_at": iso8601(k.created_at),
+                            "expires_at": k.expires_at.map(iso8601),
+                            "revoked_at": k.revoked_at.map(iso8601),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(rows));
+            } else {
+                println!(
+                    "{:<20} {:<13} {:<8} {:<21} {:<21} MODELS",
+                    "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES"
+                );
+                for k in keys {
+                    println!(
+                        "{:<20} {:<13} {:<8} {:<21} {:<21} {}",
+                        k.name,
+                        k.prefix,
+                        k.status(now).as_str(),
+                        iso8601(k.created_at),
+                        k.expires_at.map(iso8601).unwrap_or_else(|| "never".into()),
+                        k.models.map(|m| m.join(",")).unwrap_or_else(|| "*".into())
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { name } => {
+            let n = store.revoke_keys(&name, now_secs()).await.map_err(store_failure)?;
+            eprintln!("revoked {n} key(s) named `{name}`");
+        }
+        KeysCommand::Rotate { name, grace } => {
+            let grace = warden_config::parse_duration(&grace)
+                .map_err(|m| Failure::Config(format!("--grace: {m}")))?;
+            let now = now_secs();
+            let current = store
+                .list_keys()
+                .await
+                .map_err(store_failure)?
+                .into_iter()
+                .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
+                .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
+            let (record, plain) = new_key(&name, current.models.clone(), now, current.expires_at);
+            let old_until = now.saturating_add(grace.as_secs() as i64);
+            store.rotate_key(&record, old_until).await.map_err(store_failure)?;
+            println!("{}", plain.expose());
+            eprintln!(
+                "rotated key `{name}`: new key {} (id {}); the old key works until {}",
+                record.prefix,
+                record.id,
+                iso8601(old_until)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn new_key(
+    name: &str,
+    models: Option<Vec<String>>,
+    now: i64,
+    expires_at: Option<i64>,
+) -> (NewKeyRecord, warden_core::Secret) {
+    let key = warden_core::keys::generate();
+    let mut id_bytes = [0u8; 8];
+    rand::rng().fill_bytes(&mut id_bytes);
+    let id = format!("key_{}", id_bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let record = NewKeyRecord {
+        id,
+        name: name.to_owned(),
+        hash: key.hash,
+        prefix: key.display_prefix,
+        models,
+        created_at: now,
+        expires_at,
+    };
+    (record, key.plain)
+}
+
+fn check_name(name: &str) -> Result<(), Failure> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(Failure::Config(
+            "--name: use 1-64 letters, digits, `-`, `_` or `.`".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn store_failure(e: warden_store::Error) -> Failure {
+    match e {
+        warden_store::Error::NameTaken(_) | warden_store::Error::NoSuchKey(_) => {
+            Failure::Runtime(anyhow::anyhow!("{e}"))
+        }
+        other => Failure::Runtime(anyhow::Error::new(other)),
+    }
+}

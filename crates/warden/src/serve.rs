@@ -1,0 +1,158 @@
+//! `warden serve`: wires the store, the gateway and the HTTP server, then runs until SIGTERM
+//! or Ctrl-C. On a signal it stops accepting connections, lets in-flight requests finish
+//! within `server.shutdown_grace`, and drains the usage writer before exiting.
+
+use crate::cli::{Global, ServeArgs};
+use crate::settings::{self, Failure};
+use anyhow::Context;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use warden_config::LogFormat;
+use warden_gateway::Gateway;
+use warden_server::AppState;
+use warden_store::{SqliteStore, Store, UsageWriter};
+
+/// How often key files are checked for changes.
+const KEY_FILE_POLL: Duration = Duration::from_secs(1);
+/// How long the usage writer may take to drain at shutdown.
+const USAGE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the server.
+pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
+    let mut config = settings::load(global)?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    init_logging(config.server.log_format);
+
+    let gateway = Gateway::new(&config, settings::key_for).map_err(Failure::Config)?;
+    let gateway = Arc::new(gateway);
+    let dir = settings::data_dir(global, &config);
+    let store = SqliteStore::open_dir(&dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let metrics = if config.server.metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".into()),
+                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+            )
+            .context("metrics buckets")?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).context("install the metrics recorder")?;
+        Some(handle)
+    } else {
+        None
+    };
+
+    let (usage_writer, usage) = UsageWriter::new(store.clone());
+    let usage_task = tokio::spawn(usage_writer.run());
+    let deployment = settings::deployment(&config);
+    let state = Arc::new(AppState {
+        store,
+        gateway: gateway.clone(),
+        usage,
+        deployment: deployment.parse().context("deployment is not a valid header value")?,
+        max_body_bytes: config.server.max_body_bytes,
+        metrics,
+    });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(watch_key_files(gateway.clone(), stop_rx.clone()));
+    tokio::spawn(signals(gateway.clone(), stop_tx));
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
+    tracing::info!(
+        listen = %config.server.listen,
+        data_dir = %dir.display(),
+        deployment = %deployment,
+        providers = ?providers,
+        models = config.models.len(),
+        default_provider = config.default_provider.as_deref().unwrap_or("none"),
+        "warden is serving"
+    );
+    if providers.is_empty() {
+        tracing::warn!("no provider is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL) or use --config");
+    }
+
+    let app = warden_server::router(state);
+    let mut shutdown = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    });
+    let grace = config.server.shutdown_grace;
+    let mut deadline = stop_rx;
+    tokio::select! {
+        result = server.into_future() => result.context("the HTTP server failed")?,
+        () = async move {
+            let _ = deadline.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(?grace, "grace period over; in-flight requests were cut off"),
+    }
+
+    // Handlers and streams hold the usage handle; once they are gone the writer drains.
+    match tokio::time::timeout(USAGE_DRAIN, usage_task).await {
+        Ok(_) => tracing::info!("usage rows flushed; bye"),
+        Err(_) => tracing::error!("usage writer did not drain in time; some rows may be lost"),
+    }
+    Ok(())
+}
+
+/// SIGTERM or Ctrl-C stop the server; SIGHUP re-reads provider key files.
+async fn signals(gateway: Arc<Gateway>, stop: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading provider key files");
+                gateway.reload_keys(true);
+            }
+        }
+    }
+    let _ = stop.send(true);
+}
+
+/// Polls provider key files so a rotated key is picked up without a signal.
+async fn watch_key_files(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(KEY_FILE_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let g = gateway.clone();
+                // File reads are blocking I/O: keep them off the async workers.
+                let _ = tokio::task::spawn_blocking(move || g.reload_keys(false)).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
