@@ -148,8 +148,20 @@ fn next_reply(inner: &Inner) -> Option<Reply> {
 async fn chat(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     record(&inner, "/v1/chat/completions", &headers, &body);
-    let reply = next_reply(&inner).unwrap_or_else(|| Reply::Text(echo(&body)));
+    let reply = next_reply(&inner).unwrap_or_else(|| default_reply(&body));
     answer(reply, &body).await
+}
+
+/// With no script: call the first tool offered (arguments echo the prompt), else echo.
+fn default_reply(body: &Value) -> Reply {
+    let first_tool = body["tools"][0]["function"]["name"].as_str();
+    match first_tool {
+        Some(name) if body["tool_choice"] != "none" => Reply::ToolCall {
+            name: name.to_owned(),
+            arguments: json!({"echo": echo(body)}).to_string(),
+        },
+        _ => Reply::Text(echo(body)),
+    }
 }
 
 fn echo(body: &Value) -> String {
@@ -258,7 +270,12 @@ fn sse(
     end: End,
     usage_chunk: bool,
 ) -> Response {
-    let mut events: Vec<Bytes> = vec![chunk(model, json!({"role": "assistant", "content": ""}), None, usage_chunk)];
+    // A reset with nothing to send fails before the first byte, like a provider that dies at once.
+    let mut events: Vec<Bytes> = if end == End::Reset && pieces.is_empty() {
+        Vec::new()
+    } else {
+        vec![chunk(model, json!({"role": "assistant", "content": ""}), None, usage_chunk)]
+    };
     let mut all_text = String::new();
     for p in &pieces {
         all_text.push_str(p);

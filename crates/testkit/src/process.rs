@@ -53,20 +53,23 @@ impl WardenProcess {
     /// Starts `bin serve --config <file with config_toml>` on a free port, with `env` added
     /// to a cleared environment (so the developer's own `OPENAI_API_KEY` never leaks in).
     pub fn start(bin: &Path, config_toml: &str, env: &[(&str, &str)]) -> Self {
-        let dir = Self::temp_dir();
-        Self::start_in(bin, dir, config_toml, env)
+        Self::start_in(bin, Self::temp_dir(), Some(config_toml), env)
     }
 
-    /// As [`WardenProcess::start`], in a given directory (kept after the process ends).
-    pub fn start_in(bin: &Path, dir: PathBuf, config_toml: &str, env: &[(&str, &str)]) -> Self {
+    /// Starts `bin serve` in `dir` (removed on drop), with a config file written from
+    /// `config_toml`, or on the embedded defaults when it is `None`.
+    pub fn start_in(bin: &Path, dir: PathBuf, config_toml: Option<&str>, env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let config = dir.join("warden.toml");
-        std::fs::write(&config, config_toml).expect("write config");
         let data_dir = dir.join("data");
         let log = dir.join("warden.log");
-        let child = Self::command(bin, &data_dir, env)
-            .args(["serve", "--config"])
-            .arg(&config)
+        let mut cmd = Self::command(bin, &data_dir, env);
+        cmd.current_dir(&dir).arg("serve");
+        if let Some(text) = config_toml {
+            let config = dir.join("warden.toml");
+            std::fs::write(&config, text).expect("write config");
+            cmd.arg("--config").arg(&config);
+        }
+        let child = cmd
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::from(
