@@ -5,12 +5,18 @@ use std::time::Duration;
 /// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     if digits.is_empty() {
-        return Err(format!("`{text}` is not a duration (expected e.g. 250ms, 30s, 5m, 24h, 7d)"));
+        return Err(format!(
+            "`{text}` is not a duration (expected e.g. 250ms, 30s, 5m, 24h, 7d)"
+        ));
     }
-    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is too large"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is too large"))?;
     let unit_ms: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -31,8 +37,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Formats a duration in the largest unit that divides it, the inverse of [`parse_duration`].
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms >= size && ms % size == 0 {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -57,7 +68,11 @@ mod tests {
         assert!(parse_duration("30").unwrap_err().contains("unit"));
         assert!(parse_duration("h").unwrap_err().contains("not a duration"));
         assert!(parse_duration("3 weeks").is_err());
-        assert!(parse_duration("99999999999999999999d").unwrap_err().contains("too large"));
+        assert!(
+            parse_duration("99999999999999999999d")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

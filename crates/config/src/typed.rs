@@ -141,11 +141,17 @@ impl Config {
     fn from_raw(raw: RawConfig) -> Result<Self, Error> {
         let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8787");
         let listen = listen_text.parse().map_err(|_| {
-            Error::invalid("server.listen", format!("`{listen_text}` is not an address like 127.0.0.1:8787"))
+            Error::invalid(
+                "server.listen",
+                format!("`{listen_text}` is not an address like 127.0.0.1:8787"),
+            )
         })?;
         let max_body_bytes = raw.server.max_body_bytes.unwrap_or(4 * 1024 * 1024);
         if max_body_bytes == 0 || max_body_bytes > 1 << 30 {
-            return Err(Error::invalid("server.max_body_bytes", "must be between 1 and 1073741824"));
+            return Err(Error::invalid(
+                "server.max_body_bytes",
+                "must be between 1 and 1073741824",
+            ));
         }
         let log_format = match raw.server.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
@@ -167,35 +173,55 @@ impl Config {
 
         let retry = RetryConfig {
             attempts: raw.retry.attempts.unwrap_or(2),
-            initial_backoff: duration("retry.initial_backoff", &raw.retry.initial_backoff, "200ms")?,
+            initial_backoff: duration(
+                "retry.initial_backoff",
+                &raw.retry.initial_backoff,
+                "200ms",
+            )?,
             max_backoff: duration("retry.max_backoff", &raw.retry.max_backoff, "5s")?,
         };
         if !(1..=10).contains(&retry.attempts) {
             return Err(Error::invalid("retry.attempts", "must be between 1 and 10"));
         }
         if retry.initial_backoff > retry.max_backoff {
-            return Err(Error::invalid("retry.initial_backoff", "must not exceed retry.max_backoff"));
+            return Err(Error::invalid(
+                "retry.initial_backoff",
+                "must not exceed retry.max_backoff",
+            ));
         }
 
         let circuit_breaker = CircuitBreakerConfig {
             failure_threshold: raw.circuit_breaker.failure_threshold.unwrap_or(5),
-            cooldown: duration("circuit_breaker.cooldown", &raw.circuit_breaker.cooldown, "30s")?,
+            cooldown: duration(
+                "circuit_breaker.cooldown",
+                &raw.circuit_breaker.cooldown,
+                "30s",
+            )?,
         };
         if circuit_breaker.failure_threshold == 0 {
-            return Err(Error::invalid("circuit_breaker.failure_threshold", "must be at least 1"));
+            return Err(Error::invalid(
+                "circuit_breaker.failure_threshold",
+                "must be at least 1",
+            ));
         }
 
         let mut providers = BTreeMap::new();
         for (name, p) in raw.providers {
             let field = |f: &str| format!("providers.{name}.{f}");
-            if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
                 return Err(Error::invalid(
                     format!("providers.{name}"),
                     "a provider name may hold only letters, digits, `-` and `_`",
                 ));
             }
             if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(Error::invalid(field("base_url"), "must start with http:// or https://"));
+                return Err(Error::invalid(
+                    field("base_url"),
+                    "must start with http:// or https://",
+                ));
             }
             let key = match (p.api_key_env, p.api_key_file) {
                 (Some(_), Some(_)) => {
@@ -209,8 +235,15 @@ impl Config {
                 (None, None) => KeySource::None,
             };
             for header in p.headers.keys() {
-                if header.is_empty() || !header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-                    return Err(Error::invalid(field("headers"), format!("`{header}` is not a header name")));
+                if header.is_empty()
+                    || !header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    return Err(Error::invalid(
+                        field("headers"),
+                        format!("`{header}` is not a header name"),
+                    ));
                 }
                 if header.eq_ignore_ascii_case("authorization") {
                     return Err(Error::invalid(
@@ -235,7 +268,10 @@ impl Config {
         let mut models = Vec::new();
         for (name, m) in raw.models {
             if m.targets.is_empty() {
-                return Err(Error::invalid(format!("models.{name}.targets"), "needs at least one target"));
+                return Err(Error::invalid(
+                    format!("models.{name}.targets"),
+                    "needs at least one target",
+                ));
             }
             for (i, RawTarget { provider, .. }) in m.targets.iter().enumerate() {
                 if !providers.contains_key(provider) {
@@ -256,26 +292,41 @@ impl Config {
             let targets = m
                 .targets
                 .into_iter()
-                .map(|t| Target { provider: t.provider, model: t.model })
+                .map(|t| Target {
+                    provider: t.provider,
+                    model: t.model,
+                })
                 .collect();
-            models.push(ModelRoute { name, aliases: m.aliases, targets });
+            models.push(ModelRoute {
+                name,
+                aliases: m.aliases,
+                targets,
+            });
         }
 
         if let Some(p) = &raw.routing.default_provider
             && !providers.contains_key(p)
         {
-            return Err(Error::invalid("routing.default_provider", format!("unknown provider `{p}`")));
+            return Err(Error::invalid(
+                "routing.default_provider",
+                format!("unknown provider `{p}`"),
+            ));
         }
         if let Some(d) = &raw.deployment
             && (d.is_empty() || d.len() > 128 || !d.bytes().all(|b| b.is_ascii_graphic()))
         {
-            return Err(Error::invalid("deployment", "must be 1-128 visible ASCII characters"));
+            return Err(Error::invalid(
+                "deployment",
+                "must be 1-128 visible ASCII characters",
+            ));
         }
 
         Ok(Self {
             deployment: raw.deployment,
             server,
-            store: StoreConfig { data_dir: raw.store.data_dir.map(PathBuf::from) },
+            store: StoreConfig {
+                data_dir: raw.store.data_dir.map(PathBuf::from),
+            },
             retry,
             circuit_breaker,
             providers,
@@ -335,8 +386,17 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
         assert_eq!(c.retry.attempts, 3);
         assert_eq!(c.retry.max_backoff, Duration::from_secs(5));
         assert_eq!(c.providers["openai"].base_url, "https://api.openai.com/v1");
-        assert_eq!(c.providers["local"].key, KeySource::File("/run/secrets/local".into()));
-        assert_eq!(c.models[0].targets[1], Target { provider: "local".into(), model: "llama3".into() });
+        assert_eq!(
+            c.providers["local"].key,
+            KeySource::File("/run/secrets/local".into())
+        );
+        assert_eq!(
+            c.models[0].targets[1],
+            Target {
+                provider: "local".into(),
+                model: "llama3".into()
+            }
+        );
     }
 
     #[test]
@@ -366,12 +426,15 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
     #[test]
     fn bad_values_name_their_field() {
         assert!(error_of("[server]\nlisten = \"here\"").starts_with("server.listen:"));
-        assert!(error_of("[retry]\ninitial_backoff = \"10\"").starts_with("retry.initial_backoff:"));
+        assert!(
+            error_of("[retry]\ninitial_backoff = \"10\"").starts_with("retry.initial_backoff:")
+        );
         assert!(error_of("[retry]\nattempts = 0").starts_with("retry.attempts:"));
         assert!(
             error_of("[providers.p]\nbase_url = \"ftp://x\"").starts_with("providers.p.base_url:")
         );
-        let both = "[providers.p]\nbase_url = \"http://x\"\napi_key_env = \"A\"\napi_key_file = \"f\"";
+        let both =
+            "[providers.p]\nbase_url = \"http://x\"\napi_key_env = \"A\"\napi_key_file = \"f\"";
         assert!(error_of(both).starts_with("providers.p.api_key_env:"));
         let auth = "[providers.p]\nbase_url = \"http://x\"\nheaders = { Authorization = \"x\" }";
         assert!(error_of(auth).starts_with("providers.p.headers:"));
@@ -388,6 +451,9 @@ targets = [{ provider = "p", model = "x" }]
 aliases = ["a"]
 targets = [{ provider = "p", model = "y" }]
 "#;
-        assert_eq!(error_of(text), "models.b.aliases: `a` is already a name of models.a");
+        assert_eq!(
+            error_of(text),
+            "models.b.aliases: `a` is already a name of models.a"
+        );
     }
 }

@@ -139,7 +139,11 @@ mod tests {
         let names: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
         assert_eq!(names.len(), ErrorCode::ALL.len());
         for code in ErrorCode::ALL {
-            assert!((400..600).contains(&code.status()), "{code} has status {}", code.status());
+            assert!(
+                (400..600).contains(&code.status()),
+                "{code} has status {}",
+                code.status()
+            );
         }
     }
 

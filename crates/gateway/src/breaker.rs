@@ -91,7 +91,10 @@ impl Breaker {
     /// Records a failure; returns true if this failure opened the circuit.
     pub fn on_failure(&self, permit: &Permit) -> bool {
         let open = |b: &Self| {
-            b.open_until_ms.store(b.now_ms() + b.cooldown.as_millis() as u64, Ordering::Release)
+            b.open_until_ms.store(
+                b.now_ms() + b.cooldown.as_millis() as u64,
+                Ordering::Release,
+            )
         };
         if *permit == Permit::Probe {
             open(self);

@@ -50,15 +50,20 @@ pub struct Call {
 impl Call {
     /// Parses a JSON body. Errors name the problem (JSON position, missing or mistyped field).
     pub fn parse(endpoint: Endpoint, body: &[u8], request_id: String) -> Result<Self, Error> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| Error::InvalidRequest(format!("the request body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            Error::InvalidRequest(format!("the request body is not valid JSON: {e}"))
+        })?;
         let Value::Object(body) = value else {
-            return Err(Error::InvalidRequest("the request body must be a JSON object".into()));
+            return Err(Error::InvalidRequest(
+                "the request body must be a JSON object".into(),
+            ));
         };
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.is_empty() && m.len() <= 256 => m.clone(),
             Some(Value::String(_)) => {
-                return Err(Error::InvalidRequest("`model` must be 1 to 256 characters".into()));
+                return Err(Error::InvalidRequest(
+                    "`model` must be 1 to 256 characters".into(),
+                ));
             }
             Some(_) => return Err(Error::InvalidRequest("`model` must be a string".into())),
             None => return Err(Error::InvalidRequest("`model` is required".into())),
@@ -79,7 +84,9 @@ impl Call {
             },
             Endpoint::Embeddings => {
                 if stream {
-                    return Err(Error::InvalidRequest("embeddings cannot be streamed".into()));
+                    return Err(Error::InvalidRequest(
+                        "embeddings cannot be streamed".into(),
+                    ));
                 }
                 if body.get("input").is_none_or(Value::is_null) {
                     return Err(Error::InvalidRequest("`input` is required".into()));
@@ -91,14 +98,22 @@ impl Call {
             .and_then(|o| o.get("include_usage"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        Ok(Self { endpoint, model, stream, include_usage, request_id, body })
+        Ok(Self {
+            endpoint,
+            model,
+            stream,
+            include_usage,
+            request_id,
+            body,
+        })
     }
 
     /// The body to send to one target: the client's, with the target's model name, and for
     /// streams the final usage chunk requested (so usage is always counted; it is removed
     /// again if the client did not ask for it).
     pub(crate) fn upstream_body(&mut self, upstream_model: &str) -> Vec<u8> {
-        self.body.insert("model".into(), Value::String(upstream_model.to_owned()));
+        self.body
+            .insert("model".into(), Value::String(upstream_model.to_owned()));
         if self.stream {
             let options = self
                 .body
@@ -122,11 +137,31 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(parse("{").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(
+            parse("{")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
         assert!(parse("[]").unwrap_err().to_string().contains("JSON object"));
-        assert!(parse(r#"{"messages":[{}]}"#).unwrap_err().to_string().contains("`model` is required"));
-        assert!(parse(r#"{"model":1,"messages":[{}]}"#).unwrap_err().to_string().contains("string"));
-        assert!(parse(r#"{"model":"m"}"#).unwrap_err().to_string().contains("`messages`"));
+        assert!(
+            parse(r#"{"messages":[{}]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("`model` is required")
+        );
+        assert!(
+            parse(r#"{"model":1,"messages":[{}]}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("string")
+        );
+        assert!(
+            parse(r#"{"model":"m"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("`messages`")
+        );
         assert!(parse(r#"{"model":"m","messages":[{}],"stream":"yes"}"#).is_err());
         let e = Call::parse(Endpoint::Embeddings, br#"{"model":"m"}"#, "r".into()).unwrap_err();
         assert!(e.to_string().contains("`input`"));

@@ -78,7 +78,9 @@ impl Error {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::InvalidRequest(_) | Self::ModelNotFound(_) | Self::Rejected { .. } => Side::Client,
+            Self::InvalidRequest(_) | Self::ModelNotFound(_) | Self::Rejected { .. } => {
+                Side::Client
+            }
             Self::NoProvider(_) | Self::UpstreamAuth(_) => Side::Internal,
             _ => Side::Upstream,
         }
@@ -88,7 +90,10 @@ impl Error {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Unavailable(_) | Self::Timeout(_) | Self::NoProvider(_)
+            Self::RateLimited { .. }
+                | Self::Unavailable(_)
+                | Self::Timeout(_)
+                | Self::NoProvider(_)
         )
     }
 }

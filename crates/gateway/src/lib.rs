@@ -125,7 +125,10 @@ impl Gateway {
         let mut routes = HashMap::new();
         let mut listed = Vec::new();
         for m in &config.models {
-            let route = Arc::new(Route { name: m.name.clone(), targets: m.targets.clone() });
+            let route = Arc::new(Route {
+                name: m.name.clone(),
+                targets: m.targets.clone(),
+            });
             for n in std::iter::once(&m.name).chain(&m.aliases) {
                 routes.insert(n.clone(), route.clone());
                 listed.push(n.clone());
@@ -160,7 +163,10 @@ impl Gateway {
         let provider = self.default_provider.as_ref()?;
         Some(Arc::new(Route {
             name: model.to_owned(),
-            targets: vec![Target { provider: provider.clone(), model: model.to_owned() }],
+            targets: vec![Target {
+                provider: provider.clone(),
+                model: model.to_owned(),
+            }],
         }))
     }
 
@@ -170,7 +176,10 @@ impl Gateway {
         let mut out: Vec<ListedModel> = self
             .listed
             .iter()
-            .map(|id| ListedModel { id: id.clone(), owned_by: "warden".into() })
+            .map(|id| ListedModel {
+                id: id.clone(),
+                owned_by: "warden".into(),
+            })
             .collect();
         if let Some(name) = &self.default_provider
             && let Some(up) = self.providers.get(name)
@@ -179,11 +188,16 @@ impl Gateway {
                 Ok(ids) => {
                     for id in ids {
                         if !self.routes.contains_key(&id) {
-                            out.push(ListedModel { id, owned_by: name.clone() });
+                            out.push(ListedModel {
+                                id,
+                                owned_by: name.clone(),
+                            });
                         }
                     }
                 }
-                Err(e) => tracing::warn!(provider = %name, error = %e, "could not list upstream models"),
+                Err(e) => {
+                    tracing::warn!(provider = %name, error = %e, "could not list upstream models")
+                }
             }
         }
         out

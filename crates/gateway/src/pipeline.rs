@@ -12,7 +12,10 @@ use warden_config::Target;
 /// Why one attempt failed.
 pub(crate) enum AttemptError {
     /// Worth retrying on this target (and counted by its breaker).
-    Retry { kind: Kind, retry_after: Option<Duration> },
+    Retry {
+        kind: Kind,
+        retry_after: Option<Duration>,
+    },
     /// This target cannot serve the request, but another might (e.g. its key is refused).
     NextTarget(Error),
     /// No target can: answer the client now.
@@ -46,7 +49,10 @@ impl Gateway {
     pub async fn call(&self, mut call: Call) -> Result<Success, Failure> {
         let mut meta = Meta::default();
         let Some(route) = self.route(&call.model) else {
-            return Err(Failure { error: Error::ModelNotFound(call.model.clone()), meta });
+            return Err(Failure {
+                error: Error::ModelNotFound(call.model.clone()),
+                meta,
+            });
         };
         let mut failures: Vec<(String, Kind)> = Vec::new();
         let mut longest_retry_after: Option<Duration> = None;
@@ -124,10 +130,16 @@ impl Gateway {
                 None => Error::NoProvider("no provider is configured for this model".into()),
             }
         } else if failures.iter().all(|(_, k)| *k == Kind::RateLimited) {
-            Error::RateLimited { retry_after: longest_retry_after.map(|d| d.as_secs().max(1)) }
+            Error::RateLimited {
+                retry_after: longest_retry_after.map(|d| d.as_secs().max(1)),
+            }
         } else if failures.iter().all(|(_, k)| *k == Kind::Timeout) {
             let p = &failures[failures.len() - 1].0;
-            let t = self.providers.get(p).map(|u| u.provider.timeout).unwrap_or_default();
+            let t = self
+                .providers
+                .get(p)
+                .map(|u| u.provider.timeout)
+                .unwrap_or_default();
             Error::Timeout(warden_config::format_duration(t))
         } else {
             let mut summary: Vec<String> = Vec::new();
@@ -143,7 +155,11 @@ impl Gateway {
                     summary.push(text);
                 }
             }
-            Error::Unavailable(format!("{} (after {} attempts)", summary.join("; "), meta.attempts))
+            Error::Unavailable(format!(
+                "{} (after {} attempts)",
+                summary.join("; "),
+                meta.attempts
+            ))
         };
         Err(Failure { error, meta })
     }
@@ -184,7 +200,10 @@ impl Gateway {
                 Ok(r) => r,
                 Err(_) => {
                     observe("timeout");
-                    return Err(AttemptError::Retry { kind: Kind::Timeout, retry_after: None });
+                    return Err(AttemptError::Retry {
+                        kind: Kind::Timeout,
+                        retry_after: None,
+                    });
                 }
             }
         } else {
@@ -193,10 +212,17 @@ impl Gateway {
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_timeout() { Kind::Timeout } else { Kind::Connect };
+                let kind = if e.is_timeout() {
+                    Kind::Timeout
+                } else {
+                    Kind::Connect
+                };
                 observe(kind.label());
                 tracing::warn!(provider = %provider.name, error = %without_url(&e), "upstream request failed");
-                return Err(AttemptError::Retry { kind, retry_after: None });
+                return Err(AttemptError::Retry {
+                    kind,
+                    retry_after: None,
+                });
             }
         };
         let status = resp.status().as_u16();
@@ -208,15 +234,32 @@ impl Gateway {
                 .and_then(|v| backoff::parse_retry_after(v, SystemTime::now()));
             let body = tokio::time::timeout(provider.timeout, resp.bytes()).await;
             let body = body.ok().and_then(Result::ok).unwrap_or_default();
-            observe(if status == 429 { "rate_limited" } else { "error_status" });
+            observe(if status == 429 {
+                "rate_limited"
+            } else {
+                "error_status"
+            });
             tracing::warn!(provider = %provider.name, status, "upstream answered an error");
             return Err(match status {
-                429 => AttemptError::Retry { kind: Kind::RateLimited, retry_after },
-                408 => AttemptError::Retry { kind: Kind::Timeout, retry_after },
-                500..=599 => AttemptError::Retry { kind: Kind::Status(status), retry_after },
+                429 => AttemptError::Retry {
+                    kind: Kind::RateLimited,
+                    retry_after,
+                },
+                408 => AttemptError::Retry {
+                    kind: Kind::Timeout,
+                    retry_after,
+                },
+                500..=599 => AttemptError::Retry {
+                    kind: Kind::Status(status),
+                    retry_after,
+                },
                 401 | 403 => AttemptError::NextTarget(Error::UpstreamAuth(provider.name.clone())),
                 _ => AttemptError::Final(Error::Rejected {
-                    status: if (400..500).contains(&status) { status } else { 502 },
+                    status: if (400..500).contains(&status) {
+                        status
+                    } else {
+                        502
+                    },
                     message: upstream_message(&body, provider),
                 }),
             });
@@ -226,15 +269,25 @@ impl Gateway {
             observe(if first.is_ok() { "ok" } else { "malformed" });
             return match first {
                 Ok(s) => Ok(Reply::Stream(s)),
-                Err(kind) => Err(AttemptError::Retry { kind, retry_after: None }),
+                Err(kind) => Err(AttemptError::Retry {
+                    kind,
+                    retry_after: None,
+                }),
             };
         }
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                let kind = if e.is_timeout() { Kind::Timeout } else { Kind::Connect };
+                let kind = if e.is_timeout() {
+                    Kind::Timeout
+                } else {
+                    Kind::Connect
+                };
                 observe(kind.label());
-                return Err(AttemptError::Retry { kind, retry_after: None });
+                return Err(AttemptError::Retry {
+                    kind,
+                    retry_after: None,
+                });
             }
         };
         match usage::from_body(&body) {
@@ -248,7 +301,10 @@ impl Gateway {
             Err(e) => {
                 observe("malformed");
                 tracing::warn!(provider = %provider.name, error = %e, "upstream sent malformed JSON");
-                Err(AttemptError::Retry { kind: Kind::Malformed, retry_after: None })
+                Err(AttemptError::Retry {
+                    kind: Kind::Malformed,
+                    retry_after: None,
+                })
             }
         }
     }
@@ -284,7 +340,9 @@ fn upstream_message(body: &[u8], provider: &crate::Provider) -> String {
         message = message.replace(key, "***");
         for len in [8usize, 6] {
             if key.len() > len * 2 {
-                message = message.replace(&key[..len], "***").replace(&key[key.len() - len..], "***");
+                message = message
+                    .replace(&key[..len], "***")
+                    .replace(&key[key.len() - len..], "***");
             }
         }
     }
@@ -296,7 +354,9 @@ pub(crate) async fn fetch_models(
     client: &reqwest::Client,
     provider: &crate::Provider,
 ) -> Result<Vec<String>, String> {
-    let mut req = client.get(provider.url("/models")).timeout(provider.timeout.min(Duration::from_secs(10)));
+    let mut req = client
+        .get(provider.url("/models"))
+        .timeout(provider.timeout.min(Duration::from_secs(10)));
     if let Some(key) = provider.key() {
         req = req.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
     }
@@ -307,6 +367,10 @@ pub(crate) async fn fetch_models(
     let v: serde_json::Value = resp.json().await.map_err(|e| without_url(&e))?;
     Ok(v.get("data")
         .and_then(|d| d.as_array())
-        .map(|a| a.iter().filter_map(|m| m.get("id")?.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.get("id")?.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default())
 }

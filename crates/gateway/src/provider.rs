@@ -71,7 +71,10 @@ impl Provider {
     pub fn new(name: &str, config: &ProviderConfig, key: KeySpec) -> Result<Self, SetupError> {
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
-            let header_error = || SetupError::Header { provider: name.into(), name: k.clone() };
+            let header_error = || SetupError::Header {
+                provider: name.into(),
+                name: k.clone(),
+            };
             let hn = HeaderName::from_bytes(k.as_bytes()).map_err(|_| header_error())?;
             let hv = HeaderValue::from_str(v).map_err(|_| header_error())?;
             headers.insert(hn, hv);
@@ -92,11 +95,12 @@ impl Provider {
         };
         if let Some(file) = &provider.file {
             let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-            let (secret, stamp) = read_key_file(&file.path).map_err(|reason| SetupError::KeyFile {
-                provider: name.into(),
-                path: file.path.display().to_string(),
-                reason,
-            })?;
+            let (secret, stamp) =
+                read_key_file(&file.path).map_err(|reason| SetupError::KeyFile {
+                    provider: name.into(),
+                    path: file.path.display().to_string(),
+                    reason,
+                })?;
             file.stamp = Some(stamp);
             *provider.key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(secret));
         }
@@ -156,7 +160,13 @@ fn read_key_file(path: &std::path::Path) -> Result<(Secret, FileStamp), String> 
     if key.contains(['\n', '\r']) || HeaderValue::from_str(&format!("Bearer {key}")).is_err() {
         return Err("the file must hold one key on one line".into());
     }
-    Ok((Secret::new(key), FileStamp { modified: meta.modified().ok(), len: meta.len() }))
+    Ok((
+        Secret::new(key),
+        FileStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -195,6 +205,9 @@ mod tests {
         let e = Provider::new("p", &config(), KeySpec::File("/nonexistent/key".into()))
             .err()
             .unwrap();
-        assert!(e.to_string().starts_with("providers.p.api_key_file:"), "{e}");
+        assert!(
+            e.to_string().starts_with("providers.p.api_key_file:"),
+            "{e}"
+        );
     }
 }

@@ -82,7 +82,13 @@ mod tests {
     #[test]
     fn parses_openai_style_events() {
         let events = parse_all(&[b"data: {\"a\":1}\n\ndata: [DONE]\n\n"]);
-        assert_eq!(events, vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"[DONE]")]);
+        assert_eq!(
+            events,
+            vec![
+                Bytes::from_static(b"{\"a\":1}"),
+                Bytes::from_static(b"[DONE]")
+            ]
+        );
     }
 
     #[test]
@@ -95,7 +101,10 @@ mod tests {
     fn an_unterminated_event_is_partial_not_emitted() {
         let mut p = Parser::default();
         assert!(p.feed(b"data: {\"a\":").unwrap().is_empty());
-        assert_eq!(p.feed(b"1}\n\n").unwrap(), vec![Bytes::from_static(b"{\"a\":1}")]);
+        assert_eq!(
+            p.feed(b"1}\n\n").unwrap(),
+            vec![Bytes::from_static(b"{\"a\":1}")]
+        );
     }
 
     #[test]
@@ -108,7 +117,10 @@ mod tests {
     #[test]
     fn frame_round_trips_through_the_parser() {
         let framed = frame(b"line1\nline2");
-        assert_eq!(parse_all(&[&framed]), vec![Bytes::from_static(b"line1\nline2")]);
+        assert_eq!(
+            parse_all(&[&framed]),
+            vec![Bytes::from_static(b"line1\nline2")]
+        );
     }
 
     proptest! {

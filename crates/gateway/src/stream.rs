@@ -97,7 +97,10 @@ impl State {
                 if let Ok(u) = serde_json::from_value::<Usage>(u.clone()) {
                     self.summary.usage = Some(u);
                 }
-                let usage_only = v.get("choices").and_then(|c| c.as_array()).is_some_and(|c| c.is_empty());
+                let usage_only = v
+                    .get("choices")
+                    .and_then(|c| c.as_array())
+                    .is_some_and(|c| c.is_empty());
                 if usage_only && !self.include_usage {
                     continue;
                 }
@@ -117,7 +120,8 @@ impl State {
                 self.finish();
                 return None;
             }
-            let failure = match tokio::time::timeout(self.idle_timeout, self.upstream.next()).await {
+            let failure = match tokio::time::timeout(self.idle_timeout, self.upstream.next()).await
+            {
                 Ok(Some(Ok(chunk))) => match self.take(&chunk) {
                     Ok(()) => continue,
                     Err(_) => "upstream sent an oversized event",

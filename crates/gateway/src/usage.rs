@@ -22,7 +22,9 @@ struct Envelope {
 /// Checks that `body` is one JSON object and extracts its `usage` (skipping everything else
 /// without building it). `Err` means the body is not valid JSON.
 pub(crate) fn from_body(body: &[u8]) -> Result<Option<Usage>, String> {
-    serde_json::from_slice::<Envelope>(body).map(|e| e.usage).map_err(|e| e.to_string())
+    serde_json::from_slice::<Envelope>(body)
+        .map(|e| e.usage)
+        .map_err(|e| e.to_string())
 }
 
 /// Records token counts in `warden_tokens_total{model, kind}`.
@@ -46,7 +48,10 @@ mod tests {
         let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
         assert_eq!(
             from_body(body).unwrap(),
-            Some(Usage { prompt_tokens: Some(3), completion_tokens: Some(1) })
+            Some(Usage {
+                prompt_tokens: Some(3),
+                completion_tokens: Some(1)
+            })
         );
         assert_eq!(from_body(b"{}").unwrap(), None);
         assert!(from_body(b"{\"id\":").is_err());

@@ -15,7 +15,10 @@ pub struct AuthedKey(pub KeyRecord);
 impl FromRequestParts<Arc<AppState>> for AuthedKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let Some(header) = parts.headers.get(http::header::AUTHORIZATION) else {
             return Err(ApiError::new(
                 ErrorCode::MissingApiKey,
@@ -25,17 +28,32 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .unwrap_or("");
-        let invalid = || ApiError::new(ErrorCode::InvalidApiKey, "invalid, revoked or expired API key");
+        let invalid = || {
+            ApiError::new(
+                ErrorCode::InvalidApiKey,
+                "invalid, revoked or expired API key",
+            )
+        };
         if !warden_core::keys::looks_valid(token) {
             return Err(invalid());
         }
-        let record = state.store.key_by_hash(&warden_core::keys::hash(token)).await.map_err(|e| {
-            tracing::error!(error = %e, "key lookup failed");
-            ApiError::new(ErrorCode::StoreUnavailable, "the key store is unavailable; retry later")
-        })?;
+        let record = state
+            .store
+            .key_by_hash(&warden_core::keys::hash(token))
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "key lookup failed");
+                ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the key store is unavailable; retry later",
+                )
+            })?;
         let record = record.ok_or_else(invalid)?;
         match record.status(now_secs()) {
             KeyStatus::Active | KeyStatus::Grace => Ok(Self(record)),

@@ -19,7 +19,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the code's own status.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, status: code.status(), message: message.into(), retry_after: None }
+        Self {
+            code,
+            status: code.status(),
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// The code.
@@ -39,7 +44,12 @@ impl From<warden_gateway::Error> for ApiError {
             warden_gateway::Error::RateLimited { retry_after } => *retry_after,
             _ => None,
         };
-        Self { code: e.code(), status: e.status(), message: e.to_string(), retry_after }
+        Self {
+            code: e.code(),
+            status: e.status(),
+            message: e.to_string(),
+            retry_after,
+        }
     }
 }
 
@@ -56,11 +66,17 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
-        }
-        if matches!(self.code, ErrorCode::MissingApiKey | ErrorCode::InvalidApiKey) {
             resp.headers_mut()
-                .insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                .insert(http::header::RETRY_AFTER, secs.into());
+        }
+        if matches!(
+            self.code,
+            ErrorCode::MissingApiKey | ErrorCode::InvalidApiKey
+        ) {
+            resp.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
         }
         resp
     }

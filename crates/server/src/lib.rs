@@ -24,7 +24,10 @@ use std::sync::Arc;
 /// that need it, so it runs before any body is read.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(handlers::openai::chat_completions))
+        .route(
+            "/v1/chat/completions",
+            post(handlers::openai::chat_completions),
+        )
         .route("/v1/embeddings", post(handlers::openai::embeddings))
         .route("/v1/models", get(handlers::openai::models))
         .route("/healthz", get(handlers::ops::healthz))
@@ -32,6 +35,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::ops::metrics))
         .fallback(handlers::ops::not_found)
         .method_not_allowed_fallback(handlers::ops::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), request_id::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            request_id::layer,
+        ))
         .with_state(state)
 }

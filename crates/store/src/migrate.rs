@@ -6,7 +6,10 @@ use crate::Error;
 use sqlx::SqlitePool;
 
 /// Ordered (version, SQL) pairs for SQLite.
-const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_keys_and_usage.sql"))];
+const SQLITE: &[(i64, &str)] = &[(
+    1,
+    include_str!("../migrations/sqlite/0001_keys_and_usage.sql"),
+)];
 
 /// Brings the database up to the newest schema.
 pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), Error> {
@@ -29,10 +32,12 @@ pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), Error> {
     for (version, sql) in SQLITE.iter().filter(|(v, _)| *v > applied) {
         let mut tx = pool.begin().await?;
         sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO _warden_migrations (version, applied_at) VALUES (?, strftime('%s','now'))")
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO _warden_migrations (version, applied_at) VALUES (?, strftime('%s','now'))",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         tracing::info!(version, "applied store migration");
     }

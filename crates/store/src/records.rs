@@ -69,7 +69,9 @@ impl KeyRecord {
 
     /// Whether this key may call `model` (exact name or alias as the client sent it).
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|m| m.iter().any(|x| x == model))
+        self.models
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|x| x == model))
     }
 }
 

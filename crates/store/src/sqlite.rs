@@ -4,7 +4,9 @@
 use crate::records::{KeyRecord, NewKeyRecord, UsageRow};
 use crate::{Error, Store, migrate};
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +21,10 @@ impl SqliteStore {
     /// Opens (creating if needed) `dir/warden.db` and applies pending migrations.
     pub async fn open_dir(dir: &Path) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Unavailable(format!("cannot create data directory {}: {e}", dir.display()))
+            Error::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
         })?;
         Self::open_file(&dir.join("warden.db")).await
     }
@@ -73,7 +78,10 @@ async fn insert_key_with<'e, E>(executor: E, key: &NewKeyRecord) -> Result<(), E
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let models = key.models.as_ref().map(|m| serde_json::Value::from(m.clone()).to_string());
+    let models = key
+        .models
+        .as_ref()
+        .map(|m| serde_json::Value::from(m.clone()).to_string());
     sqlx::query(
         "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -88,7 +96,11 @@ where
     .execute(executor)
     .await
     .map_err(|e| {
-        if is_unique_violation(&e) { Error::NameTaken(key.name.clone()) } else { e.into() }
+        if is_unique_violation(&e) {
+            Error::NameTaken(key.name.clone())
+        } else {
+            e.into()
+        }
     })?;
     Ok(())
 }

@@ -91,13 +91,18 @@ impl MockUpstream {
 
     /// Starts a mock on `addr`; `record` keeps every request for assertions (off for load).
     pub async fn start_on(addr: SocketAddr, record: bool) -> Self {
-        let inner = Arc::new(Inner { record, ..Default::default() });
+        let inner = Arc::new(Inner {
+            record,
+            ..Default::default()
+        });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind mock");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind mock");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -107,7 +112,11 @@ impl MockUpstream {
                 })
                 .await;
         });
-        Self { addr, inner, _shutdown: tx }
+        Self {
+            addr,
+            inner,
+            _shutdown: tx,
+        }
     }
 
     /// Base URL to configure as a provider, e.g. `http://127.0.0.1:4321/v1`.
@@ -181,20 +190,29 @@ fn answer(reply: Reply, req: &Value) -> std::pin::Pin<Box<dyn Future<Output = Re
     Box::pin(async move {
         let model = req["model"].as_str().unwrap_or("mock").to_owned();
         let stream = req["stream"].as_bool().unwrap_or(false);
-        let usage_chunk = req["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+        let usage_chunk = req["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false);
         match reply {
             Reply::Delay(d, inner) => {
                 tokio::time::sleep(d).await;
                 answer(*inner, &req).await
             }
-            Reply::Status { status, retry_after, message } => {
+            Reply::Status {
+                status,
+                retry_after,
+                message,
+            } => {
                 let mut resp = (
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    axum::Json(json!({"error": {"message": message, "type": "mock_error", "code": null}})),
+                    axum::Json(
+                        json!({"error": {"message": message, "type": "mock_error", "code": null}}),
+                    ),
                 )
                     .into_response();
                 if let Some(ra) = retry_after {
-                    resp.headers_mut().insert("retry-after", ra.parse().expect("header"));
+                    resp.headers_mut()
+                        .insert("retry-after", ra.parse().expect("header"));
                 }
                 resp
             }
@@ -207,24 +225,46 @@ fn answer(reply: Reply, req: &Value) -> std::pin::Pin<Box<dyn Future<Output = Re
                 let pieces = text.split_inclusive(' ').map(String::from).collect();
                 sse(&model, pieces, None, Duration::ZERO, End::Done, usage_chunk)
             }
-            Reply::Text(text) => {
-                axum::Json(completion(&model, json!({"role": "assistant", "content": text}), "stop", &text))
-                    .into_response()
-            }
-            Reply::ToolCall { name, arguments } if stream => {
-                sse(&model, Vec::new(), Some((name, arguments)), Duration::ZERO, End::Done, usage_chunk)
-            }
+            Reply::Text(text) => axum::Json(completion(
+                &model,
+                json!({"role": "assistant", "content": text}),
+                "stop",
+                &text,
+            ))
+            .into_response(),
+            Reply::ToolCall { name, arguments } if stream => sse(
+                &model,
+                Vec::new(),
+                Some((name, arguments)),
+                Duration::ZERO,
+                End::Done,
+                usage_chunk,
+            ),
             Reply::ToolCall { name, arguments } => {
                 let message = json!({"role": "assistant", "content": null, "tool_calls": [{
                     "id": "call_mock_1", "type": "function",
                     "function": {"name": name, "arguments": arguments}}]});
                 axum::Json(completion(&model, message, "tool_calls", &arguments)).into_response()
             }
-            Reply::Stream { pieces, delay } => sse(&model, pieces, None, delay, End::Done, usage_chunk),
-            Reply::StreamReset { pieces } => sse(&model, pieces, None, Duration::ZERO, End::Reset, usage_chunk),
-            Reply::StreamTruncated { pieces } => {
-                sse(&model, pieces, None, Duration::ZERO, End::Truncated, usage_chunk)
+            Reply::Stream { pieces, delay } => {
+                sse(&model, pieces, None, delay, End::Done, usage_chunk)
             }
+            Reply::StreamReset { pieces } => sse(
+                &model,
+                pieces,
+                None,
+                Duration::ZERO,
+                End::Reset,
+                usage_chunk,
+            ),
+            Reply::StreamTruncated { pieces } => sse(
+                &model,
+                pieces,
+                None,
+                Duration::ZERO,
+                End::Truncated,
+                usage_chunk,
+            ),
         }
     })
 }
@@ -274,7 +314,12 @@ fn sse(
     let mut events: Vec<Bytes> = if end == End::Reset && pieces.is_empty() {
         Vec::new()
     } else {
-        vec![chunk(model, json!({"role": "assistant", "content": ""}), None, usage_chunk)]
+        vec![chunk(
+            model,
+            json!({"role": "assistant", "content": ""}),
+            None,
+            usage_chunk,
+        )]
     };
     let mut all_text = String::new();
     for p in &pieces {
@@ -283,10 +328,23 @@ fn sse(
     }
     if let Some((name, args)) = &tool {
         let mid = args.len() / 2;
-        let mid = (0..=mid).rev().find(|i| args.is_char_boundary(*i)).unwrap_or(0);
-        events.push(chunk(model, json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function",
-            "function": {"name": name, "arguments": &args[..mid]}}]}), None, usage_chunk));
-        events.push(chunk(model, json!({"tool_calls": [{"index": 0, "function": {"arguments": &args[mid..]}}]}), None, usage_chunk));
+        let mid = (0..=mid)
+            .rev()
+            .find(|i| args.is_char_boundary(*i))
+            .unwrap_or(0);
+        events.push(chunk(
+            model,
+            json!({"tool_calls": [{"index": 0, "id": "call_mock_1", "type": "function",
+            "function": {"name": name, "arguments": &args[..mid]}}]}),
+            None,
+            usage_chunk,
+        ));
+        events.push(chunk(
+            model,
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": &args[mid..]}}]}),
+            None,
+            usage_chunk,
+        ));
         all_text.push_str(args);
     }
     if end == End::Done {
@@ -354,8 +412,10 @@ async fn embeddings(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: B
             json!({"object": "embedding", "index": i, "embedding": embedding})
         })
         .collect();
-    axum::Json(json!({"object": "list", "data": data, "model": body["model"],
-        "usage": {"prompt_tokens": 4, "total_tokens": 4}}))
+    axum::Json(
+        json!({"object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": 4, "total_tokens": 4}}),
+    )
     .into_response()
 }
 

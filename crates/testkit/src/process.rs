@@ -58,7 +58,12 @@ impl WardenProcess {
 
     /// Starts `bin serve` in `dir` (removed on drop), with a config file written from
     /// `config_toml`, or on the embedded defaults when it is `None`.
-    pub fn start_in(bin: &Path, dir: PathBuf, config_toml: Option<&str>, env: &[(&str, &str)]) -> Self {
+    pub fn start_in(
+        bin: &Path,
+        dir: PathBuf,
+        config_toml: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let data_dir = dir.join("data");
         let log = dir.join("warden.log");
@@ -73,7 +78,10 @@ impl WardenProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::from(std::fs::File::create(&log).expect("log")))
             .stderr(Stdio::from(
-                std::fs::OpenOptions::new().append(true).open(&log).expect("log"),
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&log)
+                    .expect("log"),
             ))
             .spawn()
             .expect("spawn warden");
@@ -175,7 +183,10 @@ impl WardenProcess {
 
 /// Runs `bin args…` with a cleared environment and `WARDEN_DATA_DIR=data_dir`.
 pub fn run_cli(bin: &Path, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = WardenProcess::command(bin, data_dir, &[]).args(args).output().expect("run warden");
+    let out = WardenProcess::command(bin, data_dir, &[])
+        .args(args)
+        .output()
+        .expect("run warden");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

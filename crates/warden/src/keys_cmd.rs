@@ -17,11 +17,22 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
         .await
         .with_context(|| format!("cannot open the store in {}", dir.display()))?;
     match command {
-        KeysCommand::Create { name, models, expires } => {
+        KeysCommand::Create {
+            name,
+            models,
+            expires,
+        } => {
             check_name(&name)?;
-            let models = models.map(|m| m.into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>());
+            let models = models.map(|m| {
+                m.into_iter()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+            });
             if models.as_ref().is_some_and(Vec::is_empty) {
-                return Err(Failure::Config("--models: give at least one model name".into()));
+                return Err(Failure::Config(
+                    "--models: give at least one model name".into(),
+                ));
             }
             let now = now_secs();
             let expires_at = match expires {
@@ -30,7 +41,9 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                     let d = warden_config::parse_duration(&text)
                         .map_err(|m| Failure::Config(format!("--expires: {m}")))?;
                     if d.is_zero() {
-                        return Err(Failure::Config("--expires: must be greater than zero".into()));
+                        return Err(Failure::Config(
+                            "--expires: must be greater than zero".into(),
+                        ));
                     }
                     Some(now.saturating_add(d.as_secs() as i64))
                 }
@@ -42,7 +55,9 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                 "created key `{name}` ({}, id {}){}. Store it now: Warden keeps only its hash.",
                 record.prefix,
                 record.id,
-                expires_at.map(|t| format!(", expires {}", iso8601(t))).unwrap_or_default()
+                expires_at
+                    .map(|t| format!(", expires {}", iso8601(t)))
+                    .unwrap_or_default()
             );
         }
         KeysCommand::List { json } => {
@@ -81,7 +96,10 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
             }
         }
         KeysCommand::Revoke { name } => {
-            let n = store.revoke_keys(&name, now_secs()).await.map_err(store_failure)?;
+            let n = store
+                .revoke_keys(&name, now_secs())
+                .await
+                .map_err(store_failure)?;
             eprintln!("revoked {n} key(s) named `{name}`");
         }
         KeysCommand::Rotate { name, grace } => {
@@ -97,7 +115,10 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                 .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
             let (record, plain) = new_key(&name, current.models.clone(), now, current.expires_at);
             let old_until = now.saturating_add(grace.as_secs() as i64);
-            store.rotate_key(&record, old_until).await.map_err(store_failure)?;
+            store
+                .rotate_key(&record, old_until)
+                .await
+                .map_err(store_failure)?;
             println!("{}", plain.expose());
             eprintln!(
                 "rotated key `{name}`: new key {} (id {}); the old key works until {}",
@@ -119,7 +140,13 @@ fn new_key(
     let key = warden_core::keys::generate();
     let mut id_bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut id_bytes);
-    let id = format!("key_{}", id_bytes.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let id = format!(
+        "key_{}",
+        id_bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
     let record = NewKeyRecord {
         id,
         name: name.to_owned(),
@@ -135,7 +162,9 @@ fn new_key(
 fn check_name(name: &str) -> Result<(), Failure> {
     if name.is_empty()
         || name.len() > 64
-        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     {
         return Err(Failure::Config(
             "--name: use 1-64 letters, digits, `-`, `_` or `.`".into(),

@@ -39,7 +39,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Suffix("duration_seconds".into()),
-                &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ],
             )
             .context("metrics buckets")?
             .build_recorder();
@@ -57,7 +59,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         store,
         gateway: gateway.clone(),
         usage,
-        deployment: deployment.parse().context("deployment is not a valid header value")?,
+        deployment: deployment
+            .parse()
+            .context("deployment is not a valid header value")?,
         max_body_bytes: config.server.max_body_bytes,
         metrics,
     });
@@ -80,7 +84,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         "warden is serving"
     );
     if providers.is_empty() {
-        tracing::warn!("no provider is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL) or use --config");
+        tracing::warn!(
+            "no provider is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL) or use --config"
+        );
     }
 
     let app = warden_server::router(state);
@@ -110,8 +116,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
 /// SIGTERM or Ctrl-C stop the server; SIGHUP re-reads provider key files.
 async fn signals(gateway: Arc<Gateway>, stop: watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

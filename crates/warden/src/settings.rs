@@ -4,8 +4,8 @@
 use crate::cli::Global;
 use std::path::PathBuf;
 use warden_config::{Config, KeySource, ProviderConfig};
-use warden_gateway::KeySpec;
 use warden_core::Secret;
+use warden_gateway::KeySpec;
 
 /// Why a command failed, which decides the exit code.
 pub enum Failure {
@@ -31,7 +31,10 @@ pub fn load(global: &Global) -> Result<Config, Failure> {
     let mut config = match &global.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::Config(format!("cannot read the config file {}: {e}", path.display()))
+                Failure::Config(format!(
+                    "cannot read the config file {}: {e}",
+                    path.display()
+                ))
             })?;
             Config::from_toml(&text).map_err(|e| {
                 Failure::Config(format!("invalid configuration in {}: {e}", path.display()))
@@ -51,7 +54,11 @@ pub fn load(global: &Global) -> Result<Config, Failure> {
             }
             let provider = ProviderConfig {
                 base_url: base_url.trim_end_matches('/').to_owned(),
-                key: if key.is_some() { KeySource::Env("OPENAI_API_KEY".into()) } else { KeySource::None },
+                key: if key.is_some() {
+                    KeySource::Env("OPENAI_API_KEY".into())
+                } else {
+                    KeySource::None
+                },
                 timeout: std::time::Duration::from_secs(60),
                 headers: Default::default(),
             };
@@ -88,10 +95,13 @@ pub fn key_for(name: &str, provider: &ProviderConfig) -> Result<KeySpec, String>
 
 /// The deployment version: configured, else the crate version plus the git commit if known.
 pub fn deployment(config: &Config) -> String {
-    config.deployment.clone().unwrap_or_else(|| match option_env!("WARDEN_GIT_COMMIT") {
-        Some(commit) => format!("{}+{commit}", env!("CARGO_PKG_VERSION")),
-        None => env!("CARGO_PKG_VERSION").to_owned(),
-    })
+    config
+        .deployment
+        .clone()
+        .unwrap_or_else(|| match option_env!("WARDEN_GIT_COMMIT") {
+            Some(commit) => format!("{}+{commit}", env!("CARGO_PKG_VERSION")),
+            None => env!("CARGO_PKG_VERSION").to_owned(),
+        })
 }
 
 fn env_nonempty(var: &str) -> Option<String> {

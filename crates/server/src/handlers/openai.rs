@@ -57,14 +57,21 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError>
         )
     };
     if let Some(len) = req.headers().get(http::header::CONTENT_LENGTH)
-        && len.to_str().ok().and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > limit as u64)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|l| l > limit as u64)
     {
         return Err(too_large());
     }
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(_) => Err(ApiError::new(ErrorCode::InvalidRequest, "the request body could not be read")),
+        Err(_) => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "the request body could not be read",
+        )),
     }
 }
 
@@ -103,7 +110,11 @@ impl Record {
     }
 
     fn count(&self, status: u16) {
-        let model = if status == 404 { "unknown".to_owned() } else { self.model.clone() };
+        let model = if status == 404 {
+            "unknown".to_owned()
+        } else {
+            self.model.clone()
+        };
         metrics::counter!("warden_requests_total", "endpoint" => self.endpoint.label(),
             "model" => model, "status" => status.to_string())
         .increment(1);
@@ -156,7 +167,12 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         Ok(success) => match success.reply {
             Reply::Complete { body, usage } => {
                 record.finish(&success.meta, 200, usage).await;
-                (StatusCode::OK, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+                (
+                    StatusCode::OK,
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+                    .into_response()
             }
             Reply::Stream(stream) => {
                 let meta = success.meta;
@@ -182,4 +198,3 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         },
     }
 }
-

@@ -43,5 +43,9 @@ pub(crate) async fn not_found() -> Response {
 
 /// A known route with the wrong method.
 pub(crate) async fn method_not_allowed() -> Response {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route").into_response()
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
+    .into_response()
 }

@@ -28,7 +28,10 @@ async fn a_name_has_one_current_key() {
 async fn rotation_keeps_the_old_key_for_the_grace_period() {
     let (_dir, store) = open().await;
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
-    store.rotate_key(&key("key_2", "ci", 2), 5_000).await.unwrap();
+    store
+        .rotate_key(&key("key_2", "ci", 2), 5_000)
+        .await
+        .unwrap();
     let old = store.key_by_hash(&[1; 32]).await.unwrap().unwrap();
     assert_eq!(old.replaced_by.as_deref(), Some("key_2"));
     assert_eq!(old.status(4_999), KeyStatus::Grace);
@@ -36,8 +39,14 @@ async fn rotation_keeps_the_old_key_for_the_grace_period() {
     let new = store.key_by_hash(&[2; 32]).await.unwrap().unwrap();
     assert_eq!(new.status(4_999), KeyStatus::Active);
     // The rotated name can be rotated again, and a missing name cannot.
-    store.rotate_key(&key("key_3", "ci", 3), 6_000).await.unwrap();
-    let err = store.rotate_key(&key("key_4", "nope", 4), 6_000).await.unwrap_err();
+    store
+        .rotate_key(&key("key_3", "ci", 3), 6_000)
+        .await
+        .unwrap();
+    let err = store
+        .rotate_key(&key("key_4", "nope", 4), 6_000)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NoSuchKey(_)));
 }
 
@@ -47,7 +56,12 @@ async fn failed_rotation_leaves_the_old_key_current() {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
     store.insert_key(&key("key_2", "other", 2)).await.unwrap();
     // Same hash as an existing key: the insert fails, so the update must roll back.
-    assert!(store.rotate_key(&key("key_3", "ci", 2), 5_000).await.is_err());
+    assert!(
+        store
+            .rotate_key(&key("key_3", "ci", 2), 5_000)
+            .await
+            .is_err()
+    );
     let old = store.key_by_hash(&[1; 32]).await.unwrap().unwrap();
     assert_eq!(old.replaced_by, None);
     assert_eq!(old.status(10_000), KeyStatus::Active);
@@ -57,13 +71,19 @@ async fn failed_rotation_leaves_the_old_key_current() {
 async fn revoke_covers_keys_in_grace_and_reports_missing_names() {
     let (_dir, store) = open().await;
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
-    store.rotate_key(&key("key_2", "ci", 2), 5_000).await.unwrap();
+    store
+        .rotate_key(&key("key_2", "ci", 2), 5_000)
+        .await
+        .unwrap();
     assert_eq!(store.revoke_keys("ci", 2_000).await.unwrap(), 2);
     for h in [1, 2] {
         let k = store.key_by_hash(&[h; 32]).await.unwrap().unwrap();
         assert_eq!(k.status(2_000), KeyStatus::Revoked);
     }
-    assert!(matches!(store.revoke_keys("ci", 2_000).await, Err(Error::NoSuchKey(_))));
+    assert!(matches!(
+        store.revoke_keys("ci", 2_000).await,
+        Err(Error::NoSuchKey(_))
+    ));
     // After revocation the name is free again.
     store.insert_key(&key("key_5", "ci", 5)).await.unwrap();
 }

@@ -15,7 +15,7 @@ fn row(i: usize) -> UsageRow {
         completion_tokens: Some(5),
         latency_ms: 3,
         attempts: 1,
-        stream: i % 2 == 0,
+        stream: i.is_multiple_of(2),
         deployment: "test".into(),
         created_at: i as i64,
     }

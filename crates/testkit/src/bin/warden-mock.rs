@@ -4,7 +4,9 @@
 
 #[tokio::main]
 async fn main() {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9901".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9901".into());
     let addr = addr.parse().expect("address like 127.0.0.1:9901");
     let mock = warden_testkit::MockUpstream::start_on(addr, false).await;
     println!("mock upstream listening at {}", mock.base_url());

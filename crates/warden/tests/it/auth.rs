@@ -4,16 +4,33 @@ use crate::{Setup, chat_body, error_code};
 async fn missing_wrong_and_malformed_keys_get_401_in_openai_shape() {
     let s = Setup::start().await;
     let url = s.url("/v1/chat/completions");
-    let none = s.http.post(&url).json(&chat_body("fast")).send().await.unwrap();
+    let none = s
+        .http
+        .post(&url)
+        .json(&chat_body("fast"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_code(none, 401).await.0, "missing_api_key");
     let wrong = format!("wdn_{}", "0".repeat(48));
     for token in [wrong.as_str(), "sk-not-a-warden-key", ""] {
-        let r = s.http.post(&url).bearer_auth(token).json(&chat_body("fast")).send().await.unwrap();
+        let r = s
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .json(&chat_body("fast"))
+            .send()
+            .await
+            .unwrap();
         let (code, body) = error_code(r, 401).await;
         assert_eq!(code, "invalid_api_key");
         assert_eq!(body["error"]["type"], "authentication_error");
     }
-    assert_eq!(s.a.hits(), 0, "nothing reaches the provider without a valid key");
+    assert_eq!(
+        s.a.hits(),
+        0,
+        "nothing reaches the provider without a valid key"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +81,12 @@ async fn key_limited_to_some_models_gets_403_for_others() {
         .json()
         .await
         .unwrap();
-    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["quick"]);
 }
 

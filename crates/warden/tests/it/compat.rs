@@ -43,6 +43,10 @@ async fn official_python_sdk_works_against_warden() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "SDK check failed:\n{stdout}\n{stderr}\nwarden log:\n{}", w.logs());
+    assert!(
+        out.status.success(),
+        "SDK check failed:\n{stdout}\n{stderr}\nwarden log:\n{}",
+        w.logs()
+    );
     assert!(stdout.contains("ok   not found"), "{stdout}");
 }

@@ -14,12 +14,20 @@ fn serve_with_config(text: &str, env: &[(&str, &str)]) -> (i32, String) {
         cmd.env(k, v);
     }
     let out = cmd
-        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--config"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--config",
+        ])
         .arg(&path)
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -32,8 +40,10 @@ fn a_bad_config_file_stops_start_up_naming_the_field() {
     assert_eq!(code, 2);
     assert!(err.contains("attemps"), "{err}");
 
-    let (code, err) =
-        serve_with_config("[models.m]\ntargets = [{ provider = \"ghost\", model = \"x\" }]\n", &[]);
+    let (code, err) = serve_with_config(
+        "[models.m]\ntargets = [{ provider = \"ghost\", model = \"x\" }]\n",
+        &[],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("models.m.targets[0].provider"), "{err}");
 
@@ -42,7 +52,10 @@ fn a_bad_config_file_stops_start_up_naming_the_field() {
         &[],
     );
     assert_eq!(code, 2);
-    assert!(err.contains("providers.p.api_key_env") && err.contains("NOT_SET_ANYWHERE"), "{err}");
+    assert!(
+        err.contains("providers.p.api_key_env") && err.contains("NOT_SET_ANYWHERE"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +67,10 @@ async fn embedded_defaults_route_any_model_to_openai_base_url() {
         &bin(),
         dir.clone(),
         None,
-        &[("OPENAI_API_KEY", "sk-env-key"), ("OPENAI_BASE_URL", base.as_str())],
+        &[
+            ("OPENAI_API_KEY", "sk-env-key"),
+            ("OPENAI_BASE_URL", base.as_str()),
+        ],
     );
     let key = w.create_key("k", &[]);
     let r = reqwest::Client::new()
@@ -65,7 +81,10 @@ async fn embedded_defaults_route_any_model_to_openai_base_url() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(mock.requests()[0].headers["authorization"], "Bearer sk-env-key");
+    assert_eq!(
+        mock.requests()[0].headers["authorization"],
+        "Bearer sk-env-key"
+    );
     assert_eq!(mock.requests()[0].body["model"], "gpt-4o-mini");
     assert!(w.data_dir.join("warden.db").exists());
     // Without WARDEN_DATA_DIR the store is ./warden-data.
@@ -85,20 +104,33 @@ async fn sigterm_lets_in_flight_requests_finish_and_records_them() {
     let b = MockUpstream::start().await;
     let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, ""), &KEYS_ENV);
     let key = w.create_key("k", &[]);
-    a.push([Reply::Delay(Duration::from_millis(800), Box::new(Reply::Text("slow answer".into())))]);
+    a.push([Reply::Delay(
+        Duration::from_millis(800),
+        Box::new(Reply::Text("slow answer".into())),
+    )]);
     let url = format!("{}/v1/chat/completions", w.url);
     let in_flight = tokio::spawn(async move {
-        reqwest::Client::new().post(url).bearer_auth(key).json(&chat_body("fast")).send().await
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&chat_body("fast"))
+            .send()
+            .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     w.signal("TERM");
-    let resp = in_flight.await.unwrap().expect("in-flight request completes");
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "slow answer");
     let code = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0), "{}", w.logs());
-    let store = warden_store::SqliteStore::open_dir(&w.data_dir).await.unwrap();
+    let store = warden_store::SqliteStore::open_dir(&w.data_dir)
+        .await
+        .unwrap();
     let rows = warden_store::Store::recent_usage(&store, 10).await.unwrap();
     assert_eq!(rows.len(), 1, "the usage row was flushed before exit");
 }
@@ -118,10 +150,16 @@ async fn provider_key_file_is_reloaded_on_change_and_on_sighup() {
     let key = w.create_key("k", &[]);
     let http = reqwest::Client::new();
     let send = || {
-        http.post(format!("{}/v1/chat/completions", w.url)).bearer_auth(&key).json(&chat_body("m")).send()
+        http.post(format!("{}/v1/chat/completions", w.url))
+            .bearer_auth(&key)
+            .json(&chat_body("m"))
+            .send()
     };
     assert_eq!(send().await.unwrap().status(), 200);
-    assert_eq!(mock.requests()[0].headers["authorization"], "Bearer sk-first");
+    assert_eq!(
+        mock.requests()[0].headers["authorization"],
+        "Bearer sk-first"
+    );
 
     // Atomic replace, as secret managers do; picked up by polling within ~1s.
     std::fs::write(dir.join("tmp.key"), "sk-second-rotated\n").unwrap();
@@ -129,7 +167,10 @@ async fn provider_key_file_is_reloaded_on_change_and_on_sighup() {
     let mut seen = String::new();
     for _ in 0..40 {
         assert_eq!(send().await.unwrap().status(), 200);
-        seen = mock.requests().last().unwrap().headers["authorization"].to_str().unwrap().to_owned();
+        seen = mock.requests().last().unwrap().headers["authorization"]
+            .to_str()
+            .unwrap()
+            .to_owned();
         if seen == "Bearer sk-second-rotated" {
             break;
         }
@@ -142,13 +183,19 @@ async fn provider_key_file_is_reloaded_on_change_and_on_sighup() {
     w.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(send().await.unwrap().status(), 200);
-    assert_eq!(mock.requests().last().unwrap().headers["authorization"], "Bearer sk-third-rotated");
+    assert_eq!(
+        mock.requests().last().unwrap().headers["authorization"],
+        "Bearer sk-third-rotated"
+    );
 
     // A broken file keeps the last good key: traffic does not fail.
     std::fs::write(&key_file, "").unwrap();
     w.signal("HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(send().await.unwrap().status(), 200);
-    assert_eq!(mock.requests().last().unwrap().headers["authorization"], "Bearer sk-third-rotated");
+    assert_eq!(
+        mock.requests().last().unwrap().headers["authorization"],
+        "Bearer sk-third-rotated"
+    );
     assert!(!w.logs().contains("sk-third"), "keys never reach the log");
 }

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `warden` binary, started as a child process, against mock
 //! upstreams the tests control.
 
+#![allow(clippy::unwrap_used)] // test helpers fail by panicking
+
 mod auth;
 mod compat;
 mod keys;
@@ -59,8 +61,10 @@ targets = [{{ provider = "primary", model = "small-a" }}, {{ provider = "seconda
     )
 }
 
-pub(crate) const KEYS_ENV: [(&str, &str); 2] =
-    [("PRIMARY_KEY", "sk-primary-0123456789abcdef"), ("SECONDARY_KEY", "sk-secondary-0123456789")];
+pub(crate) const KEYS_ENV: [(&str, &str); 2] = [
+    ("PRIMARY_KEY", "sk-primary-0123456789abcdef"),
+    ("SECONDARY_KEY", "sk-secondary-0123456789"),
+];
 
 /// A running Warden with two mock upstreams and one key.
 pub(crate) struct Setup {
@@ -81,7 +85,13 @@ impl Setup {
         let b = MockUpstream::start().await;
         let warden = WardenProcess::start(&bin(), &two_provider_config(&a, &b, extra), &KEYS_ENV);
         let key = warden.create_key("test", &[]);
-        Self { a, b, warden, key, http: reqwest::Client::new() }
+        Self {
+            a,
+            b,
+            warden,
+            key,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -113,7 +123,10 @@ pub(crate) async fn error_code(resp: reqwest::Response, status: u16) -> (String,
     assert!(resp.headers().contains_key("x-request-id"));
     let body: Value = resp.json().await.expect("json error body");
     let err = &body["error"];
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(err["type"].is_string(), "{body}");
     (err["code"].as_str().unwrap_or_default().to_owned(), body)
 }

@@ -4,7 +4,11 @@ use std::time::{Duration, Instant};
 use warden_testkit::Reply;
 
 fn status(code: u16, retry_after: Option<&str>) -> Reply {
-    Reply::Status { status: code, retry_after: retry_after.map(String::from), message: "mock failure".into() }
+    Reply::Status {
+        status: code,
+        retry_after: retry_after.map(String::from),
+        message: "mock failure".into(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,7 +28,11 @@ async fn retry_after_is_honoured() {
     let started = Instant::now();
     let r = s.chat("fast").await;
     assert_eq!(r.status(), 200);
-    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(s.a.hits(), 2);
 }
 
@@ -38,7 +46,10 @@ async fn retry_after_beyond_the_bound_falls_back_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!((s.a.hits(), s.b.hits()), (1, 1));
     assert_eq!(s.b.requests()[0].body["model"], "small-b");
-    assert_eq!(s.b.requests()[0].headers["authorization"], "Bearer sk-secondary-0123456789");
+    assert_eq!(
+        s.b.requests()[0].headers["authorization"],
+        "Bearer sk-secondary-0123456789"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,9 +59,23 @@ async fn retries_then_falls_back_to_the_next_target() {
     let r = s.chat("fast").await;
     assert_eq!(r.status(), 200);
     assert_eq!((s.a.hits(), s.b.hits()), (2, 1));
-    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"warden_upstream_retries_total{provider="primary"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"warden_fallbacks_total{model="fast",to="secondary"} 1"#), "{metrics}");
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"warden_upstream_retries_total{provider="primary"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"warden_fallbacks_total{model="fast",to="secondary"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,9 +86,15 @@ async fn all_targets_failing_gives_a_clear_upstream_error_without_secrets() {
     let (code, body) = error_code(s.chat("fast").await, 502).await;
     assert_eq!(code, "upstream_unavailable");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("primary") && msg.contains("secondary") && msg.contains("4 attempts"), "{msg}");
+    assert!(
+        msg.contains("primary") && msg.contains("secondary") && msg.contains("4 attempts"),
+        "{msg}"
+    );
     assert!(!body.to_string().contains("sk-"), "{body}");
-    assert!(!body.to_string().contains("127.0.0.1"), "no internal address: {body}");
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "no internal address: {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +136,10 @@ async fn client_errors_from_upstream_are_not_retried_and_keys_are_scrubbed() {
     assert_eq!(code, "upstream_rejected");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.starts_with("provider `primary`: bad request"), "{msg}");
-    assert!(!msg.contains("0123456789abcdef") && !msg.contains("sk-prim"), "{msg}");
+    assert!(
+        !msg.contains("0123456789abcdef") && !msg.contains("sk-prim"),
+        "{msg}"
+    );
     assert_eq!((s.a.hits(), s.b.hits()), (1, 0));
 }
 
@@ -135,8 +169,19 @@ async fn circuit_breaker_skips_a_failing_provider_and_probes_it_later() {
         assert_eq!(s.chat("fast").await.status(), 200);
     }
     assert_eq!(s.a.hits(), hits_when_open, "open circuit sends nothing");
-    let metrics = s.http.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"warden_circuit_state{provider="primary"} 1"#), "{metrics}");
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"warden_circuit_state{provider="primary"} 1"#),
+        "{metrics}"
+    );
     // After the cooldown one probe goes through; its success closes the circuit.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.chat("fast").await.status(), 200);
@@ -166,13 +211,19 @@ async fn stream_failing_before_the_first_byte_falls_back() {
     let events = sse_events(s.post("/v1/chat/completions", body).await).await;
     assert_eq!(events.last().unwrap(), "[DONE]", "{events:?}");
     assert!(!events.iter().any(|e| e.contains("error")), "{events:?}");
-    assert_eq!((s.a.hits(), s.b.hits()), (2, 1), "503 retried, reset before first byte, then fallback");
+    assert_eq!(
+        (s.a.hits(), s.b.hits()),
+        (2, 1),
+        "503 retried, reset before first byte, then fallback"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mid_stream_reset_ends_with_an_error_event_not_a_silent_success() {
     let s = Setup::start().await;
-    s.a.push([Reply::StreamReset { pieces: vec!["partial ".into(), "answer".into()] }]);
+    s.a.push([Reply::StreamReset {
+        pieces: vec!["partial ".into(), "answer".into()],
+    }]);
     let mut body = chat_body("fast");
     body["stream"] = json!(true);
     let events = sse_events(s.post("/v1/chat/completions", body).await).await;
@@ -186,7 +237,9 @@ async fn mid_stream_reset_ends_with_an_error_event_not_a_silent_success() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_ending_without_done_is_reported_as_interrupted() {
     let s = Setup::start().await;
-    s.a.push([Reply::StreamTruncated { pieces: vec!["cut".into()] }]);
+    s.a.push([Reply::StreamTruncated {
+        pieces: vec!["cut".into()],
+    }]);
     let mut body = chat_body("fast");
     body["stream"] = json!(true);
     let events = sse_events(s.post("/v1/chat/completions", body).await).await;
@@ -216,6 +269,9 @@ async fn stream_chunks_are_forwarded_as_they_arrive() {
     let total = started.elapsed();
     let first = first_content_at.expect("content arrived");
     // Pieces are 300ms apart: the first one must arrive long before the stream ends.
-    assert!(total - first >= Duration::from_millis(500), "first at {first:?}, total {total:?}");
+    assert!(
+        total - first >= Duration::from_millis(500),
+        "first at {first:?}, total {total:?}"
+    );
     assert!(all.ends_with("data: [DONE]\n\n"));
 }
