@@ -104,6 +104,10 @@ impl MockUpstream {
             .await
             .expect("bind mock");
         let addr = listener.local_addr().expect("addr");
+        // Like real providers, send each small SSE write at once (no Nagle delay).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)

@@ -5,6 +5,7 @@
 use crate::cli::{Global, ServeArgs};
 use crate::settings::{self, Failure};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?
+        // Without TCP_NODELAY, small SSE writes wait for delayed ACKs (up to 40 ms each).
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
     let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
     tracing::info!(
         listen = %config.server.listen,
