@@ -32,6 +32,7 @@ pub(crate) struct RawServer {
     pub shutdown_grace: Option<String>,
     pub log_format: Option<String>,
     pub metrics: Option<bool>,
+    pub key_cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

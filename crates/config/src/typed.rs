@@ -41,6 +41,10 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// Whether `GET /metrics` is served (default true).
     pub metrics: bool,
+    /// How long a looked-up virtual key is trusted before the store is asked again (default
+    /// 1s, at most 60s; `0s` asks the store on every request). Bounds how long a revoked key
+    /// keeps working.
+    pub key_cache_ttl: Duration,
 }
 
 /// Log line format.
@@ -169,6 +173,18 @@ impl Config {
             shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace, "15s")?,
             log_format,
             metrics: raw.server.metrics.unwrap_or(true),
+            key_cache_ttl: {
+                let text = raw.server.key_cache_ttl.as_deref().unwrap_or("1s");
+                let ttl =
+                    parse_duration(text).map_err(|m| Error::invalid("server.key_cache_ttl", m))?;
+                if ttl > Duration::from_secs(60) {
+                    return Err(Error::invalid(
+                        "server.key_cache_ttl",
+                        "must be at most 60s",
+                    ));
+                }
+                ttl
+            },
         };
 
         let retry = RetryConfig {
@@ -397,6 +413,13 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
                 model: "llama3".into()
             }
         );
+    }
+
+    #[test]
+    fn key_cache_ttl_may_be_zero_but_not_long() {
+        let c = Config::from_toml("[server]\nkey_cache_ttl = \"0s\"").unwrap();
+        assert_eq!(c.server.key_cache_ttl, Duration::ZERO);
+        assert!(error_of("[server]\nkey_cache_ttl = \"5m\"").starts_with("server.key_cache_ttl:"));
     }
 
     #[test]

@@ -14,14 +14,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// Path under a provider's base URL.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Embeddings => "/embeddings",
-        }
-    }
-
     /// Short name for metrics and usage rows.
     pub fn label(self) -> &'static str {
         match self {

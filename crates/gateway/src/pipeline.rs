@@ -3,6 +3,8 @@
 //! backoff, then fall back to the next target. A client error (4xx other than 401/403/429)
 //! ends the call at once: another provider would refuse it too.
 
+use crate::Endpoint;
+use crate::provider::UrlFor;
 use crate::stream;
 use crate::{Call, Error, Failure, Gateway, Meta, Reply, Success, Upstream, backoff, usage};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -176,7 +178,10 @@ impl Gateway {
         let body = call.upstream_body(&target.model);
         let mut req = self
             .client
-            .post(provider.url(call.endpoint.path()))
+            .post(provider.url(match call.endpoint {
+                Endpoint::ChatCompletions => UrlFor::Chat,
+                Endpoint::Embeddings => UrlFor::Embeddings,
+            }))
             .headers(provider.headers.clone())
             .header(CONTENT_TYPE, "application/json")
             .header("x-request-id", &call.request_id)
@@ -355,7 +360,7 @@ pub(crate) async fn fetch_models(
     provider: &crate::Provider,
 ) -> Result<Vec<String>, String> {
     let mut req = client
-        .get(provider.url("/models"))
+        .get(provider.url(UrlFor::Models))
         .timeout(provider.timeout.min(Duration::from_secs(10)));
     if let Some(key) = provider.key() {
         req = req.header(AUTHORIZATION, format!("Bearer {}", key.expose()));

@@ -36,11 +36,37 @@ struct FileKey {
 pub struct Provider {
     /// Name from the config.
     pub name: String,
-    pub(crate) base_url: String,
+    /// Endpoint URLs parsed once (URL parsing showed up in the hot path's profile).
+    urls: Urls,
     pub(crate) timeout: Duration,
     pub(crate) headers: HeaderMap,
     key: RwLock<Option<Arc<Secret>>>,
     file: Option<std::sync::Mutex<FileKey>>,
+}
+
+/// Which endpoint URL to use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UrlFor {
+    Chat,
+    Embeddings,
+    Models,
+}
+
+struct Urls {
+    chat: reqwest::Url,
+    embeddings: reqwest::Url,
+    models: reqwest::Url,
+}
+
+impl Urls {
+    fn parse(base: &str) -> Option<Self> {
+        let at = |path: &str| reqwest::Url::parse(&format!("{base}{path}")).ok();
+        Some(Self {
+            chat: at("/chat/completions")?,
+            embeddings: at("/embeddings")?,
+            models: at("/models")?,
+        })
+    }
 }
 
 /// Why a provider could not be set up.
@@ -55,6 +81,12 @@ pub enum SetupError {
         path: String,
         /// The OS error.
         reason: String,
+    },
+    /// The base URL does not parse.
+    #[error("providers.{provider}.base_url: not a valid URL")]
+    BaseUrl {
+        /// Provider name.
+        provider: String,
     },
     /// A configured header is not a valid HTTP header.
     #[error("providers.{provider}.headers: `{name}` is not a valid header")]
@@ -81,7 +113,9 @@ impl Provider {
         }
         let provider = Self {
             name: name.to_owned(),
-            base_url: config.base_url.clone(),
+            urls: Urls::parse(&config.base_url).ok_or_else(|| SetupError::BaseUrl {
+                provider: name.into(),
+            })?,
             timeout: config.timeout,
             headers,
             key: RwLock::new(match &key {
@@ -145,8 +179,12 @@ impl Provider {
     }
 
     /// The full URL of an endpoint path such as `/chat/completions`.
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+    pub(crate) fn url(&self, endpoint: UrlFor) -> reqwest::Url {
+        match endpoint {
+            UrlFor::Chat => self.urls.chat.clone(),
+            UrlFor::Embeddings => self.urls.embeddings.clone(),
+            UrlFor::Models => self.urls.models.clone(),
+        }
     }
 }
 

@@ -43,18 +43,22 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
         if !warden_core::keys::looks_valid(token) {
             return Err(invalid());
         }
-        let record = state
-            .store
-            .key_by_hash(&warden_core::keys::hash(token))
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "key lookup failed");
-                ApiError::new(
-                    ErrorCode::StoreUnavailable,
-                    "the key store is unavailable; retry later",
-                )
-            })?;
-        let record = record.ok_or_else(invalid)?;
+        let hash = warden_core::keys::hash(token);
+        let record = match state.keys.get(&hash) {
+            Some(record) => record,
+            None => {
+                let found = state.store.key_by_hash(&hash).await.map_err(|e| {
+                    tracing::error!(error = %e, "key lookup failed");
+                    ApiError::new(
+                        ErrorCode::StoreUnavailable,
+                        "the key store is unavailable; retry later",
+                    )
+                })?;
+                let record = found.ok_or_else(invalid)?;
+                state.keys.put(hash, record.clone());
+                record
+            }
+        };
         match record.status(now_secs()) {
             KeyStatus::Active | KeyStatus::Grace => Ok(Self(record)),
             KeyStatus::Expired | KeyStatus::Revoked => Err(invalid()),

@@ -9,10 +9,12 @@
 mod auth;
 mod error;
 mod handlers;
+mod key_cache;
 mod request_id;
 mod state;
 
 pub use error::ApiError;
+pub use key_cache::KeyCache;
 pub use state::AppState;
 
 use axum::Router;

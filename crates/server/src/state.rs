@@ -18,6 +18,8 @@ pub struct AppState {
     pub deployment: HeaderValue,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Recently looked-up virtual keys.
+    pub keys: crate::KeyCache,
     /// Renders `/metrics`; `None` turns the route off (404).
     pub metrics: Option<PrometheusHandle>,
 }

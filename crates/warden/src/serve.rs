@@ -64,6 +64,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             .parse()
             .context("deployment is not a valid header value")?,
         max_body_bytes: config.server.max_body_bytes,
+        keys: warden_server::KeyCache::new(config.server.key_cache_ttl),
         metrics,
     });
 

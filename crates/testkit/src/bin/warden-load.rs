@@ -19,7 +19,14 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { url: String::new(), key: None, rate: None, concurrency: 32, seconds: 10, stream: false };
+    let mut args = Args {
+        url: String::new(),
+        key: None,
+        rate: None,
+        concurrency: 32,
+        seconds: 10,
+        stream: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().expect("missing value");
@@ -32,7 +39,10 @@ fn parse_args() -> Args {
             url => args.url = url.to_owned(),
         }
     }
-    assert!(!args.url.is_empty(), "usage: warden-load URL [--key K] [--rate N | --concurrency N] [--seconds S] [--stream]");
+    assert!(
+        !args.url.is_empty(),
+        "usage: warden-load URL [--key K] [--rate N | --concurrency N] [--seconds S] [--stream]"
+    );
     args
 }
 
@@ -47,7 +57,9 @@ async fn one(client: &reqwest::Client, args: &Args, body: &bytes::Bytes) -> bool
     match req.send().await {
         Ok(resp) if resp.status().is_success() => {
             // Read to the end: for streams that is the last event.
-            resp.bytes().await.is_ok_and(|b| !args.stream || b.ends_with(b"data: [DONE]\n\n"))
+            resp.bytes()
+                .await
+                .is_ok_and(|b| !args.stream || b.ends_with(b"data: [DONE]\n\n"))
         }
         _ => false,
     }
@@ -62,7 +74,11 @@ async fn main() {
                          {"role": "user", "content": "Summarise the quarterly report in three short bullet points."}]})
         .to_string(),
     );
-    let client = reqwest::Client::builder().pool_max_idle_per_host(1024).tcp_nodelay(true).build().expect("client");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let deadline = Duration::from_secs(args.seconds);
@@ -78,8 +94,13 @@ async fn main() {
         for i in 0..total {
             let scheduled = started + period * i as u32;
             tokio::time::sleep_until(scheduled.into()).await;
-            let (client, args, body, lat, err) =
-                (client.clone(), args.clone(), body.clone(), latencies.clone(), errors.clone());
+            let (client, args, body, lat, err) = (
+                client.clone(),
+                args.clone(),
+                body.clone(),
+                latencies.clone(),
+                errors.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
                 if one(&client, &args, &body).await {
@@ -91,8 +112,13 @@ async fn main() {
         }
     } else {
         for _ in 0..args.concurrency {
-            let (client, args, body, lat, err) =
-                (client.clone(), args.clone(), body.clone(), latencies.clone(), errors.clone());
+            let (client, args, body, lat, err) = (
+                client.clone(),
+                args.clone(),
+                body.clone(),
+                latencies.clone(),
+                errors.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 while started.elapsed() < deadline {
@@ -113,7 +139,11 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let mut l = latencies.lock().await.clone();
     l.sort_unstable();
-    let pct = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
     println!(
         "{}",
         json!({"ok": l.len(), "errors": errors.load(std::sync::atomic::Ordering::Relaxed),

@@ -2,11 +2,19 @@ use crate::{Setup, chat_body, error_code};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoked_key_is_refused_at_once() {
+async fn revoked_key_is_refused_within_the_key_cache_ttl() {
     let s = Setup::start().await;
     assert_eq!(s.chat("fast").await.status(), 200);
     let (code, _, err) = s.warden.cli(&["keys", "revoke", "test"]);
     assert_eq!(code, 0, "{err}");
+    let revoked_at = std::time::Instant::now();
+    while s.chat("fast").await.status() == 200 {
+        assert!(
+            revoked_at.elapsed() < Duration::from_millis(1500),
+            "revoked key still works"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         error_code(s.chat("fast").await, 401).await.0,
         "invalid_api_key"
@@ -14,6 +22,18 @@ async fn revoked_key_is_refused_at_once() {
     let (code, _, err) = s.warden.cli(&["keys", "revoke", "test"]);
     assert_ne!(code, 0);
     assert!(err.contains("no key named `test`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_key_cache_off_revocation_is_immediate() {
+    let s = Setup::start_with("[server]\nkey_cache_ttl = \"0s\"\n").await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    let (code, _, err) = s.warden.cli(&["keys", "revoke", "test"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        error_code(s.chat("fast").await, 401).await.0,
+        "invalid_api_key"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
