@@ -90,7 +90,7 @@ impl State {
                 self.ready.push_back(sse::frame(&data));
                 continue;
             }
-            if memchr::memmem::find(&data, b"\"usage\"").is_some()
+            if has_usage_object(&data)
                 && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data)
                 && let Some(u) = v.get("usage").filter(|u| u.is_object())
             {
@@ -157,6 +157,17 @@ impl Drop for State {
     }
 }
 
+/// Whether an event carries a `"usage": {…}` object. With usage requested upstream every
+/// chunk has `"usage": null`; only the final one needs parsing, so look before parsing.
+fn has_usage_object(data: &[u8]) -> bool {
+    memchr::memmem::find_iter(data, b"\"usage\"").any(|at| {
+        let rest = &data[at + 7..];
+        let rest = rest.trim_ascii_start();
+        rest.strip_prefix(b":")
+            .is_some_and(|r| r.trim_ascii_start().starts_with(b"{"))
+    })
+}
+
 /// The event that ends a broken stream; the OpenAI SDKs raise it as an API error.
 fn error_event(message: &str) -> Bytes {
     let body = serde_json::json!({
@@ -168,4 +179,23 @@ fn error_event(message: &str) -> Bytes {
         }
     });
     sse::frame(body.to_string().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_usage_object;
+
+    #[test]
+    fn only_usage_objects_are_worth_parsing() {
+        assert!(has_usage_object(
+            br#"{"choices":[],"usage":{"prompt_tokens":1}}"#
+        ));
+        assert!(has_usage_object(br#"{"usage" :  {"prompt_tokens":1}}"#));
+        assert!(!has_usage_object(
+            br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#
+        ));
+        assert!(!has_usage_object(
+            br#"{"content":"the word \"usage\" in text"}"#
+        ));
+    }
 }
