@@ -423,6 +423,38 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
     }
 
     #[test]
+    fn the_example_file_is_valid_and_states_the_defaults() {
+        let example = Config::from_toml(include_str!("../../../warden.example.toml")).unwrap();
+        let defaults = Config::default();
+        assert_eq!(example.server.listen, defaults.server.listen);
+        assert_eq!(
+            example.server.max_body_bytes,
+            defaults.server.max_body_bytes
+        );
+        assert_eq!(
+            example.server.shutdown_grace,
+            defaults.server.shutdown_grace
+        );
+        assert_eq!(example.server.key_cache_ttl, defaults.server.key_cache_ttl);
+        assert_eq!(example.retry.attempts, defaults.retry.attempts);
+        assert_eq!(
+            example.retry.initial_backoff,
+            defaults.retry.initial_backoff
+        );
+        assert_eq!(example.retry.max_backoff, defaults.retry.max_backoff);
+        assert_eq!(
+            example.circuit_breaker.failure_threshold,
+            defaults.circuit_breaker.failure_threshold
+        );
+        assert_eq!(
+            example.circuit_breaker.cooldown,
+            defaults.circuit_breaker.cooldown
+        );
+        assert_eq!(example.providers["openai"].timeout, Duration::from_secs(60));
+        assert_eq!(example.models.len(), 3);
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");

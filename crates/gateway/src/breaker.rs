@@ -2,6 +2,10 @@
 //! the provider is skipped for `cooldown`; then one probe request is let through (half-open):
 //! success closes the circuit, failure opens it again. Lock-free, so it costs nothing on the
 //! hot path.
+//!
+//! A [`Permit`] is a guard: if the request holding the probe is dropped before it reports an
+//! outcome (the client went away), the probe slot is released, so the provider cannot be
+//! left half-open with no probe ever allowed again.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,13 +32,12 @@ pub struct Breaker {
     probing: AtomicBool,
 }
 
-/// Permission to send one request, returned by [`Breaker::try_acquire`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Permit {
-    /// Normal traffic.
-    Normal,
-    /// The single half-open probe; its outcome decides the state.
-    Probe,
+/// Permission to send one request. Report its outcome with [`Permit::success`] or
+/// [`Permit::failure`]; dropping it unreported reports nothing (and frees a probe slot).
+#[must_use]
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
 }
 
 impl Breaker {
@@ -67,53 +70,62 @@ impl Breaker {
     }
 
     /// Asks to send a request: `None` while open (or while another probe is out).
-    pub fn try_acquire(&self) -> Option<Permit> {
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
         match self.state() {
-            State::Closed => Some(Permit::Normal),
+            State::Closed => Some(Permit {
+                breaker: self,
+                probe: false,
+            }),
             State::Open => None,
             State::HalfOpen => self
                 .probing
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
                 .ok()
-                .map(|_| Permit::Probe),
+                .map(|_| Permit {
+                    breaker: self,
+                    probe: true,
+                }),
         }
     }
 
-    /// Records a success: closes the circuit.
-    pub fn on_success(&self, permit: &Permit) {
-        self.failures.store(0, Ordering::Release);
-        self.open_until_ms.store(0, Ordering::Release);
-        if *permit == Permit::Probe {
-            self.probing.store(false, Ordering::Release);
-        }
+    fn open(&self) {
+        let until = self.now_ms() + self.cooldown.as_millis() as u64;
+        self.open_until_ms.store(until, Ordering::Release);
+    }
+}
+
+impl Permit<'_> {
+    /// Whether this is the half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
     }
 
-    /// Records a failure; returns true if this failure opened the circuit.
-    pub fn on_failure(&self, permit: &Permit) -> bool {
-        let open = |b: &Self| {
-            b.open_until_ms.store(
-                b.now_ms() + b.cooldown.as_millis() as u64,
-                Ordering::Release,
-            )
-        };
-        if *permit == Permit::Probe {
-            open(self);
-            self.probing.store(false, Ordering::Release);
+    /// The request succeeded (or the provider answered sensibly): close the circuit.
+    pub fn success(self) {
+        self.breaker.failures.store(0, Ordering::Release);
+        self.breaker.open_until_ms.store(0, Ordering::Release);
+    }
+
+    /// The request failed; returns true if this failure opened the circuit.
+    pub fn failure(self) -> bool {
+        let b = self.breaker;
+        if self.probe {
+            b.open();
             return true;
         }
-        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if n >= self.threshold && self.open_until_ms.load(Ordering::Acquire) == 0 {
-            open(self);
+        let n = b.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= b.threshold && b.open_until_ms.load(Ordering::Acquire) == 0 {
+            b.open();
             return true;
         }
         false
     }
+}
 
-    /// Releases a probe whose outcome says nothing about the provider's health (e.g. the client
-    /// went away), so the next request may probe.
-    pub fn release(&self, permit: &Permit) {
-        if *permit == Permit::Probe {
-            self.probing.store(false, Ordering::Release);
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breaker.probing.store(false, Ordering::Release);
         }
     }
 }
@@ -126,39 +138,47 @@ mod tests {
     fn opens_after_threshold_then_half_opens_for_one_probe() {
         let b = Breaker::new(3, Duration::from_millis(40));
         for _ in 0..2 {
-            let p = b.try_acquire().unwrap();
-            assert!(!b.on_failure(&p));
+            assert!(!b.try_acquire().unwrap().failure());
         }
-        let p = b.try_acquire().unwrap();
-        assert!(b.on_failure(&p));
+        assert!(b.try_acquire().unwrap().failure());
         assert_eq!(b.state(), State::Open);
-        assert_eq!(b.try_acquire(), None);
+        assert!(b.try_acquire().is_none());
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(b.state(), State::HalfOpen);
         let probe = b.try_acquire().unwrap();
-        assert_eq!(probe, Permit::Probe);
-        assert_eq!(b.try_acquire(), None, "only one probe at a time");
-        b.on_success(&probe);
+        assert!(probe.is_probe());
+        assert!(b.try_acquire().is_none(), "only one probe at a time");
+        probe.success();
         assert_eq!(b.state(), State::Closed);
-        assert_eq!(b.try_acquire(), Some(Permit::Normal));
+        assert!(!b.try_acquire().unwrap().is_probe());
     }
 
     #[test]
     fn failed_probe_reopens() {
         let b = Breaker::new(1, Duration::from_millis(20));
-        b.on_failure(&b.try_acquire().unwrap());
+        assert!(b.try_acquire().unwrap().failure());
         std::thread::sleep(Duration::from_millis(30));
         let probe = b.try_acquire().unwrap();
-        assert!(b.on_failure(&probe));
+        assert!(probe.failure());
         assert_eq!(b.state(), State::Open);
+    }
+
+    #[test]
+    fn a_dropped_probe_frees_the_slot_for_the_next_request() {
+        let b = Breaker::new(1, Duration::from_millis(10));
+        assert!(b.try_acquire().unwrap().failure());
+        std::thread::sleep(Duration::from_millis(20));
+        drop(b.try_acquire().unwrap());
+        let next = b.try_acquire().expect("a new probe is allowed");
+        assert!(next.is_probe());
     }
 
     #[test]
     fn success_resets_the_failure_count() {
         let b = Breaker::new(2, Duration::from_secs(60));
-        b.on_failure(&Permit::Normal);
-        b.on_success(&Permit::Normal);
-        assert!(!b.on_failure(&Permit::Normal));
+        assert!(!b.try_acquire().unwrap().failure());
+        b.try_acquire().unwrap().success();
+        assert!(!b.try_acquire().unwrap().failure());
         assert_eq!(b.state(), State::Closed);
     }
 }

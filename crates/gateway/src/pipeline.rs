@@ -78,6 +78,9 @@ impl Gateway {
                     }
                     break;
                 };
+                if permit.is_probe() {
+                    tracing::info!(provider = %target.provider, "circuit half-open: sending a probe");
+                }
                 if attempt > 1 {
                     metrics::counter!("warden_upstream_retries_total",
                         "provider" => target.provider.clone())
@@ -88,21 +91,21 @@ impl Gateway {
                 meta.upstream_model = Some(target.model.clone());
                 match self.attempt(up, target, &route.name, &mut call).await {
                     Ok(reply) => {
-                        up.breaker.on_success(&permit);
+                        permit.success();
                         return Ok(Success { meta, reply });
                     }
                     Err(AttemptError::Final(error)) => {
                         // The provider answered sensibly: it is healthy.
-                        up.breaker.on_success(&permit);
+                        permit.success();
                         return Err(Failure { error, meta });
                     }
                     Err(AttemptError::NextTarget(error)) => {
-                        up.breaker.release(&permit);
+                        drop(permit);
                         auth_error = Some(error);
                         break;
                     }
                     Err(AttemptError::Retry { kind, retry_after }) => {
-                        if up.breaker.on_failure(&permit) {
+                        if permit.failure() {
                             tracing::warn!(provider = %target.provider, "circuit opened");
                         }
                         failures.push((target.provider.clone(), kind));

@@ -40,26 +40,47 @@ impl UsageWriter {
         (Self { store, rx }, UsageWriterHandle { tx })
     }
 
-    /// Writes rows until every handle is dropped and the queue is drained. A failed batch is
-    /// retried a few times, then logged (with its size, never its content) and dropped.
-    pub async fn run(mut self) {
+    /// Writes rows until every handle is dropped and the queue is drained, or until `close`
+    /// resolves: then no new row is accepted, the rows already queued are written, and it
+    /// returns (so a shutdown is not held up by requests that are being cut off). A failed
+    /// batch is retried a few times, then logged (with its size, never its content) and dropped.
+    pub async fn run(mut self, close: impl Future<Output = ()>) {
         let mut batch = Vec::with_capacity(BATCH);
-        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-            let mut delay = Duration::from_millis(50);
-            for attempt in 1..=5 {
-                match self.store.insert_usage(&batch).await {
-                    Ok(()) => break,
-                    Err(e) if attempt < 5 => {
-                        tracing::warn!(error = %e, attempt, "usage batch write failed; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay *= 2;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, rows = batch.len(), "usage rows lost");
+        let mut close = std::pin::pin!(close);
+        let mut closing = false;
+        loop {
+            let received = if closing {
+                self.rx.recv_many(&mut batch, BATCH).await
+            } else {
+                tokio::select! {
+                    n = self.rx.recv_many(&mut batch, BATCH) => n,
+                    () = &mut close => {
+                        closing = true;
+                        self.rx.close();
+                        continue;
                     }
                 }
+            };
+            if received == 0 {
+                return;
             }
+            self.write(&batch).await;
             batch.clear();
+        }
+    }
+
+    async fn write(&self, batch: &[UsageRow]) {
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match self.store.insert_usage(batch).await {
+                Ok(()) => return,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(error = %e, attempt, "usage batch write failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => tracing::error!(error = %e, rows = batch.len(), "usage rows lost"),
+            }
         }
     }
 }

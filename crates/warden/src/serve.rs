@@ -17,6 +17,8 @@ use warden_store::{SqliteStore, Store, UsageWriter};
 
 /// How often key files are checked for changes.
 const KEY_FILE_POLL: Duration = Duration::from_secs(1);
+/// After a graceful stop, how long finished streams get to queue their usage rows.
+const USAGE_SETTLE: Duration = Duration::from_millis(100);
 /// How long the usage writer may take to drain at shutdown.
 const USAGE_DRAIN: Duration = Duration::from_secs(10);
 
@@ -54,7 +56,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     };
 
     let (usage_writer, usage) = UsageWriter::new(store.clone());
-    let usage_task = tokio::spawn(usage_writer.run());
+    let (close_usage, usage_closed) = tokio::sync::oneshot::channel::<()>();
+    let usage_task = tokio::spawn(usage_writer.run(async move {
+        let _ = usage_closed.await;
+    }));
     let deployment = settings::deployment(&config);
     let state = Arc::new(AppState {
         store,
@@ -105,15 +110,27 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     });
     let grace = config.server.shutdown_grace;
     let mut deadline = stop_rx;
-    tokio::select! {
-        result = server.into_future() => result.context("the HTTP server failed")?,
+    let graceful = tokio::select! {
+        result = server.into_future() => {
+            result.context("the HTTP server failed")?;
+            true
+        }
         () = async move {
             let _ = deadline.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;
-        } => tracing::warn!(?grace, "grace period over; in-flight requests were cut off"),
-    }
+        } => {
+            tracing::warn!(?grace, "grace period over; cutting off in-flight requests");
+            false
+        }
+    };
 
-    // Handlers and streams hold the usage handle; once they are gone the writer drains.
+    // Every connection is closed when the server finishes gracefully; give the tasks that
+    // record finished streams a moment to queue their rows, then flush and stop the writer.
+    // After a cut-off, requests still running are abandoned with the runtime.
+    if graceful {
+        tokio::time::sleep(USAGE_SETTLE).await;
+    }
+    let _ = close_usage.send(());
     match tokio::time::timeout(USAGE_DRAIN, usage_task).await {
         Ok(_) => tracing::info!("usage rows flushed; bye"),
         Err(_) => tracing::error!("usage writer did not drain in time; some rows may be lost"),

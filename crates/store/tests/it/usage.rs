@@ -26,7 +26,7 @@ async fn writer_persists_every_queued_row_before_it_stops() {
     let (_dir, store) = open().await;
     let store: Arc<dyn Store> = Arc::new(store);
     let (writer, handle) = UsageWriter::new(store.clone());
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(writer.run(std::future::pending()));
     for i in 0..1000 {
         handle.record(row(i)).await;
     }
@@ -35,4 +35,21 @@ async fn writer_persists_every_queued_row_before_it_stops() {
     let rows = store.recent_usage(2000).await.unwrap();
     assert_eq!(rows.len(), 1000);
     assert_eq!(rows[0], row(999));
+}
+
+#[tokio::test]
+async fn closing_the_writer_flushes_queued_rows_and_refuses_new_ones() {
+    let (_dir, store) = open().await;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let (writer, handle) = UsageWriter::new(store.clone());
+    for i in 0..10 {
+        handle.record(row(i)).await;
+    }
+    let (close, closed) = tokio::sync::oneshot::channel::<()>();
+    close.send(()).unwrap();
+    // The handle is still alive: without `close` the writer would wait for it forever.
+    writer.run(async move { closed.await.unwrap() }).await;
+    assert_eq!(store.recent_usage(100).await.unwrap().len(), 10);
+    handle.record(row(10)).await; // logged and lost, never blocks
+    assert_eq!(store.recent_usage(100).await.unwrap().len(), 10);
 }

@@ -199,3 +199,48 @@ async fn provider_key_file_is_reloaded_on_change_and_on_sighup() {
     );
     assert!(!w.logs().contains("sk-third"), "keys never reach the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_grace_bounds_how_long_a_stuck_request_can_hold_the_process() {
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    let extra = "[server]\nshutdown_grace = \"300ms\"\nlog_format = \"json\"\n";
+    let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, extra), &KEYS_ENV);
+    let key = w.create_key("k", &[]);
+    a.push([Reply::Delay(
+        Duration::from_secs(1),
+        Box::new(Reply::Text("too late".into())),
+    )]);
+    let url = format!("{}/v1/chat/completions", w.url);
+    let stuck = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&chat_body("fast"))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let signalled = std::time::Instant::now();
+    w.signal("TERM");
+    let code = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        signalled.elapsed()
+    );
+    let outcome = stuck.await.unwrap();
+    assert!(
+        outcome.is_err(),
+        "the stuck request was cut off: {outcome:?}"
+    );
+    // JSON logs: every line is an object; the grace warning is among them.
+    let logs = w.logs();
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{logs}"
+    );
+    assert!(logs.contains("grace period over"), "{logs}");
+}
