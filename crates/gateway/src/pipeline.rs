@@ -24,6 +24,24 @@ pub(crate) enum AttemptError {
     Final(Error),
 }
 
+impl AttemptError {
+    fn retry(kind: Kind) -> Self {
+        Self::Retry {
+            kind,
+            retry_after: None,
+        }
+    }
+}
+
+/// Timeout or connection failure, from a client error.
+fn kind_of(e: &reqwest::Error) -> Kind {
+    if e.is_timeout() {
+        Kind::Timeout
+    } else {
+        Kind::Connect
+    }
+}
+
 /// The kinds of retryable failure, summarised for the client when every target fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -38,7 +56,7 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::RateLimited => "rate_limited",
-            Kind::Status(_) => "server_error",
+            Kind::Status(_) => "error_status",
             Kind::Connect => "connect_error",
             Kind::Timeout => "timeout",
             Kind::Malformed => "malformed",
@@ -207,11 +225,8 @@ impl Gateway {
             match tokio::time::timeout(provider.timeout, req.send()).await {
                 Ok(r) => r,
                 Err(_) => {
-                    observe("timeout");
-                    return Err(AttemptError::Retry {
-                        kind: Kind::Timeout,
-                        retry_after: None,
-                    });
+                    observe(Kind::Timeout.label());
+                    return Err(AttemptError::retry(Kind::Timeout));
                 }
             }
         } else {
@@ -220,17 +235,9 @@ impl Gateway {
         let resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_timeout() {
-                    Kind::Timeout
-                } else {
-                    Kind::Connect
-                };
-                observe(kind.label());
+                observe(kind_of(&e).label());
                 tracing::warn!(provider = %provider.name, error = %without_url(&e), "upstream request failed");
-                return Err(AttemptError::Retry {
-                    kind,
-                    retry_after: None,
-                });
+                return Err(AttemptError::retry(kind_of(&e)));
             }
         };
         let status = resp.status().as_u16();
@@ -242,60 +249,33 @@ impl Gateway {
                 .and_then(|v| backoff::parse_retry_after(v, SystemTime::now()));
             let body = tokio::time::timeout(provider.timeout, resp.bytes()).await;
             let body = body.ok().and_then(Result::ok).unwrap_or_default();
-            observe(if status == 429 {
-                "rate_limited"
-            } else {
-                "error_status"
-            });
+            let kind = match status {
+                429 => Kind::RateLimited,
+                408 => Kind::Timeout,
+                _ => Kind::Status(status),
+            };
+            observe(kind.label());
             tracing::warn!(provider = %provider.name, status, "upstream answered an error");
             return Err(match status {
-                429 => AttemptError::Retry {
-                    kind: Kind::RateLimited,
-                    retry_after,
-                },
-                408 => AttemptError::Retry {
-                    kind: Kind::Timeout,
-                    retry_after,
-                },
-                500..=599 => AttemptError::Retry {
-                    kind: Kind::Status(status),
-                    retry_after,
-                },
                 401 | 403 => AttemptError::NextTarget(Error::UpstreamAuth(provider.name.clone())),
-                _ => AttemptError::Final(Error::Rejected {
-                    status: if (400..500).contains(&status) {
-                        status
-                    } else {
-                        502
-                    },
+                400..=499 if kind == Kind::Status(status) => AttemptError::Final(Error::Rejected {
+                    status,
                     message: upstream_message(&body, provider),
                 }),
+                // 408, 429, 5xx, and anything unexpected (1xx, 3xx): worth another try.
+                _ => AttemptError::Retry { kind, retry_after },
             });
         }
         if call.stream {
-            let first = stream::open(resp, provider.timeout, call.include_usage, route_name).await;
-            observe(if first.is_ok() { "ok" } else { "malformed" });
-            return match first {
-                Ok(s) => Ok(Reply::Stream(s)),
-                Err(kind) => Err(AttemptError::Retry {
-                    kind,
-                    retry_after: None,
-                }),
-            };
+            let opened = stream::open(resp, provider.timeout, call.include_usage, route_name).await;
+            observe(opened.as_ref().err().map_or("ok", |k| k.label()));
+            return opened.map(Reply::Stream).map_err(AttemptError::retry);
         }
         let body = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => {
-                let kind = if e.is_timeout() {
-                    Kind::Timeout
-                } else {
-                    Kind::Connect
-                };
-                observe(kind.label());
-                return Err(AttemptError::Retry {
-                    kind,
-                    retry_after: None,
-                });
+                observe(kind_of(&e).label());
+                return Err(AttemptError::retry(kind_of(&e)));
             }
         };
         match usage::from_body(&body) {

@@ -50,23 +50,9 @@ async fn auth_is_checked_before_the_body_is_read() {
 async fn key_limited_to_some_models_gets_403_for_others() {
     let s = Setup::start().await;
     let limited = s.warden.create_key("limited", &["--models", "quick"]);
-    let ok = s
-        .http
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&limited)
-        .json(&chat_body("quick"))
-        .send()
-        .await
-        .unwrap();
+    let ok = s.chat_as(&limited, "quick").await;
     assert_eq!(ok.status(), 200);
-    let denied = s
-        .http
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&limited)
-        .json(&chat_body("fast"))
-        .send()
-        .await
-        .unwrap();
+    let denied = s.chat_as(&limited, "fast").await;
     let (code, body) = error_code(denied, 403).await;
     assert_eq!(code, "model_not_allowed");
     assert_eq!(body["error"]["type"], "permission_error");

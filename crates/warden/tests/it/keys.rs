@@ -90,14 +90,7 @@ async fn expired_key_is_refused() {
     assert_eq!(code, 0, "{err}");
     let short = out.trim().to_owned();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = s
-        .http
-        .post(s.url("/v1/chat/completions"))
-        .bearer_auth(&short)
-        .json(&chat_body("fast"))
-        .send()
-        .await
-        .unwrap();
+    let r = s.chat_as(&short, "fast").await;
     assert_eq!(error_code(r, 401).await.0, "invalid_api_key");
 }
 

@@ -1,4 +1,4 @@
-use crate::{FAST_RETRY, KEYS_ENV, bin, chat_body, two_provider_config};
+use crate::{FAST_RETRY, Setup, bin, chat_body};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -100,25 +100,12 @@ async fn embedded_defaults_route_any_model_to_openai_base_url() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_flight_requests_finish_and_records_them() {
-    let a = MockUpstream::start().await;
-    let b = MockUpstream::start().await;
-    let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, ""), &KEYS_ENV);
-    let key = w.create_key("k", &[]);
-    a.push([Reply::Delay(
-        Duration::from_millis(800),
-        Box::new(Reply::Text("slow answer".into())),
-    )]);
-    let url = format!("{}/v1/chat/completions", w.url);
-    let in_flight = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .bearer_auth(key)
-            .json(&chat_body("fast"))
-            .send()
-            .await
-    });
+    let mut s = Setup::start().await;
+    let slow = Reply::Text("slow answer".into());
+    s.a.push([Reply::Delay(Duration::from_millis(800), Box::new(slow))]);
+    let in_flight = s.spawn_chat("fast");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    w.signal("TERM");
+    s.warden.signal("TERM");
     let resp = in_flight
         .await
         .unwrap()
@@ -126,9 +113,9 @@ async fn sigterm_lets_in_flight_requests_finish_and_records_them() {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "slow answer");
-    let code = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(10)));
-    assert_eq!(code, Some(0), "{}", w.logs());
-    let store = warden_store::SqliteStore::open_dir(&w.data_dir)
+    let code = tokio::task::block_in_place(|| s.warden.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "{}", s.warden.logs());
+    let store = warden_store::SqliteStore::open_dir(&s.warden.data_dir)
         .await
         .unwrap();
     let rows = warden_store::Store::recent_usage(&store, 10).await.unwrap();
@@ -202,28 +189,15 @@ async fn provider_key_file_is_reloaded_on_change_and_on_sighup() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_grace_bounds_how_long_a_stuck_request_can_hold_the_process() {
-    let a = MockUpstream::start().await;
-    let b = MockUpstream::start().await;
-    let extra = "[server]\nshutdown_grace = \"300ms\"\nlog_format = \"json\"\n";
-    let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, extra), &KEYS_ENV);
-    let key = w.create_key("k", &[]);
-    a.push([Reply::Delay(
-        Duration::from_secs(1),
-        Box::new(Reply::Text("too late".into())),
-    )]);
-    let url = format!("{}/v1/chat/completions", w.url);
-    let stuck = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .bearer_auth(key)
-            .json(&chat_body("fast"))
-            .send()
-            .await
-    });
+    let mut s =
+        Setup::start_with("[server]\nshutdown_grace = \"300ms\"\nlog_format = \"json\"\n").await;
+    let late = Reply::Text("too late".into());
+    s.a.push([Reply::Delay(Duration::from_secs(1), Box::new(late))]);
+    let stuck = s.spawn_chat("fast");
     tokio::time::sleep(Duration::from_millis(150)).await;
     let signalled = std::time::Instant::now();
-    w.signal("TERM");
-    let code = tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(10)));
+    s.warden.signal("TERM");
+    let code = tokio::task::block_in_place(|| s.warden.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0));
     assert!(
         signalled.elapsed() < Duration::from_millis(900),
@@ -236,7 +210,7 @@ async fn shutdown_grace_bounds_how_long_a_stuck_request_can_hold_the_process() {
         "the stuck request was cut off: {outcome:?}"
     );
     // JSON logs: every line is an object; the grace warning is among them.
-    let logs = w.logs();
+    let logs = s.warden.logs();
     assert!(
         logs.lines()
             .all(|l| serde_json::from_str::<Value>(l).is_ok()),

@@ -111,6 +111,42 @@ impl Setup {
     pub(crate) async fn chat(&self, model: &str) -> reqwest::Response {
         self.post("/v1/chat/completions", chat_body(model)).await
     }
+
+    /// A chat request with another key.
+    pub(crate) async fn chat_as(&self, key: &str, model: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat_body(model))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /metrics` as text.
+    pub(crate) async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
+    /// Starts a chat request in the background (for requests in flight during a signal).
+    pub(crate) fn spawn_chat(
+        &self,
+        model: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let req = self
+            .http
+            .post(self.url("/v1/chat/completions"))
+            .bearer_auth(&self.key)
+            .json(&chat_body(model));
+        tokio::spawn(req.send())
+    }
+
+    /// A streaming chat request; returns the `data:` payloads.
+    pub(crate) async fn stream(&self, mut body: Value) -> Vec<String> {
+        body["stream"] = json!(true);
+        sse_events(self.post("/v1/chat/completions", body).await).await
+    }
 }
 
 pub(crate) fn chat_body(model: &str) -> Value {

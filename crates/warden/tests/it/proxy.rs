@@ -97,9 +97,7 @@ async fn streamed_tool_calls_arrive_intact() {
         name: "lookup".into(),
         arguments: r#"{"id":42,"q":"x"}"#.into(),
     }]);
-    let mut body = chat_body("fast");
-    body["stream"] = json!(true);
-    let events = sse_events(s.post("/v1/chat/completions", body).await).await;
+    let events = s.stream(chat_body("fast")).await;
     let args: String = events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
@@ -215,15 +213,7 @@ async fn every_request_leaves_a_usage_row_and_metrics() {
         (row.attempts, row.deployment.as_str()),
         (1, "test-deploy-1")
     );
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(
             r#"warden_requests_total{endpoint="chat.completions",model="fast",status="200"} 1"#

@@ -1,4 +1,4 @@
-use crate::{Setup, chat_body, error_code, sse_events};
+use crate::{Setup, chat_body, error_code};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use warden_testkit::Reply;
@@ -59,15 +59,7 @@ async fn retries_then_falls_back_to_the_next_target() {
     let r = s.chat("fast").await;
     assert_eq!(r.status(), 200);
     assert_eq!((s.a.hits(), s.b.hits()), (2, 1));
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"warden_upstream_retries_total{provider="primary"} 1"#),
         "{metrics}"
@@ -169,15 +161,7 @@ async fn circuit_breaker_skips_a_failing_provider_and_probes_it_later() {
         assert_eq!(s.chat("fast").await.status(), 200);
     }
     assert_eq!(s.a.hits(), hits_when_open, "open circuit sends nothing");
-    let metrics = s
-        .http
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"warden_circuit_state{provider="primary"} 1"#),
         "{metrics}"
@@ -206,9 +190,7 @@ async fn when_every_circuit_is_open_the_answer_is_503() {
 async fn stream_failing_before_the_first_byte_falls_back() {
     let s = Setup::start().await;
     s.a.push([status(503, None), Reply::StreamReset { pieces: vec![] }]);
-    let mut body = chat_body("fast");
-    body["stream"] = json!(true);
-    let events = sse_events(s.post("/v1/chat/completions", body).await).await;
+    let events = s.stream(chat_body("fast")).await;
     assert_eq!(events.last().unwrap(), "[DONE]", "{events:?}");
     assert!(!events.iter().any(|e| e.contains("error")), "{events:?}");
     assert_eq!(
@@ -224,9 +206,7 @@ async fn mid_stream_reset_ends_with_an_error_event_not_a_silent_success() {
     s.a.push([Reply::StreamReset {
         pieces: vec!["partial ".into(), "answer".into()],
     }]);
-    let mut body = chat_body("fast");
-    body["stream"] = json!(true);
-    let events = sse_events(s.post("/v1/chat/completions", body).await).await;
+    let events = s.stream(chat_body("fast")).await;
     assert!(events.iter().any(|e| e.contains("partial")), "{events:?}");
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_stream_interrupted");
@@ -240,9 +220,7 @@ async fn stream_ending_without_done_is_reported_as_interrupted() {
     s.a.push([Reply::StreamTruncated {
         pieces: vec!["cut".into()],
     }]);
-    let mut body = chat_body("fast");
-    body["stream"] = json!(true);
-    let events = sse_events(s.post("/v1/chat/completions", body).await).await;
+    let events = s.stream(chat_body("fast")).await;
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_stream_interrupted");
 }
