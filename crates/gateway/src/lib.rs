@@ -39,7 +39,12 @@ pub struct Gateway {
     listed: Vec<String>,
     default_provider: Option<String>,
     retry: RetryConfig,
+    /// The default provider's model list and when it was fetched.
+    upstream_models: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
+
+/// How long the default provider's model list is reused before it is asked again.
+const MODEL_LIST_TTL: Duration = Duration::from_secs(60);
 
 /// A provider and its circuit breaker.
 pub(crate) struct Upstream {
@@ -148,6 +153,7 @@ impl Gateway {
             listed,
             default_provider: config.default_provider.clone(),
             retry: config.retry.clone(),
+            upstream_models: std::sync::Mutex::new(None),
         })
     }
 
@@ -184,23 +190,45 @@ impl Gateway {
         if let Some(name) = &self.default_provider
             && let Some(up) = self.providers.get(name)
         {
-            match pipeline::fetch_models(&self.client, &up.provider).await {
-                Ok(ids) => {
-                    for id in ids {
-                        if !self.routes.contains_key(&id) {
-                            out.push(ListedModel {
-                                id,
-                                owned_by: name.clone(),
-                            });
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(provider = %name, error = %e, "could not list upstream models")
+            for id in self.upstream_model_ids(name, up).await {
+                if !self.routes.contains_key(&id) {
+                    out.push(ListedModel {
+                        id,
+                        owned_by: name.clone(),
+                    });
                 }
             }
         }
         out
+    }
+
+    /// The default provider's model ids, cached for [`MODEL_LIST_TTL`]; empty if it cannot
+    /// be asked (the configured names are still listed).
+    async fn upstream_model_ids(&self, name: &str, up: &Upstream) -> Vec<String> {
+        let cached = self
+            .upstream_models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((at, ids)) = cached
+            && at.elapsed() < MODEL_LIST_TTL
+        {
+            return ids;
+        }
+        match pipeline::fetch_models(&self.client, &up.provider).await {
+            Ok(ids) => {
+                *self
+                    .upstream_models
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), ids.clone()));
+                ids
+            }
+            Err(e) => {
+                tracing::warn!(provider = %name, error = %e, "could not list upstream models");
+                Vec::new()
+            }
+        }
     }
 
     /// Re-reads provider key files: those that changed, or all when `force` (SIGHUP).

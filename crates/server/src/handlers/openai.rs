@@ -110,7 +110,7 @@ impl Record {
     }
 
     fn count(&self, status: u16) {
-        let model = if status == 404 {
+        let model = if status == 404 || self.model.is_empty() {
             "unknown".to_owned()
         } else {
             self.model.clone()
@@ -118,6 +118,11 @@ impl Record {
         metrics::counter!("warden_requests_total", "endpoint" => self.endpoint.label(),
             "model" => model, "status" => status.to_string())
         .increment(1);
+    }
+
+    async fn refuse(self, error: ApiError) -> Response {
+        self.finish(&Meta::default(), error.status(), None).await;
+        error.into_response()
     }
 
     async fn finish(self, meta: &Meta, status: u16, usage: Option<Usage>) {
@@ -134,30 +139,33 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let body = match read_body(req, state.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
-    let call = match Call::parse(endpoint, &body, request_id.clone()) {
-        Ok(c) => c,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    if !key.allows_model(&call.model) {
-        return ApiError::new(
-            ErrorCode::ModelNotAllowed,
-            format!("this key may not use the model `{}`", call.model),
-        )
-        .into_response();
-    }
-    let record = Record {
+    let mut record = Record {
         state: state.clone(),
         key_id: key.id.clone(),
-        request_id,
+        request_id: request_id.clone(),
         endpoint,
-        model: call.model.clone(),
-        stream: call.stream,
+        model: String::new(),
+        stream: false,
         started,
     };
+    // Refusals before the gateway are recorded too (with what is known of the request), so
+    // usage shows every authenticated request, including the ones that never left Warden.
+    let body = match read_body(req, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return record.refuse(e).await,
+    };
+    let call = match Call::parse(endpoint, &body, request_id) {
+        Ok(c) => c,
+        Err(e) => return record.refuse(ApiError::from(e)).await,
+    };
+    record.model = call.model.clone();
+    record.stream = call.stream;
+    if !key.allows_model(&call.model) {
+        let message = format!("this key may not use the model `{}`", call.model);
+        return record
+            .refuse(ApiError::new(ErrorCode::ModelNotAllowed, message))
+            .await;
+    }
     match state.gateway.call(call).await {
         Err(failure) => {
             let error = ApiError::from(failure.error);

@@ -126,6 +126,24 @@ async fn errors_use_the_openai_shape() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "model_not_found");
 
+    // Every authenticated request leaves a usage row, refusals included.
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        statuses = app
+            .store
+            .recent_usage(10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.status)
+            .collect();
+        if statuses.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(statuses, vec![404, 413, 400]);
+
     let req = Request::get("/v1/models").body(Body::empty()).unwrap();
     let (status, headers, v) = send(&app, req).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -167,6 +167,25 @@ async fn models_lists_configured_names_aliases_and_upstream_models() {
             ("mock-small", "primary")
         ]
     );
+    // The upstream list is reused for a minute, not fetched on every call.
+    let again = s
+        .http
+        .get(s.url("/v1/models"))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let asked =
+        s.a.requests()
+            .iter()
+            .filter(|r| r.path == "/v1/models")
+            .count();
+    assert_eq!(asked, 1);
+    assert_eq!(
+        s.a.requests()[0].headers["authorization"],
+        "Bearer sk-primary-0123456789abcdef"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
