@@ -19,6 +19,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
+    pub redaction: RawRedaction,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
@@ -86,4 +88,27 @@ pub(crate) struct RawModel {
 pub(crate) struct RawTarget {
     pub provider: String,
     pub model: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedaction {
+    pub default: Option<String>,
+    pub restore: Option<bool>,
+    pub scan_answers: Option<bool>,
+    #[serde(default)]
+    pub entities: BTreeMap<String, String>,
+    /// Per virtual-key name: `default` and entity names to actions.
+    #[serde(default)]
+    pub keys: BTreeMap<String, BTreeMap<String, String>>,
+    #[serde(default)]
+    pub custom: Vec<RawCustomEntity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCustomEntity {
+    pub name: String,
+    pub regex: Option<String>,
+    pub words: Option<Vec<String>>,
 }

@@ -20,6 +20,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// When a failing provider is skipped.
     pub circuit_breaker: CircuitBreakerConfig,
+    /// What is removed from content before it leaves.
+    pub redaction: RedactionConfig,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may ask for, with their ordered targets.
@@ -82,6 +84,61 @@ pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     /// How long an open circuit skips the provider before one probe is let through (default 30s).
     pub cooldown: Duration,
+}
+
+/// Redaction settings.
+#[derive(Debug, Clone)]
+pub struct RedactionConfig {
+    /// Action for every entity type not listed (default mask).
+    pub default: RedactAction,
+    /// Actions by entity type name.
+    pub entities: BTreeMap<String, RedactAction>,
+    /// Per virtual-key name: its own default (if any) and actions, over the global ones.
+    pub keys: BTreeMap<String, KeyRedaction>,
+    /// Restore placeholders in answers (default true); false masks one way.
+    pub restore: bool,
+    /// Scan answers for data the model produced and mask it (default true).
+    pub scan_answers: bool,
+    /// Custom entity types.
+    pub custom: Vec<CustomEntity>,
+}
+
+/// One key's redaction overrides.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRedaction {
+    /// Replaces the global default for this key.
+    pub default: Option<RedactAction>,
+    /// Actions by entity type name.
+    pub entities: BTreeMap<String, RedactAction>,
+}
+
+/// What to do with a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedactAction {
+    /// Replace with a placeholder, restored in the answer.
+    Mask,
+    /// Refuse the request.
+    Block,
+    /// Leave it.
+    Allow,
+}
+
+/// A custom entity type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomEntity {
+    /// Upper-case name, used in placeholders.
+    pub name: String,
+    /// How it is found.
+    pub matcher: CustomMatcher,
+}
+
+/// How a custom entity is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomMatcher {
+    /// A regular expression.
+    Regex(String),
+    /// Whole words or phrases, case-insensitive.
+    Words(Vec<String>),
 }
 
 /// One OpenAI-compatible upstream.
@@ -337,7 +394,9 @@ impl Config {
             ));
         }
 
+        let redaction = redaction(raw.redaction)?;
         Ok(Self {
+            redaction,
             deployment: raw.deployment,
             server,
             store: StoreConfig {
@@ -358,6 +417,90 @@ impl Config {
         self.default_provider = Some(name.to_owned());
         self
     }
+}
+
+fn action(field: &str, text: &str) -> Result<RedactAction, Error> {
+    match text {
+        "mask" => Ok(RedactAction::Mask),
+        "block" => Ok(RedactAction::Block),
+        "allow" => Ok(RedactAction::Allow),
+        other => Err(Error::invalid(
+            field,
+            format!("`{other}` is not one of: mask, block, allow"),
+        )),
+    }
+}
+
+fn entity_name_ok(name: &str) -> bool {
+    let mut b = name.bytes();
+    matches!(b.next(), Some(b'A'..=b'Z'))
+        && name.len() <= 40
+        && b.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+}
+
+fn redaction(raw: crate::raw::RawRedaction) -> Result<RedactionConfig, Error> {
+    let default = action(
+        "redaction.default",
+        raw.default.as_deref().unwrap_or("mask"),
+    )?;
+    let mut entities = BTreeMap::new();
+    for (name, a) in &raw.entities {
+        entities.insert(
+            name.clone(),
+            action(&format!("redaction.entities.{name}"), a)?,
+        );
+    }
+    let mut keys = BTreeMap::new();
+    for (key, table) in &raw.keys {
+        let mut k = KeyRedaction::default();
+        for (name, a) in table {
+            let field = format!("redaction.keys.{key}.{name}");
+            if name == "default" {
+                k.default = Some(action(&field, a)?);
+            } else {
+                k.entities.insert(name.clone(), action(&field, a)?);
+            }
+        }
+        keys.insert(key.clone(), k);
+    }
+    let mut custom = Vec::new();
+    for (i, c) in raw.custom.into_iter().enumerate() {
+        let field = format!("redaction.custom[{i}]");
+        if !entity_name_ok(&c.name) {
+            return Err(Error::invalid(
+                format!("{field}.name"),
+                "use upper case letters, digits and `_`, starting with a letter (e.g. PROJECT_CODE)",
+            ));
+        }
+        let matcher = match (c.regex, c.words) {
+            (Some(r), None) => CustomMatcher::Regex(r),
+            (None, Some(w)) if !w.is_empty() => CustomMatcher::Words(w),
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    format!("{field}.words"),
+                    "must not be empty",
+                ));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    field,
+                    "set exactly one of `regex` or `words`",
+                ));
+            }
+        };
+        custom.push(CustomEntity {
+            name: c.name,
+            matcher,
+        });
+    }
+    Ok(RedactionConfig {
+        default,
+        entities,
+        keys,
+        restore: raw.restore.unwrap_or(true),
+        scan_answers: raw.scan_answers.unwrap_or(true),
+        custom,
+    })
 }
 
 fn duration(field: &str, value: &Option<String>, default: &str) -> Result<Duration, Error> {
@@ -452,6 +595,45 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
         );
         assert_eq!(example.providers["openai"].timeout, Duration::from_secs(60));
         assert_eq!(example.models.len(), 3);
+    }
+
+    #[test]
+    fn redaction_policies_parse_and_bad_actions_name_their_field() {
+        let c = Config::from_toml(
+            r#"
+[redaction]
+restore = false
+[redaction.entities]
+IP_ADDRESS = "allow"
+[redaction.keys.support-bot]
+default = "block"
+EMAIL = "mask"
+[[redaction.custom]]
+name = "PROJECT"
+words = ["Bluebird"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.redaction.default, RedactAction::Mask);
+        assert!(!c.redaction.restore && c.redaction.scan_answers);
+        assert_eq!(c.redaction.entities["IP_ADDRESS"], RedactAction::Allow);
+        assert_eq!(
+            c.redaction.keys["support-bot"].default,
+            Some(RedactAction::Block)
+        );
+        assert_eq!(
+            c.redaction.custom[0].matcher,
+            CustomMatcher::Words(vec!["Bluebird".into()])
+        );
+        assert_eq!(
+            error_of("[redaction.entities]\nEMAIL = \"hide\""),
+            "redaction.entities.EMAIL: `hide` is not one of: mask, block, allow"
+        );
+        assert!(
+            error_of("[[redaction.custom]]\nname = \"lower\"\nregex = \"x\"")
+                .starts_with("redaction.custom[0].name:")
+        );
+        assert!(error_of("[[redaction.custom]]\nname = \"X\"").starts_with("redaction.custom[0]:"));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub enum ErrorCode {
     /// The request body is not valid JSON or misses a required field.
     InvalidRequest,
+    /// The request holds data whose redaction policy is `block`.
+    SensitiveDataBlocked,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
     /// No `Authorization: Bearer` header was sent.
@@ -41,8 +43,9 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::InvalidRequest,
+        Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
         Self::MissingApiKey,
         Self::InvalidApiKey,
@@ -63,7 +66,7 @@ impl ErrorCode {
     /// The HTTP status this code is answered with.
     pub const fn status(self) -> u16 {
         match self {
-            Self::InvalidRequest => 400,
+            Self::InvalidRequest | Self::SensitiveDataBlocked => 400,
             Self::PayloadTooLarge => 413,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
             Self::ModelNotAllowed => 403,
@@ -82,6 +85,7 @@ impl ErrorCode {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidRequest => "invalid_request",
+            Self::SensitiveDataBlocked => "sensitive_data_blocked",
             Self::PayloadTooLarge => "payload_too_large",
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
@@ -105,6 +109,7 @@ impl ErrorCode {
     pub const fn openai_type(self) -> &'static str {
         match self {
             Self::InvalidRequest
+            | Self::SensitiveDataBlocked
             | Self::PayloadTooLarge
             | Self::ModelNotFound
             | Self::NotFound

@@ -3,6 +3,7 @@
 
 use crate::Error;
 use serde_json::{Map, Value};
+use warden_redact::Redacted;
 
 /// The OpenAI endpoints the gateway serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,12 +37,19 @@ pub struct Call {
     pub include_usage: bool,
     /// The request id, sent upstream as `x-request-id`.
     pub request_id: String,
+    /// Name of the virtual key, which selects its redaction policy.
+    pub key_name: String,
     pub(crate) body: Map<String, Value>,
 }
 
 impl Call {
     /// Parses a JSON body. Errors name the problem (JSON position, missing or mistyped field).
-    pub fn parse(endpoint: Endpoint, body: &[u8], request_id: String) -> Result<Self, Error> {
+    pub fn parse(
+        endpoint: Endpoint,
+        body: &[u8],
+        request_id: String,
+        key_name: String,
+    ) -> Result<Self, Error> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             Error::InvalidRequest(format!("the request body is not valid JSON: {e}"))
         })?;
@@ -96,27 +104,30 @@ impl Call {
             stream,
             include_usage,
             request_id,
+            key_name,
             body,
         })
     }
+}
 
-    /// The body to send to one target: the client's, with the target's model name, and for
-    /// streams the final usage chunk requested (so usage is always counted; it is removed
-    /// again if the client did not ask for it).
-    pub(crate) fn upstream_body(&mut self, upstream_model: &str) -> Vec<u8> {
-        self.body
-            .insert("model".into(), Value::String(upstream_model.to_owned()));
-        if self.stream {
-            let options = self
-                .body
-                .entry("stream_options")
-                .or_insert_with(|| Value::Object(Map::new()));
-            if let Value::Object(o) = options {
-                o.insert("include_usage".into(), Value::Bool(true));
-            }
-        }
-        serde_json::to_vec(&self.body).unwrap_or_default()
+/// The body to send to one target: the redacted client body, with the target's model name,
+/// and for streams the final usage chunk requested (so usage is always counted; it is removed
+/// again if the client did not ask for it). Only a `Redacted` body can be sent.
+pub(crate) fn upstream_body(
+    body: &mut Redacted<Map<String, Value>>,
+    upstream_model: &str,
+    stream: bool,
+) -> Vec<u8> {
+    body.set_routing_field("model", Value::String(upstream_model.to_owned()));
+    if stream {
+        let mut options = match body.get().get("stream_options") {
+            Some(Value::Object(o)) => o.clone(),
+            _ => Map::new(),
+        };
+        options.insert("include_usage".into(), Value::Bool(true));
+        body.set_routing_field("stream_options", Value::Object(options));
     }
+    serde_json::to_vec(body.get()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -124,7 +135,28 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<Call, Error> {
-        Call::parse(Endpoint::ChatCompletions, body.as_bytes(), "r".into())
+        Call::parse(
+            Endpoint::ChatCompletions,
+            body.as_bytes(),
+            "r".into(),
+            "k".into(),
+        )
+    }
+
+    /// The call's body through a redactor that allows everything.
+    fn redacted(call: &mut Call) -> Redacted<Map<String, Value>> {
+        use warden_redact::{Action, Detector, Policy, Redactor};
+        let allow = Policy::new(Action::Allow, Default::default());
+        let r = Redactor::new(
+            Detector::new(&[]).unwrap(),
+            allow,
+            Default::default(),
+            true,
+            false,
+        );
+        r.exchange("k")
+            .chat_request(std::mem::take(&mut call.body))
+            .unwrap()
     }
 
     #[test]
@@ -155,7 +187,13 @@ mod tests {
                 .contains("`messages`")
         );
         assert!(parse(r#"{"model":"m","messages":[{}],"stream":"yes"}"#).is_err());
-        let e = Call::parse(Endpoint::Embeddings, br#"{"model":"m"}"#, "r".into()).unwrap_err();
+        let e = Call::parse(
+            Endpoint::Embeddings,
+            br#"{"model":"m"}"#,
+            "r".into(),
+            "k".into(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("`input`"));
     }
 
@@ -165,7 +203,9 @@ mod tests {
             r#"{"model":"smart","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function"}],"x_new_feature":{"a":1}}"#,
         )
         .unwrap();
-        let out: Value = serde_json::from_slice(&call.upstream_body("gpt-4o")).unwrap();
+        let out: Value =
+            serde_json::from_slice(&upstream_body(&mut redacted(&mut call), "gpt-4o", false))
+                .unwrap();
         assert_eq!(out["model"], "gpt-4o");
         assert_eq!(out["x_new_feature"]["a"], 1);
         assert_eq!(out["tools"][0]["type"], "function");
@@ -176,7 +216,8 @@ mod tests {
     fn streams_always_ask_upstream_for_usage_but_remember_the_client_choice() {
         let mut call = parse(r#"{"model":"m","messages":[{}],"stream":true}"#).unwrap();
         assert!(call.stream && !call.include_usage);
-        let out: Value = serde_json::from_slice(&call.upstream_body("m")).unwrap();
+        let out: Value =
+            serde_json::from_slice(&upstream_body(&mut redacted(&mut call), "m", true)).unwrap();
         assert_eq!(out["stream_options"]["include_usage"], true);
         let call = parse(
             r#"{"model":"m","messages":[{}],"stream":true,"stream_options":{"include_usage":true}}"#,

@@ -20,6 +20,9 @@ pub enum Error {
     /// The body is not what the endpoint takes.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The request holds data whose redaction policy is `block` (types named, never values).
+    #[error("{0}")]
+    Blocked(String),
     /// No route for this model.
     #[error("the model `{0}` does not exist or is not configured")]
     ModelNotFound(String),
@@ -56,6 +59,7 @@ impl Error {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::Blocked(_) => ErrorCode::SensitiveDataBlocked,
             Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
             Self::NoProvider(_) => ErrorCode::NoProviderAvailable,
             Self::RateLimited { .. } => ErrorCode::UpstreamRateLimited,

@@ -13,6 +13,7 @@ mod call;
 mod error;
 mod pipeline;
 mod provider;
+mod redaction;
 mod sse;
 mod stream;
 mod usage;
@@ -39,6 +40,7 @@ pub struct Gateway {
     listed: Vec<String>,
     default_provider: Option<String>,
     retry: RetryConfig,
+    redactor: warden_redact::Redactor,
     /// The default provider's model list and when it was fetched.
     upstream_models: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
@@ -75,6 +77,8 @@ pub struct Meta {
 pub struct Success {
     /// What was done.
     pub meta: Meta,
+    /// Redaction counts for `x-warden-redactions` (`EMAIL=2,CREDIT_CARD=1`), if any.
+    pub redactions: Option<String>,
     /// The answer.
     pub reply: Reply,
 }
@@ -97,6 +101,8 @@ pub enum Reply {
 pub struct Failure {
     /// Why.
     pub error: Error,
+    /// Redaction counts, if any (a blocked request names what it found).
+    pub redactions: Option<String>,
     /// What was tried.
     pub meta: Meta,
 }
@@ -139,6 +145,7 @@ impl Gateway {
                 listed.push(n.clone());
             }
         }
+        let redactor = redaction::build(&config.redaction)?;
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -153,6 +160,7 @@ impl Gateway {
             listed,
             default_provider: config.default_provider.clone(),
             retry: config.retry.clone(),
+            redactor,
             upstream_models: std::sync::Mutex::new(None),
         })
     }

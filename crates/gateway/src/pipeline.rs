@@ -1,15 +1,18 @@
-//! The order of the pipeline, in one place: resolve the route, then for each target in order
-//! (skipping providers whose circuit is open) make up to `retry.attempts` attempts with
-//! backoff, then fall back to the next target. A client error (4xx other than 401/403/429)
-//! ends the call at once: another provider would refuse it too.
+//! The order of the pipeline, in one place: redact the request (or refuse it), resolve the
+//! route, then for each target in order (skipping providers whose circuit is open) make up to
+//! `retry.attempts` attempts with backoff, then fall back to the next target. A client error
+//! (4xx other than 401/403/429) ends the call at once: another provider would refuse it too.
+//! Answers are redacted and restored on the way back, whole or streamed.
 
-use crate::Endpoint;
+use crate::call::upstream_body;
 use crate::provider::UrlFor;
-use crate::stream;
-use crate::{Call, Error, Failure, Gateway, Meta, Reply, Success, Upstream, backoff, usage};
+use crate::{Call, Endpoint, Error, Failure, Gateway, Meta, Reply, Success, Upstream};
+use crate::{backoff, redaction, stream, usage};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde_json::{Map, Value};
 use std::time::{Duration, Instant, SystemTime};
 use warden_config::Target;
+use warden_redact::{Exchange, Redacted};
 
 /// Why one attempt failed.
 pub(crate) enum AttemptError {
@@ -68,12 +71,37 @@ impl Gateway {
     /// Runs a call through the pipeline.
     pub async fn call(&self, mut call: Call) -> Result<Success, Failure> {
         let mut meta = Meta::default();
+        // Redaction comes first: nothing leaves unredacted, and a request that policy blocks
+        // never reaches a provider. Only the `Redacted` body can be sent (see `attempt`).
+        let mut exchange = self.redactor.exchange(&call.key_name);
+        let raw = std::mem::take(&mut call.body);
+        let redacted = match call.endpoint {
+            Endpoint::ChatCompletions => exchange.chat_request(raw),
+            Endpoint::Embeddings => exchange.embeddings_request(raw),
+        };
+        redaction::record(exchange.counts().0, "request");
+        let mut body = match redacted {
+            Ok(body) => body,
+            Err(blocked) => {
+                let redactions = exchange.summary();
+                let error = Error::Blocked(blocked.to_string());
+                return Err(Failure {
+                    error,
+                    redactions,
+                    meta,
+                });
+            }
+        };
         let Some(route) = self.route(&call.model) else {
+            let error = Error::ModelNotFound(call.model.clone());
             return Err(Failure {
-                error: Error::ModelNotFound(call.model.clone()),
+                error,
+                redactions: exchange.summary(),
                 meta,
             });
         };
+        let mut exchange = Some(exchange);
+        let summary = |x: &Option<Exchange>| x.as_ref().and_then(Exchange::summary);
         let mut failures: Vec<(String, Kind)> = Vec::new();
         let mut longest_retry_after: Option<Duration> = None;
         let mut auth_error: Option<Error> = None;
@@ -107,15 +135,29 @@ impl Gateway {
                 meta.attempts += 1;
                 meta.provider = Some(target.provider.clone());
                 meta.upstream_model = Some(target.model.clone());
-                match self.attempt(up, target, &route.name, &mut call).await {
+                let outcome =
+                    self.attempt(up, target, &route.name, &call, &mut body, &mut exchange);
+                match outcome.await {
                     Ok(reply) => {
                         permit.success();
-                        return Ok(Success { meta, reply });
+                        let redactions = match &reply {
+                            Reply::Stream(s) => s.redactions.clone(),
+                            Reply::Complete { .. } => summary(&exchange),
+                        };
+                        return Ok(Success {
+                            meta,
+                            redactions,
+                            reply,
+                        });
                     }
                     Err(AttemptError::Final(error)) => {
                         // The provider answered sensibly: it is healthy.
                         permit.success();
-                        return Err(Failure { error, meta });
+                        return Err(Failure {
+                            error,
+                            redactions: summary(&exchange),
+                            meta,
+                        });
                     }
                     Err(AttemptError::NextTarget(error)) => {
                         drop(permit);
@@ -184,7 +226,11 @@ impl Gateway {
                 meta.attempts
             ))
         };
-        Err(Failure { error, meta })
+        Err(Failure {
+            error,
+            redactions: summary(&exchange),
+            meta,
+        })
     }
 
     /// One request to one target.
@@ -193,10 +239,12 @@ impl Gateway {
         up: &Upstream,
         target: &Target,
         route_name: &str,
-        call: &mut Call,
+        call: &Call,
+        body: &mut Redacted<Map<String, Value>>,
+        exchange: &mut Option<Exchange>,
     ) -> Result<Reply, AttemptError> {
         let provider = &up.provider;
-        let body = call.upstream_body(&target.model);
+        let body = upstream_body(body, &target.model, call.stream);
         let mut req = self
             .client
             .post(provider.url(match call.endpoint {
@@ -267,7 +315,14 @@ impl Gateway {
             });
         }
         if call.stream {
-            let opened = stream::open(resp, provider.timeout, call.include_usage, route_name).await;
+            let opened = stream::open(
+                resp,
+                provider.timeout,
+                call.include_usage,
+                route_name,
+                exchange,
+            )
+            .await;
             observe(opened.as_ref().err().map_or("ok", |k| k.label()));
             return opened.map(Reply::Stream).map_err(AttemptError::retry);
         }
@@ -283,6 +338,16 @@ impl Gateway {
                 observe("ok");
                 if let Some(u) = &u {
                     usage::record_tokens(route_name, u);
+                }
+                // Values the model produced are masked; the client's own are restored.
+                let mut body = body;
+                if call.endpoint == Endpoint::ChatCompletions
+                    && let Some(x) = exchange.as_mut()
+                {
+                    if let Some(new) = x.chat_answer(&body) {
+                        body = new.into();
+                    }
+                    redaction::record_answer(x);
                 }
                 Ok(Reply::Complete { body, usage: u })
             }

@@ -12,6 +12,7 @@ use futures_util::stream::{BoxStream, StreamExt};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use warden_redact::Exchange;
 
 /// A streaming answer: the bytes to send, and a summary delivered when it ends.
 pub struct ChatStream {
@@ -19,6 +20,8 @@ pub struct ChatStream {
     pub body: BoxStream<'static, Bytes>,
     /// Fires once the stream has ended, however it ended (client gone included).
     pub summary: oneshot::Receiver<StreamSummary>,
+    /// Redaction counts known when the stream starts (the request's), for the header.
+    pub redactions: Option<String>,
 }
 
 /// How a stream ended.
@@ -42,6 +45,8 @@ struct State {
     summary: StreamSummary,
     summary_tx: Option<oneshot::Sender<StreamSummary>>,
     finished: bool,
+    /// Masks what the model produces and restores placeholders, event by event.
+    exchange: Option<Exchange>,
 }
 
 /// Reads until the first event, then returns the stream. `Err` means nothing usable arrived.
@@ -50,6 +55,7 @@ pub(crate) async fn open(
     idle_timeout: Duration,
     include_usage: bool,
     model: &str,
+    exchange: &mut Option<Exchange>,
 ) -> Result<ChatStream, Kind> {
     let (tx, rx) = oneshot::channel();
     let mut state = State {
@@ -62,14 +68,25 @@ pub(crate) async fn open(
         summary: StreamSummary::default(),
         summary_tx: Some(tx),
         finished: false,
+        exchange: None,
     };
-    while state.ready.is_empty() {
+    let mut first = Vec::new();
+    while first.is_empty() {
         match tokio::time::timeout(idle_timeout, state.upstream.next()).await {
             Err(_) => return Err(Kind::Timeout),
             Ok(None) => return Err(Kind::Malformed),
             Ok(Some(Err(_))) => return Err(Kind::Connect),
-            Ok(Some(Ok(chunk))) => state.take(&chunk).map_err(|_| Kind::Malformed)?,
+            Ok(Some(Ok(chunk))) => {
+                first.extend(state.parser.feed(&chunk).map_err(|_| Kind::Malformed)?)
+            }
         }
+    }
+    // Committed to this upstream: the exchange moves into the stream (a failed attempt
+    // leaves it for the next target).
+    state.exchange = exchange.take();
+    let redactions = state.exchange.as_ref().and_then(Exchange::summary);
+    for data in first {
+        state.accept(data);
     }
     // Once a stream is handed out, its summary is what tells how it went; dropping the
     // state before that (client gone) still sends one, from `Drop`.
@@ -78,36 +95,53 @@ pub(crate) async fn open(
         Some((out, s))
     })
     .boxed();
-    Ok(ChatStream { body, summary: rx })
+    Ok(ChatStream {
+        body,
+        summary: rx,
+        redactions,
+    })
 }
 
 impl State {
     /// Parses a chunk and queues what should be forwarded.
     fn take(&mut self, chunk: &[u8]) -> Result<(), sse::TooLarge> {
         for data in self.parser.feed(chunk)? {
-            if &data[..] == b"[DONE]" {
-                self.summary.completed = true;
-                self.ready.push_back(sse::frame(&data));
-                continue;
-            }
-            if has_usage_object(&data)
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data)
-                && let Some(u) = v.get("usage").filter(|u| u.is_object())
-            {
-                if let Ok(u) = serde_json::from_value::<Usage>(u.clone()) {
-                    self.summary.usage = Some(u);
-                }
-                let usage_only = v
-                    .get("choices")
-                    .and_then(|c| c.as_array())
-                    .is_some_and(|c| c.is_empty());
-                if usage_only && !self.include_usage {
-                    continue;
-                }
-            }
-            self.ready.push_back(sse::frame(&data));
+            self.accept(data);
         }
         Ok(())
+    }
+
+    /// Queues one event's data for the client: counts its usage, drops the usage chunk the
+    /// client did not ask for, and passes it through redaction.
+    fn accept(&mut self, data: Bytes) {
+        if &data[..] == b"[DONE]" {
+            // Anything redaction still holds goes out before the end.
+            if let Some(rest) = self.exchange.as_mut().and_then(Exchange::chat_stream_end) {
+                self.ready.push_back(sse::frame(&rest));
+            }
+            self.summary.completed = true;
+            self.ready.push_back(sse::frame(&data));
+            return;
+        }
+        if has_usage_object(&data)
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data)
+            && let Some(u) = v.get("usage").filter(|u| u.is_object())
+        {
+            if let Ok(u) = serde_json::from_value::<Usage>(u.clone()) {
+                self.summary.usage = Some(u);
+            }
+            let usage_only = v
+                .get("choices")
+                .and_then(|c| c.as_array())
+                .is_some_and(|c| c.is_empty());
+            if usage_only && !self.include_usage {
+                return;
+            }
+        }
+        match self.exchange.as_mut().and_then(|x| x.chat_chunk(&data)) {
+            Some(redacted) => self.ready.push_back(sse::frame(&redacted)),
+            None => self.ready.push_back(sse::frame(&data)),
+        }
     }
 
     /// The next bytes for the client, or `None` when the stream is over.
@@ -142,6 +176,9 @@ impl State {
         if let Some(tx) = self.summary_tx.take() {
             if let Some(u) = &self.summary.usage {
                 usage::record_tokens(&self.model, u);
+            }
+            if let Some(x) = &self.exchange {
+                crate::redaction::record_answer(x);
             }
             let _ = tx.send(self.summary.clone());
         }

@@ -154,7 +154,7 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         Ok(b) => b,
         Err(e) => return record.refuse(e).await,
     };
-    let call = match Call::parse(endpoint, &body, request_id) {
+    let call = match Call::parse(endpoint, &body, request_id, key.name.clone()) {
         Ok(c) => c,
         Err(e) => return record.refuse(ApiError::from(e)).await,
     };
@@ -166,21 +166,21 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
             .refuse(ApiError::new(ErrorCode::ModelNotAllowed, message))
             .await;
     }
-    match state.gateway.call(call).await {
+    let (mut response, redactions) = match state.gateway.call(call).await {
         Err(failure) => {
             let error = ApiError::from(failure.error);
             record.finish(&failure.meta, error.status(), None).await;
-            error.into_response()
+            (error.into_response(), failure.redactions)
         }
         Ok(success) => match success.reply {
             Reply::Complete { body, usage } => {
                 record.finish(&success.meta, 200, usage).await;
-                (
+                let ok = (
                     StatusCode::OK,
                     [(http::header::CONTENT_TYPE, "application/json")],
                     body,
-                )
-                    .into_response()
+                );
+                (ok.into_response(), success.redactions)
             }
             Reply::Stream(stream) => {
                 let meta = success.meta;
@@ -193,16 +193,20 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                     record.finish(&meta, 200, summary.usage).await;
                 });
                 let body = Body::from_stream(stream.body.map(Ok::<_, std::convert::Infallible>));
+                let headers = [
+                    (http::header::CONTENT_TYPE, "text/event-stream"),
+                    (http::header::CACHE_CONTROL, "no-cache"),
+                ];
                 (
-                    StatusCode::OK,
-                    [
-                        (http::header::CONTENT_TYPE, "text/event-stream"),
-                        (http::header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    body,
+                    (StatusCode::OK, headers, body).into_response(),
+                    stream.redactions,
                 )
-                    .into_response()
             }
         },
+    };
+    // Counts by type only, never values: `EMAIL=2,CREDIT_CARD=1`.
+    if let Some(v) = redactions.and_then(|r| http::HeaderValue::from_str(&r).ok()) {
+        response.headers_mut().insert("x-warden-redactions", v);
     }
+    response
 }

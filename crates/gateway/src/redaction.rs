@@ -1,0 +1,87 @@
+//! Builds the redactor from configuration (checking every entity name it mentions) and
+//! publishes redaction counts as metrics. The redaction itself lives in `warden-redact`.
+
+use std::collections::{BTreeMap, HashMap};
+use warden_config::{CustomMatcher, RedactAction, RedactionConfig};
+use warden_redact::{Action, Custom, Detector, Entity, Exchange, Policy, Redactor};
+
+fn action(a: RedactAction) -> Action {
+    match a {
+        RedactAction::Mask => Action::Mask,
+        RedactAction::Block => Action::Block,
+        RedactAction::Allow => Action::Allow,
+    }
+}
+
+/// The redactor for this configuration; errors name the offending field.
+pub(crate) fn build(config: &RedactionConfig) -> Result<Redactor, String> {
+    let custom: Vec<Custom> = config
+        .custom
+        .iter()
+        .map(|c| match &c.matcher {
+            CustomMatcher::Regex(r) => Custom::Regex {
+                name: c.name.clone(),
+                pattern: r.clone(),
+            },
+            CustomMatcher::Words(w) => Custom::Words {
+                name: c.name.clone(),
+                words: w.clone(),
+            },
+        })
+        .collect();
+    let detector = Detector::new(&custom).map_err(|e| format!("redaction.custom: {e}"))?;
+    let known: Vec<&str> = warden_redact::BUILT_IN
+        .iter()
+        .copied()
+        .chain(config.custom.iter().map(|c| c.name.as_str()))
+        .collect();
+    let check = |field: String, name: &str| -> Result<(), String> {
+        if known.contains(&name) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{field}: unknown entity type `{name}` (known: {})",
+                known.join(", ")
+            ))
+        }
+    };
+    let mut global = HashMap::new();
+    for (name, a) in &config.entities {
+        check(format!("redaction.entities.{name}"), name)?;
+        global.insert(name.clone(), action(*a));
+    }
+    let global = Policy::new(action(config.default), global);
+    let mut per_key = HashMap::new();
+    for (key, k) in &config.keys {
+        let mut overrides = HashMap::new();
+        for (name, a) in &k.entities {
+            check(format!("redaction.keys.{key}.{name}"), name)?;
+            overrides.insert(name.clone(), action(*a));
+        }
+        per_key.insert(
+            key.clone(),
+            global.overridden(k.default.map(action), &overrides),
+        );
+    }
+    Ok(Redactor::new(
+        detector,
+        global,
+        per_key,
+        config.restore,
+        config.scan_answers,
+    ))
+}
+
+/// Adds counts to `warden_redactions_total{entity, direction}`.
+pub(crate) fn record(counts: &BTreeMap<Entity, u32>, direction: &'static str) {
+    for (entity, n) in counts {
+        metrics::counter!("warden_redactions_total", "entity" => entity.name().to_owned(),
+            "direction" => direction)
+        .increment(u64::from(*n));
+    }
+}
+
+/// Records the answer-side counts of a finished exchange.
+pub(crate) fn record_answer(exchange: &Exchange) {
+    record(exchange.counts().1, "response");
+}

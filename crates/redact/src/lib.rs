@@ -1,0 +1,65 @@
+//! Redaction: finds personal data and secrets in text and replaces them before anything leaves
+//! Warden, reversibly. The model sees `<CREDIT_CARD_1>`; the client gets its own data back.
+//!
+//! This crate owns the detectors (validated, not bare regexes), the per-type policies (mask,
+//! block, allow), the per-request pseudonymisation [`Session`], the streaming restorer, and the
+//! walk over OpenAI request and answer shapes. It is the only maker of [`Redacted`]: code that
+//! sends, stores or logs content takes a `Redacted<T>`, so forgetting to redact does not
+//! compile. It is pure: no I/O, no async, no clock, and every detector runs in linear time.
+
+mod detector;
+mod entity;
+mod openai;
+mod patterns;
+mod policy;
+mod session;
+mod stream;
+pub mod validate;
+
+pub use detector::{BuildError, Custom, Detector, Finding};
+pub use entity::{BUILT_IN, Entity, valid_name};
+pub use openai::{Blocked, Exchange, Redactor};
+pub use policy::{Action, Policy};
+pub use session::{Direction, Session};
+pub use stream::StreamText;
+
+/// A value that has been through redaction. Only this crate can make one, so a function that
+/// takes `Redacted<T>` cannot be handed content that skipped it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redacted<T>(T);
+
+impl<T> Redacted<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The redacted value.
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+
+    /// The redacted value, owned.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl Redacted<serde_json::Map<String, serde_json::Value>> {
+    /// Sets a routing field of a redacted request body (`model`, `stream_options`): fields
+    /// redaction never looks at. Never use it for content.
+    pub fn set_routing_field(&mut self, key: &str, value: serde_json::Value) {
+        self.0.insert(key.to_owned(), value);
+    }
+}
+
+impl Redacted<String> {
+    /// Redacts free text (for logs and records) with `policy`, one way: nothing is restored.
+    pub fn text(detector: &Detector, policy: &Policy, text: &str) -> Self {
+        let mut session = Session::default();
+        Self(
+            session
+                .mask(detector, policy, text, Direction::Response)
+                .into_owned(),
+        )
+    }
+}

@@ -1,0 +1,152 @@
+//! The built-in detectors: a pattern each, tried together in one pass, and the check that
+//! confirms a match. The order matters: when two patterns match at the same place, the first
+//! wins (and if its check fails, the next ones are tried there).
+
+use crate::validate;
+use std::ops::Range;
+
+/// Confirms a match and says which part of it to mask.
+pub type Check = fn(&str) -> Option<Range<usize>>;
+
+/// A built-in detector.
+pub struct Pattern {
+    /// Entity name.
+    pub entity: &'static str,
+    /// Regular expression (regex-automata syntax; linear time).
+    pub regex: &'static str,
+    /// Confirmation; `None` means the whole match counts.
+    pub check: Option<Check>,
+}
+
+const B: &str = r"(?-u:\b)";
+
+macro_rules! p {
+    ($entity:expr, $regex:expr, $check:expr) => {
+        Pattern {
+            entity: $entity,
+            regex: $regex,
+            check: $check,
+        }
+    };
+}
+
+/// All built-in patterns, most specific first.
+///
+/// Every run that can precede a pattern's distinctive character is bounded (an email's local
+/// part is at most 64 characters, a URL scheme 21): with leftmost-first semantics an unbounded
+/// run would make each search look to the end of the text for that character, turning a
+/// scan of adversarial input quadratic. `pathological_inputs_stay_linear` guards this.
+pub fn built_in() -> Vec<Pattern> {
+    let _ = B;
+    vec![
+        // Secrets: distinctive prefixes, so cheap to find and rarely wrong.
+        p!(
+            "PRIVATE_KEY",
+            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+            None
+        ),
+        p!(
+            "AWS_ACCESS_KEY",
+            r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?-u:\b)",
+            None
+        ),
+        p!(
+            "AWS_SECRET_KEY",
+            r#"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}(?-u:\b)"#,
+            Some(validate::value_after_label)
+        ),
+        p!(
+            "API_KEY",
+            r"(?-u:\b)sk-(?:proj-|svcacct-|admin-|ant-(?:api|admin)[0-9]{2}-)?[A-Za-z0-9_-]{20,200}",
+            None
+        ),
+        p!(
+            "API_KEY",
+            r"(?-u:\b)(?:hf_[A-Za-z0-9]{30,100}|gsk_[A-Za-z0-9]{40,100}|xai-[A-Za-z0-9]{40,120})(?-u:\b)",
+            None
+        ),
+        p!(
+            "GITHUB_TOKEN",
+            r"(?-u:\b)(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})(?-u:\b)",
+            None
+        ),
+        p!("GITLAB_TOKEN", r"(?-u:\b)glpat-[A-Za-z0-9_-]{20,100}", None),
+        p!(
+            "SLACK_TOKEN",
+            r"(?-u:\b)xox[baprse]-[A-Za-z0-9-]{10,200}|https://hooks\.slack\.com/services/[A-Za-z0-9/]{20,200}",
+            None
+        ),
+        p!(
+            "STRIPE_KEY",
+            r"(?-u:\b)(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,200}(?-u:\b)",
+            None
+        ),
+        p!("GOOGLE_API_KEY", r"(?-u:\b)AIza[0-9A-Za-z_-]{35}", None),
+        p!(
+            "JWT",
+            r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
+            None
+        ),
+        p!(
+            "PASSWORD",
+            r"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:/@]{1,128}:[^\s@/]{1,128}@",
+            Some(validate::url_password)
+        ),
+        p!(
+            "PASSWORD",
+            r#"(?i:(?-u:\b)(?:password|passwd|pwd))\s*=\s*[^;\s'"&]{3,}"#,
+            Some(validate::value_after_label)
+        ),
+        // Personal data.
+        p!(
+            "EMAIL",
+            r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)",
+            None
+        ),
+        p!(
+            "US_SSN",
+            r"(?i:ssn|social security(?: number| no\.?)?)[^0-9\n]{0,20}[0-9]{3}[ -]?[0-9]{2}[ -]?[0-9]{4}(?-u:\b)",
+            Some(validate::ssn)
+        ),
+        p!(
+            "US_SSN",
+            r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
+            Some(validate::ssn)
+        ),
+        p!(
+            "IBAN",
+            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)",
+            Some(validate::iban)
+        ),
+        p!(
+            "CREDIT_CARD",
+            r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+            Some(validate::credit_card)
+        ),
+        p!(
+            "PHONE",
+            r"\+[1-9][0-9]{0,3}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}(?-u:\b)",
+            Some(validate::phone)
+        ),
+        p!(
+            "PHONE",
+            r"(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[-. ])[0-9]{3}[-. ][0-9]{4}(?-u:\b)",
+            Some(validate::phone)
+        ),
+        p!(
+            "PHONE",
+            r"(?-u:\b)0[1-9][0-9]{0,3}[ -][0-9]{3,4}[ -]?[0-9]{3,4}(?-u:\b)",
+            Some(validate::phone)
+        ),
+        p!(
+            "IP_ADDRESS",
+            r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+            Some(validate::ipv4)
+        ),
+        p!(
+            "IP_ADDRESS",
+            r"(?i:(?:[0-9a-f]{1,4}:){1,7}(?::[0-9a-f]{1,4}){1,7}|(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}|(?:[0-9a-f]{1,4}:){1,7}:|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})",
+            Some(validate::ipv6)
+        ),
+    ]
+}

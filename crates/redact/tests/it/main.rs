@@ -1,0 +1,14 @@
+//! Redaction tests: detection quality on a labelled corpus, round trips, streaming, and the
+//! OpenAI request and answer shapes.
+
+#![allow(clippy::unwrap_used)] // test helpers fail by panicking
+
+mod corpus;
+mod exchange;
+mod roundtrip;
+
+use warden_redact::Detector;
+
+pub(crate) fn detector() -> Detector {
+    Detector::new(&[]).expect("built-in detectors compile")
+}
