@@ -102,31 +102,27 @@ fn word_hold(text: &str) -> usize {
     let mut hold = text.rfind(|c: char| c.is_whitespace()).map_or(0, |i| {
         i + text[i..].chars().next().map_or(1, char::len_utf8)
     });
-    // Digit groups joined by single spaces or dashes may belong to one number.
+    // Short groups of digits or capitals joined by single spaces may belong to one number
+    // (cards, phones, IBANs written in groups): hold those words too.
     loop {
         let before = &text[..hold];
-        let Some(sep) = before.chars().next_back() else {
+        let Some(head) = before.strip_suffix(' ') else {
             break;
         };
-        if sep != ' ' && sep != '-' {
-            break;
-        }
-        let head = &before[..before.len() - 1];
-        let group_start = head
-            .rfind(|c: char| {
-                !(c.is_ascii_alphanumeric() || c == '(' || c == ')' || c == '+' || c == '.')
-            })
-            .map_or(0, |i| {
-                i + head[i..].chars().next().map_or(1, char::len_utf8)
-            });
-        let group = &before[group_start..before.len() - 1];
-        if group.is_empty()
-            || !group.bytes().any(|b| b.is_ascii_digit())
-            || text.len() - group_start > MAX_WORD_HOLD
+        let word_start = head.rfind(char::is_whitespace).map_or(0, |i| {
+            i + head[i..].chars().next().map_or(1, char::len_utf8)
+        });
+        let word = &head[word_start..];
+        let groupish =
+            |b: u8| b.is_ascii_digit() || b.is_ascii_uppercase() || b"()+.-".contains(&b);
+        if word.is_empty()
+            || word.len() > 8
+            || !word.bytes().all(groupish)
+            || text.len() - word_start > MAX_WORD_HOLD
         {
             break;
         }
-        hold = group_start;
+        hold = word_start;
     }
     if text.len() - hold > MAX_WORD_HOLD {
         // A very long run without white space: keep only its tail.
@@ -150,5 +146,11 @@ mod tests {
         assert_eq!(word_hold("card 4111 1111 11"), 5);
         assert_eq!(word_hold("call +1 (555) 12"), 5);
         assert_eq!(word_hold("key -----BEGIN RSA PRIVATE KEY-----\nMIIE"), 4);
+        assert_eq!(
+            word_hold("token ghp_1a2B3c4D5e6F ok"),
+            23,
+            "a long token is not a group"
+        );
+        assert_eq!(word_hold("iban GB82 WEST 12"), 5);
     }
 }

@@ -9,6 +9,7 @@ mod keys;
 mod lifecycle;
 mod limits;
 mod proxy;
+mod redaction;
 mod resilience;
 
 use serde_json::{Value, json};
