@@ -16,6 +16,7 @@ struct Args {
     concurrency: usize,
     seconds: u64,
     stream: bool,
+    prompt_bytes: usize,
 }
 
 fn parse_args() -> Args {
@@ -26,6 +27,7 @@ fn parse_args() -> Args {
         concurrency: 32,
         seconds: 10,
         stream: false,
+        prompt_bytes: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -36,6 +38,7 @@ fn parse_args() -> Args {
             "--concurrency" => args.concurrency = value().parse().expect("concurrency"),
             "--seconds" => args.seconds = value().parse().expect("seconds"),
             "--stream" => args.stream = true,
+            "--prompt-bytes" => args.prompt_bytes = value().parse().expect("prompt bytes"),
             url => args.url = url.to_owned(),
         }
     }
@@ -44,6 +47,28 @@ fn parse_args() -> Args {
         "usage: warden-load URL [--key K] [--rate N | --concurrency N] [--seconds S] [--stream]"
     );
     args
+}
+
+/// A realistic prompt of about `bytes` bytes: prose, code, JSON and logs, with an email, a
+/// card number, a phone number and a cloud key every few hundred bytes.
+fn prompt(bytes: usize) -> String {
+    let parts = [
+        "The quarterly review covered revenue, churn and the migration plan; the team proposed a two-step rollout. ",
+        "fn handle(req: Request) -> Result<Response, Error> { let id = req.param(\"id\")?; Ok(Response::json(&db.find(id)?)) }\n",
+        "{\"order_id\": \"ORD-2024-118273\", \"qty\": 2, \"price\": 19.99, \"updated\": \"2024-11-26T10:30:00Z\"}\n",
+        "Contact jane.doe@example.com, card 4111 1111 1111 1111, phone +44 20 7946 0958, key AKIAIOSFODNN7EXAMPLE. ",
+    ];
+    let mut out = String::new();
+    let mut i = 0;
+    while out.len() < bytes {
+        out.push_str(parts[i % parts.len()]);
+        i += 1;
+    }
+    out.truncate(bytes);
+    while !out.is_char_boundary(out.len()) {
+        out.pop();
+    }
+    out
 }
 
 async fn one(client: &reqwest::Client, args: &Args, body: &bytes::Bytes) -> bool {
@@ -68,10 +93,15 @@ async fn one(client: &reqwest::Client, args: &Args, body: &bytes::Bytes) -> bool
 #[tokio::main]
 async fn main() {
     let args = Arc::new(parse_args());
+    let user = if args.prompt_bytes == 0 {
+        "Summarise the quarterly report in three short bullet points.".to_owned()
+    } else {
+        prompt(args.prompt_bytes)
+    };
     let body = bytes::Bytes::from(
         json!({"model": "bench", "stream": args.stream,
             "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                         {"role": "user", "content": "Summarise the quarterly report in three short bullet points."}]})
+                         {"role": "user", "content": user}]})
         .to_string(),
     );
     let client = reqwest::Client::builder()
