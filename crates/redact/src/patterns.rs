@@ -52,8 +52,8 @@ pub fn built_in() -> Vec<Pattern> {
         ),
         p!(
             "AWS_SECRET_KEY",
-            r#"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}(?-u:\b)"#,
-            Some(validate::value_after_label)
+            r#"(?i:aws_?secret_?(?:access_?)?key|secret_?access_?key)["']?\s*[:=]\s*["']?[A-Za-z0-9/+]{40}(?:[^A-Za-z0-9/+=]|$)"#,
+            Some(validate::aws_secret)
         ),
         p!(
             "API_KEY",

@@ -254,6 +254,17 @@ pub fn value_after_label(text: &str) -> Option<Range<usize>> {
     (start < text.len()).then_some(start..text.len())
 }
 
+/// An AWS secret access key after its label: exactly 40 base64 characters (the pattern takes
+/// one character past them, since a trailing `+` or `/` defeats a word boundary).
+pub fn aws_secret(text: &str) -> Option<Range<usize>> {
+    let value = value_after_label(text)?;
+    let key_len = text[value.clone()]
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'/' || *b == b'+')
+        .count();
+    (key_len == 40).then(|| value.start..value.start + 40)
+}
+
 /// A password in a URL's user-info (`scheme://user:password@host`): masks the password only.
 pub fn url_password(text: &str) -> Option<Range<usize>> {
     let userinfo_start = text.find("://")? + 3;

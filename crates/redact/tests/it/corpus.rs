@@ -45,6 +45,11 @@ impl Lcg {
             .map(|_| char::from(b'0' + (self.next() % 10) as u8))
             .collect()
     }
+    fn pick(&mut self, alphabet: &[u8], n: usize) -> String {
+        (0..n)
+            .map(|_| char::from(alphabet[(self.next() as usize) % alphabet.len()]))
+            .collect()
+    }
 }
 
 fn luhn_complete(prefix_and_body: &str) -> String {
@@ -160,7 +165,95 @@ fn generated() -> Vec<Sample> {
             g.next() % 100
         )));
     }
+    secrets(&mut g, &mut out);
     out
+}
+
+/// Well-formed secrets of every kind, each with a look-alike that must not be flagged.
+fn secrets(g: &mut Lcg, out: &mut Vec<Sample>) {
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+";
+    const URL64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for _ in 0..50 {
+        let cases: Vec<(&str, String, String)> = vec![
+            (
+                "AWS_ACCESS_KEY",
+                format!("AKIA{}", g.pick(UPPER, 16)),
+                format!("AKIA{}", g.pick(UPPER, 10)),
+            ),
+            (
+                "GITHUB_TOKEN",
+                format!("ghp_{}", g.pick(ALNUM, 36)),
+                format!("ghp_{}", g.pick(ALNUM, 20)),
+            ),
+            (
+                "GITLAB_TOKEN",
+                format!("glpat-{}", g.pick(ALNUM, 20)),
+                format!("glpat-{}", g.pick(ALNUM, 12)),
+            ),
+            (
+                "SLACK_TOKEN",
+                format!("xoxb-{}-{}", g.digits(12), g.pick(ALNUM, 24)),
+                format!("xoxz-{}", g.pick(ALNUM, 20)),
+            ),
+            (
+                "STRIPE_KEY",
+                format!("sk_live_{}", g.pick(ALNUM, 24)),
+                format!("sk_live_{}", g.pick(ALNUM, 8)),
+            ),
+            (
+                "GOOGLE_API_KEY",
+                format!("AIza{}", g.pick(URL64, 35)),
+                format!("AIza{}", g.pick(URL64, 20)),
+            ),
+            (
+                "API_KEY",
+                format!("sk-proj-{}", g.pick(URL64, 48)),
+                format!("sk-{}", g.pick(ALNUM, 10)),
+            ),
+            (
+                "JWT",
+                format!(
+                    "eyJ{}.eyJ{}.{}",
+                    g.pick(URL64, 20),
+                    g.pick(URL64, 40),
+                    g.pick(URL64, 43)
+                ),
+                format!("eyJ{}.eyJ{}", g.pick(URL64, 20), g.pick(URL64, 40)),
+            ),
+        ];
+        for (kind, secret, lookalike) in cases {
+            out.push(parse_line(&format!(
+                "config value [[{kind}|{secret}]] here"
+            )));
+            out.push(parse_line(&format!("config value {lookalike} here")));
+        }
+        let secret = g.pick(B64, 40);
+        out.push(parse_line(&format!(
+            "aws_secret_access_key = [[AWS_SECRET_KEY|{secret}]]"
+        )));
+        out.push(parse_line(&format!(
+            "aws_secret_access_key = {}",
+            g.pick(B64, 20)
+        )));
+        let pw = g.pick(ALNUM, 12);
+        out.push(parse_line(&format!(
+            "DSN postgres://svc:[[PASSWORD|{pw}]]@db{}.internal/app",
+            g.digits(2)
+        )));
+        out.push(parse_line(&format!(
+            "see https://docs{}.example.com/app/setup",
+            g.digits(2)
+        )));
+        let body = g.pick(B64, 64);
+        out.push(parse_line(&format!(
+            "[[PRIVATE_KEY|-----BEGIN EC PRIVATE KEY-----\n{body}\n-----END EC PRIVATE KEY-----]]"
+        )));
+        out.push(parse_line(&format!(
+            "-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----"
+        )));
+    }
 }
 
 #[test]
