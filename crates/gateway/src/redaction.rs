@@ -85,3 +85,34 @@ pub(crate) fn record(counts: &BTreeMap<Entity, u32>, direction: &'static str) {
 pub(crate) fn record_answer(exchange: &Exchange) {
     record(exchange.counts().1, "response");
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Gateway, KeySpec};
+    use warden_config::Config;
+
+    #[test]
+    fn the_example_config_builds_a_gateway() {
+        let text = include_str!("../../../warden.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        assert!(Gateway::new(&config, |_, _| Ok(KeySpec::None)).is_ok());
+    }
+
+    #[test]
+    fn unknown_entity_names_are_refused_with_their_field() {
+        let config = Config::from_toml("[redaction.keys.bot]\nEMAILS = \"allow\"\n").unwrap();
+        let err = Gateway::new(&config, |_, _| Ok(KeySpec::None))
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("redaction.keys.bot.EMAILS: unknown entity type"),
+            "{err}"
+        );
+        let config =
+            Config::from_toml("[[redaction.custom]]\nname = \"X\"\nregex = \"(\"\n").unwrap();
+        let err = Gateway::new(&config, |_, _| Ok(KeySpec::None))
+            .err()
+            .unwrap();
+        assert!(err.starts_with("redaction.custom:"), "{err}");
+    }
+}
