@@ -318,23 +318,12 @@ fn precision_and_recall_meet_their_targets() {
     for m in &misses {
         println!("  {m}");
     }
-    for t in [
-        "CREDIT_CARD",
-        "US_SSN",
-        "IBAN",
-        "EMAIL",
-        "AWS_ACCESS_KEY",
-        "AWS_SECRET_KEY",
-        "API_KEY",
-        "GITHUB_TOKEN",
-        "GITLAB_TOKEN",
-        "SLACK_TOKEN",
-        "STRIPE_KEY",
-        "GOOGLE_API_KEY",
-        "JWT",
-        "PRIVATE_KEY",
-        "PASSWORD",
-    ] {
+    // Every built-in type but phones and IP addresses, which the target does not cover.
+    for t in warden_redact::BUILT_IN
+        .iter()
+        .copied()
+        .filter(|t| !matches!(*t, "PHONE" | "IP_ADDRESS"))
+    {
         let (p, n) = (get(&tp, t), get(&fn_, t));
         assert!(p > 0.0, "no sample of {t}");
         let recall = p / (p + n);

@@ -15,6 +15,16 @@ fn redactor(policy: Policy, restore: bool) -> Redactor {
     )
 }
 
+/// An exchange that has redacted one user message.
+fn after_request(r: &Redactor, content: &str) -> warden_redact::Exchange {
+    let mut x = r.exchange("k");
+    x.chat_request(obj(
+        json!({"messages": [{"role": "user", "content": content}]}),
+    ))
+    .unwrap();
+    x
+}
+
 fn obj(v: Value) -> serde_json::Map<String, Value> {
     v.as_object().unwrap().clone()
 }
@@ -128,11 +138,7 @@ fn whole_answers_are_restored_and_new_secrets_masked() {
 #[test]
 fn restoration_can_be_switched_off() {
     let r = redactor(Policy::default(), false);
-    let mut x = r.exchange("k");
-    x.chat_request(obj(
-        json!({"messages": [{"role": "user", "content": "jane@example.com"}]}),
-    ))
-    .unwrap();
+    let mut x = after_request(&r, "jane@example.com");
     let answer = json!({"choices": [{"index": 0, "message": {"content": "Hi <EMAIL_1>"}}]});
     assert_eq!(
         x.chat_answer(answer.to_string().as_bytes()),
@@ -144,11 +150,7 @@ fn restoration_can_be_switched_off() {
 #[test]
 fn streamed_placeholders_split_across_chunks_are_restored() {
     let r = redactor(Policy::default(), true);
-    let mut x = r.exchange("k");
-    x.chat_request(obj(
-        json!({"messages": [{"role": "user", "content": "mail jane@example.com"}]}),
-    ))
-    .unwrap();
+    let mut x = after_request(&r, "mail jane@example.com");
     let pieces = ["Hello ", "<EM", "AIL_", "1>", ", how", " are you?"];
     let mut out = String::new();
     for (i, p) in pieces.iter().enumerate() {
@@ -182,11 +184,7 @@ fn streamed_placeholders_split_across_chunks_are_restored() {
 #[test]
 fn streamed_tool_arguments_are_restored_and_flushed_at_the_end() {
     let r = redactor(Policy::default(), true);
-    let mut x = r.exchange("k");
-    x.chat_request(obj(
-        json!({"messages": [{"role": "user", "content": "card 4111 1111 1111 1111"}]}),
-    ))
-    .unwrap();
+    let mut x = after_request(&r, "card 4111 1111 1111 1111");
     let mut args = String::new();
     for piece in ["{\"card\":\"<CRED", "IT_CARD_1>\"}"] {
         let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, "finish_reason": null}]});
