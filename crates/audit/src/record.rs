@@ -1,0 +1,110 @@
+//! Typed audit records. Every record carries its sequence number, time, deployment version and
+//! the SHA-256 of the previous record's canonical bytes; its own hash covers all of that, so
+//! editing, removing, reordering or inserting a record breaks the chain.
+//!
+//! Records hold no raw content: model calls carry counts, names and ids; later kinds that need
+//! content will take it as `Redacted` text only.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// One request through the gateway.
+    ModelCall(ModelCall),
+    /// A virtual key was created, rotated or revoked.
+    KeyChange {
+        /// `created`, `rotated` or `revoked`.
+        action: String,
+        /// Key name.
+        key_name: String,
+    },
+    /// Warden started with this configuration (its hash, never its secrets).
+    Started {
+        /// SHA-256 of the configuration file, if one was used.
+        config_sha256: Option<String>,
+    },
+}
+
+/// One model call, as seen by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelCall {
+    /// `x-request-id`.
+    pub request_id: String,
+    /// Virtual key id and name.
+    pub key_id: String,
+    /// Virtual key name.
+    pub key_name: String,
+    /// `chat.completions` or `embeddings`.
+    pub endpoint: String,
+    /// Model asked for.
+    pub model: String,
+    /// Provider and upstream model that answered (or were tried last).
+    pub provider: Option<String>,
+    /// Upstream model name.
+    pub upstream_model: Option<String>,
+    /// HTTP status returned.
+    pub status: u16,
+    /// Token counts reported by the provider.
+    pub prompt_tokens: Option<i64>,
+    /// Token counts reported by the provider.
+    pub completion_tokens: Option<i64>,
+    /// Redactions by entity type (request and answer).
+    pub redactions: BTreeMap<String, u32>,
+    /// Upstream attempts.
+    pub attempts: u32,
+    /// Whether it was streamed.
+    pub stream: bool,
+    /// Milliseconds from request to last byte (streams) or to the answer.
+    pub latency_ms: u64,
+}
+
+/// A record in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub time_ms: u64,
+    /// Deployment version (`x-warden-deployment`).
+    pub deployment: String,
+    /// Hex SHA-256 of the previous record's canonical bytes (64 zeros for the first).
+    pub prev_hash: String,
+    /// What happened.
+    pub event: Event,
+}
+
+/// The hash that precedes the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl Record {
+    /// The canonical bytes: compact JSON with fields in declaration order (serde's derive is
+    /// deterministic), one line of a segment file.
+    pub fn canonical(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Hex SHA-256 of the canonical bytes.
+    pub fn hash(&self) -> String {
+        hex(&Sha256::digest(self.canonical()))
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Parses lower- or upper-case hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}

@@ -1,0 +1,103 @@
+//! Segments: JSONL files of consecutive records, each closed with a manifest that states its
+//! range, count and last hash, signed with the audit key. Names sort by first sequence number.
+
+use crate::Error;
+use crate::record::{Record, hex};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+/// A closed segment's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// File name of the segment.
+    pub segment: String,
+    /// First and last sequence numbers.
+    pub first_seq: u64,
+    /// Last sequence number.
+    pub last_seq: u64,
+    /// Number of records.
+    pub count: u64,
+    /// `prev_hash` of the first record (links to the previous segment).
+    pub first_prev_hash: String,
+    /// Hash of the last record.
+    pub last_hash: String,
+    /// Hex SHA-256 of the segment file's bytes.
+    pub file_sha256: String,
+    /// Hex public key of the signer.
+    pub public_key: String,
+    /// Hex Ed25519 signature over the manifest's other fields (`signed_bytes`).
+    pub signature: String,
+}
+
+/// `seg-00000000000000000001.jsonl` for a segment starting at `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.jsonl")
+}
+
+/// The manifest's file name for a segment name.
+pub fn manifest_name(segment: &str) -> String {
+    format!("{}.manifest.json", segment.trim_end_matches(".jsonl"))
+}
+
+impl Manifest {
+    /// Builds and signs the manifest of a segment from `first` to `last` whose file is `bytes`.
+    pub fn sign(
+        key: &SigningKey,
+        segment: &str,
+        first: &Record,
+        last: &Record,
+        bytes: &[u8],
+    ) -> Self {
+        use sha2::Digest;
+        let mut m = Self {
+            segment: segment.to_owned(),
+            first_seq: first.seq,
+            last_seq: last.seq,
+            count: last.seq - first.seq + 1,
+            first_prev_hash: first.prev_hash.clone(),
+            last_hash: last.hash(),
+            file_sha256: hex(&sha2::Sha256::digest(bytes)),
+            public_key: hex(key.verifying_key().as_bytes()),
+            signature: String::new(),
+        };
+        m.signature = hex(&key.sign(&m.signed_bytes()).to_bytes());
+        m
+    }
+
+    /// What the signature covers: every field but the signature, in a fixed text form.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "warden-audit-manifest-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            self.segment,
+            self.first_seq,
+            self.last_seq,
+            self.count,
+            self.first_prev_hash,
+            self.last_hash,
+            self.file_sha256,
+            self.public_key
+        )
+        .into_bytes()
+    }
+
+    /// Checks the signature against `expected` (the operator's trusted public key).
+    pub fn verify(&self, expected: &VerifyingKey) -> Result<(), Error> {
+        if self.public_key != hex(expected.as_bytes()) {
+            return Err(Error::Invalid(format!(
+                "{}: signed by another key",
+                self.segment
+            )));
+        }
+        let sig = crate::record::unhex(&self.signature)
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .ok_or_else(|| Error::Invalid(format!("{}: malformed signature", self.segment)))?;
+        expected
+            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&sig))
+            .map_err(|_| {
+                Error::Invalid(format!(
+                    "{}: the manifest signature is invalid",
+                    self.segment
+                ))
+            })
+    }
+}

@@ -1,0 +1,381 @@
+//! The write-ahead audit file. Callers hand an event to [`AuditLog::append`] and get its
+//! sequence number back only once the record is written (and, with `fsync = "always"`, on
+//! disk): the request path waits for that before it answers. Events that arrive together are
+//! written and synced together (group commit). Segments rotate by size and age; a closed
+//! segment gets a signed manifest and waits in `closed/` for the shipper.
+//!
+//! If the disk refuses a write, the writer stops accepting events (fail closed): every later
+//! `append` fails, and callers refuse the work they were about to do.
+
+use crate::Error;
+use crate::record::{Event, GENESIS, Record};
+use crate::segment::{Manifest, manifest_name, segment_name};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// When records are synced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// After every group of records, before they are acknowledged (durable).
+    Always,
+    /// Left to the operating system (faster; a power cut can lose acknowledged records).
+    Never,
+}
+
+/// Writer settings.
+pub struct Options {
+    /// Folder for `open/`, `closed/` and `chain-head.json`.
+    pub dir: PathBuf,
+    /// Stamped on every record.
+    pub deployment: String,
+    /// Sync policy.
+    pub fsync: Fsync,
+    /// Close a segment once it is this large.
+    pub max_segment_bytes: u64,
+    /// Close a non-empty segment once it is this old.
+    pub max_segment_age: Duration,
+    /// Signs manifests.
+    pub key: SigningKey,
+}
+
+type Pending = (Event, oneshot::Sender<Result<u64, Error>>);
+
+/// Appends events. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl AuditLog {
+    /// Appends an event; returns its sequence number once it is durable per the fsync policy.
+    pub async fn append(&self, event: Event) -> Result<u64, Error> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send((event, ack))
+            .await
+            .map_err(|_| Error::Closed)?;
+        done.await.map_err(|_| Error::Closed)?
+    }
+}
+
+/// Where the chain ends, kept across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Head {
+    last_seq: u64,
+    last_hash: String,
+}
+
+struct OpenSegment {
+    name: String,
+    file: std::fs::File,
+    first: Record,
+    last: Record,
+    bytes: u64,
+    opened: Instant,
+}
+
+/// The background writer.
+pub struct Writer {
+    options: Options,
+    head: Head,
+    open: Option<OpenSegment>,
+    failed: Option<String>,
+    rx: mpsc::Receiver<Pending>,
+}
+
+impl Writer {
+    /// Opens the log in `options.dir`, recovering the chain's end: an open segment is checked
+    /// and a torn last line (a crash mid-write, never acknowledged) is cut off.
+    pub fn open(options: Options) -> Result<(Self, AuditLog), Error> {
+        for sub in ["open", "closed"] {
+            std::fs::create_dir_all(options.dir.join(sub)).map_err(io)?;
+        }
+        let mut head = read_head(&options.dir)?;
+        let mut open = None;
+        let mut names: Vec<String> = list(&options.dir.join("open"), ".jsonl")?;
+        names.sort();
+        for name in names {
+            let path = options.dir.join("open").join(&name);
+            match recover(&path, &head)? {
+                Some(seg) => {
+                    head = Head {
+                        last_seq: seg.last.seq,
+                        last_hash: seg.last.hash(),
+                    };
+                    open = Some(seg);
+                }
+                None => std::fs::remove_file(&path).map_err(io)?,
+            }
+        }
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        Ok((
+            Self {
+                options,
+                head,
+                open,
+                failed: None,
+                rx,
+            },
+            AuditLog { tx },
+        ))
+    }
+
+    /// The last sequence number written.
+    pub fn last_seq(&self) -> u64 {
+        self.head.last_seq
+    }
+
+    /// Runs until every [`AuditLog`] handle is dropped; then closes the open segment so that
+    /// it can be shipped.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut batch = Vec::with_capacity(1024);
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut batch, 1024) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.write(std::mem::take(&mut batch)).await;
+                }
+                _ = tick.tick() => {}
+            }
+            if self.rotation_due() {
+                self.close_segment().await;
+            }
+        }
+        self.close_segment().await;
+    }
+
+    fn rotation_due(&self) -> bool {
+        self.open.as_ref().is_some_and(|s| {
+            s.bytes >= self.options.max_segment_bytes
+                || s.opened.elapsed() >= self.options.max_segment_age
+        })
+    }
+
+    async fn write(&mut self, batch: Vec<Pending>) {
+        if let Some(reason) = &self.failed {
+            for (_, ack) in batch {
+                let _ = ack.send(Err(Error::Failed(reason.clone())));
+            }
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut lines = Vec::new();
+        let mut records = Vec::with_capacity(batch.len());
+        let mut head = self.head.clone();
+        for (event, _) in &batch {
+            let record = Record {
+                seq: head.last_seq + 1,
+                time_ms: now,
+                deployment: self.options.deployment.clone(),
+                prev_hash: head.last_hash.clone(),
+                event: event.clone(),
+            };
+            let bytes = record.canonical();
+            head = Head {
+                last_seq: record.seq,
+                last_hash: crate::record::hex(&sha(&bytes)),
+            };
+            lines.extend_from_slice(&bytes);
+            lines.push(b'\n');
+            records.push(record);
+        }
+        let (first, last) = (records[0].clone(), records[records.len() - 1].clone());
+        let open = self.open.take();
+        let dir = self.options.dir.clone();
+        let fsync = self.options.fsync;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut seg = match open {
+                Some(seg) => seg,
+                None => new_segment(&dir, first.clone())?,
+            };
+            seg.file.write_all(&lines).map_err(io)?;
+            if fsync == Fsync::Always {
+                seg.file.sync_data().map_err(io)?;
+            }
+            seg.bytes += lines.len() as u64;
+            seg.last = last;
+            Ok::<_, Error>(seg)
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))
+        .and_then(|r| r);
+        match result {
+            Ok(seg) => {
+                self.open = Some(seg);
+                self.head = head;
+                for ((_, ack), r) in batch.into_iter().zip(&records) {
+                    let _ = ack.send(Ok(r.seq));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit write failed; refusing further events (fail closed)");
+                self.failed = Some(e.to_string());
+                for (_, ack) in batch {
+                    let _ = ack.send(Err(Error::Failed(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Closes the open segment: signed manifest, move to `closed/`, new chain head.
+    async fn close_segment(&mut self) {
+        let Some(seg) = self.open.take() else { return };
+        let dir = self.options.dir.clone();
+        let key = self.options.key.clone();
+        let head = self.head.clone();
+        let name = seg.name.clone();
+        let result = tokio::task::spawn_blocking(move || close(&dir, &key, seg, &head))
+            .await
+            .map_err(|e| Error::Io(e.to_string()))
+            .and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(segment = %name, error = %e, "closing an audit segment failed; refusing further events");
+            self.failed = Some(e.to_string());
+        }
+    }
+}
+
+fn sha(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Io(e.to_string())
+}
+
+fn list(dir: &Path, suffix: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let name = entry
+            .map_err(io)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(suffix) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+fn read_head(dir: &Path) -> Result<Head, Error> {
+    match std::fs::read(dir.join("chain-head.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Invalid(format!("chain-head.json: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Head {
+            last_seq: 0,
+            last_hash: GENESIS.into(),
+        }),
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+fn new_segment(dir: &Path, first: Record) -> Result<OpenSegment, Error> {
+    let name = segment_name(first.seq);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("open").join(&name))
+        .map_err(io)?;
+    Ok(OpenSegment {
+        name,
+        file,
+        last: first.clone(),
+        first,
+        bytes: 0,
+        opened: Instant::now(),
+    })
+}
+
+/// Reads an open segment left by a previous run; keeps its valid prefix.
+fn recover(path: &Path, head: &Head) -> Result<Option<OpenSegment>, Error> {
+    let bytes = std::fs::read(path).map_err(io)?;
+    let mut good = 0usize;
+    let mut records: Vec<Record> = Vec::new();
+    let mut prev = head.last_hash.clone();
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        if !line.ends_with(b"\n") {
+            break; // torn write: never acknowledged
+        }
+        let Ok(record) = serde_json::from_slice::<Record>(&line[..line.len() - 1]) else {
+            break;
+        };
+        if records.is_empty() {
+            prev = record.prev_hash.clone();
+        }
+        if record.prev_hash != prev {
+            return Err(Error::Invalid(format!(
+                "{}: broken chain at seq {}",
+                path.display(),
+                record.seq
+            )));
+        }
+        prev = record.hash();
+        good += line.len();
+        records.push(record);
+    }
+    if good < bytes.len() {
+        tracing::warn!(path = %path.display(), dropped = bytes.len() - good, "audit: cut a torn last line");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        f.set_len(good as u64)
+            .and_then(|()| f.sync_all())
+            .map_err(io)?;
+    }
+    let (Some(first), Some(last)) = (records.first().cloned(), records.last().cloned()) else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some(OpenSegment {
+        name,
+        file,
+        first,
+        last,
+        bytes: good as u64,
+        opened: Instant::now(),
+    }))
+}
+
+fn close(dir: &Path, key: &SigningKey, seg: OpenSegment, head: &Head) -> Result<(), Error> {
+    seg.file.sync_all().map_err(io)?;
+    let open_path = dir.join("open").join(&seg.name);
+    let bytes = std::fs::read(&open_path).map_err(io)?;
+    let manifest = Manifest::sign(key, &seg.name, &seg.first, &seg.last, &bytes);
+    let manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Io(e.to_string()))?;
+    // Segment first, then its manifest: a manifest in closed/ means the pair is complete.
+    std::fs::rename(&open_path, dir.join("closed").join(&seg.name)).map_err(io)?;
+    write_atomic(
+        &dir.join("closed").join(manifest_name(&seg.name)),
+        &manifest_bytes,
+    )?;
+    let head_bytes = serde_json::to_vec(head).map_err(|e| Error::Io(e.to_string()))?;
+    write_atomic(&dir.join("chain-head.json"), &head_bytes)
+}
