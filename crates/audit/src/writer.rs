@@ -129,11 +129,14 @@ impl Writer {
         self.head.last_seq
     }
 
-    /// Runs until every [`AuditLog`] handle is dropped; then closes the open segment so that
-    /// it can be shipped.
-    pub async fn run(mut self) {
+    /// Runs until every [`AuditLog`] handle is dropped, or until `stop` resolves (then no new
+    /// event is accepted and the queued ones are written); finally closes the open segment so
+    /// that it can be shipped.
+    pub async fn run(mut self, stop: impl Future<Output = ()>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut batch = Vec::with_capacity(1024);
+        let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut batch, 1024) => {
@@ -141,6 +144,10 @@ impl Writer {
                         break;
                     }
                     self.write(std::mem::take(&mut batch)).await;
+                }
+                () = &mut stop, if !stopping => {
+                    stopping = true;
+                    self.rx.close();
                 }
                 _ = tick.tick() => {}
             }

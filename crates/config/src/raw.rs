@@ -21,6 +21,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub redaction: RawRedaction,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,
@@ -111,4 +113,15 @@ pub(crate) struct RawCustomEntity {
     pub name: String,
     pub regex: Option<String>,
     pub words: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub enabled: Option<bool>,
+    pub fsync: Option<String>,
+    pub max_segment_bytes: Option<u64>,
+    pub max_segment_age: Option<String>,
+    pub store_dir: Option<String>,
+    pub ship_interval: Option<String>,
 }

@@ -22,6 +22,8 @@ pub struct Config {
     pub circuit_breaker: CircuitBreakerConfig,
     /// What is removed from content before it leaves.
     pub redaction: RedactionConfig,
+    /// The tamper-evident audit log.
+    pub audit: AuditConfig,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may ask for, with their ordered targets.
@@ -84,6 +86,23 @@ pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     /// How long an open circuit skips the provider before one probe is let through (default 30s).
     pub cooldown: Duration,
+}
+
+/// Audit log settings.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Whether records are written (default true).
+    pub enabled: bool,
+    /// Sync each group of records before acknowledging it (default true: durable).
+    pub fsync: bool,
+    /// Close a segment at this size (default 64 MiB).
+    pub max_segment_bytes: u64,
+    /// Close a non-empty segment at this age (default 1h).
+    pub max_segment_age: Duration,
+    /// Folder used as the object store; `None` means `<data dir>/audit-store`.
+    pub store_dir: Option<PathBuf>,
+    /// How often closed segments are shipped (default 5s).
+    pub ship_interval: Duration,
 }
 
 /// Redaction settings.
@@ -395,8 +414,32 @@ impl Config {
         }
 
         let redaction = redaction(raw.redaction)?;
+        let audit = AuditConfig {
+            enabled: raw.audit.enabled.unwrap_or(true),
+            fsync: match raw.audit.fsync.as_deref() {
+                None | Some("always") => true,
+                Some("never") => false,
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "audit.fsync",
+                        format!("`{other}` is not one of: always, never"),
+                    ));
+                }
+            },
+            max_segment_bytes: raw.audit.max_segment_bytes.unwrap_or(64 * 1024 * 1024),
+            max_segment_age: duration("audit.max_segment_age", &raw.audit.max_segment_age, "1h")?,
+            store_dir: raw.audit.store_dir.map(PathBuf::from),
+            ship_interval: duration("audit.ship_interval", &raw.audit.ship_interval, "5s")?,
+        };
+        if audit.max_segment_bytes < 1024 {
+            return Err(Error::invalid(
+                "audit.max_segment_bytes",
+                "must be at least 1024",
+            ));
+        }
         Ok(Self {
             redaction,
+            audit,
             deployment: raw.deployment,
             server,
             store: StoreConfig {

@@ -37,13 +37,15 @@ pub enum ErrorCode {
     NoProviderAvailable,
     /// The store could not be reached.
     StoreUnavailable,
+    /// The audit log cannot record the request, so it is refused (fail closed).
+    AuditUnavailable,
     /// A bug or an unexpected internal failure; details are logged, never returned.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         Self::InvalidRequest,
         Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
@@ -60,6 +62,7 @@ impl ErrorCode {
         Self::UpstreamRejected,
         Self::NoProviderAvailable,
         Self::StoreUnavailable,
+        Self::AuditUnavailable,
         Self::Internal,
     ];
 
@@ -76,7 +79,7 @@ impl ErrorCode {
             Self::UpstreamUnavailable | Self::UpstreamAuth => 502,
             Self::UpstreamRejected => 400,
             Self::UpstreamTimeout => 504,
-            Self::NoProviderAvailable | Self::StoreUnavailable => 503,
+            Self::NoProviderAvailable | Self::StoreUnavailable | Self::AuditUnavailable => 503,
             Self::Internal => 500,
         }
     }
@@ -100,6 +103,7 @@ impl ErrorCode {
             Self::UpstreamRejected => "upstream_rejected",
             Self::NoProviderAvailable => "no_provider_available",
             Self::StoreUnavailable => "store_unavailable",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::Internal => "internal_error",
         }
     }
@@ -123,6 +127,7 @@ impl ErrorCode {
             | Self::UpstreamAuth
             | Self::NoProviderAvailable
             | Self::StoreUnavailable
+            | Self::AuditUnavailable
             | Self::Internal => "api_error",
         }
     }

@@ -27,7 +27,7 @@ pub use usage::Usage;
 
 use breaker::Breaker;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use warden_config::{Config, RetryConfig, Target};
@@ -77,8 +77,8 @@ pub struct Meta {
 pub struct Success {
     /// What was done.
     pub meta: Meta,
-    /// Redaction counts for `x-warden-redactions` (`EMAIL=2,CREDIT_CARD=1`), if any.
-    pub redactions: Option<String>,
+    /// Redaction counts by entity type (for `x-warden-redactions` and the audit record).
+    pub redactions: BTreeMap<String, u32>,
     /// The answer.
     pub reply: Reply,
 }
@@ -101,8 +101,8 @@ pub enum Reply {
 pub struct Failure {
     /// Why.
     pub error: Error,
-    /// Redaction counts, if any (a blocked request names what it found).
-    pub redactions: Option<String>,
+    /// Redaction counts by entity type (a blocked request's too).
+    pub redactions: BTreeMap<String, u32>,
     /// What was tried.
     pub meta: Meta,
 }

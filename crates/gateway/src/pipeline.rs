@@ -83,7 +83,7 @@ impl Gateway {
         let mut body = match redacted {
             Ok(body) => body,
             Err(blocked) => {
-                let redactions = exchange.summary();
+                let redactions = exchange.totals();
                 let error = Error::Blocked(blocked.to_string());
                 return Err(Failure {
                     error,
@@ -96,12 +96,12 @@ impl Gateway {
             let error = Error::ModelNotFound(call.model.clone());
             return Err(Failure {
                 error,
-                redactions: exchange.summary(),
+                redactions: exchange.totals(),
                 meta,
             });
         };
         let mut exchange = Some(exchange);
-        let summary = |x: &Option<Exchange>| x.as_ref().and_then(Exchange::summary);
+        let summary = |x: &Option<Exchange>| x.as_ref().map(Exchange::totals).unwrap_or_default();
         let mut failures: Vec<(String, Kind)> = Vec::new();
         let mut longest_retry_after: Option<Duration> = None;
         let mut auth_error: Option<Error> = None;

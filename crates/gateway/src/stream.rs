@@ -21,7 +21,7 @@ pub struct ChatStream {
     /// Fires once the stream has ended, however it ended (client gone included).
     pub summary: oneshot::Receiver<StreamSummary>,
     /// Redaction counts known when the stream starts (the request's), for the header.
-    pub redactions: Option<String>,
+    pub redactions: std::collections::BTreeMap<String, u32>,
 }
 
 /// How a stream ended.
@@ -33,6 +33,8 @@ pub struct StreamSummary {
     pub completed: bool,
     /// Why it ended early, if it did (safe to log: no content).
     pub failure: Option<String>,
+    /// Redaction counts by type at the end (request and answer).
+    pub redactions: std::collections::BTreeMap<String, u32>,
 }
 
 struct State {
@@ -84,7 +86,11 @@ pub(crate) async fn open(
     // Committed to this upstream: the exchange moves into the stream (a failed attempt
     // leaves it for the next target).
     state.exchange = exchange.take();
-    let redactions = state.exchange.as_ref().and_then(Exchange::summary);
+    let redactions = state
+        .exchange
+        .as_ref()
+        .map(Exchange::totals)
+        .unwrap_or_default();
     for data in first {
         state.accept(data);
     }
@@ -179,6 +185,7 @@ impl State {
             }
             if let Some(x) = &self.exchange {
                 crate::redaction::record_answer(x);
+                self.summary.redactions = x.totals();
             }
             let _ = tx.send(self.summary.clone());
         }

@@ -177,17 +177,23 @@ impl Exchange {
         }
     }
 
-    /// `EMAIL=2,CREDIT_CARD=1` for the `x-warden-redactions` header, or `None` if nothing.
-    pub fn summary(&self) -> Option<String> {
-        let mut all: BTreeMap<&str, u32> = BTreeMap::new();
+    /// Findings by type name, request and answer together.
+    pub fn totals(&self) -> BTreeMap<String, u32> {
+        let mut all: BTreeMap<String, u32> = BTreeMap::new();
         for (e, n) in self
             .session
             .request_counts
             .iter()
             .chain(&self.session.response_counts)
         {
-            *all.entry(e.name()).or_default() += n;
+            *all.entry(e.name().to_owned()).or_default() += n;
         }
+        all
+    }
+
+    /// `CREDIT_CARD=1,EMAIL=2` for the `x-warden-redactions` header, or `None` if nothing.
+    pub fn summary(&self) -> Option<String> {
+        let all = self.totals();
         (!all.is_empty()).then(|| {
             all.iter()
                 .map(|(k, v)| format!("{k}={v}"))

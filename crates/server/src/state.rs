@@ -14,6 +14,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Where usage rows go (written off the request path).
     pub usage: UsageWriterHandle,
+    /// The audit log; `None` when `audit.enabled = false`.
+    pub audit: Option<warden_audit::AuditLog>,
     /// Value of `x-warden-deployment` on every response.
     pub deployment: HeaderValue,
     /// Largest request body accepted.

@@ -34,6 +34,21 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and the signed manifests; exit 1 at the first broken link.
+    Verify {
+        /// Trusted public key (hex, or a file holding it); default `<data dir>/audit.pub`.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
 }
 
 #[derive(Args)]

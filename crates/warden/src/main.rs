@@ -1,6 +1,7 @@
 //! The `warden` binary: the command line, process concerns (environment, signals, exit codes,
 //! logging) and the wiring of the library crates. Only this crate reads the environment.
 
+mod audit_cmd;
 mod cli;
 mod keys_cmd;
 mod serve;
@@ -26,6 +27,9 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Serve(args) => serve::run(&cli.global, args).await,
             cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
+            cli::Command::Audit {
+                command: cli::AuditCommand::Verify { public_key },
+            } => audit_cmd::verify(&cli.global, public_key).await,
         }
     });
     match result {

@@ -55,16 +55,37 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         None
     };
 
+    let deployment = settings::deployment(&config);
+    let audit = if config.audit.enabled {
+        let running = crate::audit_cmd::start(&config, &dir, &deployment)?;
+        let config_sha256 = global
+            .config
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| {
+                use sha2::Digest;
+                warden_audit::hex(&sha2::Sha256::digest(b))
+            });
+        running
+            .log
+            .append(warden_audit::Event::Started { config_sha256 })
+            .await
+            .context("the audit log refused the start record")?;
+        Some(running)
+    } else {
+        tracing::warn!("audit.enabled = false: requests are not recorded in the audit log");
+        None
+    };
     let (usage_writer, usage) = UsageWriter::new(store.clone());
     let (close_usage, usage_closed) = tokio::sync::oneshot::channel::<()>();
     let usage_task = tokio::spawn(usage_writer.run(async move {
         let _ = usage_closed.await;
     }));
-    let deployment = settings::deployment(&config);
     let state = Arc::new(AppState {
         store,
         gateway: gateway.clone(),
         usage,
+        audit: audit.as_ref().map(|a| a.log.clone()),
         deployment: deployment
             .parse()
             .context("deployment is not a valid header value")?,
@@ -132,8 +153,23 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     }
     let _ = close_usage.send(());
     match tokio::time::timeout(USAGE_DRAIN, usage_task).await {
-        Ok(_) => tracing::info!("usage rows flushed; bye"),
+        Ok(_) => tracing::info!("usage rows flushed"),
         Err(_) => tracing::error!("usage writer did not drain in time; some rows may be lost"),
+    }
+    if let Some(audit) = audit {
+        // Queued records are written and the segment closed; requests cut off after the
+        // grace period can no longer add any (they fail, and so does their answer).
+        drop(audit.log);
+        let _ = audit.stop_writer.send(());
+        if tokio::time::timeout(USAGE_DRAIN, audit.writer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("audit segment left open; it is recovered at the next start");
+        }
+        let _ = audit.stop_shipper.send(());
+        let _ = tokio::time::timeout(USAGE_DRAIN, audit.shipper).await;
+        tracing::info!("audit log closed and shipped");
     }
     Ok(())
 }

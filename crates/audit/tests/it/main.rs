@@ -65,7 +65,7 @@ fn call(i: u64) -> Event {
 /// Writes `n` events, closes the log (segments of ~`max_bytes`), ships them all.
 async fn write_and_ship(e: &Env, n: u64, max_bytes: u64) {
     let (writer, log) = open(&e.data, max_bytes);
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(writer.run(std::future::pending()));
     for i in 1..=n {
         assert_eq!(log.append(call(i)).await.unwrap(), i);
     }
@@ -168,7 +168,7 @@ async fn chain_breaks_are_found_even_without_manifests() {
     // Verifying the open (unsigned) segment relies on the hash chain alone.
     let e = env();
     let (writer, log) = open(&e.data, 1 << 20);
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(writer.run(std::future::pending()));
     for i in 1..=10 {
         log.append(call(i)).await.unwrap();
     }
@@ -219,7 +219,7 @@ async fn another_key_is_refused() {
 async fn a_restart_continues_the_chain_and_cuts_a_torn_line() {
     let e = env();
     let (writer, log) = open(&e.data, 1 << 20);
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(writer.run(std::future::pending()));
     for i in 1..=5 {
         log.append(call(i)).await.unwrap();
     }
@@ -235,7 +235,7 @@ async fn a_restart_continues_the_chain_and_cuts_a_torn_line() {
     std::io::Write::write_all(&mut f, b"{\"seq\":6,\"time_ms\":1,\"depl").unwrap();
     let (writer, log) = open(&e.data, 1 << 20);
     assert_eq!(writer.last_seq(), 5);
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(writer.run(std::future::pending()));
     assert_eq!(log.append(call(6)).await.unwrap(), 6);
     drop(log);
     task.await.unwrap();
@@ -251,7 +251,7 @@ async fn a_restart_continues_the_chain_and_cuts_a_torn_line() {
 async fn when_the_disk_refuses_writes_the_log_fails_closed() {
     let e = env();
     let (writer, log) = open(&e.data, 200); // every event closes its segment
-    let task = tokio::spawn(writer.run());
+    let task = tokio::spawn(writer.run(std::future::pending()));
     log.append(call(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await; // rotation tick
     // Make new segments impossible: `open/` becomes a file.

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::ErrorCode;
@@ -78,6 +79,7 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError>
 struct Record {
     state: Arc<AppState>,
     key_id: String,
+    key_name: String,
     request_id: String,
     endpoint: Endpoint,
     model: String,
@@ -121,14 +123,58 @@ impl Record {
     }
 
     async fn refuse(self, error: ApiError) -> Response {
-        self.finish(&Meta::default(), error.status(), None).await;
-        error.into_response()
+        match self
+            .finish(&Meta::default(), error.status(), None, &BTreeMap::new())
+            .await
+        {
+            Ok(()) => error.into_response(),
+            Err(audit_error) => audit_error.into_response(),
+        }
     }
 
-    async fn finish(self, meta: &Meta, status: u16, usage: Option<Usage>) {
+    /// Records the request: a usage row (off the request path) and an audit record, which is
+    /// durable before this returns. If the audit log cannot take it, the caller must not send
+    /// the answer (fail closed): the error to send instead is returned.
+    async fn finish(
+        self,
+        meta: &Meta,
+        status: u16,
+        usage: Option<Usage>,
+        redactions: &BTreeMap<String, u32>,
+    ) -> Result<(), ApiError> {
         self.count(status);
         let row = self.row(meta, status, usage);
+        if let Some(audit) = &self.state.audit {
+            let event = warden_audit::Event::ModelCall(warden_audit::ModelCall {
+                request_id: row.request_id.clone(),
+                key_id: row.key_id.clone(),
+                key_name: self.key_name.clone(),
+                endpoint: row.endpoint.clone(),
+                model: row.model.clone(),
+                provider: row.provider.clone(),
+                upstream_model: row.upstream_model.clone(),
+                status,
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                redactions: redactions.clone(),
+                attempts: meta.attempts,
+                stream: row.stream,
+                latency_ms: row.latency_ms as u64,
+            });
+            if let Err(e) = audit.append(event).await {
+                tracing::error!(request_id = %row.request_id, error = %e, "audit record failed; refusing");
+                self.state
+                    .usage
+                    .record(UsageRow { status: 503, ..row })
+                    .await;
+                return Err(ApiError::new(
+                    ErrorCode::AuditUnavailable,
+                    "the audit log cannot record this request, so it is refused; retry later",
+                ));
+            }
+        }
         self.state.usage.record(row).await;
+        Ok(())
     }
 }
 
@@ -142,6 +188,7 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
     let mut record = Record {
         state: state.clone(),
         key_id: key.id.clone(),
+        key_name: key.name.clone(),
         request_id: request_id.clone(),
         endpoint,
         model: String::new(),
@@ -169,18 +216,30 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
     let (mut response, redactions) = match state.gateway.call(call).await {
         Err(failure) => {
             let error = ApiError::from(failure.error);
-            record.finish(&failure.meta, error.status(), None).await;
-            (error.into_response(), failure.redactions)
+            let recorded = record
+                .finish(&failure.meta, error.status(), None, &failure.redactions)
+                .await;
+            match recorded {
+                Ok(()) => (error.into_response(), failure.redactions),
+                Err(audit_error) => (audit_error.into_response(), BTreeMap::new()),
+            }
         }
         Ok(success) => match success.reply {
             Reply::Complete { body, usage } => {
-                record.finish(&success.meta, 200, usage).await;
-                let ok = (
-                    StatusCode::OK,
-                    [(http::header::CONTENT_TYPE, "application/json")],
-                    body,
-                );
-                (ok.into_response(), success.redactions)
+                // The answer is released only once its audit record is durable.
+                match record
+                    .finish(&success.meta, 200, usage, &success.redactions)
+                    .await
+                {
+                    Ok(()) => {
+                        let json = [(http::header::CONTENT_TYPE, "application/json")];
+                        (
+                            (StatusCode::OK, json, body).into_response(),
+                            success.redactions,
+                        )
+                    }
+                    Err(audit_error) => (audit_error.into_response(), BTreeMap::new()),
+                }
             }
             Reply::Stream(stream) => {
                 let meta = success.meta;
@@ -190,7 +249,10 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                     if let Some(reason) = &summary.failure {
                         tracing::warn!(request_id = %record.request_id, reason, "stream ended early");
                     }
-                    record.finish(&meta, 200, summary.usage).await;
+                    // A stream's record is written when it ends (its bytes are already out).
+                    let _ = record
+                        .finish(&meta, 200, summary.usage, &summary.redactions)
+                        .await;
                 });
                 let body = Body::from_stream(stream.body.map(Ok::<_, std::convert::Infallible>));
                 let headers = [
@@ -204,9 +266,12 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
             }
         },
     };
-    // Counts by type only, never values: `EMAIL=2,CREDIT_CARD=1`.
-    if let Some(v) = redactions.and_then(|r| http::HeaderValue::from_str(&r).ok()) {
-        response.headers_mut().insert("x-warden-redactions", v);
+    // Counts by type only, never values: `CREDIT_CARD=1,EMAIL=2`.
+    if !redactions.is_empty() {
+        let text: Vec<String> = redactions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let Ok(v) = http::HeaderValue::from_str(&text.join(",")) {
+            response.headers_mut().insert("x-warden-redactions", v);
+        }
     }
     response
 }

@@ -52,6 +52,7 @@ async fn app() -> App {
         store: store.clone(),
         gateway: Arc::new(gateway),
         usage,
+        audit: None,
         deployment: "unit-1".parse().unwrap(),
         max_body_bytes: 1024,
         keys: KeyCache::new(std::time::Duration::from_secs(1)),

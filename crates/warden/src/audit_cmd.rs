@@ -1,0 +1,123 @@
+//! The audit log's wiring: opening the writer and the shipper for `serve`, and
+//! `warden audit verify`.
+
+use crate::settings::{self, Failure};
+use anyhow::Context;
+use object_store::local::LocalFileSystem;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use warden_audit::{AuditLog, Fsync, Options, Shipper, Writer};
+use warden_config::Config;
+
+/// Where shipped segments go: `audit.store_dir`, else `<data dir>/audit-store`.
+pub fn store_dir(config: &Config, data_dir: &Path) -> PathBuf {
+    config
+        .audit
+        .store_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("audit-store"))
+}
+
+/// The object store for shipped segments (a local folder; S3 arrives with its issue).
+pub fn open_store(dir: &Path) -> anyhow::Result<Arc<LocalFileSystem>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(Arc::new(
+        LocalFileSystem::new_with_prefix(dir)
+            .with_context(|| format!("cannot open {}", dir.display()))?,
+    ))
+}
+
+/// The running parts of the audit log.
+pub struct Running {
+    /// Appends records.
+    pub log: AuditLog,
+    /// Stops the writer: queued records are written and the segment closed.
+    pub stop_writer: tokio::sync::oneshot::Sender<()>,
+    /// The writer task.
+    pub writer: tokio::task::JoinHandle<()>,
+    /// Stops the shipper (after one last shipping round).
+    pub stop_shipper: tokio::sync::oneshot::Sender<()>,
+    /// The shipper task.
+    pub shipper: tokio::task::JoinHandle<()>,
+}
+
+/// Opens the writer (recovering a previous run's open segment) and starts the shipper.
+pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Result<Running> {
+    let key = warden_audit::load_or_create_key(data_dir).context("audit signing key")?;
+    let audit_dir = data_dir.join("audit");
+    let (writer, log) = Writer::open(Options {
+        dir: audit_dir.clone(),
+        deployment: deployment.to_owned(),
+        fsync: if config.audit.fsync {
+            Fsync::Always
+        } else {
+            Fsync::Never
+        },
+        max_segment_bytes: config.audit.max_segment_bytes,
+        max_segment_age: config.audit.max_segment_age,
+        key,
+    })
+    .context("cannot open the audit log")?;
+    let store = open_store(&store_dir(config, data_dir))?;
+    let (stop_writer, writer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let writer = tokio::spawn(writer.run(async move {
+        let _ = writer_stopped.await;
+    }));
+    let (stop_shipper, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shipper = Shipper::new(&audit_dir, store);
+    let interval = config.audit.ship_interval;
+    let shipper = tokio::spawn(shipper.run(interval, async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        log,
+        stop_writer,
+        writer,
+        stop_shipper,
+        shipper,
+    })
+}
+
+/// `warden audit verify`: checks the shipped segments and the local ones not shipped yet.
+pub async fn verify(
+    global: &crate::cli::Global,
+    public_key: Option<String>,
+) -> Result<(), Failure> {
+    let config = settings::load(global)?;
+    let data_dir = settings::data_dir(global, &config);
+    let key_text = match public_key {
+        Some(k) if Path::new(&k).exists() => std::fs::read_to_string(&k)
+            .map_err(|e| Failure::Config(format!("--public-key: {e}")))?,
+        Some(k) => k,
+        None => std::fs::read_to_string(data_dir.join("audit.pub")).map_err(|e| {
+            Failure::Config(format!(
+                "no audit.pub in {} ({e}); pass --public-key",
+                data_dir.display()
+            ))
+        })?,
+    };
+    let key = warden_audit::parse_public(&key_text)
+        .map_err(|e| Failure::Config(format!("--public-key: {e}")))?;
+    let store = open_store(&store_dir(&config, &data_dir))?;
+    let report = warden_audit::verify(store.as_ref(), Some(&data_dir.join("audit")), &key)
+        .await
+        .context("verification could not run")?;
+    match report.problem {
+        None => {
+            println!(
+                "ok: {} records in {} segments, chain intact up to seq {}",
+                report.records, report.segments, report.last_seq
+            );
+            Ok(())
+        }
+        Some(problem) => {
+            println!(
+                "BROKEN after {} good records (seq {}): {problem}",
+                report.records, report.last_seq
+            );
+            Err(Failure::Runtime(anyhow::anyhow!(
+                "the audit log failed verification"
+            )))
+        }
+    }
+}
