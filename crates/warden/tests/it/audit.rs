@@ -1,0 +1,81 @@
+//! The audit log end to end: every request recorded, shipped at shutdown, verified by
+//! `warden audit verify`, tampering detected, and a failing log refusing work.
+
+use crate::{Setup, chat_body, error_code};
+use serde_json::json;
+use std::time::Duration;
+
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("audit-store/segments"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_recorded_shipped_and_verifiable() {
+    let mut s = Setup::start().await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]});
+    assert_eq!(s.post("/v1/chat/completions", body).await.status(), 200);
+    let _ = s.stream(chat_body("fast")).await;
+    assert_eq!(
+        s.post("/v1/chat/completions", json!({"model": "fast"}))
+            .await
+            .status(),
+        400
+    );
+    s.warden.signal("TERM");
+    let code = tokio::task::block_in_place(|| s.warden.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "{}", s.warden.logs());
+
+    let (code, out, err) = s.warden.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Started + 4 requests.
+    assert!(out.contains("ok: 5 records"), "{out}");
+    let text: String = segments(&s.warden.data_dir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        text.contains("\"kind\":\"model_call\"") && text.contains("\"status\":400"),
+        "{text}"
+    );
+    assert!(text.contains("\"redactions\":{\"EMAIL\":1}"), "{text}");
+    assert!(text.contains("\"deployment\":\"test-deploy-1\""));
+    assert!(!text.contains("jane.doe"), "no content in the audit log");
+
+    // Tampering with a shipped record is caught, with a non-zero exit.
+    let seg = &segments(&s.warden.data_dir)[0];
+    let edited = std::fs::read_to_string(seg)
+        .unwrap()
+        .replace("\"status\":400", "\"status\":200");
+    std::fs::write(seg, edited).unwrap();
+    let (code, out, _) = s.warden.cli(&["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("BROKEN") && out.contains("does not match its signed manifest"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_audit_log_cannot_write_requests_are_refused() {
+    let s = Setup::start_with("[audit]\nmax_segment_age = \"200ms\"\n").await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    // Let the small segment close, then make a new one impossible.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let open_dir = s.warden.data_dir.join("audit/open");
+    std::fs::remove_dir_all(&open_dir).unwrap();
+    std::fs::write(&open_dir, b"not a directory").unwrap();
+    let (code, body) = error_code(s.chat("fast").await, 503).await;
+    assert_eq!(code, "audit_unavailable", "{body}");
+    let (code, _) = error_code(s.chat("fast").await, 503).await;
+    assert_eq!(code, "audit_unavailable");
+}
