@@ -79,3 +79,75 @@ async fn when_the_audit_log_cannot_write_requests_are_refused() {
     let (code, _) = error_code(s.chat("fast").await, 503).await;
     assert_eq!(code, "audit_unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_acknowledged_record() {
+    use crate::{KEYS_ENV, bin, two_provider_config};
+    use warden_testkit::{MockUpstream, WardenProcess};
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    let dir = WardenProcess::temp_dir();
+    let config = two_provider_config(&a, &b, "");
+    let mut first = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+    let key = first.create_key("load", &[]);
+    let url = format!("{}/v1/chat/completions", first.url);
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (http, url, key) = (http.clone(), url.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for _ in 0..400 {
+                let Ok(r) = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&chat_body("fast"))
+                    .send()
+                    .await
+                else {
+                    break;
+                };
+                if r.status() == 200 {
+                    acknowledged.push(r.headers()["x-request-id"].to_str().unwrap().to_owned());
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    first.signal("KILL");
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+    tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(5)));
+
+    // Restart on the same data: the open segment is recovered, then shut down cleanly.
+    let mut second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+    second.signal("TERM");
+    assert_eq!(
+        tokio::task::block_in_place(|| second.wait_exit(Duration::from_secs(10))),
+        Some(0)
+    );
+    let (code, out, err) = second.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text: String = segments(&second.data_dir)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let missing: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !text.contains(&format!("\"request_id\":\"{id}\"")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged requests have no audit record",
+        missing.len(),
+        acknowledged.len()
+    );
+}
