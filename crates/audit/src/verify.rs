@@ -33,12 +33,12 @@ struct Segment {
     manifest: Option<Vec<u8>>,
 }
 
-/// Verifies the store's segments, then `local` (`audit/closed` and `audit/open`) if given.
-pub async fn verify(
+/// Reads every segment (shipped, then local ones not shipped yet), in order, with manifests;
+/// the second value names a manifest whose segment is missing.
+async fn load(
     store: &dyn ObjectStore,
     local: Option<&Path>,
-    key: &VerifyingKey,
-) -> Result<Report, Error> {
+) -> Result<(BTreeMap<String, Segment>, Option<String>), Error> {
     let mut segments: BTreeMap<String, Segment> = BTreeMap::new();
     let prefix = object_store::path::Path::from(PREFIX);
     let metas: Vec<_> = store
@@ -97,16 +97,42 @@ pub async fn verify(
         match segments.get_mut(&name) {
             Some(seg) => seg.manifest = Some(m),
             None => {
-                return Ok(Report {
-                    segments: 0,
-                    records: 0,
-                    last_seq: 0,
-                    problem: Some(format!(
-                        "{name}: manifest present but the segment is missing"
-                    )),
-                });
+                let problem = format!("{name}: manifest present but the segment is missing");
+                return Ok((segments, Some(problem)));
             }
         }
+    }
+    Ok((segments, None))
+}
+
+/// Every readable record, shipped and local, in chain order (for search; not a verification).
+pub async fn records(store: &dyn ObjectStore, local: Option<&Path>) -> Result<Vec<Record>, Error> {
+    let (segments, _) = load(store, local).await?;
+    let mut out = Vec::new();
+    for seg in segments.values() {
+        for line in seg.bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(r) = serde_json::from_slice::<Record>(line) {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies the store's segments, then `local` (`audit/closed` and `audit/open`) if given.
+pub async fn verify(
+    store: &dyn ObjectStore,
+    local: Option<&Path>,
+    key: &VerifyingKey,
+) -> Result<Report, Error> {
+    let (segments, problem) = load(store, local).await?;
+    if let Some(problem) = problem {
+        return Ok(Report {
+            segments: 0,
+            records: 0,
+            last_seq: 0,
+            problem: Some(problem),
+        });
     }
     let mut report = Report {
         segments: 0,

@@ -121,3 +121,61 @@ pub async fn verify(
         }
     }
 }
+
+/// What `warden audit search` keeps.
+pub struct Filter {
+    /// `--from`.
+    pub from: Option<String>,
+    /// `--to`.
+    pub to: Option<String>,
+    /// `--key` (name or id).
+    pub key: Option<String>,
+    /// `--request-id`.
+    pub request_id: Option<String>,
+    /// `--limit`.
+    pub limit: usize,
+}
+
+/// `warden audit search`: matching records as JSON lines, oldest first.
+pub async fn search(global: &crate::cli::Global, filter: Filter) -> Result<(), Failure> {
+    let config = settings::load(global)?;
+    let data_dir = settings::data_dir(global, &config);
+    let bound = |field: &str, v: &Option<String>| -> Result<Option<u64>, Failure> {
+        v.as_deref()
+            .map(|t| crate::time_fmt::parse_time(t).map(|s| s.max(0) as u64 * 1000))
+            .transpose()
+            .map_err(|m| Failure::Config(format!("{field}: {m}")))
+    };
+    let (from, to) = (bound("--from", &filter.from)?, bound("--to", &filter.to)?);
+    let store = open_store(&store_dir(&config, &data_dir))?;
+    let records = warden_audit::records(store.as_ref(), Some(&data_dir.join("audit")))
+        .await
+        .context("cannot read the audit log")?;
+    let matching: Vec<_> = records
+        .into_iter()
+        .filter(|r| from.is_none_or(|f| r.time_ms >= f) && to.is_none_or(|t| r.time_ms < t))
+        .filter(|r| match (&r.event, &filter.key, &filter.request_id) {
+            (_, None, None) => true,
+            (warden_audit::Event::ModelCall(c), key, id) => {
+                key.as_ref()
+                    .is_none_or(|k| *k == c.key_name || *k == c.key_id)
+                    && id.as_ref().is_none_or(|i| *i == c.request_id)
+            }
+            _ => false,
+        })
+        .collect();
+    let skip = matching.len().saturating_sub(filter.limit);
+    for r in &matching[skip..] {
+        println!("{}", serde_json::to_string(r).context("encode")?);
+    }
+    eprintln!(
+        "{} matching record(s){}",
+        matching.len(),
+        if skip > 0 {
+            format!(", showing the last {}", filter.limit)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}

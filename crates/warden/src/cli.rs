@@ -49,6 +49,24 @@ pub enum AuditCommand {
         #[arg(long)]
         public_key: Option<String>,
     },
+    /// Print matching records as JSON lines (shipped and not yet shipped), oldest first.
+    Search {
+        /// Only records at or after this time (unix seconds, 2026-11-26, 2026-11-26T10:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only records before this time.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only model calls made with this virtual key (name or id).
+        #[arg(long)]
+        key: Option<String>,
+        /// Only the record of this request id.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// At most this many records (the most recent).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Args)]

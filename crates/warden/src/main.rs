@@ -27,9 +27,27 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Serve(args) => serve::run(&cli.global, args).await,
             cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
-            cli::Command::Audit {
-                command: cli::AuditCommand::Verify { public_key },
-            } => audit_cmd::verify(&cli.global, public_key).await,
+            cli::Command::Audit { command } => match command {
+                cli::AuditCommand::Verify { public_key } => {
+                    audit_cmd::verify(&cli.global, public_key).await
+                }
+                cli::AuditCommand::Search {
+                    from,
+                    to,
+                    key,
+                    request_id,
+                    limit,
+                } => {
+                    let filter = audit_cmd::Filter {
+                        from,
+                        to,
+                        key,
+                        request_id,
+                        limit,
+                    };
+                    audit_cmd::search(&cli.global, filter).await
+                }
+            },
         }
     });
     match result {

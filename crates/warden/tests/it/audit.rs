@@ -21,7 +21,9 @@ fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_recorded_shipped_and_verifiable() {
     let mut s = Setup::start().await;
-    assert_eq!(s.chat("fast").await.status(), 200);
+    let first = s.chat("fast").await;
+    assert_eq!(first.status(), 200);
+    let first_id = first.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]});
     assert_eq!(s.post("/v1/chat/completions", body).await.status(), 200);
     let _ = s.stream(chat_body("fast")).await;
@@ -50,6 +52,22 @@ async fn every_request_is_recorded_shipped_and_verifiable() {
     assert!(text.contains("\"redactions\":{\"EMAIL\":1}"), "{text}");
     assert!(text.contains("\"deployment\":\"test-deploy-1\""));
     assert!(!text.contains("jane.doe"), "no content in the audit log");
+
+    // Search by request id, key, and time.
+    let (code, out, _) = s
+        .warden
+        .cli(&["audit", "search", "--request-id", &first_id]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(&first_id));
+    let (_, out, _) = s.warden.cli(&["audit", "search", "--key", "test"]);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let (_, out, err) = s.warden.cli(&["audit", "search", "--from", "2999-01-01"]);
+    assert_eq!(out.lines().count(), 0, "{out}");
+    assert!(err.contains("0 matching"), "{err}");
+    let (code, _, err) = s.warden.cli(&["audit", "search", "--from", "yesterday"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--from"), "{err}");
 
     // Tampering with a shipped record is caught, with a non-zero exit.
     let seg = &segments(&s.warden.data_dir)[0];
