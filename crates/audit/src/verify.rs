@@ -125,24 +125,49 @@ pub async fn verify(
     local: Option<&Path>,
     key: &VerifyingKey,
 ) -> Result<Report, Error> {
+    verify_window(store, local, key, None, None).await
+}
+
+/// Like [`verify`], limited to the segments holding records from `from_ms` (inclusive) to
+/// `to_ms` (exclusive). The chain is checked from the first selected segment on, anchored at
+/// its first record's `prev_hash` (which its signed manifest covers).
+pub async fn verify_window(
+    store: &dyn ObjectStore,
+    local: Option<&Path>,
+    key: &VerifyingKey,
+    from_ms: Option<u64>,
+    to_ms: Option<u64>,
+) -> Result<Report, Error> {
     let (segments, problem) = load(store, local).await?;
-    if let Some(problem) = problem {
-        return Ok(Report {
-            segments: 0,
-            records: 0,
-            last_seq: 0,
-            problem: Some(problem),
-        });
-    }
     let mut report = Report {
         segments: 0,
         records: 0,
         last_seq: 0,
-        problem: None,
+        problem,
     };
+    if report.problem.is_some() {
+        return Ok(report);
+    }
     let mut prev_hash = GENESIS.to_owned();
     let count = segments.len();
+    let mut anchored = from_ms.is_none();
     for (i, seg) in segments.into_values().enumerate() {
+        let (first, last) = (
+            edge_record(&seg.bytes, true),
+            edge_record(&seg.bytes, false),
+        );
+        let before = from_ms.is_some_and(|f| last.as_ref().is_some_and(|r| r.time_ms < f));
+        let after = to_ms.is_some_and(|t| first.as_ref().is_some_and(|r| r.time_ms >= t));
+        if before || after {
+            continue;
+        }
+        if !anchored {
+            if let Some(first) = &first {
+                prev_hash = first.prev_hash.clone();
+                report.last_seq = first.seq.saturating_sub(1);
+            }
+            anchored = true;
+        }
         report.segments += 1;
         if let Err(problem) = check_segment(&seg, i + 1 == count, key, &mut prev_hash, &mut report)
         {
@@ -151,6 +176,17 @@ pub async fn verify(
         }
     }
     Ok(report)
+}
+
+/// The first or last readable record of a segment's bytes.
+fn edge_record(bytes: &[u8], first: bool) -> Option<Record> {
+    let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    let line = if first {
+        lines.next()
+    } else {
+        lines.next_back()
+    }?;
+    serde_json::from_slice(line).ok()
 }
 
 fn check_segment(

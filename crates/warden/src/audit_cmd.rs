@@ -82,6 +82,8 @@ pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Resu
 pub async fn verify(
     global: &crate::cli::Global,
     public_key: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
 ) -> Result<(), Failure> {
     let config = settings::load(global)?;
     let data_dir = settings::data_dir(global, &config);
@@ -99,9 +101,16 @@ pub async fn verify(
     let key = warden_audit::parse_public(&key_text)
         .map_err(|e| Failure::Config(format!("--public-key: {e}")))?;
     let store = open_store(&store_dir(&config, &data_dir))?;
-    let report = warden_audit::verify(store.as_ref(), Some(&data_dir.join("audit")), &key)
-        .await
-        .context("verification could not run")?;
+    let (from, to) = (time_bound("--from", &from)?, time_bound("--to", &to)?);
+    let report = warden_audit::verify_window(
+        store.as_ref(),
+        Some(&data_dir.join("audit")),
+        &key,
+        from,
+        to,
+    )
+    .await
+    .context("verification could not run")?;
     match report.problem {
         None => {
             println!(
@@ -140,13 +149,10 @@ pub struct Filter {
 pub async fn search(global: &crate::cli::Global, filter: Filter) -> Result<(), Failure> {
     let config = settings::load(global)?;
     let data_dir = settings::data_dir(global, &config);
-    let bound = |field: &str, v: &Option<String>| -> Result<Option<u64>, Failure> {
-        v.as_deref()
-            .map(|t| crate::time_fmt::parse_time(t).map(|s| s.max(0) as u64 * 1000))
-            .transpose()
-            .map_err(|m| Failure::Config(format!("{field}: {m}")))
-    };
-    let (from, to) = (bound("--from", &filter.from)?, bound("--to", &filter.to)?);
+    let (from, to) = (
+        time_bound("--from", &filter.from)?,
+        time_bound("--to", &filter.to)?,
+    );
     let store = open_store(&store_dir(&config, &data_dir))?;
     let records = warden_audit::records(store.as_ref(), Some(&data_dir.join("audit")))
         .await
@@ -178,4 +184,13 @@ pub async fn search(global: &crate::cli::Global, filter: Filter) -> Result<(), F
         }
     );
     Ok(())
+}
+
+/// A `--from`/`--to` argument as unix milliseconds.
+fn time_bound(field: &str, value: &Option<String>) -> Result<Option<u64>, Failure> {
+    value
+        .as_deref()
+        .map(|t| crate::time_fmt::parse_time(t).map(|s| s.max(0) as u64 * 1000))
+        .transpose()
+        .map_err(|m| Failure::Config(format!("{field}: {m}")))
 }

@@ -48,6 +48,12 @@ pub enum AuditCommand {
         /// Trusted public key (hex, or a file holding it); default `<data dir>/audit.pub`.
         #[arg(long)]
         public_key: Option<String>,
+        /// Only segments with records at or after this time (unix seconds, 2026-11-26, …).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only segments with records before this time.
+        #[arg(long)]
+        to: Option<String>,
     },
     /// Print matching records as JSON lines (shipped and not yet shipped), oldest first.
     Search {

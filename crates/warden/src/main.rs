@@ -28,9 +28,11 @@ fn main() -> ExitCode {
             cli::Command::Serve(args) => serve::run(&cli.global, args).await,
             cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
             cli::Command::Audit { command } => match command {
-                cli::AuditCommand::Verify { public_key } => {
-                    audit_cmd::verify(&cli.global, public_key).await
-                }
+                cli::AuditCommand::Verify {
+                    public_key,
+                    from,
+                    to,
+                } => audit_cmd::verify(&cli.global, public_key, from, to).await,
                 cli::AuditCommand::Search {
                     from,
                     to,

@@ -266,3 +266,40 @@ async fn when_the_disk_refuses_writes_the_log_fails_closed() {
     drop(log);
     task.abort();
 }
+
+#[tokio::test]
+async fn a_time_window_verifies_from_its_first_segment_on() {
+    let e = env();
+    let (writer, log) = open(&e.data, 600); // about one record per segment
+    let task = tokio::spawn(writer.run(std::future::pending()));
+    for i in 1..=5 {
+        log.append(call(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await; // rotation tick closes the last one
+    let from = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for i in 6..=10 {
+        log.append(call(i)).await.unwrap();
+    }
+    drop(log);
+    task.await.unwrap();
+    Shipper::new(&e.data.join("audit"), e.store.clone())
+        .ship_pending()
+        .await
+        .unwrap();
+    // Damage an early segment: the whole log fails, the window after it passes.
+    rewrite(&segments(&e)[0], |l| {
+        l[0] = l[0].replace("\"status\":200", "\"status\":201")
+    });
+    assert!(problem(&e).await.is_some());
+    let report = warden_audit::verify_window(e.store.as_ref(), None, &public(&e), Some(from), None)
+        .await
+        .unwrap();
+    assert_eq!(report.problem, None);
+    // Whole segments are checked: the one holding record 5 (written before `from`) too.
+    assert_eq!(report.last_seq, 10);
+    assert!((5..=6).contains(&report.records), "{report:?}");
+}
