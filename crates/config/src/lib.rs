@@ -11,9 +11,9 @@ mod typed;
 
 pub use duration::{format_duration, parse_duration};
 pub use typed::{
-    AuditConfig, CircuitBreakerConfig, Config, CustomEntity, CustomMatcher, KeyRedaction,
-    KeySource, LogFormat, ModelRoute, ProviderConfig, RedactAction, RedactionConfig, RetryConfig,
-    ServerConfig, StoreConfig, Target,
+    AuditConfig, AuditStore, CircuitBreakerConfig, Config, CustomEntity, CustomMatcher,
+    KeyRedaction, KeySource, LogFormat, ModelRoute, ProviderConfig, RedactAction, RedactionConfig,
+    RetryConfig, ServerConfig, StoreConfig, Target,
 };
 
 /// Why a configuration could not be loaded.

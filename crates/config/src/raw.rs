@@ -124,4 +124,10 @@ pub(crate) struct RawAudit {
     pub max_segment_age: Option<String>,
     pub store_dir: Option<String>,
     pub ship_interval: Option<String>,
+    pub store: Option<String>,
+    pub s3_bucket: Option<String>,
+    pub s3_prefix: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_allow_http: Option<bool>,
 }

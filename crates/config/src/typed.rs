@@ -103,6 +103,29 @@ pub struct AuditConfig {
     pub store_dir: Option<PathBuf>,
     /// How often closed segments are shipped (default 5s).
     pub ship_interval: Duration,
+    /// Where closed segments are shipped.
+    pub store: AuditStore,
+}
+
+/// The object store that receives closed audit segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditStore {
+    /// A local folder (`store_dir`, default `<data dir>/audit-store`).
+    Local,
+    /// An S3 bucket or any S3-compatible service. Credentials come from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never from this file.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix inside the bucket (may be empty).
+        prefix: String,
+        /// Endpoint for S3-compatible services (MinIO, Ceph…); `None` for AWS.
+        endpoint: Option<String>,
+        /// Region (default us-east-1).
+        region: String,
+        /// Allow a plain-HTTP endpoint (test and private networks only).
+        allow_http: bool,
+    },
 }
 
 /// Redaction settings.
@@ -430,7 +453,55 @@ impl Config {
             max_segment_age: duration("audit.max_segment_age", &raw.audit.max_segment_age, "1h")?,
             store_dir: raw.audit.store_dir.map(PathBuf::from),
             ship_interval: duration("audit.ship_interval", &raw.audit.ship_interval, "5s")?,
+            store: match raw.audit.store.as_deref() {
+                None | Some("local") => AuditStore::Local,
+                Some("s3") => AuditStore::S3 {
+                    bucket: raw
+                        .audit
+                        .s3_bucket
+                        .clone()
+                        .filter(|b| !b.is_empty())
+                        .ok_or_else(|| {
+                            Error::invalid(
+                                "audit.s3_bucket",
+                                "is required when audit.store = \"s3\"",
+                            )
+                        })?,
+                    prefix: raw
+                        .audit
+                        .s3_prefix
+                        .clone()
+                        .unwrap_or_default()
+                        .trim_matches('/')
+                        .to_owned(),
+                    endpoint: raw.audit.s3_endpoint.clone(),
+                    region: raw
+                        .audit
+                        .s3_region
+                        .clone()
+                        .unwrap_or_else(|| "us-east-1".into()),
+                    allow_http: raw.audit.s3_allow_http.unwrap_or(false),
+                },
+                Some(other) => {
+                    return Err(Error::invalid(
+                        "audit.store",
+                        format!("`{other}` is not one of: local, s3"),
+                    ));
+                }
+            },
         };
+        if let AuditStore::S3 {
+            endpoint: Some(e),
+            allow_http: false,
+            ..
+        } = &audit.store
+            && e.starts_with("http://")
+        {
+            return Err(Error::invalid(
+                "audit.s3_endpoint",
+                "is plain HTTP; set audit.s3_allow_http = true to allow it",
+            ));
+        }
         if audit.max_segment_bytes < 1024 {
             return Err(Error::invalid(
                 "audit.max_segment_bytes",
@@ -677,6 +748,29 @@ words = ["Bluebird"]
                 .starts_with("redaction.custom[0].name:")
         );
         assert!(error_of("[[redaction.custom]]\nname = \"X\"").starts_with("redaction.custom[0]:"));
+    }
+
+    #[test]
+    fn audit_store_choices_are_checked() {
+        let c = Config::from_toml(
+            "[audit]\nstore = \"s3\"\ns3_bucket = \"b\"\ns3_prefix = \"/p/q/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.audit.store,
+            AuditStore::S3 {
+                bucket: "b".into(),
+                prefix: "p/q".into(),
+                endpoint: None,
+                region: "us-east-1".into(),
+                allow_http: false
+            }
+        );
+        assert!(error_of("[audit]\nstore = \"s3\"").starts_with("audit.s3_bucket:"));
+        assert!(error_of("[audit]\nstore = \"gcs\"").starts_with("audit.store:"));
+        let plain = "[audit]\nstore = \"s3\"\ns3_bucket = \"b\"\ns3_endpoint = \"http://x\"";
+        assert!(error_of(plain).starts_with("audit.s3_endpoint:"));
+        assert!(error_of("[audit]\nfsync = \"sometimes\"").starts_with("audit.fsync:"));
     }
 
     #[test]

@@ -232,6 +232,15 @@ pub fn ipv6(text: &str) -> Option<Range<usize>> {
 /// A phone number: 8 to 15 digits in all (E.164's limit), and for North American numbers
 /// written without a country code, valid area and exchange codes.
 pub fn phone(text: &str) -> Option<Range<usize>> {
+    // The pattern may swallow a trailing number (`… 0958-192.0.2.10`): try whole groups from
+    // the longest down.
+    let ends: Vec<usize> = digit_groups(text).iter().map(|g| g.1).collect();
+    ends.into_iter()
+        .rev()
+        .find_map(|end| phone_exact(&text[..end]).map(|_| 0..end))
+}
+
+fn phone_exact(text: &str) -> Option<()> {
     let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
     if !(8..=15).contains(&digits.len()) {
         return None;
@@ -242,7 +251,7 @@ pub fn phone(text: &str) -> Option<Range<usize>> {
             return None;
         }
     }
-    Some(0..text.len())
+    Some(())
 }
 
 /// For patterns whose match starts with a label (`password=`, `aws_secret_access_key:`):
@@ -304,6 +313,13 @@ mod tests {
             Some(0..19),
             "trailing group dropped"
         );
+    }
+
+    #[test]
+    fn a_phone_number_followed_by_another_number_is_still_found() {
+        assert_eq!(phone("+44 20 7946 0958-192.0.2"), Some(0..20));
+        assert_eq!(phone("+44 20 7946 0958"), Some(0..16));
+        assert_eq!(phone("+1 2"), None);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct WardenProcess {
     pub data_dir: PathBuf,
     bin: PathBuf,
     log: PathBuf,
+    /// The environment and config file `serve` got; `cli` passes the same.
+    env: Vec<(String, String)>,
+    config: Option<PathBuf>,
     _dir: Option<tempfile_dir::Dir>,
 }
 
@@ -69,10 +72,12 @@ impl WardenProcess {
         let log = dir.join("warden.log");
         let mut cmd = Self::command(bin, &data_dir, env);
         cmd.current_dir(&dir).arg("serve");
+        let mut config = None;
         if let Some(text) = config_toml {
-            let config = dir.join("warden.toml");
-            std::fs::write(&config, text).expect("write config");
-            cmd.arg("--config").arg(&config);
+            let path = dir.join("warden.toml");
+            std::fs::write(&path, text).expect("write config");
+            cmd.arg("--config").arg(&path);
+            config = Some(path);
         }
         let child = cmd
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -91,6 +96,11 @@ impl WardenProcess {
             data_dir,
             bin: bin.to_owned(),
             log,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            config,
             _dir: Some(tempfile_dir::Dir(dir)),
         };
         w.wait_ready();
@@ -132,10 +142,24 @@ impl WardenProcess {
         panic!("warden did not become ready:\n{}", self.logs());
     }
 
-    /// Runs another `warden` command (e.g. `keys create`) on the same data directory and
-    /// returns (exit code, stdout, stderr).
+    /// Runs another `warden` command (e.g. `keys create`) with the same data directory,
+    /// config file and environment as `serve`, and returns (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
-        run_cli(&self.bin, &self.data_dir, args)
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut cmd = Self::command(&self.bin, &self.data_dir, &env);
+        if let Some(config) = &self.config {
+            cmd.env("WARDEN_CONFIG", config);
+        }
+        let out = cmd.args(args).output().expect("run warden");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Creates a key and returns its plain value.

@@ -3,11 +3,14 @@
 
 use crate::settings::{self, Failure};
 use anyhow::Context;
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
+use object_store::prefix::PrefixStore;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use warden_audit::{AuditLog, Fsync, Options, Shipper, Writer};
-use warden_config::Config;
+use warden_config::{AuditStore, Config};
 
 /// Where shipped segments go: `audit.store_dir`, else `<data dir>/audit-store`.
 pub fn store_dir(config: &Config, data_dir: &Path) -> PathBuf {
@@ -18,13 +21,44 @@ pub fn store_dir(config: &Config, data_dir: &Path) -> PathBuf {
         .unwrap_or_else(|| data_dir.join("audit-store"))
 }
 
-/// The object store for shipped segments (a local folder; S3 arrives with its issue).
-pub fn open_store(dir: &Path) -> anyhow::Result<Arc<LocalFileSystem>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    Ok(Arc::new(
-        LocalFileSystem::new_with_prefix(dir)
-            .with_context(|| format!("cannot open {}", dir.display()))?,
-    ))
+/// The object store for shipped segments: a local folder, or an S3(-compatible) bucket with
+/// credentials from the environment.
+pub fn open_store(config: &Config, data_dir: &Path) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    match &config.audit.store {
+        AuditStore::Local => {
+            let dir = store_dir(config, data_dir);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let fs = LocalFileSystem::new_with_prefix(&dir)
+                .with_context(|| format!("cannot open {}", dir.display()))?;
+            Ok(Arc::new(fs))
+        }
+        AuditStore::S3 {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            allow_http,
+        } => {
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_region(region)
+                .with_allow_http(*allow_http);
+            if let Some(endpoint) = endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            let s3 = builder
+                .build()
+                .context("audit.store = \"s3\": cannot configure the bucket")?;
+            if prefix.is_empty() {
+                Ok(Arc::new(s3))
+            } else {
+                Ok(Arc::new(PrefixStore::new(s3, prefix.as_str())))
+            }
+        }
+    }
 }
 
 /// The running parts of the audit log.
@@ -58,7 +92,7 @@ pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Resu
         key,
     })
     .context("cannot open the audit log")?;
-    let store = open_store(&store_dir(config, data_dir))?;
+    let store = open_store(config, data_dir)?;
     let (stop_writer, writer_stopped) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(writer.run(async move {
         let _ = writer_stopped.await;
@@ -100,7 +134,7 @@ pub async fn verify(
     };
     let key = warden_audit::parse_public(&key_text)
         .map_err(|e| Failure::Config(format!("--public-key: {e}")))?;
-    let store = open_store(&store_dir(&config, &data_dir))?;
+    let store = open_store(&config, &data_dir)?;
     let (from, to) = (time_bound("--from", &from)?, time_bound("--to", &to)?);
     let report = warden_audit::verify_window(
         store.as_ref(),
@@ -153,7 +187,7 @@ pub async fn search(global: &crate::cli::Global, filter: Filter) -> Result<(), F
         time_bound("--from", &filter.from)?,
         time_bound("--to", &filter.to)?,
     );
-    let store = open_store(&store_dir(&config, &data_dir))?;
+    let store = open_store(&config, &data_dir)?;
     let records = warden_audit::records(store.as_ref(), Some(&data_dir.join("audit")))
         .await
         .context("cannot read the audit log")?;

@@ -169,3 +169,121 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
         acknowledged.len()
     );
 }
+
+/// A moto S3 server on loopback, killed when dropped.
+struct Moto(std::process::Child);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto(server: &std::ffi::OsStr, port: u16) -> Moto {
+    let moto = Moto(
+        std::process::Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return moto;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("moto did not start"); // `moto` is dropped: killed and waited for
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_wait_while_s3_is_down_then_ship_and_verify_from_s3() {
+    let Some(moto) = std::env::var_os("WARDEN_TEST_MOTO_SERVER") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "WARDEN_TEST_MOTO_SERVER must be set in CI (see .ci/run)"
+        );
+        eprintln!(
+            "\n*** SKIPPED the S3 audit test: set WARDEN_TEST_MOTO_SERVER to moto_server (see .ci/run) ***\n"
+        );
+        return;
+    };
+    let port = warden_testkit::free_port();
+    let extra = format!(
+        "[audit]\nstore = \"s3\"\ns3_bucket = \"audit\"\ns3_prefix = \"prod/eu\"\n\
+         s3_endpoint = \"http://127.0.0.1:{port}\"\ns3_allow_http = true\n\
+         max_segment_age = \"200ms\"\nship_interval = \"200ms\"\n"
+    );
+    let a = warden_testkit::MockUpstream::start().await;
+    let b = warden_testkit::MockUpstream::start().await;
+    let mut env = crate::KEYS_ENV.to_vec();
+    env.extend([
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+    ]);
+    let mut w = warden_testkit::WardenProcess::start(
+        &crate::bin(),
+        &crate::two_provider_config(&a, &b, &extra),
+        &env,
+    );
+    let key = w.create_key("s3", &[]);
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = http
+            .post(format!("{}/v1/chat/completions", w.url))
+            .bearer_auth(&key)
+            .json(&chat_body("fast"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "answers do not wait for the object store");
+    }
+    // The store is down: closed segments wait on disk.
+    let closed = w.data_dir.join("audit/closed");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        std::fs::read_dir(&closed).unwrap().count() > 0,
+        "segments wait locally"
+    );
+
+    // The store comes up (with its bucket): the shipper catches up.
+    let _moto = tokio::task::block_in_place(|| start_moto(&moto, port));
+    let created = http
+        .put(format!("http://127.0.0.1:{port}/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let mut waited = 0;
+    while std::fs::read_dir(&closed).unwrap().count() > 0 {
+        assert!(waited < 150, "segments were not shipped:\n{}", w.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    w.signal("TERM");
+    assert_eq!(
+        tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(10))),
+        Some(0)
+    );
+    let (code, out, err) = w.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("ok: 4 records"), "{out}");
+    // The objects are in the bucket under the prefix.
+    let listing = http
+        .get(format!(
+            "http://127.0.0.1:{port}/audit?list-type=2&prefix=prod/eu/segments/"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listing.contains("prod/eu/segments/seg-00000000000000000001.jsonl"),
+        "{listing}"
+    );
+    assert!(listing.contains(".manifest.json"), "{listing}");
+}
