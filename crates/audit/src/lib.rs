@@ -16,7 +16,7 @@ mod writer;
 
 pub use key::{load_or_create as load_or_create_key, parse_public};
 pub use record::{Event, GENESIS, ModelCall, Record, hex};
-pub use segment::{Manifest, manifest_name, segment_name};
+pub use segment::{Manifest, RETENTION, Retention, manifest_name, segment_name};
 pub use shipper::{PREFIX, Shipper};
 pub use verify::{Report, records, verify, verify_window};
 pub use writer::{AuditLog, Fsync, Options, Writer};

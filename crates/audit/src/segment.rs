@@ -21,6 +21,10 @@ pub struct Manifest {
     pub first_prev_hash: String,
     /// Hash of the last record.
     pub last_hash: String,
+    /// Times of the first and last records (unix ms), for retention and windows.
+    pub first_time_ms: u64,
+    /// Time of the last record (unix ms).
+    pub last_time_ms: u64,
     /// Hex SHA-256 of the segment file's bytes.
     pub file_sha256: String,
     /// Hex public key of the signer.
@@ -56,6 +60,8 @@ impl Manifest {
             count: last.seq - first.seq + 1,
             first_prev_hash: first.prev_hash.clone(),
             last_hash: last.hash(),
+            first_time_ms: first.time_ms,
+            last_time_ms: last.time_ms,
             file_sha256: hex(&sha2::Sha256::digest(bytes)),
             public_key: hex(key.verifying_key().as_bytes()),
             signature: String::new(),
@@ -67,7 +73,7 @@ impl Manifest {
     /// What the signature covers: every field but the signature, in a fixed text form.
     pub fn signed_bytes(&self) -> Vec<u8> {
         format!(
-            "warden-audit-manifest-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            "warden-audit-manifest-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
             self.segment,
             self.first_seq,
             self.last_seq,
@@ -75,7 +81,9 @@ impl Manifest {
             self.first_prev_hash,
             self.last_hash,
             self.file_sha256,
-            self.public_key
+            self.public_key,
+            self.first_time_ms,
+            self.last_time_ms
         )
         .into_bytes()
     }
@@ -99,5 +107,63 @@ impl Manifest {
                     self.segment
                 ))
             })
+    }
+}
+
+/// Written by the retention job before it deletes old segments: the chain now starts at
+/// `from_seq`, whose `prev_hash` is `anchor_hash`. Signed like a manifest, so deleting old
+/// segments without the key shows up as a gap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// First sequence number kept.
+    pub from_seq: u64,
+    /// Hash of the record before it (the last deleted one).
+    pub anchor_hash: String,
+    /// When the job ran (unix ms).
+    pub time_ms: u64,
+    /// Hex public key of the signer.
+    pub public_key: String,
+    /// Hex Ed25519 signature over the other fields.
+    pub signature: String,
+}
+
+/// Object name of the retention marker.
+pub const RETENTION: &str = "retention.json";
+
+impl Retention {
+    /// Builds and signs a marker.
+    pub fn sign(key: &SigningKey, from_seq: u64, anchor_hash: &str, time_ms: u64) -> Self {
+        let mut r = Self {
+            from_seq,
+            anchor_hash: anchor_hash.to_owned(),
+            time_ms,
+            public_key: hex(key.verifying_key().as_bytes()),
+            signature: String::new(),
+        };
+        r.signature = hex(&key.sign(&r.signed_bytes()).to_bytes());
+        r
+    }
+
+    fn signed_bytes(&self) -> Vec<u8> {
+        format!(
+            "warden-audit-retention-v1\n{}\n{}\n{}\n{}\n",
+            self.from_seq, self.anchor_hash, self.time_ms, self.public_key
+        )
+        .into_bytes()
+    }
+
+    /// Checks the signature against the trusted key.
+    pub fn verify(&self, expected: &VerifyingKey) -> Result<(), Error> {
+        let sig = crate::record::unhex(&self.signature)
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+            .ok_or_else(|| Error::Invalid("retention marker: malformed signature".into()))?;
+        if self.public_key != hex(expected.as_bytes()) {
+            return Err(Error::Invalid(
+                "retention marker: signed by another key".into(),
+            ));
+        }
+        expected
+            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&sig))
+            .map_err(|_| Error::Invalid("retention marker: invalid signature".into()))
     }
 }

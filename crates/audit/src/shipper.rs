@@ -4,7 +4,9 @@
 //! store is down, segments wait on disk and shipping is retried with backoff.
 
 use crate::Error;
-use crate::segment::manifest_name;
+use crate::segment::{Manifest, RETENTION, Retention, manifest_name};
+use ed25519_dalek::SigningKey;
+use futures_util::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::path::PathBuf;
@@ -93,13 +95,104 @@ impl Shipper {
         }
     }
 
-    /// Ships every `interval` until `stop` resolves, then once more.
+    /// Deletes shipped segments whose last record is older than `before_ms`, oldest first and
+    /// only as an unbroken run from the start of the chain, after writing a signed retention
+    /// marker that says where the chain now starts. Returns how many segments were deleted.
+    pub async fn apply_retention(&self, key: &SigningKey, before_ms: u64) -> Result<usize, Error> {
+        let prefix = ObjectPath::from(PREFIX);
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store)?;
+        let mut manifests = Vec::new();
+        for meta in metas {
+            if meta
+                .location
+                .filename()
+                .is_some_and(|n| n.ends_with(".manifest.json"))
+            {
+                let bytes = self
+                    .store
+                    .get(&meta.location)
+                    .await
+                    .map_err(store)?
+                    .bytes()
+                    .await
+                    .map_err(store)?;
+                let m: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::Invalid(format!("{}: {e}", meta.location)))?;
+                manifests.push(m);
+            }
+        }
+        manifests.sort_by_key(|m| m.first_seq);
+        let expired: Vec<&Manifest> = manifests
+            .iter()
+            .take_while(|m| m.last_time_ms < before_ms)
+            .collect();
+        let Some(last) = expired.last() else {
+            return Ok(0);
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let marker = Retention::sign(key, last.last_seq + 1, &last.last_hash, now);
+        let bytes =
+            serde_json::to_vec_pretty(&marker).map_err(|e| Error::Invalid(e.to_string()))?;
+        // The marker first: a crash between the two steps leaves extra old segments, not a gap.
+        let marker_path = ObjectPath::from(format!("{PREFIX}/{RETENTION}"));
+        self.store
+            .put(&marker_path, PutPayload::from(bytes))
+            .await
+            .map_err(store)?;
+        for m in &expired {
+            for name in [m.segment.clone(), manifest_name(&m.segment)] {
+                self.store
+                    .delete(&ObjectPath::from(format!("{PREFIX}/{name}")))
+                    .await
+                    .map_err(store)?;
+            }
+        }
+        tracing::info!(
+            segments = expired.len(),
+            from_seq = last.last_seq + 1,
+            "audit retention applied"
+        );
+        Ok(expired.len())
+    }
+
+    /// Ships every `interval` until `stop` resolves, then once more. With `retention`, also
+    /// deletes shipped segments older than its duration after each round.
     pub async fn run(self, interval: Duration, stop: impl Future<Output = ()>) {
+        self.run_with_retention(interval, None, stop).await;
+    }
+
+    /// [`Shipper::run`], with an optional retention period and the key that signs its marker.
+    pub async fn run_with_retention(
+        self,
+        interval: Duration,
+        retention: Option<(SigningKey, Duration)>,
+        stop: impl Future<Output = ()>,
+    ) {
         let mut stop = std::pin::pin!(stop);
         let mut delay = interval;
         loop {
             match self.ship_pending().await {
-                Ok(_) => delay = interval,
+                Ok(_) => {
+                    delay = interval;
+                    if let Some((key, keep)) = &retention {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_millis() as u64)
+                            .unwrap_or(0);
+                        let before = now.saturating_sub(keep.as_millis() as u64);
+                        if let Err(e) = self.apply_retention(key, before).await {
+                            tracing::warn!(error = %e, "audit retention failed; will retry");
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "audit shipping failed; segments wait on disk");
                     delay = (delay * 2).min(Duration::from_secs(60));

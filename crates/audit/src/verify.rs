@@ -5,7 +5,7 @@
 
 use crate::Error;
 use crate::record::{GENESIS, Record};
-use crate::segment::Manifest;
+use crate::segment::{Manifest, RETENTION, Retention};
 use crate::shipper::PREFIX;
 use ed25519_dalek::VerifyingKey;
 use futures_util::TryStreamExt;
@@ -149,6 +149,18 @@ pub async fn verify_window(
         return Ok(report);
     }
     let mut prev_hash = GENESIS.to_owned();
+    // After retention the chain starts at the signed marker's sequence number.
+    let retained_from = match retention(store, key).await {
+        Ok(r) => r,
+        Err(e) => {
+            report.problem = Some(e.to_string());
+            return Ok(report);
+        }
+    };
+    if let Some(r) = &retained_from {
+        prev_hash = r.anchor_hash.clone();
+        report.last_seq = r.from_seq - 1;
+    }
     let count = segments.len();
     let mut anchored = from_ms.is_none();
     for (i, seg) in segments.into_values().enumerate() {
@@ -156,6 +168,11 @@ pub async fn verify_window(
             edge_record(&seg.bytes, true),
             edge_record(&seg.bytes, false),
         );
+        if let (Some(r), Some(l)) = (&retained_from, &last)
+            && l.seq < r.from_seq
+        {
+            continue; // expired; left by a retention run that stopped half-way
+        }
         let before = from_ms.is_some_and(|f| last.as_ref().is_some_and(|r| r.time_ms < f));
         let after = to_ms.is_some_and(|t| first.as_ref().is_some_and(|r| r.time_ms >= t));
         if before || after {
@@ -176,6 +193,23 @@ pub async fn verify_window(
         }
     }
     Ok(report)
+}
+
+/// The signed retention marker, if retention has run.
+async fn retention(
+    store: &dyn ObjectStore,
+    key: &VerifyingKey,
+) -> Result<Option<Retention>, Error> {
+    let path = object_store::path::Path::from(format!("{PREFIX}/{RETENTION}"));
+    let bytes = match store.get(&path).await {
+        Ok(got) => got.bytes().await.map_err(|e| Error::Store(e.to_string()))?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(Error::Store(e.to_string())),
+    };
+    let marker: Retention = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Invalid(format!("retention marker: {e}")))?;
+    marker.verify(key)?;
+    Ok(Some(marker))
 }
 
 /// The first or last readable record of a segment's bytes.

@@ -105,6 +105,8 @@ pub struct AuditConfig {
     pub ship_interval: Duration,
     /// Where closed segments are shipped.
     pub store: AuditStore,
+    /// Delete shipped segments older than this many days (`None`: keep forever).
+    pub retention_days: Option<u32>,
 }
 
 /// The object store that receives closed audit segments.
@@ -489,6 +491,7 @@ impl Config {
                     ));
                 }
             },
+            retention_days: raw.audit.retention_days,
         };
         if let AuditStore::S3 {
             endpoint: Some(e),
@@ -500,6 +503,12 @@ impl Config {
             return Err(Error::invalid(
                 "audit.s3_endpoint",
                 "is plain HTTP; set audit.s3_allow_http = true to allow it",
+            ));
+        }
+        if audit.retention_days == Some(0) {
+            return Err(Error::invalid(
+                "audit.retention_days",
+                "must be at least 1 (or unset to keep forever)",
             ));
         }
         if audit.max_segment_bytes < 1024 {

@@ -79,6 +79,12 @@ pub struct Running {
 pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Result<Running> {
     let key = warden_audit::load_or_create_key(data_dir).context("audit signing key")?;
     let audit_dir = data_dir.join("audit");
+    let retention = config.audit.retention_days.map(|days| {
+        (
+            key.clone(),
+            std::time::Duration::from_secs(u64::from(days) * 86_400),
+        )
+    });
     let (writer, log) = Writer::open(Options {
         dir: audit_dir.clone(),
         deployment: deployment.to_owned(),
@@ -100,7 +106,7 @@ pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Resu
     let (stop_shipper, stopped) = tokio::sync::oneshot::channel::<()>();
     let shipper = Shipper::new(&audit_dir, store);
     let interval = config.audit.ship_interval;
-    let shipper = tokio::spawn(shipper.run(interval, async move {
+    let shipper = tokio::spawn(shipper.run_with_retention(interval, retention, async move {
         let _ = stopped.await;
     }));
     Ok(Running {

@@ -303,3 +303,54 @@ async fn a_time_window_verifies_from_its_first_segment_on() {
     assert_eq!(report.last_seq, 10);
     assert!((5..=6).contains(&report.records), "{report:?}");
 }
+
+#[tokio::test]
+async fn retention_deletes_old_segments_and_verification_starts_at_its_signed_marker() {
+    let e = env();
+    let (writer, log) = open(&e.data, 600);
+    let task = tokio::spawn(writer.run(std::future::pending()));
+    for i in 1..=6 {
+        log.append(call(i)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let cutoff = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    for i in 7..=12 {
+        log.append(call(i)).await.unwrap();
+    }
+    drop(log);
+    task.await.unwrap();
+    let shipper = Shipper::new(&e.data.join("audit"), e.store.clone());
+    shipper.ship_pending().await.unwrap();
+    let before = segments(&e).len();
+    let key = warden_audit::load_or_create_key(&e.data).unwrap();
+    let deleted = shipper.apply_retention(&key, cutoff).await.unwrap();
+    assert!(deleted >= 2, "old segments deleted: {deleted}");
+    assert_eq!(segments(&e).len(), before - deleted);
+    let report = verify(e.store.as_ref(), None, &public(&e)).await.unwrap();
+    assert_eq!(report.problem, None, "{report:?}");
+    assert_eq!(report.last_seq, 12);
+    assert!(report.records < 12);
+    // Deleting one more old segment by hand leaves a gap the marker does not cover.
+    let victim = segments(&e)[0].clone();
+    std::fs::remove_file(&victim).unwrap();
+    let manifest = victim.with_file_name(warden_audit::manifest_name(
+        victim.file_name().unwrap().to_str().unwrap(),
+    ));
+    std::fs::remove_file(manifest).unwrap();
+    assert!(problem(&e).await.unwrap().contains("missing"));
+}
+
+#[tokio::test]
+async fn a_forged_retention_marker_is_refused() {
+    let e = env();
+    write_and_ship(&e, 20, 600).await;
+    let other = warden_audit::load_or_create_key(&e.data.join("other")).unwrap();
+    let forged = warden_audit::Retention::sign(&other, 5, warden_audit::GENESIS, 0);
+    let path = e.store_dir.join(PREFIX).join(warden_audit::RETENTION);
+    std::fs::write(&path, serde_json::to_vec(&forged).unwrap()).unwrap();
+    assert!(problem(&e).await.unwrap().contains("retention marker"));
+}
