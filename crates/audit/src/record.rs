@@ -15,12 +15,17 @@ use std::collections::BTreeMap;
 pub enum Event {
     /// One request through the gateway.
     ModelCall(ModelCall),
-    /// A virtual key was created, rotated or revoked.
+    /// A virtual key was created, rotated or revoked (copied from the store's key events, at
+    /// least once).
     KeyChange {
         /// `created`, `rotated` or `revoked`.
         action: String,
         /// Key name.
         key_name: String,
+        /// Key id (empty for a revocation, which covers every key of the name).
+        key_id: String,
+        /// When the change was made (unix ms), possibly before this record.
+        changed_at_ms: u64,
     },
     /// Warden started with this configuration (its hash, never its secrets).
     Started {

@@ -1,4 +1,5 @@
-//! Warden's persistent state, behind one [`Store`] trait: virtual keys and usage rows now,
+//! Warden's persistent state, behind one [`Store`] trait: virtual keys, key-change events
+//! and usage rows now,
 //! agents, journals and approvals as their issues land. The SQLite backend (a file, the
 //! embedded default) is [`SqliteStore`]; PostgreSQL joins for multi-node deployments.
 //!
@@ -10,7 +11,7 @@ mod records;
 mod sqlite;
 mod usage_writer;
 
-pub use records::{KeyRecord, KeyStatus, NewKeyRecord, UsageRow};
+pub use records::{KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageRow};
 pub use sqlite::SqliteStore;
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
 
@@ -61,6 +62,12 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces the current key of `new.name` by `new`, in one transaction; the old key keeps
     /// working until `old_valid_until` (or its own earlier expiry).
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error>;
+
+    /// Key changes not yet copied into the audit log, oldest first (at most 1,000).
+    async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error>;
+
+    /// Marks key changes up to `up_to_id` as copied into the audit log.
+    async fn mark_key_events_audited(&self, up_to_id: i64) -> Result<(), Error>;
 
     /// Appends usage rows in one transaction.
     async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error>;

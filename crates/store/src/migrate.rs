@@ -6,10 +6,13 @@ use crate::Error;
 use sqlx::SqlitePool;
 
 /// Ordered (version, SQL) pairs for SQLite.
-const SQLITE: &[(i64, &str)] = &[(
-    1,
-    include_str!("../migrations/sqlite/0001_keys_and_usage.sql"),
-)];
+const SQLITE: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/sqlite/0001_keys_and_usage.sql"),
+    ),
+    (2, include_str!("../migrations/sqlite/0002_key_events.sql")),
+];
 
 /// Brings the database up to the newest schema.
 pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), Error> {

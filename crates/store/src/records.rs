@@ -119,3 +119,18 @@ pub struct UsageRow {
     /// Unix milliseconds.
     pub created_at: i64,
 }
+
+/// A key change waiting to be copied into the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvent {
+    /// Row id (increasing).
+    pub id: i64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    /// `created`, `rotated` or `revoked`.
+    pub action: String,
+    /// Key name.
+    pub key_name: String,
+    /// Key id (empty for a revocation by name).
+    pub key_id: String,
+}

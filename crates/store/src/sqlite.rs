@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode, driven through sqlx's own worker
 //! threads so that nothing blocks the async runtime.
 
-use crate::records::{KeyRecord, NewKeyRecord, UsageRow};
+use crate::records::{KeyEvent, KeyRecord, NewKeyRecord, UsageRow};
 use crate::{Error, Store, migrate};
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -70,6 +70,26 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, Error> {
     })
 }
 
+async fn key_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    action: &str,
+    key_name: &str,
+    key_id: &str,
+) -> Result<(), Error> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    sqlx::query("INSERT INTO key_events (at_ms, action, key_name, key_id) VALUES (?, ?, ?, ?)")
+        .bind(now_ms)
+        .bind(action)
+        .bind(key_name)
+        .bind(key_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -113,7 +133,11 @@ impl Store for SqliteStore {
     }
 
     async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error> {
-        insert_key_with(&self.pool, key).await
+        let mut tx = self.pool.begin().await?;
+        insert_key_with(&mut *tx, key).await?;
+        key_event(&mut tx, "created", &key.name, &key.id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
@@ -138,6 +162,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE virtual_keys SET revoked_at = ?
              WHERE name = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)",
@@ -145,11 +170,15 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(name)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         match done.rows_affected() {
             0 => Err(Error::NoSuchKey(name.to_owned())),
-            n => Ok(n),
+            n => {
+                key_event(&mut tx, "revoked", name, "").await?;
+                tx.commit().await?;
+                Ok(n)
+            }
         }
     }
 
@@ -171,7 +200,35 @@ impl Store for SqliteStore {
             return Err(Error::NoSuchKey(new.name.clone()));
         }
         insert_key_with(&mut *tx, new).await?;
+        key_event(&mut tx, "rotated", &new.name, &new.id).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, action, key_name, key_id FROM key_events WHERE audited = 0 ORDER BY id LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyEvent {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    action: r.try_get("action")?,
+                    key_name: r.try_get("key_name")?,
+                    key_id: r.try_get("key_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_key_events_audited(&self, up_to_id: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE key_events SET audited = 1 WHERE audited = 0 AND id <= ?")
+            .bind(up_to_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -234,3 +234,45 @@ fn time_bound(field: &str, value: &Option<String>) -> Result<Option<u64>, Failur
         .transpose()
         .map_err(|m| Failure::Config(format!("{field}: {m}")))
 }
+
+/// Copies key changes made by `warden keys …` (recorded in the store, in the same transaction
+/// as the change) into the audit log, once a second until `stop` turns true.
+pub async fn copy_key_events(
+    store: Arc<dyn warden_store::Store>,
+    log: AuditLog,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let events = match store.pending_key_events().await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read key events");
+                continue;
+            }
+        };
+        let mut done = None;
+        for e in events {
+            let event = warden_audit::Event::KeyChange {
+                action: e.action,
+                key_name: e.key_name,
+                key_id: e.key_id,
+                changed_at_ms: e.at_ms.max(0) as u64,
+            };
+            if let Err(err) = log.append(event).await {
+                tracing::error!(error = %err, "cannot record a key change in the audit log");
+                break;
+            }
+            done = Some(e.id);
+        }
+        if let Some(id) = done
+            && let Err(e) = store.mark_key_events_audited(id).await
+        {
+            tracing::warn!(error = %e, "cannot mark key events as audited; they may be recorded twice");
+        }
+    }
+}

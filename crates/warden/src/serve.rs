@@ -95,6 +95,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(audit) = &audit {
+        let copier = crate::audit_cmd::copy_key_events(
+            state.store.clone(),
+            audit.log.clone(),
+            stop_rx.clone(),
+        );
+        tokio::spawn(copier);
+    }
     tokio::spawn(watch_key_files(gateway.clone(), stop_rx.clone()));
     tokio::spawn(signals(gateway.clone(), stop_tx));
 

@@ -98,3 +98,29 @@ async fn data_survives_reopening() {
     let store = SqliteStore::open_dir(dir.path()).await.unwrap();
     assert!(store.key_by_hash(&[1; 32]).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn key_changes_leave_events_until_they_are_audited() {
+    let (_dir, store) = open().await;
+    store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
+    store
+        .rotate_key(&key("key_2", "ci", 2), 5_000)
+        .await
+        .unwrap();
+    store.revoke_keys("ci", 2_000).await.unwrap();
+    // A failed change leaves no event.
+    assert!(store.insert_key(&key("key_3", "other", 2)).await.is_err());
+    let events = store.pending_key_events().await.unwrap();
+    let actions: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.action.as_str(), e.key_id.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![("created", "key_1"), ("rotated", "key_2"), ("revoked", "")]
+    );
+    store.mark_key_events_audited(events[1].id).await.unwrap();
+    let left = store.pending_key_events().await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].action, "revoked");
+}
