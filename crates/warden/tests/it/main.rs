@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod compat;
 mod keys;
+mod leaks;
 mod lifecycle;
 mod limits;
 mod proxy;

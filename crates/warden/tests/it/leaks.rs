@@ -1,0 +1,161 @@
+//! Leak test: known personal data and secrets go through every path that exists (chat, stream,
+//! embeddings, tool-call history, the model echoing them, the model inventing a secret, a
+//! blocked request), with debug logging on; then every byte Warden wrote — its log, the SQLite
+//! files, the audit write-ahead files and the shipped audit store — is scanned for them.
+
+use crate::{KEYS_ENV, bin, two_provider_config};
+use serde_json::json;
+use std::time::Duration;
+use warden_testkit::{MockUpstream, Reply, WardenProcess};
+
+const SECRETS: &[&str] = &[
+    "jane.doe@example.com",
+    "4111 1111 1111 1111",
+    "123-45-6789",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R",
+    "s3cr3t-P4ss",
+    "DE89370400440532013000",
+];
+
+/// A token the model produces on its own.
+const INVENTED: &str = "ghp_9z8Y7x6W5v4U3t2S1r0Q9p8O7n6M5l4K3j2I";
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_under(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_any_log_record_or_stored_byte() {
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    let extra = "[redaction.keys.strict]\nCREDIT_CARD = \"block\"\n";
+    let mut env = KEYS_ENV.to_vec();
+    env.push(("RUST_LOG", "debug"));
+    let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, extra), &env);
+    let key = w.create_key("leaks", &[]);
+    let strict = w.create_key("strict", &[]);
+    // A bare password cannot be recognised; in a connection string it can.
+    let all = SECRETS
+        .iter()
+        .map(|s| {
+            if *s == "s3cr3t-P4ss" {
+                "postgres://u:s3cr3t-P4ss@db/x"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" and ");
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", w.url);
+    let chat = json!({"model": "fast", "messages": [
+        {"role": "system", "content": format!("Context: {all}")},
+        {"role": "user", "name": "jane.doe@example.com", "content": [{"type": "text", "text": all.clone()}]},
+        {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": json!({"dsn": "postgres://u:s3cr3t-P4ss@db/x", "ssn": "123-45-6789"}).to_string()}}]},
+        {"role": "tool", "tool_call_id": "c", "content": all.clone()},
+    ]});
+    // Echoed back (restored for the client), streamed, and a secret the model invents.
+    assert_eq!(
+        http.post(&url)
+            .bearer_auth(&key)
+            .json(&chat)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut stream = chat.clone();
+    stream["stream"] = json!(true);
+    let text = http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&stream)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("jane.doe@example.com"),
+        "the client gets its own data back"
+    );
+    // A value the client itself sent comes back to it; one the model invents does not.
+    a.push([Reply::Text(format!("here: {INVENTED}"))]);
+    let invented = http
+        .post(&url)
+        .bearer_auth(&key)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !invented.contains(INVENTED) && invented.contains("<GITHUB_TOKEN_2>"),
+        "{invented}"
+    );
+    let embed = json!({"model": "fast", "input": [all.clone()]});
+    assert_eq!(
+        http.post(format!("{}/v1/embeddings", w.url))
+            .bearer_auth(&key)
+            .json(&embed)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let blocked = http
+        .post(&url)
+        .bearer_auth(&strict)
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 400);
+    assert!(!blocked.text().await.unwrap().contains("4111"));
+
+    // What reached the provider, too.
+    let upstream: String = a.requests().iter().map(|r| r.body.to_string()).collect();
+    for secret in SECRETS {
+        assert!(!upstream.contains(secret), "{secret} reached the provider");
+    }
+
+    tokio::time::sleep(Duration::from_millis(1200)).await; // key events copied
+    w.signal("TERM");
+    assert_eq!(
+        tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(10))),
+        Some(0)
+    );
+    let logs = w.logs();
+    assert!(logs.contains("DEBUG"), "debug logging was on");
+    let mut files = Vec::new();
+    files_under(&w.data_dir, &mut files);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.to_string_lossy().contains("audit-store")),
+        "{files:?}"
+    );
+    let mut scanned = vec![("warden log".to_owned(), logs.into_bytes())];
+    for f in files {
+        scanned.push((f.display().to_string(), std::fs::read(&f).unwrap()));
+    }
+    for (name, bytes) in &scanned {
+        let text = String::from_utf8_lossy(bytes);
+        for secret in SECRETS.iter().chain([&INVENTED]) {
+            assert!(!text.contains(secret), "{secret} found in {name}");
+        }
+    }
+}
