@@ -62,15 +62,18 @@ fn call(i: u64) -> Event {
     })
 }
 
-/// Writes `n` events, closes the log (segments of ~`max_bytes`), ships them all.
+/// Writes `n` events with the writer on its own thread (as `warden serve` runs it), closes the
+/// log (segments of ~`max_bytes`), ships them all.
 async fn write_and_ship(e: &Env, n: u64, max_bytes: u64) {
     let (writer, log) = open(&e.data, max_bytes);
-    let task = tokio::spawn(writer.run(std::future::pending()));
+    let thread = writer.spawn_thread(std::future::pending()).unwrap();
     for i in 1..=n {
         assert_eq!(log.append(call(i)).await.unwrap(), i);
     }
     drop(log);
-    task.await.unwrap();
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
     let shipped = Shipper::new(&e.data.join("audit"), e.store.clone())
         .ship_pending()
         .await
