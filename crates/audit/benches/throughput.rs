@@ -1,5 +1,5 @@
 //! Sustained audit records per second: 64 concurrent appenders for 3 s against the real
-//! writer on its own thread, as `warden serve` runs it (group commit), with `fsync = always` (durable) and `never`; medians of 3 runs.
+//! writer (group commit), with `fsync = always` (durable) and `never`; medians of 3 runs.
 //!
 //! `cargo bench -p warden-audit --bench throughput`
 
@@ -40,9 +40,7 @@ async fn run(fsync: Fsync) -> (f64, u64) {
         key,
     })
     .expect("open");
-    let thread = writer
-        .spawn_thread(std::future::pending())
-        .expect("writer thread");
+    let task = tokio::spawn(writer.run(std::future::pending()));
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -62,10 +60,7 @@ async fn run(fsync: Fsync) -> (f64, u64) {
     }
     let elapsed = start.elapsed().as_secs_f64();
     drop(log);
-    tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .expect("join")
-        .expect("writer");
+    task.await.expect("writer");
     let n = done.load(Ordering::Relaxed);
     let _ = std::fs::remove_dir_all(&dir);
     (n as f64 / elapsed, n)

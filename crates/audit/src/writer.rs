@@ -85,8 +85,6 @@ pub struct Writer {
     open: Option<OpenSegment>,
     failed: Option<String>,
     rx: mpsc::Receiver<Pending>,
-    /// File I/O runs inline (on the writer's own thread) rather than on tokio's blocking pool.
-    inline_io: bool,
 }
 
 impl Writer {
@@ -121,48 +119,9 @@ impl Writer {
                 open,
                 failed: None,
                 rx,
-                inline_io: false,
             },
             AuditLog { tx },
         ))
-    }
-
-    /// Runs the writer on a thread of its own, with its own small runtime: file writes and
-    /// syncs then run inline instead of being handed to tokio's blocking pool, which takes a
-    /// thread hand-off off every group commit (the latency a request waits for).
-    pub fn spawn_thread(
-        mut self,
-        stop: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        self.inline_io = true;
-        std::thread::Builder::new()
-            .name("warden-audit".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(self.run(stop)),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the audit writer's runtime")
-                    }
-                }
-            })
-    }
-
-    /// Runs blocking file work: inline on the writer's own thread, else on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        if self.inline_io {
-            work()
-        } else {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| Error::Io(e.to_string()))
-                .and_then(|r| r)
-        }
     }
 
     /// The last sequence number written.
@@ -241,21 +200,22 @@ impl Writer {
         let open = self.open.take();
         let dir = self.options.dir.clone();
         let fsync = self.options.fsync;
-        let result = self
-            .blocking(move || {
-                let mut seg = match open {
-                    Some(seg) => seg,
-                    None => new_segment(&dir, first.clone())?,
-                };
-                seg.file.write_all(&lines).map_err(io)?;
-                if fsync == Fsync::Always {
-                    seg.file.sync_data().map_err(io)?;
-                }
-                seg.bytes += lines.len() as u64;
-                seg.last = last;
-                Ok(seg)
-            })
-            .await;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut seg = match open {
+                Some(seg) => seg,
+                None => new_segment(&dir, first.clone())?,
+            };
+            seg.file.write_all(&lines).map_err(io)?;
+            if fsync == Fsync::Always {
+                seg.file.sync_data().map_err(io)?;
+            }
+            seg.bytes += lines.len() as u64;
+            seg.last = last;
+            Ok::<_, Error>(seg)
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))
+        .and_then(|r| r);
         match result {
             Ok(seg) => {
                 self.open = Some(seg);
@@ -281,7 +241,10 @@ impl Writer {
         let key = self.options.key.clone();
         let head = self.head.clone();
         let name = seg.name.clone();
-        let result = self.blocking(move || close(&dir, &key, seg, &head)).await;
+        let result = tokio::task::spawn_blocking(move || close(&dir, &key, seg, &head))
+            .await
+            .map_err(|e| Error::Io(e.to_string()))
+            .and_then(|r| r);
         if let Err(e) = result {
             tracing::error!(segment = %name, error = %e, "closing an audit segment failed; refusing further events");
             self.failed = Some(e.to_string());

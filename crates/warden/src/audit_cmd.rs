@@ -67,8 +67,8 @@ pub struct Running {
     pub log: AuditLog,
     /// Stops the writer: queued records are written and the segment closed.
     pub stop_writer: tokio::sync::oneshot::Sender<()>,
-    /// The writer's thread.
-    pub writer: std::thread::JoinHandle<()>,
+    /// The writer task.
+    pub writer: tokio::task::JoinHandle<()>,
     /// Stops the shipper (after one last shipping round).
     pub stop_shipper: tokio::sync::oneshot::Sender<()>,
     /// The shipper task.
@@ -100,11 +100,9 @@ pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Resu
     .context("cannot open the audit log")?;
     let store = open_store(config, data_dir)?;
     let (stop_writer, writer_stopped) = tokio::sync::oneshot::channel::<()>();
-    let writer = writer
-        .spawn_thread(async move {
-            let _ = writer_stopped.await;
-        })
-        .context("cannot start the audit writer")?;
+    let writer = tokio::spawn(writer.run(async move {
+        let _ = writer_stopped.await;
+    }));
     let (stop_shipper, stopped) = tokio::sync::oneshot::channel::<()>();
     let shipper = Shipper::new(&audit_dir, store);
     let interval = config.audit.ship_interval;

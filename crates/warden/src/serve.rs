@@ -169,8 +169,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         // grace period can no longer add any (they fail, and so does their answer).
         drop(audit.log);
         let _ = audit.stop_writer.send(());
-        let writer = tokio::task::spawn_blocking(move || audit.writer.join());
-        if tokio::time::timeout(USAGE_DRAIN, writer).await.is_err() {
+        if tokio::time::timeout(USAGE_DRAIN, audit.writer)
+            .await
+            .is_err()
+        {
             tracing::warn!("audit segment left open; it is recovered at the next start");
         }
         let _ = audit.stop_shipper.send(());

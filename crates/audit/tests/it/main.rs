@@ -62,18 +62,15 @@ fn call(i: u64) -> Event {
     })
 }
 
-/// Writes `n` events with the writer on its own thread (as `warden serve` runs it), closes the
-/// log (segments of ~`max_bytes`), ships them all.
+/// Writes `n` events, closes the log (segments of ~`max_bytes`), ships them all.
 async fn write_and_ship(e: &Env, n: u64, max_bytes: u64) {
     let (writer, log) = open(&e.data, max_bytes);
-    let thread = writer.spawn_thread(std::future::pending()).unwrap();
+    let task = tokio::spawn(writer.run(std::future::pending()));
     for i in 1..=n {
         assert_eq!(log.append(call(i)).await.unwrap(), i);
     }
     drop(log);
-    tokio::task::spawn_blocking(move || thread.join().unwrap())
-        .await
-        .unwrap();
+    task.await.unwrap();
     let shipped = Shipper::new(&e.data.join("audit"), e.store.clone())
         .ship_pending()
         .await
