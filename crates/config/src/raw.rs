@@ -131,4 +131,5 @@ pub(crate) struct RawAudit {
     pub s3_region: Option<String>,
     pub s3_allow_http: Option<bool>,
     pub retention_days: Option<u32>,
+    pub fail_open: Option<bool>,
 }

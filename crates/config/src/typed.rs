@@ -107,6 +107,9 @@ pub struct AuditConfig {
     pub store: AuditStore,
     /// Delete shipped segments older than this many days (`None`: keep forever).
     pub retention_days: Option<u32>,
+    /// When the log cannot take a record: `false` (default) refuses the request (fail
+    /// closed); `true` logs the failure and answers anyway.
+    pub fail_open: bool,
 }
 
 /// The object store that receives closed audit segments.
@@ -492,6 +495,7 @@ impl Config {
                 }
             },
             retention_days: raw.audit.retention_days,
+            fail_open: raw.audit.fail_open.unwrap_or(false),
         };
         if let AuditStore::S3 {
             endpoint: Some(e),

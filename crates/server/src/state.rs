@@ -16,6 +16,8 @@ pub struct AppState {
     pub usage: UsageWriterHandle,
     /// The audit log; `None` when `audit.enabled = false`.
     pub audit: Option<warden_audit::AuditLog>,
+    /// Answer even when the audit log cannot record (`audit.fail_open`); default false.
+    pub audit_fail_open: bool,
     /// Value of `x-warden-deployment` on every response.
     pub deployment: HeaderValue,
     /// Largest request body accepted.

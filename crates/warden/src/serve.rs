@@ -86,6 +86,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         gateway: gateway.clone(),
         usage,
         audit: audit.as_ref().map(|a| a.log.clone()),
+        audit_fail_open: config.audit.fail_open,
         deployment: deployment
             .parse()
             .context("deployment is not a valid header value")?,

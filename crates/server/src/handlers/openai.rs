@@ -162,6 +162,12 @@ impl Record {
                 latency_ms: row.latency_ms as u64,
             });
             if let Err(e) = audit.append(event).await {
+                if self.state.audit_fail_open {
+                    tracing::error!(request_id = %row.request_id, error = %e,
+                        "audit record failed; answering anyway (audit.fail_open)");
+                    self.state.usage.record(row).await;
+                    return Ok(());
+                }
                 tracing::error!(request_id = %row.request_id, error = %e, "audit record failed; refusing");
                 self.state
                     .usage

@@ -53,6 +53,7 @@ async fn app() -> App {
         gateway: Arc::new(gateway),
         usage,
         audit: None,
+        audit_fail_open: false,
         deployment: "unit-1".parse().unwrap(),
         max_body_bytes: 1024,
         keys: KeyCache::new(std::time::Duration::from_secs(1)),

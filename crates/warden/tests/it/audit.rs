@@ -107,6 +107,23 @@ async fn when_the_audit_log_cannot_write_requests_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fail_open_a_failing_audit_log_does_not_stop_answers() {
+    let s = Setup::start_with("[audit]\nmax_segment_age = \"200ms\"\nfail_open = true\n").await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let open_dir = s.warden.data_dir.join("audit/open");
+    std::fs::remove_dir_all(&open_dir).unwrap();
+    std::fs::write(&open_dir, b"not a directory").unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    assert!(
+        s.warden.logs().contains("answering anyway"),
+        "{}",
+        s.warden.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_acknowledged_record() {
     use crate::{KEYS_ENV, bin, two_provider_config};
     use warden_testkit::{MockUpstream, WardenProcess};
