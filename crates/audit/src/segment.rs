@@ -90,23 +90,13 @@ impl Manifest {
 
     /// Checks the signature against `expected` (the operator's trusted public key).
     pub fn verify(&self, expected: &VerifyingKey) -> Result<(), Error> {
-        if self.public_key != hex(expected.as_bytes()) {
-            return Err(Error::Invalid(format!(
-                "{}: signed by another key",
-                self.segment
-            )));
-        }
-        let sig = crate::record::unhex(&self.signature)
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .ok_or_else(|| Error::Invalid(format!("{}: malformed signature", self.segment)))?;
-        expected
-            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| {
-                Error::Invalid(format!(
-                    "{}: the manifest signature is invalid",
-                    self.segment
-                ))
-            })
+        check_signature(
+            &self.segment,
+            &self.public_key,
+            &self.signature,
+            &self.signed_bytes(),
+            expected,
+        )
     }
 }
 
@@ -154,16 +144,32 @@ impl Retention {
 
     /// Checks the signature against the trusted key.
     pub fn verify(&self, expected: &VerifyingKey) -> Result<(), Error> {
-        let sig = crate::record::unhex(&self.signature)
-            .and_then(|b| <[u8; 64]>::try_from(b).ok())
-            .ok_or_else(|| Error::Invalid("retention marker: malformed signature".into()))?;
-        if self.public_key != hex(expected.as_bytes()) {
-            return Err(Error::Invalid(
-                "retention marker: signed by another key".into(),
-            ));
-        }
-        expected
-            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&sig))
-            .map_err(|_| Error::Invalid("retention marker: invalid signature".into()))
+        check_signature(
+            "retention marker",
+            &self.public_key,
+            &self.signature,
+            &self.signed_bytes(),
+            expected,
+        )
     }
+}
+
+/// Checks a hex Ed25519 `signature` over `bytes` by the key named in `public_key`, which must
+/// be the trusted `expected` one. Errors start with `what`.
+fn check_signature(
+    what: &str,
+    public_key: &str,
+    signature: &str,
+    bytes: &[u8],
+    expected: &VerifyingKey,
+) -> Result<(), Error> {
+    if public_key != hex(expected.as_bytes()) {
+        return Err(Error::Invalid(format!("{what}: signed by another key")));
+    }
+    let sig = crate::record::unhex(signature)
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| Error::Invalid(format!("{what}: malformed signature")))?;
+    expected
+        .verify_strict(bytes, &Signature::from_bytes(&sig))
+        .map_err(|_| Error::Invalid(format!("{what}: the signature is invalid")))
 }

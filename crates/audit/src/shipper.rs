@@ -134,10 +134,7 @@ impl Shipper {
         let Some(last) = expired.last() else {
             return Ok(0);
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = warden_core::time::unix_millis();
         let marker = Retention::sign(key, last.last_seq + 1, &last.last_hash, now);
         let bytes =
             serde_json::to_vec_pretty(&marker).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -183,10 +180,7 @@ impl Shipper {
                 Ok(_) => {
                     delay = interval;
                     if let Some((key, keep)) = &retention {
-                        let now = std::time::SystemTime::now()
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_millis() as u64)
-                            .unwrap_or(0);
+                        let now = warden_core::time::unix_millis();
                         let before = now.saturating_sub(keep.as_millis() as u64);
                         if let Err(e) = self.apply_retention(key, before).await {
                             tracing::warn!(error = %e, "audit retention failed; will retry");

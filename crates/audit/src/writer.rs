@@ -172,10 +172,7 @@ impl Writer {
             }
             return;
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = warden_core::time::unix_millis();
         let mut lines = Vec::new();
         let mut records = Vec::with_capacity(batch.len());
         let mut head = self.head.clone();

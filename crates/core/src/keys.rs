@@ -25,11 +25,7 @@ pub struct NewKey {
 pub fn generate() -> NewKey {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
-    let mut plain = String::with_capacity(LEN);
-    plain.push_str(PREFIX);
-    for b in bytes {
-        plain.push_str(&format!("{b:02x}"));
-    }
+    let plain = format!("{PREFIX}{}", crate::hex(&bytes));
     NewKey {
         hash: hash(&plain),
         display_prefix: plain[..PREFIX.len() + 8].to_owned(),

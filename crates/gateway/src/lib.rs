@@ -18,7 +18,6 @@ mod sse;
 mod stream;
 mod usage;
 
-pub use breaker::State as CircuitState;
 pub use call::{Call, Endpoint};
 pub use error::{Error, Side};
 pub use provider::{KeySpec, Provider, SetupError};
@@ -165,11 +164,6 @@ impl Gateway {
         })
     }
 
-    /// Whether `model` can be routed (configured, an alias, or passed through).
-    pub fn knows_model(&self, model: &str) -> bool {
-        self.routes.contains_key(model) || self.default_provider.is_some()
-    }
-
     pub(crate) fn route(&self, model: &str) -> Option<Arc<Route>> {
         if let Some(r) = self.routes.get(model) {
             return Some(r.clone());
@@ -253,10 +247,5 @@ impl Gateway {
             metrics::gauge!("warden_circuit_state", "provider" => name.clone())
                 .set(up.breaker.state() as u8 as f64);
         }
-    }
-
-    /// The circuit state of a provider, if it exists.
-    pub fn circuit_state(&self, provider: &str) -> Option<CircuitState> {
-        self.providers.get(provider).map(|u| u.breaker.state())
     }
 }

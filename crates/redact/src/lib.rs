@@ -18,7 +18,7 @@ pub mod validate;
 
 pub use detector::{BuildError, Custom, Detector, Finding};
 pub use entity::{BUILT_IN, Entity, valid_name};
-pub use openai::{Blocked, Exchange, Redactor};
+pub use openai::{Blocked, Exchange, Redactor, format_counts};
 pub use policy::{Action, Policy};
 pub use session::{Direction, Session};
 pub use stream::StreamText;
@@ -49,17 +49,5 @@ impl Redacted<serde_json::Map<String, serde_json::Value>> {
     /// redaction never looks at. Never use it for content.
     pub fn set_routing_field(&mut self, key: &str, value: serde_json::Value) {
         self.0.insert(key.to_owned(), value);
-    }
-}
-
-impl Redacted<String> {
-    /// Redacts free text (for logs and records) with `policy`, one way: nothing is restored.
-    pub fn text(detector: &Detector, policy: &Policy, text: &str) -> Self {
-        let mut session = Session::default();
-        Self(
-            session
-                .mask(detector, policy, text, Direction::Response)
-                .into_owned(),
-        )
     }
 }

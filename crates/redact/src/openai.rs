@@ -193,13 +193,7 @@ impl Exchange {
 
     /// `CREDIT_CARD=1,EMAIL=2` for the `x-warden-redactions` header, or `None` if nothing.
     pub fn summary(&self) -> Option<String> {
-        let all = self.totals();
-        (!all.is_empty()).then(|| {
-            all.iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
+        format_counts(&self.totals())
     }
 
     /// Counts by type found in the request, and in the answer.
@@ -409,6 +403,17 @@ fn reserve_all(session: &mut Session, v: &Value) {
         Value::Object(map) => map.values().for_each(|i| reserve_all(session, i)),
         _ => {}
     }
+}
+
+/// Counts by type as `CREDIT_CARD=1,EMAIL=2` (the `x-warden-redactions` header), or `None`.
+pub fn format_counts(counts: &BTreeMap<String, u32>) -> Option<String> {
+    (!counts.is_empty()).then(|| {
+        counts
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    })
 }
 
 fn append(v: &mut Value, rest: &str) {

@@ -59,17 +59,9 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
                 record
             }
         };
-        match record.status(now_secs()) {
+        match record.status(warden_core::time::unix_secs()) {
             KeyStatus::Active | KeyStatus::Grace => Ok(Self(record)),
             KeyStatus::Expired | KeyStatus::Revoked => Err(invalid()),
         }
     }
-}
-
-/// Unix seconds now.
-pub(crate) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

@@ -27,12 +27,7 @@ fn sane(id: &str) -> bool {
 fn generate() -> String {
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
-    let mut id = String::with_capacity(28);
-    id.push_str("req_");
-    for b in bytes {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("req_{}", warden_core::hex(&bytes))
 }
 
 /// The middleware.

@@ -76,10 +76,7 @@ async fn key_event(
     key_name: &str,
     key_id: &str,
 ) -> Result<(), Error> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = warden_core::time::unix_millis() as i64;
     sqlx::query("INSERT INTO key_events (at_ms, action, key_name, key_id) VALUES (?, ?, ?, ?)")
         .bind(now_ms)
         .bind(action)

@@ -4,9 +4,10 @@
 
 use crate::cli::{Global, KeysCommand};
 use crate::settings::{self, Failure};
-use crate::time_fmt::{iso8601, now_secs};
+use crate::time_fmt::iso8601;
 use anyhow::Context;
 use rand::RngCore;
+use warden_core::time::unix_secs as now_secs;
 use warden_store::{NewKeyRecord, SqliteStore, Store};
 
 /// Runs one keys command.
@@ -140,13 +141,7 @@ fn new_key(
     let key = warden_core::keys::generate();
     let mut id_bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut id_bytes);
-    let id = format!(
-        "key_{}",
-        id_bytes
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let id = format!("key_{}", warden_core::hex(&id_bytes));
     let record = NewKeyRecord {
         id,
         name: name.to_owned(),

@@ -1,13 +1,5 @@
 //! Unix time helpers for the CLI's output.
 
-/// Unix seconds now.
-pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// `2026-11-26T10:00:00Z` for unix seconds (UTC, proleptic Gregorian).
 pub fn iso8601(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -89,10 +89,7 @@ struct Record {
 
 impl Record {
     fn row(&self, meta: &Meta, status: u16, usage: Option<Usage>) -> UsageRow {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
+        let now_ms = warden_core::time::unix_millis() as i64;
         UsageRow {
             request_id: self.request_id.clone(),
             key_id: self.key_id.clone(),
@@ -273,11 +270,10 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         },
     };
     // Counts by type only, never values: `CREDIT_CARD=1,EMAIL=2`.
-    if !redactions.is_empty() {
-        let text: Vec<String> = redactions.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if let Ok(v) = http::HeaderValue::from_str(&text.join(",")) {
-            response.headers_mut().insert("x-warden-redactions", v);
-        }
+    if let Some(text) = warden_redact::format_counts(&redactions)
+        && let Ok(v) = http::HeaderValue::from_str(&text)
+    {
+        response.headers_mut().insert("x-warden-redactions", v);
     }
     response
 }
