@@ -5,15 +5,18 @@
 //! lives ([`KeySource`]) and the binary resolves it. An invalid file is an [`Error`] whose
 //! message names the field's path and what is wrong with it.
 
+mod audit;
 mod duration;
 mod raw;
+mod redaction;
 mod typed;
 
+pub use audit::{AuditConfig, AuditStore};
 pub use duration::{format_duration, parse_duration};
+pub use redaction::{CustomEntity, CustomMatcher, KeyRedaction, RedactAction, RedactionConfig};
 pub use typed::{
-    AuditConfig, AuditStore, CircuitBreakerConfig, Config, CustomEntity, CustomMatcher,
-    KeyRedaction, KeySource, LogFormat, ModelRoute, ProviderConfig, RedactAction, RedactionConfig,
-    RetryConfig, ServerConfig, StoreConfig, Target,
+    CircuitBreakerConfig, Config, KeySource, LogFormat, ModelRoute, ProviderConfig, RetryConfig,
+    ServerConfig, StoreConfig, Target,
 };
 
 /// Why a configuration could not be loaded.

@@ -1,7 +1,7 @@
 //! The validated configuration, with every default applied.
 
 use crate::raw::{RawConfig, RawTarget};
-use crate::{Error, parse_duration};
+use crate::{AuditConfig, Error, RedactionConfig, parse_duration};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,106 +86,6 @@ pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     /// How long an open circuit skips the provider before one probe is let through (default 30s).
     pub cooldown: Duration,
-}
-
-/// Audit log settings.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    /// Whether records are written (default true).
-    pub enabled: bool,
-    /// Sync each group of records before acknowledging it (default true: durable).
-    pub fsync: bool,
-    /// Close a segment at this size (default 64 MiB).
-    pub max_segment_bytes: u64,
-    /// Close a non-empty segment at this age (default 1h).
-    pub max_segment_age: Duration,
-    /// Folder used as the object store; `None` means `<data dir>/audit-store`.
-    pub store_dir: Option<PathBuf>,
-    /// How often closed segments are shipped (default 5s).
-    pub ship_interval: Duration,
-    /// Where closed segments are shipped.
-    pub store: AuditStore,
-    /// Delete shipped segments older than this many days (`None`: keep forever).
-    pub retention_days: Option<u32>,
-    /// When the log cannot take a record: `false` (default) refuses the request (fail
-    /// closed); `true` logs the failure and answers anyway.
-    pub fail_open: bool,
-}
-
-/// The object store that receives closed audit segments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditStore {
-    /// A local folder (`store_dir`, default `<data dir>/audit-store`).
-    Local,
-    /// An S3 bucket or any S3-compatible service. Credentials come from the environment
-    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), never from this file.
-    S3 {
-        /// Bucket name.
-        bucket: String,
-        /// Key prefix inside the bucket (may be empty).
-        prefix: String,
-        /// Endpoint for S3-compatible services (MinIO, Ceph…); `None` for AWS.
-        endpoint: Option<String>,
-        /// Region (default us-east-1).
-        region: String,
-        /// Allow a plain-HTTP endpoint (test and private networks only).
-        allow_http: bool,
-    },
-}
-
-/// Redaction settings.
-#[derive(Debug, Clone)]
-pub struct RedactionConfig {
-    /// Action for every entity type not listed (default mask).
-    pub default: RedactAction,
-    /// Actions by entity type name.
-    pub entities: BTreeMap<String, RedactAction>,
-    /// Per virtual-key name: its own default (if any) and actions, over the global ones.
-    pub keys: BTreeMap<String, KeyRedaction>,
-    /// Restore placeholders in answers (default true); false masks one way.
-    pub restore: bool,
-    /// Scan answers for data the model produced and mask it (default true).
-    pub scan_answers: bool,
-    /// Custom entity types.
-    pub custom: Vec<CustomEntity>,
-}
-
-/// One key's redaction overrides.
-#[derive(Debug, Clone, Default)]
-pub struct KeyRedaction {
-    /// Replaces the global default for this key.
-    pub default: Option<RedactAction>,
-    /// Actions by entity type name.
-    pub entities: BTreeMap<String, RedactAction>,
-}
-
-/// What to do with a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedactAction {
-    /// Replace with a placeholder, restored in the answer.
-    Mask,
-    /// Refuse the request.
-    Block,
-    /// Leave it.
-    Allow,
-}
-
-/// A custom entity type.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CustomEntity {
-    /// Upper-case name, used in placeholders.
-    pub name: String,
-    /// How it is found.
-    pub matcher: CustomMatcher,
-}
-
-/// How a custom entity is found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CustomMatcher {
-    /// A regular expression.
-    Regex(String),
-    /// Whole words or phrases, case-insensitive.
-    Words(Vec<String>),
 }
 
 /// One OpenAI-compatible upstream.
@@ -441,86 +341,8 @@ impl Config {
             ));
         }
 
-        let redaction = redaction(raw.redaction)?;
-        let audit = AuditConfig {
-            enabled: raw.audit.enabled.unwrap_or(true),
-            fsync: match raw.audit.fsync.as_deref() {
-                None | Some("always") => true,
-                Some("never") => false,
-                Some(other) => {
-                    return Err(Error::invalid(
-                        "audit.fsync",
-                        format!("`{other}` is not one of: always, never"),
-                    ));
-                }
-            },
-            max_segment_bytes: raw.audit.max_segment_bytes.unwrap_or(64 * 1024 * 1024),
-            max_segment_age: duration("audit.max_segment_age", &raw.audit.max_segment_age, "1h")?,
-            store_dir: raw.audit.store_dir.map(PathBuf::from),
-            ship_interval: duration("audit.ship_interval", &raw.audit.ship_interval, "5s")?,
-            store: match raw.audit.store.as_deref() {
-                None | Some("local") => AuditStore::Local,
-                Some("s3") => AuditStore::S3 {
-                    bucket: raw
-                        .audit
-                        .s3_bucket
-                        .clone()
-                        .filter(|b| !b.is_empty())
-                        .ok_or_else(|| {
-                            Error::invalid(
-                                "audit.s3_bucket",
-                                "is required when audit.store = \"s3\"",
-                            )
-                        })?,
-                    prefix: raw
-                        .audit
-                        .s3_prefix
-                        .clone()
-                        .unwrap_or_default()
-                        .trim_matches('/')
-                        .to_owned(),
-                    endpoint: raw.audit.s3_endpoint.clone(),
-                    region: raw
-                        .audit
-                        .s3_region
-                        .clone()
-                        .unwrap_or_else(|| "us-east-1".into()),
-                    allow_http: raw.audit.s3_allow_http.unwrap_or(false),
-                },
-                Some(other) => {
-                    return Err(Error::invalid(
-                        "audit.store",
-                        format!("`{other}` is not one of: local, s3"),
-                    ));
-                }
-            },
-            retention_days: raw.audit.retention_days,
-            fail_open: raw.audit.fail_open.unwrap_or(false),
-        };
-        if let AuditStore::S3 {
-            endpoint: Some(e),
-            allow_http: false,
-            ..
-        } = &audit.store
-            && e.starts_with("http://")
-        {
-            return Err(Error::invalid(
-                "audit.s3_endpoint",
-                "is plain HTTP; set audit.s3_allow_http = true to allow it",
-            ));
-        }
-        if audit.retention_days == Some(0) {
-            return Err(Error::invalid(
-                "audit.retention_days",
-                "must be at least 1 (or unset to keep forever)",
-            ));
-        }
-        if audit.max_segment_bytes < 1024 {
-            return Err(Error::invalid(
-                "audit.max_segment_bytes",
-                "must be at least 1024",
-            ));
-        }
+        let redaction = crate::redaction::build(raw.redaction)?;
+        let audit = crate::audit::build(raw.audit)?;
         Ok(Self {
             redaction,
             audit,
@@ -546,91 +368,11 @@ impl Config {
     }
 }
 
-fn action(field: &str, text: &str) -> Result<RedactAction, Error> {
-    match text {
-        "mask" => Ok(RedactAction::Mask),
-        "block" => Ok(RedactAction::Block),
-        "allow" => Ok(RedactAction::Allow),
-        other => Err(Error::invalid(
-            field,
-            format!("`{other}` is not one of: mask, block, allow"),
-        )),
-    }
-}
-
-fn entity_name_ok(name: &str) -> bool {
-    let mut b = name.bytes();
-    matches!(b.next(), Some(b'A'..=b'Z'))
-        && name.len() <= 40
-        && b.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
-}
-
-fn redaction(raw: crate::raw::RawRedaction) -> Result<RedactionConfig, Error> {
-    let default = action(
-        "redaction.default",
-        raw.default.as_deref().unwrap_or("mask"),
-    )?;
-    let mut entities = BTreeMap::new();
-    for (name, a) in &raw.entities {
-        entities.insert(
-            name.clone(),
-            action(&format!("redaction.entities.{name}"), a)?,
-        );
-    }
-    let mut keys = BTreeMap::new();
-    for (key, table) in &raw.keys {
-        let mut k = KeyRedaction::default();
-        for (name, a) in table {
-            let field = format!("redaction.keys.{key}.{name}");
-            if name == "default" {
-                k.default = Some(action(&field, a)?);
-            } else {
-                k.entities.insert(name.clone(), action(&field, a)?);
-            }
-        }
-        keys.insert(key.clone(), k);
-    }
-    let mut custom = Vec::new();
-    for (i, c) in raw.custom.into_iter().enumerate() {
-        let field = format!("redaction.custom[{i}]");
-        if !entity_name_ok(&c.name) {
-            return Err(Error::invalid(
-                format!("{field}.name"),
-                "use upper case letters, digits and `_`, starting with a letter (e.g. PROJECT_CODE)",
-            ));
-        }
-        let matcher = match (c.regex, c.words) {
-            (Some(r), None) => CustomMatcher::Regex(r),
-            (None, Some(w)) if !w.is_empty() => CustomMatcher::Words(w),
-            (None, Some(_)) => {
-                return Err(Error::invalid(
-                    format!("{field}.words"),
-                    "must not be empty",
-                ));
-            }
-            _ => {
-                return Err(Error::invalid(
-                    field,
-                    "set exactly one of `regex` or `words`",
-                ));
-            }
-        };
-        custom.push(CustomEntity {
-            name: c.name,
-            matcher,
-        });
-    }
-    Ok(RedactionConfig {
-        default,
-        entities,
-        keys,
-        restore: raw.restore.unwrap_or(true),
-        scan_answers: raw.scan_answers.unwrap_or(true),
-        custom,
-    })
-}
-
-fn duration(field: &str, value: &Option<String>, default: &str) -> Result<Duration, Error> {
+pub(crate) fn duration(
+    field: &str,
+    value: &Option<String>,
+    default: &str,
+) -> Result<Duration, Error> {
     let text = value.as_deref().unwrap_or(default);
     let d = parse_duration(text).map_err(|m| Error::invalid(field, m))?;
     if d.is_zero() {
@@ -642,6 +384,7 @@ fn duration(field: &str, value: &Option<String>, default: &str) -> Result<Durati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{AuditStore, CustomMatcher, RedactAction};
 
     const FULL: &str = r#"
 deployment = "prod-42"
