@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use warden_audit::{Event, Fsync, ModelCall, Options, Writer};
 
 fn event(i: u64) -> Event {
-    Event::ModelCall(ModelCall {
+    Event::ModelCall(Box::new(ModelCall {
         request_id: format!("req_{i:024x}"),
         key_id: "key_0123456789abcdef".into(),
         key_name: "production-agent".into(),
@@ -24,7 +24,13 @@ fn event(i: u64) -> Event {
         attempts: 1,
         stream: false,
         latency_ms: 850,
-    })
+        user: None,
+        session: None,
+        cache: None,
+        refusal: None,
+        cost_usd: None,
+        downgraded_from: None,
+    }))
 }
 
 async fn run(fsync: Fsync) -> (f64, u64) {

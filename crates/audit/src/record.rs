@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// One request through the gateway.
-    ModelCall(ModelCall),
+    ModelCall(Box<ModelCall>),
     /// A virtual key was created, rotated or revoked (copied from the store's key events, at
     /// least once).
     KeyChange {
@@ -65,6 +65,24 @@ pub struct ModelCall {
     pub stream: bool,
     /// Milliseconds from request to last byte (streams) or to the answer.
     pub latency_ms: u64,
+    /// The end user (`x-warden-user`), if named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The session (`x-warden-session`), if named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    /// `hit`, `miss` or `bypass`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// `rate_limited` or `budget_exceeded` when Warden refused the call for cost reasons.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Dollars by the configured price table, as a decimal string (exact in the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<String>,
+    /// The model asked for, when tiering moved the call to a cheaper one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downgraded_from: Option<String>,
 }
 
 /// A record in the chain.

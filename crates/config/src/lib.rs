@@ -6,12 +6,17 @@
 //! message names the field's path and what is wrong with it.
 
 mod audit;
+mod cost;
 mod duration;
 mod raw;
 mod redaction;
 mod typed;
 
 pub use audit::{AuditConfig, AuditStore};
+pub use cost::{
+    Backend, BudgetsConfig, CacheConfig, KeyBudget, LimitsConfig, Price, Rate, RedisConfig,
+    TieringConfig,
+};
 pub use duration::{format_duration, parse_duration};
 pub use redaction::{CustomEntity, CustomMatcher, KeyRedaction, RedactAction, RedactionConfig};
 pub use typed::{

@@ -23,6 +23,18 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub audit: RawAudit,
     #[serde(default)]
+    pub cache: crate::cost::RawCache,
+    #[serde(default)]
+    pub limits: crate::cost::RawLimits,
+    #[serde(default)]
+    pub budgets: crate::cost::RawBudgets,
+    #[serde(default)]
+    pub tiering: crate::cost::RawTiering,
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::cost::RawPrice>,
+    #[serde(default)]
+    pub redis: crate::cost::RawRedis,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,

@@ -24,6 +24,18 @@ pub struct Config {
     pub redaction: RedactionConfig,
     /// The tamper-evident audit log.
     pub audit: AuditConfig,
+    /// The exact-match response cache.
+    pub cache: crate::CacheConfig,
+    /// Requests and tokens per minute, per key and per end user.
+    pub limits: crate::LimitsConfig,
+    /// Token budgets per session, key and day or month.
+    pub budgets: crate::BudgetsConfig,
+    /// Cheaper models for keys that have spent most of their budget.
+    pub tiering: crate::TieringConfig,
+    /// Dollars per million tokens, by the model name the provider answered with.
+    pub prices: BTreeMap<String, crate::Price>,
+    /// Shared state for several nodes; `None` keeps everything in this process.
+    pub redis: Option<crate::RedisConfig>,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may ask for, with their ordered targets.
@@ -343,9 +355,19 @@ impl Config {
 
         let redaction = crate::redaction::build(raw.redaction)?;
         let audit = crate::audit::build(raw.audit)?;
+        let redis = crate::cost::redis(raw.redis)?;
+        let shared = redis.is_some();
+        let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+        let tiering = crate::cost::tiering(raw.tiering, &names)?;
         Ok(Self {
             redaction,
             audit,
+            cache: crate::cost::cache(raw.cache, shared)?,
+            limits: crate::cost::limits(raw.limits, shared)?,
+            budgets: crate::cost::budgets(raw.budgets, shared)?,
+            tiering,
+            prices: crate::cost::prices(raw.prices)?,
+            redis,
             deployment: raw.deployment,
             server,
             store: StoreConfig {

@@ -35,6 +35,12 @@ pub enum ErrorCode {
     UpstreamRejected,
     /// No provider is configured, or every circuit breaker is open.
     NoProviderAvailable,
+    /// A rate limit of Warden's own (per key or per end user) refused the request.
+    RateLimitExceeded,
+    /// A token budget (session, key per day or per month) refused the request.
+    BudgetExceeded,
+    /// The route needs an admin key.
+    AdminRequired,
     /// The store could not be reached.
     StoreUnavailable,
     /// The audit log cannot record the request, so it is refused (fail closed).
@@ -45,7 +51,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 21] = [
         Self::InvalidRequest,
         Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
@@ -61,6 +67,9 @@ impl ErrorCode {
         Self::UpstreamAuth,
         Self::UpstreamRejected,
         Self::NoProviderAvailable,
+        Self::RateLimitExceeded,
+        Self::BudgetExceeded,
+        Self::AdminRequired,
         Self::StoreUnavailable,
         Self::AuditUnavailable,
         Self::Internal,
@@ -72,7 +81,8 @@ impl ErrorCode {
             Self::InvalidRequest | Self::SensitiveDataBlocked => 400,
             Self::PayloadTooLarge => 413,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
-            Self::ModelNotAllowed => 403,
+            Self::ModelNotAllowed | Self::AdminRequired => 403,
+            Self::RateLimitExceeded | Self::BudgetExceeded => 429,
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::UpstreamRateLimited => 429,
@@ -102,6 +112,9 @@ impl ErrorCode {
             Self::UpstreamAuth => "upstream_auth_failed",
             Self::UpstreamRejected => "upstream_rejected",
             Self::NoProviderAvailable => "no_provider_available",
+            Self::RateLimitExceeded => "rate_limit_exceeded",
+            Self::BudgetExceeded => "budget_exceeded",
+            Self::AdminRequired => "admin_required",
             Self::StoreUnavailable => "store_unavailable",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Internal => "internal_error",
@@ -120,8 +133,9 @@ impl ErrorCode {
             | Self::MethodNotAllowed
             | Self::UpstreamRejected => "invalid_request_error",
             Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
-            Self::ModelNotAllowed => "permission_error",
-            Self::UpstreamRateLimited => "rate_limit_error",
+            Self::ModelNotAllowed | Self::AdminRequired => "permission_error",
+            Self::UpstreamRateLimited | Self::RateLimitExceeded => "rate_limit_error",
+            Self::BudgetExceeded => "insufficient_quota",
             Self::UpstreamUnavailable
             | Self::UpstreamTimeout
             | Self::UpstreamAuth

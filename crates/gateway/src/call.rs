@@ -35,21 +35,32 @@ pub struct Call {
     pub stream: bool,
     /// Whether the client asked for the final usage chunk of a stream.
     pub include_usage: bool,
+    /// Who asks, and how they allow the cache to be used.
+    pub caller: Caller,
+    pub(crate) body: Map<String, Value>,
+}
+
+/// Who a call is for: the request id, the virtual key, and the end user and session the
+/// client named. Limits, budgets, the cache and redaction policy are chosen by these.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
     /// The request id, sent upstream as `x-request-id`.
     pub request_id: String,
-    /// Name of the virtual key, which selects its redaction policy.
+    /// Id of the virtual key (limits, budgets and the cache are per key id).
+    pub key_id: String,
+    /// Name of the virtual key (per-key settings are by name).
     pub key_name: String,
-    pub(crate) body: Map<String, Value>,
+    /// The end user (`x-warden-user`).
+    pub user: Option<String>,
+    /// The session (`x-warden-session`).
+    pub session: Option<String>,
+    /// What the client allowed the cache to do.
+    pub cache: crate::CacheControl,
 }
 
 impl Call {
     /// Parses a JSON body. Errors name the problem (JSON position, missing or mistyped field).
-    pub fn parse(
-        endpoint: Endpoint,
-        body: &[u8],
-        request_id: String,
-        key_name: String,
-    ) -> Result<Self, Error> {
+    pub fn parse(endpoint: Endpoint, body: &[u8], caller: Caller) -> Result<Self, Error> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             Error::InvalidRequest(format!("the request body is not valid JSON: {e}"))
         })?;
@@ -103,8 +114,7 @@ impl Call {
             model,
             stream,
             include_usage,
-            request_id,
-            key_name,
+            caller,
             body,
         })
     }
@@ -138,8 +148,7 @@ mod tests {
         Call::parse(
             Endpoint::ChatCompletions,
             body.as_bytes(),
-            "r".into(),
-            "k".into(),
+            Caller::default(),
         )
     }
 
@@ -187,13 +196,8 @@ mod tests {
                 .contains("`messages`")
         );
         assert!(parse(r#"{"model":"m","messages":[{}],"stream":"yes"}"#).is_err());
-        let e = Call::parse(
-            Endpoint::Embeddings,
-            br#"{"model":"m"}"#,
-            "r".into(),
-            "k".into(),
-        )
-        .unwrap_err();
+        let e =
+            Call::parse(Endpoint::Embeddings, br#"{"model":"m"}"#, Caller::default()).unwrap_err();
         assert!(e.to_string().contains("`input`"));
     }
 

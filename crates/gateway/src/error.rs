@@ -35,6 +35,25 @@ pub enum Error {
         /// Longest `retry-after` seen, in seconds, to pass on to the client.
         retry_after: Option<u64>,
     },
+    /// A rate limit of Warden's own (per key or per user) refused the request.
+    #[error("{message}")]
+    LimitExceeded {
+        /// Which limit, and when to retry.
+        message: String,
+        /// Seconds until the request would fit; `None` if it never can.
+        retry_after: Option<u64>,
+    },
+    /// A token budget refused the request before it reached a provider.
+    #[error("{message}")]
+    BudgetExceeded {
+        /// Which budget, and when it resets.
+        message: String,
+        /// Seconds until it resets; `None` for budgets that never do (sessions).
+        retry_after: Option<u64>,
+    },
+    /// The store of limits or budgets cannot be reached, so the request is refused.
+    #[error("limits and budgets cannot be checked right now; retry later")]
+    LimitsUnavailable,
     /// Every target failed.
     #[error("upstream unavailable: {0}")]
     Unavailable(String),
@@ -63,6 +82,9 @@ impl Error {
             Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
             Self::NoProvider(_) => ErrorCode::NoProviderAvailable,
             Self::RateLimited { .. } => ErrorCode::UpstreamRateLimited,
+            Self::LimitExceeded { .. } => ErrorCode::RateLimitExceeded,
+            Self::BudgetExceeded { .. } => ErrorCode::BudgetExceeded,
+            Self::LimitsUnavailable => ErrorCode::StoreUnavailable,
             Self::Unavailable(_) => ErrorCode::UpstreamUnavailable,
             Self::Timeout(_) => ErrorCode::UpstreamTimeout,
             Self::UpstreamAuth(_) => ErrorCode::UpstreamAuth,
@@ -82,11 +104,24 @@ impl Error {
     /// Which side failed.
     pub fn side(&self) -> Side {
         match self {
-            Self::InvalidRequest(_) | Self::ModelNotFound(_) | Self::Rejected { .. } => {
-                Side::Client
-            }
+            Self::InvalidRequest(_)
+            | Self::ModelNotFound(_)
+            | Self::Rejected { .. }
+            | Self::LimitExceeded { .. }
+            | Self::BudgetExceeded { .. } => Side::Client,
+            Self::LimitsUnavailable => Side::Internal,
             Self::NoProvider(_) | Self::UpstreamAuth(_) => Side::Internal,
             _ => Side::Upstream,
+        }
+    }
+
+    /// Seconds the client should wait before retrying (`retry-after`), when known.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after }
+            | Self::LimitExceeded { retry_after, .. }
+            | Self::BudgetExceeded { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -95,6 +130,8 @@ impl Error {
         matches!(
             self,
             Self::RateLimited { .. }
+                | Self::LimitExceeded { .. }
+                | Self::LimitsUnavailable
                 | Self::Unavailable(_)
                 | Self::Timeout(_)
                 | Self::NoProvider(_)

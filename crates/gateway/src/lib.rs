@@ -7,20 +7,31 @@
 //! in-process, so every caller gets the same pipeline. It must never log or return a provider
 //! key, and never log request or answer content.
 
+mod admission;
 mod backoff;
 mod breaker;
+mod budget;
+mod cache;
 mod call;
 mod error;
+mod limits;
 mod pipeline;
+mod price;
 mod provider;
 mod redaction;
+mod shared;
 mod sse;
 mod stream;
+mod tokens;
 mod usage;
 
-pub use call::{Call, Endpoint};
+pub use budget::{Exhausted, Scope, ScopeKind, Spent};
+pub use cache::{CacheControl, CacheStatus};
+pub use call::{Call, Caller, Endpoint};
 pub use error::{Error, Side};
+pub use limits::{Exceeded, Holder, Kind as LimitKind, RateInfo, Window};
 pub use provider::{KeySpec, Provider, SetupError};
+pub use shared::Shared;
 pub use stream::{ChatStream, StreamSummary};
 pub use usage::Usage;
 
@@ -40,6 +51,12 @@ pub struct Gateway {
     default_provider: Option<String>,
     retry: RetryConfig,
     redactor: warden_redact::Redactor,
+    limiter: Arc<limits::Limiter>,
+    ledger: Arc<budget::Ledger>,
+    cache: cache::ResponseCache,
+    budgets: warden_config::BudgetsConfig,
+    tiering: warden_config::TieringConfig,
+    prices: Arc<BTreeMap<String, warden_config::Price>>,
     /// The default provider's model list and when it was fetched.
     upstream_models: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
@@ -70,6 +87,18 @@ pub struct Meta {
     pub upstream_model: Option<String>,
     /// Upstream attempts made, retries and fallbacks included.
     pub attempts: u32,
+    /// How the cache was used; `None` if the request was refused before the lookup.
+    pub cache: Option<CacheStatus>,
+    /// Rate-limit windows for the `x-ratelimit-*` headers.
+    pub rate: RateInfo,
+    /// The model the client asked for, when tiering moved the request to a cheaper one.
+    pub downgraded_from: Option<String>,
+    /// `rate_limited` or `budget_exceeded` when Warden refused the call for cost reasons.
+    pub refusal: Option<&'static str>,
+    /// Budget counters charged (complete answers; a stream's come with its summary).
+    pub spent: Spent,
+    /// Dollars, when the model has a price (complete answers; streams: in the summary).
+    pub cost_usd: Option<f64>,
 }
 
 /// A successful call.
@@ -102,8 +131,8 @@ pub struct Failure {
     pub error: Error,
     /// Redaction counts by entity type (a blocked request's too).
     pub redactions: BTreeMap<String, u32>,
-    /// What was tried.
-    pub meta: Meta,
+    /// What was tried (boxed: failures stay small to move).
+    pub meta: Box<Meta>,
 }
 
 /// A model as listed by `GET /v1/models`.
@@ -118,9 +147,13 @@ pub struct ListedModel {
 impl Gateway {
     /// Builds the pipeline. `key_for` turns each provider's configured key source into a
     /// [`KeySpec`] (the binary resolves environment variables; this crate reads no environment).
+    /// `store` holds settled budget counters; `shared` is the Redis connection when limits,
+    /// budgets or the cache are configured to live there.
     pub fn new(
         config: &Config,
         key_for: impl Fn(&str, &warden_config::ProviderConfig) -> Result<KeySpec, String>,
+        store: Arc<dyn warden_store::Store>,
+        shared: Option<&Shared>,
     ) -> Result<Self, String> {
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {
@@ -145,6 +178,8 @@ impl Gateway {
             }
         }
         let redactor = redaction::build(&config.redaction)?;
+        // The tokenizer's vocabularies load in the background; the first estimate waits.
+        std::thread::spawn(tokens::warm_up);
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -160,6 +195,12 @@ impl Gateway {
             default_provider: config.default_provider.clone(),
             retry: config.retry.clone(),
             redactor,
+            limiter: Arc::new(limits::Limiter::new(&config.limits, shared)?),
+            ledger: Arc::new(budget::Ledger::new(&config.budgets, store, shared)?),
+            cache: cache::ResponseCache::new(&config.cache, shared)?,
+            budgets: config.budgets.clone(),
+            tiering: config.tiering.clone(),
+            prices: Arc::new(config.prices.clone()),
             upstream_models: std::sync::Mutex::new(None),
         })
     }

@@ -6,8 +6,8 @@
 
 use crate::call::upstream_body;
 use crate::provider::UrlFor;
-use crate::{Call, Endpoint, Error, Failure, Gateway, Meta, Reply, Success, Upstream};
-use crate::{backoff, redaction, stream, usage};
+use crate::{Call, Endpoint, Error, Gateway, Meta, Reply, Route, Upstream};
+use crate::{backoff, stream, usage};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant, SystemTime};
@@ -68,40 +68,17 @@ impl Kind {
 }
 
 impl Gateway {
-    /// Runs a call through the pipeline.
-    pub async fn call(&self, mut call: Call) -> Result<Success, Failure> {
-        let mut meta = Meta::default();
-        // Redaction comes first: nothing leaves unredacted, and a request that policy blocks
-        // never reaches a provider. Only the `Redacted` body can be sent (see `attempt`).
-        let mut exchange = self.redactor.exchange(&call.key_name);
-        let raw = std::mem::take(&mut call.body);
-        let redacted = match call.endpoint {
-            Endpoint::ChatCompletions => exchange.chat_request(raw),
-            Endpoint::Embeddings => exchange.embeddings_request(raw),
-        };
-        redaction::record(exchange.counts().0, "request");
-        let mut body = match redacted {
-            Ok(body) => body,
-            Err(blocked) => {
-                let redactions = exchange.totals();
-                let error = Error::Blocked(blocked.to_string());
-                return Err(Failure {
-                    error,
-                    redactions,
-                    meta,
-                });
-            }
-        };
-        let Some(route) = self.route(&call.model) else {
-            let error = Error::ModelNotFound(call.model.clone());
-            return Err(Failure {
-                error,
-                redactions: exchange.totals(),
-                meta,
-            });
-        };
-        let mut exchange = Some(exchange);
-        let summary = |x: &Option<Exchange>| x.as_ref().map(Exchange::totals).unwrap_or_default();
+    /// Sends a redacted call to its route's targets in order: retries with backoff on each,
+    /// fallback to the next, circuit breakers skipped. `meta` records what was tried.
+    /// Complete chat answers come back masked but not yet restored (see `admission`).
+    pub(crate) async fn forward(
+        &self,
+        call: &Call,
+        route: &Route,
+        body: &mut Redacted<Map<String, Value>>,
+        exchange: &mut Option<Exchange>,
+        meta: &mut Meta,
+    ) -> Result<Reply, Error> {
         let mut failures: Vec<(String, Kind)> = Vec::new();
         let mut longest_retry_after: Option<Duration> = None;
         let mut auth_error: Option<Error> = None;
@@ -135,29 +112,16 @@ impl Gateway {
                 meta.attempts += 1;
                 meta.provider = Some(target.provider.clone());
                 meta.upstream_model = Some(target.model.clone());
-                let outcome =
-                    self.attempt(up, target, &route.name, &call, &mut body, &mut exchange);
+                let outcome = self.attempt(up, target, &route.name, call, body, exchange);
                 match outcome.await {
                     Ok(reply) => {
                         permit.success();
-                        let redactions = match &reply {
-                            Reply::Stream(s) => s.redactions.clone(),
-                            Reply::Complete { .. } => summary(&exchange),
-                        };
-                        return Ok(Success {
-                            meta,
-                            redactions,
-                            reply,
-                        });
+                        return Ok(reply);
                     }
                     Err(AttemptError::Final(error)) => {
                         // The provider answered sensibly: it is healthy.
                         permit.success();
-                        return Err(Failure {
-                            error,
-                            redactions: summary(&exchange),
-                            meta,
-                        });
+                        return Err(error);
                     }
                     Err(AttemptError::NextTarget(error)) => {
                         drop(permit);
@@ -226,11 +190,7 @@ impl Gateway {
                 meta.attempts
             ))
         };
-        Err(Failure {
-            error,
-            redactions: summary(&exchange),
-            meta,
-        })
+        Err(error)
     }
 
     /// One request to one target.
@@ -253,7 +213,7 @@ impl Gateway {
             }))
             .headers(provider.headers.clone())
             .header(CONTENT_TYPE, "application/json")
-            .header("x-request-id", &call.request_id)
+            .header("x-request-id", &call.caller.request_id)
             .body(body);
         if let Some(key) = provider.key() {
             req = req.header(AUTHORIZATION, format!("Bearer {}", key.expose()));
@@ -339,15 +299,14 @@ impl Gateway {
                 if let Some(u) = &u {
                     usage::record_tokens(route_name, u);
                 }
-                // Values the model produced are masked; the client's own are restored.
+                // Values the model produced are masked here; the client's own are restored by
+                // the caller, after the masked answer may have been cached.
                 let mut body = body;
                 if call.endpoint == Endpoint::ChatCompletions
                     && let Some(x) = exchange.as_mut()
+                    && let Some(new) = x.mask_chat_answer(&body)
                 {
-                    if let Some(new) = x.chat_answer(&body) {
-                        body = new.into();
-                    }
-                    redaction::record_answer(x);
+                    body = new.into();
                 }
                 Ok(Reply::Complete { body, usage: u })
             }

@@ -89,30 +89,35 @@ pub(crate) fn record_answer(exchange: &Exchange) {
 #[cfg(test)]
 mod tests {
     use crate::{Gateway, KeySpec};
+    use std::sync::Arc;
     use warden_config::Config;
 
-    #[test]
-    fn the_example_config_builds_a_gateway() {
-        let text = include_str!("../../../warden.example.toml");
-        let config = Config::from_toml(text).unwrap();
-        assert!(Gateway::new(&config, |_, _| Ok(KeySpec::None)).is_ok());
+    async fn build(config: &Config) -> Result<Gateway, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = warden_store::SqliteStore::open_dir(dir.path())
+            .await
+            .unwrap();
+        Gateway::new(config, |_, _| Ok(KeySpec::None), Arc::new(store), None)
     }
 
-    #[test]
-    fn unknown_entity_names_are_refused_with_their_field() {
+    #[tokio::test]
+    async fn the_example_config_builds_a_gateway() {
+        let text = include_str!("../../../warden.example.toml");
+        let config = Config::from_toml(text).unwrap();
+        assert!(build(&config).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_entity_names_are_refused_with_their_field() {
         let config = Config::from_toml("[redaction.keys.bot]\nEMAILS = \"allow\"\n").unwrap();
-        let err = Gateway::new(&config, |_, _| Ok(KeySpec::None))
-            .err()
-            .unwrap();
+        let err = build(&config).await.err().unwrap();
         assert!(
             err.starts_with("redaction.keys.bot.EMAILS: unknown entity type"),
             "{err}"
         );
         let config =
             Config::from_toml("[[redaction.custom]]\nname = \"X\"\nregex = \"(\"\n").unwrap();
-        let err = Gateway::new(&config, |_, _| Ok(KeySpec::None))
-            .err()
-            .unwrap();
+        let err = build(&config).await.err().unwrap();
         assert!(err.starts_with("redaction.custom:"), "{err}");
     }
 }

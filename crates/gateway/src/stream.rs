@@ -25,7 +25,7 @@ pub struct ChatStream {
 }
 
 /// How a stream ended.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamSummary {
     /// Token counts from the final usage chunk.
     pub usage: Option<Usage>,
@@ -35,6 +35,10 @@ pub struct StreamSummary {
     pub failure: Option<String>,
     /// Redaction counts by type at the end (request and answer).
     pub redactions: std::collections::BTreeMap<String, u32>,
+    /// Budget counters charged, once settled.
+    pub spent: crate::Spent,
+    /// Dollars, when the model has a price and usage was reported.
+    pub cost_usd: Option<f64>,
 }
 
 struct State {

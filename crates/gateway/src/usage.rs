@@ -4,13 +4,47 @@ use serde::Deserialize;
 
 /// Token counts as the provider reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawUsage")]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default)]
     pub prompt_tokens: Option<i64>,
     /// Tokens generated.
-    #[serde(default)]
     pub completion_tokens: Option<i64>,
+    /// Prompt tokens the provider served from its own prompt cache.
+    pub cached_tokens: Option<i64>,
+}
+
+impl Usage {
+    /// Prompt plus completion tokens (0 for what was not reported).
+    pub fn total(&self) -> u64 {
+        (self.prompt_tokens.unwrap_or(0).max(0) + self.completion_tokens.unwrap_or(0).max(0)) as u64
+    }
+}
+
+#[derive(Deserialize)]
+struct RawUsage {
+    #[serde(default)]
+    prompt_tokens: Option<i64>,
+    #[serde(default)]
+    completion_tokens: Option<i64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    #[serde(default)]
+    cached_tokens: Option<i64>,
+}
+
+impl From<RawUsage> for Usage {
+    fn from(r: RawUsage) -> Self {
+        Self {
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+            cached_tokens: r.prompt_tokens_details.and_then(|d| d.cached_tokens),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -50,7 +84,8 @@ mod tests {
             from_body(body).unwrap(),
             Some(Usage {
                 prompt_tokens: Some(3),
-                completion_tokens: Some(1)
+                completion_tokens: Some(1),
+                cached_tokens: None,
             })
         );
         assert_eq!(from_body(b"{}").unwrap(), None);

@@ -206,14 +206,14 @@ impl Exchange {
         self.scan_output || (self.restore && self.session.has_placeholders())
     }
 
-    fn answer_text(&mut self, text: &str, json: bool) -> Option<String> {
-        let masked = if self.scan_output {
+    fn answer_text(&mut self, text: &str, json: bool, pass: AnswerPass) -> Option<String> {
+        let masked = if self.scan_output && pass != AnswerPass::RestoreOnly {
             self.session
                 .mask(&self.detector, &self.policy, text, Direction::Response)
         } else {
             std::borrow::Cow::Borrowed(text)
         };
-        let restored = if self.restore {
+        let restored = if self.restore && pass != AnswerPass::MaskOnly {
             self.session.restore(&masked, json)
         } else {
             std::borrow::Cow::Borrowed(masked.as_ref())
@@ -224,7 +224,28 @@ impl Exchange {
     /// A whole chat answer: values the model produced are masked, placeholders restored, in
     /// message content and tool-call arguments. `None` when nothing changed (forward as is).
     pub fn chat_answer(&mut self, body: &[u8]) -> Option<Vec<u8>> {
-        if !self.touches_answers() {
+        self.chat_answer_pass(body, AnswerPass::Both)
+    }
+
+    /// The first half of [`Self::chat_answer`]: values the model produced are masked, the
+    /// request's placeholders stay. What a response cache may keep.
+    pub fn mask_chat_answer(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        self.chat_answer_pass(body, AnswerPass::MaskOnly)
+    }
+
+    /// The second half of [`Self::chat_answer`]: the request's placeholders are restored
+    /// (for an answer already masked, e.g. one served from a cache).
+    pub fn restore_chat_answer(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        self.chat_answer_pass(body, AnswerPass::RestoreOnly)
+    }
+
+    fn chat_answer_pass(&mut self, body: &[u8], pass: AnswerPass) -> Option<Vec<u8>> {
+        let needed = match pass {
+            AnswerPass::Both => self.touches_answers(),
+            AnswerPass::MaskOnly => self.scan_output,
+            AnswerPass::RestoreOnly => self.restore && self.session.has_placeholders(),
+        };
+        if !needed {
             return None;
         }
         let mut v: Value = serde_json::from_slice(body).ok()?;
@@ -235,7 +256,7 @@ impl Exchange {
                     continue;
                 };
                 if let Some(Value::String(s)) = message.get_mut("content")
-                    && let Some(new) = self.answer_text(s, false)
+                    && let Some(new) = self.answer_text(s, false, pass)
                 {
                     *s = new;
                     changed = true;
@@ -243,7 +264,7 @@ impl Exchange {
                 if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
                     for call in calls {
                         if let Some(Value::String(s)) = call.pointer_mut("/function/arguments")
-                            && let Some(new) = self.answer_text(s, true)
+                            && let Some(new) = self.answer_text(s, true, pass)
                         {
                             *s = new;
                             changed = true;
@@ -421,4 +442,13 @@ fn append(v: &mut Value, rest: &str) {
         Value::String(s) => s.push_str(rest),
         other => *other = Value::String(rest.to_owned()),
     }
+}
+
+/// Which half of the answer pass to run: both (the normal path), or one half (the cache
+/// keeps masked answers and restores them per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AnswerPass {
+    Both,
+    MaskOnly,
+    RestoreOnly,
 }

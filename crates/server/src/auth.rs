@@ -65,3 +65,24 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
         }
     }
 }
+
+/// An authenticated key that holds the admin right (`warden keys create NAME --admin`).
+pub struct AdminKey;
+
+impl FromRequestParts<Arc<AppState>> for AdminKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let AuthedKey(key) = AuthedKey::from_request_parts(parts, state).await?;
+        if !key.admin {
+            return Err(ApiError::new(
+                ErrorCode::AdminRequired,
+                "this route needs an admin key (warden keys create NAME --admin)",
+            ));
+        }
+        Ok(Self)
+    }
+}

@@ -40,10 +40,7 @@ impl ApiError {
 
 impl From<warden_gateway::Error> for ApiError {
     fn from(e: warden_gateway::Error) -> Self {
-        let retry_after = match &e {
-            warden_gateway::Error::RateLimited { retry_after } => *retry_after,
-            _ => None,
-        };
+        let retry_after = e.retry_after();
         Self {
             code: e.code(),
             status: e.status(),

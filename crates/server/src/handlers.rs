@@ -2,3 +2,4 @@
 
 pub(crate) mod openai;
 pub(crate) mod ops;
+pub mod usage;

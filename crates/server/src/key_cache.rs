@@ -67,6 +67,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             replaced_by: None,
+            admin: false,
         }
     }
 

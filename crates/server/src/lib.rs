@@ -7,6 +7,7 @@
 //! returns uses the OpenAI error shape without internal details.
 
 mod auth;
+mod cost_headers;
 mod error;
 mod handlers;
 mod key_cache;
@@ -14,6 +15,7 @@ mod request_id;
 mod state;
 
 pub use error::ApiError;
+pub use handlers::usage::group_json;
 pub use key_cache::KeyCache;
 pub use state::AppState;
 
@@ -32,6 +34,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/embeddings", post(handlers::openai::embeddings))
         .route("/v1/models", get(handlers::openai::models))
+        .route("/v1/usage", get(handlers::usage::usage))
         .route("/healthz", get(handlers::ops::healthz))
         .route("/readyz", get(handlers::ops::readyz))
         .route("/metrics", get(handlers::ops::metrics))

@@ -11,7 +11,7 @@ mod records;
 mod sqlite;
 mod usage_writer;
 
-pub use records::{KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageRow};
+pub use records::{GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow};
 pub use sqlite::SqliteStore;
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
 
@@ -74,4 +74,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// The most recent usage rows, newest first.
     async fn recent_usage(&self, limit: u32) -> Result<Vec<UsageRow>, Error>;
+
+    /// Usage between two instants (unix milliseconds, `from` inclusive, `to` exclusive),
+    /// grouped, largest groups first for keys and models, in order for days.
+    async fn usage_report(
+        &self,
+        group_by: GroupBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<UsageGroup>, Error>;
+
+    /// Settled tokens of these budget counters (absent ones are 0).
+    async fn budget_totals(
+        &self,
+        counters: &[String],
+    ) -> Result<std::collections::HashMap<String, i64>, Error>;
 }

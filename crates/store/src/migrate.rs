@@ -12,6 +12,10 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0001_keys_and_usage.sql"),
     ),
     (2, include_str!("../migrations/sqlite/0002_key_events.sql")),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_cost_control.sql"),
+    ),
 ];
 
 /// Brings the database up to the newest schema.

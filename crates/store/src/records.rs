@@ -17,6 +17,8 @@ pub struct NewKeyRecord {
     pub created_at: i64,
     /// Unix seconds; `None` means never.
     pub expires_at: Option<i64>,
+    /// Whether the key may read usage analytics and other admin routes.
+    pub admin: bool,
 }
 
 /// A stored key.
@@ -38,6 +40,8 @@ pub struct KeyRecord {
     pub revoked_at: Option<i64>,
     /// Id of the key that replaced this one in a rotation.
     pub replaced_by: Option<String>,
+    /// Whether the key may read usage analytics and other admin routes.
+    pub admin: bool,
 }
 
 /// Whether a key may be used now.
@@ -88,7 +92,7 @@ impl KeyStatus {
 }
 
 /// One proxied request, as recorded for usage and analytics. Holds no content.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRow {
     /// The `x-request-id` of the request.
     pub request_id: String,
@@ -118,6 +122,72 @@ pub struct UsageRow {
     pub deployment: String,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The end user (`x-warden-user`), if the client named one.
+    pub user: Option<String>,
+    /// The session (`x-warden-session`), if the client named one.
+    pub session: Option<String>,
+    /// `hit`, `miss` or `bypass`; `None` when the cache is off for the request.
+    pub cache: Option<String>,
+    /// `rate_limited` or `budget_exceeded` when Warden refused the request for cost reasons.
+    pub refusal: Option<String>,
+    /// Prompt tokens the provider served from its own cache.
+    pub cached_tokens: Option<i64>,
+    /// Dollars, by the configured price table; `None` when the model has no price.
+    pub cost_usd: Option<f64>,
+    /// The model the client asked for, when tiering moved the request to a cheaper one.
+    pub downgraded_from: Option<String>,
+    /// Budget counters the request's tokens are added to (in the same transaction).
+    pub budget_counters: Vec<String>,
+    /// Tokens to add to each of `budget_counters`.
+    pub budget_tokens: i64,
+}
+
+/// How usage is grouped in a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// By virtual key (id and current name).
+    Key,
+    /// By the model name clients asked for.
+    Model,
+    /// By UTC day.
+    Day,
+}
+
+impl GroupBy {
+    /// Parses `key`, `model` or `day`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "key" => Some(Self::Key),
+            "model" => Some(Self::Model),
+            "day" => Some(Self::Day),
+            _ => None,
+        }
+    }
+}
+
+/// One group of a usage report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UsageGroup {
+    /// The key id, the model name, or the day (`2026-11-26`).
+    pub group: String,
+    /// For key groups: the key's name.
+    pub name: Option<String>,
+    /// Requests, refusals included.
+    pub requests: i64,
+    /// Prompt tokens spent.
+    pub prompt_tokens: i64,
+    /// Completion tokens spent.
+    pub completion_tokens: i64,
+    /// Dollars spent (priced models only).
+    pub cost_usd: f64,
+    /// Answers served from the cache.
+    pub cache_hits: i64,
+    /// Requests the cache was asked for (hits and misses).
+    pub cache_lookups: i64,
+    /// Requests refused by a rate limit.
+    pub rate_limited: i64,
+    /// Requests refused by a token budget.
+    pub budget_refused: i64,
 }
 
 /// A key change waiting to be copied into the audit log.

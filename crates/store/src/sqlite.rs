@@ -1,13 +1,14 @@
 //! The embedded backend: one SQLite file in WAL mode, driven through sqlx's own worker
 //! threads so that nothing blocks the async runtime.
 
-use crate::records::{KeyEvent, KeyRecord, NewKeyRecord, UsageRow};
+use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
 use crate::{Error, Store, migrate};
 use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, Error> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
         replaced_by: row.try_get("replaced_by")?,
+        admin: row.try_get("admin")?,
     })
 }
 
@@ -100,8 +102,8 @@ where
         .as_ref()
         .map(|m| serde_json::Value::from(m.clone()).to_string());
     sqlx::query(
-        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at, admin)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&key.id)
     .bind(&key.name)
@@ -110,6 +112,7 @@ where
     .bind(models)
     .bind(key.created_at)
     .bind(key.expires_at)
+    .bind(key.admin)
     .execute(executor)
     .await
     .map_err(|e| {
@@ -139,7 +142,7 @@ impl Store for SqliteStore {
 
     async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
         let row = sqlx::query(
-            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by
+            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin
              FROM virtual_keys WHERE key_hash = ?",
         )
         .bind(&hash[..])
@@ -150,7 +153,7 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
         let rows = sqlx::query(
-            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by
+            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin
              FROM virtual_keys ORDER BY created_at DESC, rowid DESC",
         )
         .fetch_all(&self.pool)
@@ -235,8 +238,9 @@ impl Store for SqliteStore {
             sqlx::query(
                 "INSERT INTO usage (request_id, key_id, endpoint, model, provider, upstream_model,
                     status, prompt_tokens, completion_tokens, latency_ms, attempts, stream,
-                    deployment, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    deployment, created_at, user_id, session_id, cache, refusal, cached_tokens,
+                    cost_usd, downgraded_from)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&r.request_id)
             .bind(&r.key_id)
@@ -252,8 +256,29 @@ impl Store for SqliteStore {
             .bind(r.stream)
             .bind(&r.deployment)
             .bind(r.created_at)
+            .bind(&r.user)
+            .bind(&r.session)
+            .bind(&r.cache)
+            .bind(&r.refusal)
+            .bind(r.cached_tokens)
+            .bind(r.cost_usd)
+            .bind(&r.downgraded_from)
             .execute(&mut *tx)
             .await?;
+            if r.budget_tokens != 0 {
+                for counter in &r.budget_counters {
+                    sqlx::query(
+                        "INSERT INTO budget_counters (counter, tokens, updated_at) VALUES (?, ?, ?)
+                         ON CONFLICT(counter) DO UPDATE
+                         SET tokens = tokens + excluded.tokens, updated_at = excluded.updated_at",
+                    )
+                    .bind(counter)
+                    .bind(r.budget_tokens)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -263,7 +288,8 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT request_id, key_id, endpoint, model, provider, upstream_model, status,
                     prompt_tokens, completion_tokens, latency_ms, attempts, stream, deployment,
-                    created_at
+                    created_at, user_id, session_id, cache, refusal, cached_tokens, cost_usd,
+                    downgraded_from
              FROM usage ORDER BY id DESC LIMIT ?",
         )
         .bind(i64::from(limit))
@@ -288,8 +314,90 @@ impl Store for SqliteStore {
                     stream: row.try_get("stream")?,
                     deployment: row.try_get("deployment")?,
                     created_at: row.try_get("created_at")?,
+                    user: row.try_get("user_id")?,
+                    session: row.try_get("session_id")?,
+                    cache: row.try_get("cache")?,
+                    refusal: row.try_get("refusal")?,
+                    cached_tokens: row.try_get("cached_tokens")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                    downgraded_from: row.try_get("downgraded_from")?,
+                    budget_counters: Vec::new(),
+                    budget_tokens: 0,
                 })
             })
             .collect()
+    }
+
+    async fn usage_report(
+        &self,
+        group_by: GroupBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<UsageGroup>, Error> {
+        // The grouping expression is one of three constants, never user text.
+        let (group, order) = match group_by {
+            GroupBy::Key => ("u.key_id", "cost_usd DESC, requests DESC, grp"),
+            GroupBy::Model => ("u.model", "cost_usd DESC, requests DESC, grp"),
+            GroupBy::Day => (
+                "strftime('%Y-%m-%d', u.created_at / 1000, 'unixepoch')",
+                "grp",
+            ),
+        };
+        let sql = format!(
+            "SELECT {group} AS grp,
+                    (SELECT name FROM virtual_keys k WHERE k.id = u.key_id) AS key_name,
+                    COUNT(*) AS requests,
+                    COALESCE(SUM(u.prompt_tokens), 0) AS prompt_tokens,
+                    COALESCE(SUM(u.completion_tokens), 0) AS completion_tokens,
+                    COALESCE(SUM(u.cost_usd), 0.0) AS cost_usd,
+                    SUM(u.cache = 'hit') AS cache_hits,
+                    SUM(u.cache IN ('hit', 'miss')) AS cache_lookups,
+                    SUM(u.refusal = 'rate_limited') AS rate_limited,
+                    SUM(u.refusal = 'budget_exceeded') AS budget_refused
+             FROM usage u
+             WHERE u.created_at >= ? AND u.created_at < ?
+             GROUP BY grp ORDER BY {order}"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let count = |c: &str| -> Result<i64, Error> {
+                    Ok(r.try_get::<Option<i64>, _>(c)?.unwrap_or(0))
+                };
+                Ok(UsageGroup {
+                    group: r.try_get("grp")?,
+                    name: if group_by == GroupBy::Key {
+                        r.try_get("key_name")?
+                    } else {
+                        None
+                    },
+                    requests: count("requests")?,
+                    prompt_tokens: count("prompt_tokens")?,
+                    completion_tokens: count("completion_tokens")?,
+                    cost_usd: r.try_get("cost_usd")?,
+                    cache_hits: count("cache_hits")?,
+                    cache_lookups: count("cache_lookups")?,
+                    rate_limited: count("rate_limited")?,
+                    budget_refused: count("budget_refused")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn budget_totals(&self, counters: &[String]) -> Result<HashMap<String, i64>, Error> {
+        let mut out = HashMap::new();
+        for counter in counters {
+            let tokens: Option<i64> =
+                sqlx::query_scalar("SELECT tokens FROM budget_counters WHERE counter = ?")
+                    .bind(counter)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            out.insert(counter.clone(), tokens.unwrap_or(0));
+        }
+        Ok(out)
     }
 }

@@ -34,6 +34,8 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Tokens, cost, requests, cache hit rate and refusals, grouped (from the store).
+    Usage(UsageArgs),
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -76,6 +78,22 @@ pub enum AuditCommand {
 }
 
 #[derive(Args)]
+pub struct UsageArgs {
+    /// key, model or day.
+    #[arg(long, default_value = "key")]
+    pub group_by: String,
+    /// From this time (unix seconds, 2026-11-26, 2026-11-26T10:00:00Z); default 30 days ago.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Until this time (exclusive); default now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on (overrides server.listen; default 127.0.0.1:8787).
     #[arg(long)]
@@ -95,6 +113,9 @@ pub enum KeysCommand {
         /// Lifetime, e.g. 30d or 12h; default never expires.
         #[arg(long)]
         expires: Option<String>,
+        /// May read usage analytics (`GET /v1/usage`) and other admin routes.
+        #[arg(long)]
+        admin: bool,
     },
     /// List keys (never their values).
     List {

@@ -22,6 +22,7 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
             name,
             models,
             expires,
+            admin,
         } => {
             check_name(&name)?;
             let models = models.map(|m| {
@@ -49,11 +50,12 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                     Some(now.saturating_add(d.as_secs() as i64))
                 }
             };
-            let (record, plain) = new_key(&name, models, now, expires_at);
+            let (record, plain) = new_key(&name, models, now, expires_at, admin);
             store.insert_key(&record).await.map_err(store_failure)?;
             println!("{}", plain.expose());
             eprintln!(
-                "created key `{name}` ({}, id {}){}. Store it now: Warden keeps only its hash.",
+                "created {}key `{name}` ({}, id {}){}. Store it now: Warden keeps only its hash.",
+                if admin { "admin " } else { "" },
                 record.prefix,
                 record.id,
                 expires_at
@@ -70,7 +72,7 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                     .map(|k| {
                         serde_json::json!({
                             "id": k.id, "name": k.name, "prefix": k.prefix,
-                            "status": k.status(now).as_str(), "models": k.models,
+                            "status": k.status(now).as_str(), "models": k.models, "admin": k.admin,
                             "created_at": iso8601(k.created_at),
                             "expires_at": k.expires_at.map(iso8601),
                             "revoked_at": k.revoked_at.map(iso8601),
@@ -92,6 +94,7 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                         iso8601(k.created_at),
                         k.expires_at.map(iso8601).unwrap_or_else(|| "never".into()),
                         k.models.map(|m| m.join(",")).unwrap_or_else(|| "*".into())
+                            + if k.admin { " (admin)" } else { "" }
                     );
                 }
             }
@@ -114,7 +117,13 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                 .into_iter()
                 .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
                 .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
-            let (record, plain) = new_key(&name, current.models.clone(), now, current.expires_at);
+            let (record, plain) = new_key(
+                &name,
+                current.models.clone(),
+                now,
+                current.expires_at,
+                current.admin,
+            );
             let old_until = now.saturating_add(grace.as_secs() as i64);
             store
                 .rotate_key(&record, old_until)
@@ -137,6 +146,7 @@ fn new_key(
     models: Option<Vec<String>>,
     now: i64,
     expires_at: Option<i64>,
+    admin: bool,
 ) -> (NewKeyRecord, warden_core::Secret) {
     let key = warden_core::keys::generate();
     let mut id_bytes = [0u8; 8];
@@ -150,6 +160,7 @@ fn new_key(
         models,
         created_at: now,
         expires_at,
+        admin,
     };
     (record, key.plain)
 }

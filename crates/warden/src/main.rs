@@ -7,6 +7,7 @@ mod keys_cmd;
 mod serve;
 mod settings;
 mod time_fmt;
+mod usage_cmd;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Serve(args) => serve::run(&cli.global, args).await,
             cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
+            cli::Command::Usage(args) => usage_cmd::run(&cli.global, args).await,
             cli::Command::Audit { command } => match command {
                 cli::AuditCommand::Verify {
                     public_key,

@@ -30,13 +30,24 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     }
     init_logging(config.server.log_format);
 
-    let gateway = Gateway::new(&config, settings::key_for).map_err(Failure::Config)?;
-    let gateway = Arc::new(gateway);
     let dir = settings::data_dir(global, &config);
     let store = SqliteStore::open_dir(&dir)
         .await
         .with_context(|| format!("cannot open the store in {}", dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let shared = match &config.redis {
+        None => None,
+        Some(r) => {
+            let url = settings::redis_url(r)?;
+            let shared = warden_gateway::Shared::connect(url.expose(), &r.key_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e} (from {})", r.url_env))?;
+            Some(shared)
+        }
+    };
+    let gateway = Gateway::new(&config, settings::key_for, store.clone(), shared.as_ref())
+        .map_err(Failure::Config)?;
+    let gateway = Arc::new(gateway);
 
     let metrics = if config.server.metrics {
         let recorder = PrometheusBuilder::new()

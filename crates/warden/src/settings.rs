@@ -77,6 +77,18 @@ pub fn data_dir(global: &Global, config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("warden-data"))
 }
 
+/// The Redis URL from the variable `[redis] url_env` names; missing or empty stops start-up.
+pub fn redis_url(config: &warden_config::RedisConfig) -> Result<Secret, Failure> {
+    env_nonempty(&config.url_env)
+        .map(Secret::new)
+        .ok_or_else(|| {
+            Failure::Config(format!(
+                "redis.url_env: the environment variable {} is not set",
+                config.url_env
+            ))
+        })
+}
+
 /// Resolves a provider's key source; a missing variable stops start-up naming the field.
 pub fn key_for(name: &str, provider: &ProviderConfig) -> Result<KeySpec, String> {
     Ok(match &provider.key {

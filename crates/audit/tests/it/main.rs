@@ -44,7 +44,7 @@ fn open(dir: &Path, max_bytes: u64) -> (Writer, AuditLog) {
 }
 
 fn call(i: u64) -> Event {
-    Event::ModelCall(ModelCall {
+    Event::ModelCall(Box::new(ModelCall {
         request_id: format!("req_{i}"),
         key_id: "key_1".into(),
         key_name: "ci".into(),
@@ -59,7 +59,13 @@ fn call(i: u64) -> Event {
         attempts: 1,
         stream: false,
         latency_ms: 3,
-    })
+        user: None,
+        session: None,
+        cache: None,
+        refusal: None,
+        cost_usd: None,
+        downgraded_from: None,
+    }))
 }
 
 /// Writes `n` events, closes the log (segments of ~`max_bytes`), ships them all.

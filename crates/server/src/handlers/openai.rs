@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::ErrorCode;
-use warden_gateway::{Call, Endpoint, Meta, Reply, Usage};
+use warden_gateway::{CacheControl, Call, Caller, Endpoint, Meta, Reply, Usage};
 use warden_store::{KeyRecord, UsageRow};
 
 /// `POST /v1/chat/completions`.
@@ -81,6 +81,8 @@ struct Record {
     key_id: String,
     key_name: String,
     request_id: String,
+    user: Option<String>,
+    session: Option<String>,
     endpoint: Endpoint,
     model: String,
     stream: bool,
@@ -105,6 +107,15 @@ impl Record {
             stream: self.stream,
             deployment: self.state.deployment_str().to_owned(),
             created_at: now_ms,
+            user: self.user.clone(),
+            session: self.session.clone(),
+            cache: meta.cache.map(|c| c.label().to_owned()),
+            refusal: meta.refusal.map(str::to_owned),
+            cached_tokens: usage.and_then(|u| u.cached_tokens),
+            cost_usd: meta.cost_usd,
+            downgraded_from: meta.downgraded_from.clone(),
+            budget_counters: meta.spent.counters.clone(),
+            budget_tokens: meta.spent.tokens as i64,
         }
     }
 
@@ -120,8 +131,12 @@ impl Record {
     }
 
     async fn refuse(self, error: ApiError) -> Response {
+        self.refuse_with(error, &Meta::default()).await
+    }
+
+    async fn refuse_with(self, error: ApiError, meta: &Meta) -> Response {
         match self
-            .finish(&Meta::default(), error.status(), None, &BTreeMap::new())
+            .finish(meta, error.status(), None, &BTreeMap::new())
             .await
         {
             Ok(()) => error.into_response(),
@@ -142,7 +157,7 @@ impl Record {
         self.count(status);
         let row = self.row(meta, status, usage);
         if let Some(audit) = &self.state.audit {
-            let event = warden_audit::Event::ModelCall(warden_audit::ModelCall {
+            let event = warden_audit::Event::ModelCall(Box::new(warden_audit::ModelCall {
                 request_id: row.request_id.clone(),
                 key_id: row.key_id.clone(),
                 key_name: self.key_name.clone(),
@@ -157,7 +172,13 @@ impl Record {
                 attempts: meta.attempts,
                 stream: row.stream,
                 latency_ms: row.latency_ms as u64,
-            });
+                user: row.user.clone(),
+                session: row.session.clone(),
+                cache: row.cache.clone(),
+                refusal: row.refusal.clone(),
+                cost_usd: row.cost_usd.map(|c| format!("{c:.8}")),
+                downgraded_from: row.downgraded_from.clone(),
+            }));
             if let Err(e) = audit.append(event).await {
                 if self.state.audit_fail_open {
                     tracing::error!(request_id = %row.request_id, error = %e,
@@ -188,11 +209,14 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    let caller = caller_of(&req, &key, request_id.clone());
     let mut record = Record {
         state: state.clone(),
         key_id: key.id.clone(),
         key_name: key.name.clone(),
         request_id: request_id.clone(),
+        user: caller.as_ref().ok().and_then(|c| c.user.clone()),
+        session: caller.as_ref().ok().and_then(|c| c.session.clone()),
         endpoint,
         model: String::new(),
         stream: false,
@@ -200,11 +224,15 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
     };
     // Refusals before the gateway are recorded too (with what is known of the request), so
     // usage shows every authenticated request, including the ones that never left Warden.
+    let caller = match caller {
+        Ok(c) => c,
+        Err(e) => return record.refuse(e).await,
+    };
     let body = match read_body(req, state.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return record.refuse(e).await,
     };
-    let call = match Call::parse(endpoint, &body, request_id, key.name.clone()) {
+    let call = match Call::parse(endpoint, &body, caller) {
         Ok(c) => c,
         Err(e) => return record.refuse(ApiError::from(e)).await,
     };
@@ -216,15 +244,19 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
             .refuse(ApiError::new(ErrorCode::ModelNotAllowed, message))
             .await;
     }
-    let (mut response, redactions) = match state.gateway.call(call).await {
+    let (mut response, redactions, meta) = match state.gateway.call(call).await {
         Err(failure) => {
             let error = ApiError::from(failure.error);
             let recorded = record
                 .finish(&failure.meta, error.status(), None, &failure.redactions)
                 .await;
             match recorded {
-                Ok(()) => (error.into_response(), failure.redactions),
-                Err(audit_error) => (audit_error.into_response(), BTreeMap::new()),
+                Ok(()) => (error.into_response(), failure.redactions, *failure.meta),
+                Err(audit_error) => (
+                    audit_error.into_response(),
+                    BTreeMap::new(),
+                    Meta::default(),
+                ),
             }
         }
         Ok(success) => match success.reply {
@@ -239,16 +271,24 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                         (
                             (StatusCode::OK, json, body).into_response(),
                             success.redactions,
+                            success.meta,
                         )
                     }
-                    Err(audit_error) => (audit_error.into_response(), BTreeMap::new()),
+                    Err(audit_error) => (
+                        audit_error.into_response(),
+                        BTreeMap::new(),
+                        Meta::default(),
+                    ),
                 }
             }
             Reply::Stream(stream) => {
-                let meta = success.meta;
+                let mut meta = success.meta;
+                let headers_meta = meta.clone();
                 let summary = stream.summary;
                 tokio::spawn(async move {
                     let summary = summary.await.unwrap_or_default();
+                    meta.spent = summary.spent.clone();
+                    meta.cost_usd = summary.cost_usd;
                     if let Some(reason) = &summary.failure {
                         tracing::warn!(request_id = %record.request_id, reason, "stream ended early");
                     }
@@ -265,10 +305,12 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                 (
                     (StatusCode::OK, headers, body).into_response(),
                     stream.redactions,
+                    headers_meta,
                 )
             }
         },
     };
+    crate::cost_headers::insert(response.headers_mut(), &meta);
     // Counts by type only, never values: `CREDIT_CARD=1,EMAIL=2`.
     if let Some(text) = warden_redact::format_counts(&redactions)
         && let Ok(v) = http::HeaderValue::from_str(&text)
@@ -276,4 +318,35 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         response.headers_mut().insert("x-warden-redactions", v);
     }
     response
+}
+
+/// The caller of a request: its key, and the end user, session and cache directives from its
+/// headers. A header that is present must be a short visible-ASCII id.
+fn caller_of(req: &Request, key: &KeyRecord, request_id: String) -> Result<Caller, ApiError> {
+    let id_header = |name: &str| -> Result<Option<String>, ApiError> {
+        let Some(v) = req.headers().get(name) else {
+            return Ok(None);
+        };
+        match v.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Some(s.to_owned()))
+            }
+            _ => Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`{name}` must be 1 to 128 visible ASCII characters"),
+            )),
+        }
+    };
+    Ok(Caller {
+        request_id,
+        key_id: key.id.clone(),
+        key_name: key.name.clone(),
+        user: id_header("x-warden-user")?,
+        session: id_header("x-warden-session")?,
+        cache: CacheControl::parse(
+            req.headers()
+                .get(http::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+        ),
+    })
 }

@@ -30,9 +30,9 @@ async fn app() -> App {
         mock.base_url()
     ))
     .unwrap();
-    let gateway = Gateway::new(&config, |_, _| Ok(KeySpec::None)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(dir.path()).await.unwrap());
+    let gateway = Gateway::new(&config, |_, _| Ok(KeySpec::None), store.clone(), None).unwrap();
     let new = warden_core::keys::generate();
     store
         .insert_key(&NewKeyRecord {
@@ -43,6 +43,7 @@ async fn app() -> App {
             models: None,
             created_at: 0,
             expires_at: None,
+            admin: false,
         })
         .await
         .unwrap();

@@ -20,5 +20,6 @@ fn key(id: &str, name: &str, hash_byte: u8) -> NewKeyRecord {
         models: None,
         created_at: 1_000,
         expires_at: None,
+        admin: false,
     }
 }
