@@ -6,6 +6,7 @@
 mod audit;
 mod auth;
 mod compat;
+mod cost;
 mod keys;
 mod leaks;
 mod lifecycle;
