@@ -117,4 +117,44 @@ try:
 except openai.NotFoundError as exc:
     check("not found", exc.status_code == 404 and exc.code == "model_not_found", exc)
 
+# The response cache: a repeated question is answered by Warden itself, and a streaming
+# request for it gets the cached answer replayed as Server-Sent Events.
+q = [{"role": "user", "content": "cache me"}]
+first = client.chat.completions.with_raw_response.create(model="fast", messages=q, temperature=0)
+check("cache miss", first.headers.get("x-warden-cache") == "MISS", first.headers)
+replayed = client.chat.completions.with_raw_response.create(
+    model="fast", messages=q, temperature=0, stream=True, stream_options={"include_usage": True}
+)
+check("cache hit", replayed.headers.get("x-warden-cache") == "HIT", replayed.headers)
+text, usage, finish = "", None, None
+for chunk in replayed.parse():
+    if chunk.choices and chunk.choices[0].delta.content:
+        text += chunk.choices[0].delta.content
+    if chunk.choices and chunk.choices[0].finish_reason:
+        finish = chunk.choices[0].finish_reason
+    if chunk.usage:
+        usage = chunk.usage
+check("cached stream replay", text == "echo: cache me" and finish == "stop", (text, finish))
+check("cached stream usage", usage is not None and usage.prompt_tokens == 10, usage)
+
+# Warden's own rate limits raise the SDK's RateLimitError, with OpenAI's headers.
+user = {"x-warden-user": "sdk-user-1"}
+client.chat.completions.create(
+    model="fast", messages=[{"role": "user", "content": "once"}], extra_headers=user
+)
+try:
+    client.chat.completions.create(
+        model="fast", messages=[{"role": "user", "content": "twice"}], extra_headers=user
+    )
+    check("rate limit error", False, "no exception")
+except openai.RateLimitError as exc:
+    check(
+        "rate limit error",
+        exc.status_code == 429
+        and exc.code == "rate_limit_exceeded"
+        and exc.response.headers.get("x-ratelimit-limit-requests") == "1"
+        and int(exc.response.headers.get("retry-after", "0")) >= 1,
+        (exc, exc.response.headers),
+    )
+
 print(f"{checks} passed, 0 failed")

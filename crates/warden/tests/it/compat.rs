@@ -22,7 +22,8 @@ async fn official_python_sdk_works_against_warden() {
     let mock = MockUpstream::start().await;
     let config = format!(
         "deployment = \"compat-1\"\n{FAST_RETRY}\n[providers.p]\nbase_url = \"{}\"\n\
-         [models.fast]\naliases = [\"quick\"]\ntargets = [{{ provider = \"p\", model = \"m\" }}]\n",
+         [models.fast]\naliases = [\"quick\"]\ntargets = [{{ provider = \"p\", model = \"m\" }}]\n\
+         [cache]\nenabled = true\n[limits.users]\nrequests_per_minute = 1\n",
         mock.base_url()
     );
     let w = WardenProcess::start(&bin(), &config, &[]);
@@ -49,4 +50,6 @@ async fn official_python_sdk_works_against_warden() {
         w.logs()
     );
     assert!(stdout.contains("ok   not found"), "{stdout}");
+    assert!(stdout.contains("ok   cached stream replay"), "{stdout}");
+    assert!(stdout.contains("ok   rate limit error"), "{stdout}");
 }
