@@ -290,3 +290,81 @@ impl Gateway {
         }
     }
 }
+
+/// Entry points for `benches/checks.rs`: the in-process rate-limit and budget checks, timed
+/// without HTTP. Not part of the API.
+#[doc(hidden)]
+pub mod bench_api {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use warden_config::{Backend, BudgetsConfig, KeyBudget, LimitsConfig, Rate};
+
+    /// Times `n` request-rate checks (a key limit and a user limit each), spread over 1,000
+    /// users; returns the mean time per check.
+    pub async fn rate_limit_checks(n: u32) -> Duration {
+        let big = Rate {
+            requests_per_minute: Some(u64::MAX / 4),
+            tokens_per_minute: Some(u64::MAX / 4),
+        };
+        let config = LimitsConfig {
+            backend: Backend::Memory,
+            key: big,
+            user: big,
+            keys: Default::default(),
+        };
+        let limiter = crate::limits::Limiter::new(&config, None).expect("limiter");
+        let users: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
+        let started = Instant::now();
+        for i in 0..n {
+            let who = crate::limits::Who {
+                key_id: "key_0123456789abcdef",
+                key_name: "bench",
+                user: Some(&users[i as usize % users.len()]),
+            };
+            let mut info = crate::RateInfo::default();
+            let ok = limiter
+                .check(&who, crate::limits::Kind::Requests, 1, &mut info)
+                .await;
+            assert!(matches!(ok, Ok(Ok(()))));
+        }
+        started.elapsed() / n
+    }
+
+    /// Times `n` budget reservations and settlements (session, daily and monthly budgets
+    /// each), spread over 1,000 sessions, once their counters are loaded; returns the mean
+    /// time per reserve-and-settle.
+    pub async fn budget_checks(store: Arc<dyn warden_store::Store>, n: u32) -> Duration {
+        let config = BudgetsConfig {
+            backend: Backend::Memory,
+            default: KeyBudget {
+                session_tokens: Some(u64::MAX / 4),
+                daily_tokens: Some(u64::MAX / 4),
+                monthly_tokens: Some(u64::MAX / 4),
+            },
+            keys: Default::default(),
+            output_estimate_tokens: 4096,
+        };
+        let ledger = Arc::new(crate::budget::Ledger::new(&config, store, None).expect("ledger"));
+        let sessions: Vec<String> = (0..1000).map(|i| format!("session-{i}")).collect();
+        let now = warden_core::time::unix_secs();
+        let scopes = |i: u32| {
+            crate::budget::scopes(
+                &config,
+                "key_0123456789abcdef",
+                "bench",
+                Some(&sessions[i as usize % sessions.len()]),
+                now,
+            )
+        };
+        for i in 0..1000 {
+            let r = ledger.reserve(scopes(i), 100).await.expect("store");
+            drop(r);
+        }
+        let started = Instant::now();
+        for i in 0..n {
+            let r = ledger.reserve(scopes(i), 100).await.expect("store");
+            r.expect("fits").settle(80);
+        }
+        started.elapsed() / n
+    }
+}
