@@ -487,6 +487,77 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
         );
         assert_eq!(example.providers["openai"].timeout, Duration::from_secs(60));
         assert_eq!(example.models.len(), 3);
+        assert_eq!(example.cache.enabled, defaults.cache.enabled);
+        assert_eq!(example.cache.ttl, defaults.cache.ttl);
+        assert_eq!(example.cache.max_bytes, defaults.cache.max_bytes);
+        assert_eq!(example.limits.key, defaults.limits.key);
+        assert_eq!(example.limits.user, defaults.limits.user);
+        assert_eq!(example.budgets.default, defaults.budgets.default);
+        assert_eq!(
+            example.budgets.output_estimate_tokens,
+            defaults.budgets.output_estimate_tokens
+        );
+        assert_eq!(
+            example.tiering.when_budget_used,
+            defaults.tiering.when_budget_used
+        );
+        assert_eq!(example.prices["gpt-4o"].cached_input, 1.25);
+    }
+
+    #[test]
+    fn cost_sections_parse_with_defaults_and_name_bad_fields() {
+        let d = Config::default();
+        assert!(!d.cache.enabled);
+        assert_eq!(d.budgets.default.session_tokens, Some(50_000));
+        assert_eq!(d.budgets.default.daily_tokens, None);
+        assert!(!d.limits.key.is_limited());
+        let c = Config::from_toml(
+            r#"
+[providers.p]
+base_url = "http://x"
+[models.big]
+targets = [{ provider = "p", model = "b" }]
+[models.small]
+targets = [{ provider = "p", model = "s" }]
+[cache]
+enabled = true
+[cache.models.big]
+ttl = "0s"
+[limits]
+requests_per_minute = 10
+[limits.keys.bulk]
+requests_per_minute = 0
+[budgets]
+session_tokens = 0
+key_daily_tokens = 100
+[budgets.keys.bulk]
+daily_tokens = 1000
+[tiering]
+cheaper = { big = "small" }
+[prices.b]
+input = 1
+output = 2
+[redis]
+url_env = "REDIS"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.cache.model_ttl["big"], Duration::ZERO);
+        assert_eq!(c.limits.key_rate("app").requests_per_minute, Some(10));
+        assert_eq!(c.limits.key_rate("bulk").requests_per_minute, None);
+        assert_eq!(c.budgets.for_key("app").session_tokens, None);
+        assert_eq!(c.budgets.for_key("bulk").daily_tokens, Some(1000));
+        assert_eq!(c.budgets.for_key("bulk").monthly_tokens, None);
+        assert_eq!(c.prices["b"].cached_input, 1.0);
+        assert_eq!(c.redis.unwrap().key_prefix, "warden:");
+        assert!(error_of("[cache]\nbackend = \"redis\"").starts_with("cache.backend:"));
+        assert!(error_of("[limits]\nbackend = \"disk\"").starts_with("limits.backend:"));
+        assert!(error_of("[tiering]\nwhen_budget_used = 1.5").starts_with("tiering.when_budget_used:"));
+        assert!(error_of("[tiering]\ncheaper = { a = \"nope\" }").starts_with("tiering.cheaper.a:"));
+        assert!(error_of("[prices.m]\ninput = -1\noutput = 1").starts_with("prices.m.input:"));
+        assert!(error_of("[cache.models.m]\nttl = \"soon\"").starts_with("cache.models.m.ttl:"));
+        assert!(error_of("[redis]\nkey_prefix = \"x\"").starts_with("redis.url_env:"));
+        assert!(error_of("[budgets]\nsurprise = 1").contains("surprise"));
     }
 
     #[test]
