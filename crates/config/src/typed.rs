@@ -552,8 +552,12 @@ url_env = "REDIS"
         assert_eq!(c.redis.unwrap().key_prefix, "warden:");
         assert!(error_of("[cache]\nbackend = \"redis\"").starts_with("cache.backend:"));
         assert!(error_of("[limits]\nbackend = \"disk\"").starts_with("limits.backend:"));
-        assert!(error_of("[tiering]\nwhen_budget_used = 1.5").starts_with("tiering.when_budget_used:"));
-        assert!(error_of("[tiering]\ncheaper = { a = \"nope\" }").starts_with("tiering.cheaper.a:"));
+        assert!(
+            error_of("[tiering]\nwhen_budget_used = 1.5").starts_with("tiering.when_budget_used:")
+        );
+        assert!(
+            error_of("[tiering]\ncheaper = { a = \"nope\" }").starts_with("tiering.cheaper.a:")
+        );
         assert!(error_of("[prices.m]\ninput = -1\noutput = 1").starts_with("prices.m.input:"));
         assert!(error_of("[cache.models.m]\nttl = \"soon\"").starts_with("cache.models.m.ttl:"));
         assert!(error_of("[redis]\nkey_prefix = \"x\"").starts_with("redis.url_env:"));

@@ -33,7 +33,10 @@ async fn main() {
         ("rate limit (key + user)", limits),
         ("budget reserve + settle (session + day + month)", budgets),
     ] {
-        let text: Vec<String> = runs.iter().map(|d| format!("{:.2}", d.as_nanos() as f64 / 1000.0)).collect();
+        let text: Vec<String> = runs
+            .iter()
+            .map(|d| format!("{:.2}", d.as_nanos() as f64 / 1000.0))
+            .collect();
         println!(
             "| {name} | {:.2} µs | {} |",
             median(runs.clone()).as_nanos() as f64 / 1000.0,

@@ -188,6 +188,8 @@ impl Gateway {
         }
 
         // 6. The providers.
+        let store_key = cache_key.zip(ttl).filter(|_| caller.cache.store);
+        call.collect_answer = call.stream && store_key.is_some();
         let mut exchange = Some(exchange);
         let forwarded = self
             .forward(&call, &route, &mut body, &mut exchange, &mut meta)
@@ -218,9 +220,7 @@ impl Gateway {
                     price::lookup(&self.prices, meta.upstream_model.as_deref(), &model)
                         .map(|p| price::cost(p, &u))
                 });
-                if let (Some(key), Some(ttl)) = (cache_key, ttl)
-                    && caller.cache.store
-                {
+                if let Some((key, ttl)) = store_key {
                     self.cache
                         .put(
                             key,
@@ -240,15 +240,13 @@ impl Gateway {
                 })
             }
             Reply::Stream(mut stream) => {
-                self.settle_when_done(
-                    &mut stream,
+                let settle = Settle {
                     reservation,
                     estimate,
                     needs_tokens,
-                    &caller,
-                    &model,
-                    &meta,
-                );
+                    store_key,
+                };
+                self.settle_when_done(&mut stream, settle, &caller, &model, &meta);
                 Ok(Success {
                     redactions: stream.redactions.clone(),
                     meta,
@@ -258,18 +256,24 @@ impl Gateway {
         }
     }
 
-    /// A stream's tokens are known when it ends: settle then, and hand the summary on.
-    #[allow(clippy::too_many_arguments)]
+    /// A stream's tokens are known when it ends: settle then (and cache the whole answer if
+    /// it completed), and hand the summary on.
     fn settle_when_done(
         &self,
         stream: &mut ChatStream,
-        reservation: Reservation,
-        estimate: u64,
-        needs_tokens: bool,
+        settle: Settle,
         caller: &crate::Caller,
         model: &str,
         meta: &Meta,
     ) {
+        let Settle {
+            reservation,
+            estimate,
+            needs_tokens,
+            store_key,
+        } = settle;
+        let cache = self.cache.clone();
+        let provider = meta.provider.clone().unwrap_or_default();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let upstream_summary = std::mem::replace(&mut stream.summary, rx);
         let limiter = self.limiter.clone();
@@ -298,6 +302,12 @@ impl Gateway {
                 price::lookup(&prices, upstream_model.as_deref(), &model)
                     .map(|p| price::cost(p, &u))
             });
+            if let (Some((key, ttl)), Some(answer)) = (store_key, summary.answer.take()) {
+                let upstream = upstream_model.clone().unwrap_or_default();
+                cache
+                    .put(key, answer, summary.usage, provider, upstream, ttl)
+                    .await;
+            }
             let _ = tx.send(summary);
         });
     }
@@ -323,6 +333,7 @@ impl Gateway {
                 redactions: redactions.clone(),
                 spent: Default::default(),
                 cost_usd: None,
+                answer: None,
             });
             Reply::Stream(ChatStream {
                 body: futures_util::stream::once(async move { sse }).boxed(),
@@ -339,6 +350,14 @@ impl Gateway {
             reply,
         }
     }
+}
+
+/// What a stream settles when it ends.
+struct Settle {
+    reservation: Reservation,
+    estimate: u64,
+    needs_tokens: bool,
+    store_key: Option<(cache::Key, std::time::Duration)>,
 }
 
 /// Puts the request's own values back into a (masked) chat answer.

@@ -38,6 +38,8 @@ pub struct Call {
     /// Who asks, and how they allow the cache to be used.
     pub caller: Caller,
     pub(crate) body: Map<String, Value>,
+    /// Whether a streamed answer should be rebuilt whole (for the cache).
+    pub(crate) collect_answer: bool,
 }
 
 /// Who a call is for: the request id, the virtual key, and the end user and session the
@@ -116,6 +118,7 @@ impl Call {
             include_usage,
             caller,
             body,
+            collect_answer: false,
         })
     }
 }

@@ -8,6 +8,7 @@
 //! key, and never log request or answer content.
 
 mod admission;
+mod assemble;
 mod backoff;
 mod breaker;
 mod budget;
@@ -53,7 +54,7 @@ pub struct Gateway {
     redactor: warden_redact::Redactor,
     limiter: Arc<limits::Limiter>,
     ledger: Arc<budget::Ledger>,
-    cache: cache::ResponseCache,
+    cache: Arc<cache::ResponseCache>,
     budgets: warden_config::BudgetsConfig,
     tiering: warden_config::TieringConfig,
     prices: Arc<BTreeMap<String, warden_config::Price>>,
@@ -197,7 +198,7 @@ impl Gateway {
             redactor,
             limiter: Arc::new(limits::Limiter::new(&config.limits, shared)?),
             ledger: Arc::new(budget::Ledger::new(&config.budgets, store, shared)?),
-            cache: cache::ResponseCache::new(&config.cache, shared)?,
+            cache: Arc::new(cache::ResponseCache::new(&config.cache, shared)?),
             budgets: config.budgets.clone(),
             tiering: config.tiering.clone(),
             prices: Arc::new(config.prices.clone()),

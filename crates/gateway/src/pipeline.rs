@@ -281,6 +281,7 @@ impl Gateway {
                 call.include_usage,
                 route_name,
                 exchange,
+                call.collect_answer,
             )
             .await;
             observe(opened.as_ref().err().map_or("ok", |k| k.label()));

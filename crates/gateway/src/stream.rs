@@ -39,6 +39,9 @@ pub struct StreamSummary {
     pub spent: crate::Spent,
     /// Dollars, when the model has a price and usage was reported.
     pub cost_usd: Option<f64>,
+    /// The whole answer as a `chat.completion`, masked but with the request's placeholders
+    /// kept: only when the stream completed and the call asked for it (to be cached).
+    pub(crate) answer: Option<Bytes>,
 }
 
 struct State {
@@ -53,6 +56,8 @@ struct State {
     finished: bool,
     /// Masks what the model produces and restores placeholders, event by event.
     exchange: Option<Exchange>,
+    /// Rebuilds the whole answer for the cache, when the call will store it.
+    assembler: Option<crate::assemble::Assembler>,
 }
 
 /// Reads until the first event, then returns the stream. `Err` means nothing usable arrived.
@@ -62,6 +67,7 @@ pub(crate) async fn open(
     include_usage: bool,
     model: &str,
     exchange: &mut Option<Exchange>,
+    collect_answer: bool,
 ) -> Result<ChatStream, Kind> {
     let (tx, rx) = oneshot::channel();
     let mut state = State {
@@ -75,6 +81,7 @@ pub(crate) async fn open(
         summary_tx: Some(tx),
         finished: false,
         exchange: None,
+        assembler: collect_answer.then(Default::default),
     };
     let mut first = Vec::new();
     while first.is_empty() {
@@ -133,6 +140,9 @@ impl State {
             self.ready.push_back(sse::frame(&data));
             return;
         }
+        if let Some(a) = self.assembler.as_mut() {
+            a.push(&data);
+        }
         if has_usage_object(&data)
             && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data)
             && let Some(u) = v.get("usage").filter(|u| u.is_object())
@@ -186,6 +196,17 @@ impl State {
         if let Some(tx) = self.summary_tx.take() {
             if let Some(u) = &self.summary.usage {
                 usage::record_tokens(&self.model, u);
+            }
+            if self.summary.completed
+                && let Some(answer) = self.assembler.take().and_then(|a| a.finish())
+            {
+                // Model-produced values masked, the request's placeholders kept.
+                let masked = self
+                    .exchange
+                    .as_mut()
+                    .and_then(|x| x.mask_chat_answer(&answer))
+                    .unwrap_or(answer);
+                self.summary.answer = Some(masked.into());
             }
             if let Some(x) = &self.exchange {
                 crate::redaction::record_answer(x);

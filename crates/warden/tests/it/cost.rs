@@ -105,6 +105,34 @@ async fn cache_hits_are_free_restored_per_request_and_honour_cache_control() {
     assert!(!answer.contains("ann@example.com"), "{answer}");
     let sent = serde_json::to_string(&s.a.requests().last().unwrap().body).unwrap();
     assert!(!sent.contains("ann@example.com") && sent.contains("<EMAIL_1>"));
+
+    // A streamed answer is stored whole once it completes, and serves plain requests too.
+    let mut streamed = ask("stream first to cat@example.com");
+    streamed["stream"] = json!(true);
+    let r = post_with(&s, &streamed, &[]).await;
+    assert_eq!(header(&r, "x-warden-cache"), "MISS");
+    let text: String = sse_events(r)
+        .await
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| {
+            let v: Value = serde_json::from_str(e).unwrap();
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(text.contains("cat@example.com"), "{text}");
+    let calls = s.a.requests().len();
+    // The answer is stored just after the stream ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = post_with(&s, &ask("stream first to dan@example.com"), &[]).await;
+    assert_eq!(header(&r, "x-warden-cache"), "HIT");
+    let hit: Value = r.json().await.unwrap();
+    let answer = hit["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(answer, text.replace("cat@example.com", "dan@example.com"));
+    assert_eq!(hit["choices"][0]["finish_reason"], "stop");
+    assert_eq!(s.a.requests().len(), calls, "served without the provider");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
