@@ -405,6 +405,42 @@ output = 2.0
     assert_eq!(status, 0, "{err}");
     let cli: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cli[0]["requests"], 4);
+
+    // Each audit record carries the request's cost, cache result and refusal.
+    let (status, out, err) = s.warden.cli(&["audit", "search", "--key", "test"]);
+    assert_eq!(status, 0, "{err}");
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4, "{out}");
+    let calls: Vec<&Value> = records.iter().map(|r| &r["event"]).collect();
+    assert_eq!(
+        calls
+            .iter()
+            .filter(|c| c["refusal"] == "rate_limited")
+            .count(),
+        1,
+        "{out}"
+    );
+    let costs: f64 = calls
+        .iter()
+        .filter_map(|c| c["cost_usd"].as_str())
+        .map(|c| c.parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (costs - expected).abs() < 1e-7,
+        "{costs} != {expected}: {out}"
+    );
+    // The cache is off here; the refused request never got as far as the lookup.
+    for c in &calls {
+        let expected = if c["status"] == 200 {
+            json!("bypass")
+        } else {
+            Value::Null
+        };
+        assert_eq!(c["cache"], expected, "{out}");
+    }
 }
 
 /// Two `warden serve` processes on one data folder, sharing this machine's Redis.

@@ -1,7 +1,8 @@
 //! Leak test: known personal data and secrets go through every path that exists (chat, stream,
 //! embeddings, tool-call history, the model echoing them, the model inventing a secret, a
-//! blocked request), with debug logging on; then every byte Warden wrote — its log, the SQLite
-//! files, the audit write-ahead files and the shipped audit store — is scanned for them.
+//! blocked request, a cached answer), with debug logging on; then every byte Warden wrote — its
+//! log, the SQLite files, the audit write-ahead files, the shipped audit store and (when this
+//! machine's Redis is given) the cached answers in Redis — is scanned for them.
 
 use crate::{KEYS_ENV, bin, two_provider_config};
 use serde_json::json;
@@ -36,10 +37,29 @@ fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 async fn no_secret_reaches_any_log_record_or_stored_byte() {
     let a = MockUpstream::start().await;
     let b = MockUpstream::start().await;
-    let extra = "[redaction.keys.strict]\nCREDIT_CARD = \"block\"\n";
+    let redis_url = std::env::var("WARDEN_TEST_REDIS_URL").ok();
+    let prefix = format!(
+        "warden-leak-{}-{}:",
+        std::process::id(),
+        warden_core::time::unix_millis()
+    );
+    let mut extra =
+        "[redaction.keys.strict]\nCREDIT_CARD = \"block\"\n[cache]\nenabled = true\n".to_owned();
+    if redis_url.is_some() {
+        extra += &format!(
+            "backend = \"redis\"\n[redis]\nurl_env = \"WARDEN_REDIS_URL\"\nkey_prefix = \"{prefix}\"\n"
+        );
+    } else {
+        eprintln!(
+            "note: WARDEN_TEST_REDIS_URL unset: the leak test caches in memory and cannot scan Redis"
+        );
+    }
     let mut env = KEYS_ENV.to_vec();
     env.push(("RUST_LOG", "debug"));
-    let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, extra), &env);
+    if let Some(url) = &redis_url {
+        env.push(("WARDEN_REDIS_URL", url));
+    }
+    let mut w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, &extra), &env);
     let key = w.create_key("leaks", &[]);
     let strict = w.create_key("strict", &[]);
     // A bare password cannot be recognised; in a connection string it can.
@@ -62,7 +82,8 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
         {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": json!({"dsn": "postgres://u:s3cr3t-P4ss@db/x", "ssn": "123-45-6789"}).to_string()}}]},
         {"role": "tool", "tool_call_id": "c", "content": all.clone()},
     ]});
-    // Echoed back (restored for the client), streamed, and a secret the model invents.
+    // Echoed back (restored for the client), streamed (a cache hit, replayed), and a secret
+    // the model invents.
     assert_eq!(
         http.post(&url)
             .bearer_auth(&key)
@@ -94,6 +115,7 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
     let invented = http
         .post(&url)
         .bearer_auth(&key)
+        .header("cache-control", "no-cache")
         .json(&chat)
         .send()
         .await
@@ -149,6 +171,27 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
         "{files:?}"
     );
     let mut scanned = vec![("warden log".to_owned(), logs.into_bytes())];
+    if let Some(url) = &redis_url {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            keys.iter().any(|k| k.contains(":cache:")),
+            "answers were cached: {keys:?}"
+        );
+        for k in keys {
+            let value: Vec<u8> = redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            scanned.push((format!("redis {k}"), value));
+        }
+    }
     for f in files {
         scanned.push((f.display().to_string(), std::fs::read(&f).unwrap()));
     }
