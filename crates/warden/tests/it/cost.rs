@@ -564,3 +564,43 @@ daily_tokens = 1000
         "spent {spent}, refused {refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_limits_count_estimates_and_settle_to_real_usage() {
+    let s = Setup::start_with("[limits]\ntokens_per_minute = 120\n").await;
+    // Each call reserves about 30 tokens (prompt and max_tokens 20) and settles at about 12.
+    let mut served = 0;
+    let mut refused = None;
+    for _ in 0..20 {
+        let r = post_with(&s, &ask("hi"), &[]).await;
+        if r.status() == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(header(&r, "x-ratelimit-limit-tokens"), "120");
+        served += 1;
+    }
+    // Settling to the real count gives tokens back: more calls fit than 120 / 30.
+    assert!(served > 4, "{served}");
+    let refused = refused.expect("the token limit was reached");
+    assert!(!header(&refused, "retry-after").is_empty());
+    let (code, body) = error_code(refused, 429).await;
+    assert_eq!(code, "rate_limit_exceeded");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens per minute")
+    );
+    // A request bigger than a whole minute's quota can never fit, and says so.
+    let mut huge = ask("hi");
+    huge["max_tokens"] = json!(500);
+    let r = post_with(&s, &huge, &[]).await;
+    assert!(r.headers().get("retry-after").is_none());
+    let (_, body) = error_code(r, 429).await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("more than this key's limit of 120 tokens per minute"),
+        "{message}"
+    );
+}
