@@ -43,13 +43,7 @@ impl Assembler {
             self.broken = true;
             return;
         };
-        for f in [
-            "id",
-            "created",
-            "model",
-            "system_fingerprint",
-            "service_tier",
-        ] {
+        for f in crate::cache::HEAD_FIELDS {
             if let Some(v) = chunk.get(f).filter(|v| !v.is_null()) {
                 self.head.entry(f).or_insert_with(|| v.clone());
             }

@@ -320,6 +320,15 @@ fn decode(bytes: &[u8]) -> Option<Entry> {
     })
 }
 
+/// The top-level fields a completion and its chunks share.
+pub(crate) const HEAD_FIELDS: [&str; 5] = [
+    "id",
+    "created",
+    "model",
+    "system_fingerprint",
+    "service_tier",
+];
+
 /// A complete chat answer as Server-Sent Events: one chunk per choice with the whole message
 /// as its delta, one with its `finish_reason`, the usage chunk if asked, then `[DONE]`.
 pub(crate) fn replay_as_sse(body: &[u8], include_usage: bool) -> Option<Bytes> {
@@ -327,13 +336,7 @@ pub(crate) fn replay_as_sse(body: &[u8], include_usage: bool) -> Option<Bytes> {
     let choices = v.get("choices")?.as_array()?;
     let base = |choices: Value| {
         let mut chunk = Map::new();
-        for f in [
-            "id",
-            "created",
-            "model",
-            "system_fingerprint",
-            "service_tier",
-        ] {
+        for f in HEAD_FIELDS {
             if let Some(x) = v.get(f).filter(|x| !x.is_null()) {
                 chunk.insert(f.into(), x.clone());
             }

@@ -25,6 +25,14 @@ async fn post_with(s: &Setup, body: &Value, headers: &[(&str, &str)]) -> reqwest
     req.send().await.unwrap()
 }
 
+/// Asserts a 429 with this code and a message containing `words`.
+async fn refused_with(r: reqwest::Response, code: &str, words: &str) {
+    let (got, body) = error_code(r, 429).await;
+    assert_eq!(got, code, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains(words), "{message}");
+}
+
 fn ask(text: &str) -> Value {
     json!({"model": "fast", "temperature": 0, "max_tokens": 20,
            "messages": [{"role": "user", "content": text}]})
@@ -152,26 +160,21 @@ async fn rate_limits_per_key_and_user_answer_429_with_openai_headers() {
     let retry_after: u64 = header(&refused, "retry-after").parse().unwrap();
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     assert_eq!(header(&refused, "x-ratelimit-remaining-requests"), "0");
-    let (code, body) = error_code(refused, 429).await;
-    assert_eq!(code, "rate_limit_exceeded");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("this user's limit is 2 requests per minute"),
-        "{body}"
-    );
+    refused_with(
+        refused,
+        "rate_limit_exceeded",
+        "this user's limit is 2 requests per minute",
+    )
+    .await;
     // Bob has his own quota but shares the key's: one more, then the key's limit.
     let bob = [("x-warden-user", "bob")];
     assert_eq!(post_with(&s, &ask("hi"), &bob).await.status(), 200);
-    let (code, body) = error_code(post_with(&s, &ask("hi"), &bob).await, 429).await;
-    assert_eq!(code, "rate_limit_exceeded");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("this key's")
-    );
+    refused_with(
+        post_with(&s, &ask("hi"), &bob).await,
+        "rate_limit_exceeded",
+        "this key's",
+    )
+    .await;
     assert_eq!(
         s.a.requests().len(),
         3,
@@ -287,11 +290,7 @@ async fn session_budgets_are_per_session() {
     loop {
         let r = post_with(&s, &ask("hi"), &one).await;
         if r.status() == 429 {
-            let (code, body) = error_code(r, 429).await;
-            assert_eq!(code, "budget_exceeded");
-            let message = body["error"]["message"].as_str().unwrap();
-            assert!(message.contains("session token budget"), "{message}");
-            assert!(message.contains("start a new session"), "{message}");
+            refused_with(r, "budget_exceeded", "session token budget (100 tokens)").await;
             break;
         }
         assert_eq!(r.status(), 200);
@@ -584,14 +583,7 @@ async fn token_limits_count_estimates_and_settle_to_real_usage() {
     assert!(served > 4, "{served}");
     let refused = refused.expect("the token limit was reached");
     assert!(!header(&refused, "retry-after").is_empty());
-    let (code, body) = error_code(refused, 429).await;
-    assert_eq!(code, "rate_limit_exceeded");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tokens per minute")
-    );
+    refused_with(refused, "rate_limit_exceeded", "tokens per minute").await;
     // A request bigger than a whole minute's quota can never fit, and says so.
     let mut huge = ask("hi");
     huge["max_tokens"] = json!(500);
