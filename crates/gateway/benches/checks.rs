@@ -1,6 +1,7 @@
 //! The in-process cost checks, without HTTP: one request-rate check (key and user limits) and
-//! one budget reservation plus settlement (session, day and month). Medians of 5 runs of
-//! 200,000 operations each; the target is under 5 µs per check.
+//! one budget reservation plus settlement (session, day and month), 200,000 operations a run;
+//! and the tokenizer's count of a 4 KB prompt that a budget or token limit needs first, 2,000
+//! a run. Medians of 5 runs; the target is under 5 µs per check.
 //!
 //! `cargo bench -p warden-gateway --bench checks`
 
@@ -21,17 +22,30 @@ async fn main() {
             .await
             .expect("store"),
     );
+    // A 4 KB prompt of prose, code and JSON.
+    let text = "The quarterly review covered revenue, churn and the migration plan. \
+        fn handle(req: Request) -> Result<Response, Error> { Ok(Response::json(&db.find(id)?)) } \
+        {\"order_id\": \"ORD-2024-118273\", \"qty\": 2, \"price\": 19.99} "
+        .repeat(20);
+    let text = &text[..4096];
     let mut limits = Vec::new();
     let mut budgets = Vec::new();
+    let mut fresh = Vec::new();
+    let mut again = Vec::new();
+    use warden_gateway::bench_api::token_estimates;
     for _ in 0..5 {
         limits.push(warden_gateway::bench_api::rate_limit_checks(N).await);
         budgets.push(warden_gateway::bench_api::budget_checks(store.clone(), N).await);
+        fresh.push(token_estimates("gpt-4o", text, 2000, true));
+        again.push(token_estimates("gpt-4o", text, 2000, false));
     }
     println!("| check | median per operation | runs |");
     println!("|---|---|---|");
     for (name, runs) in [
         ("rate limit (key + user)", limits),
         ("budget reserve + settle (session + day + month)", budgets),
+        ("token estimate, new 4 KB message (o200k_base)", fresh),
+        ("token estimate, 4 KB message seen before", again),
     ] {
         let text: Vec<String> = runs
             .iter()

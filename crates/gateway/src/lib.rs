@@ -331,6 +331,32 @@ pub mod bench_api {
         started.elapsed() / n
     }
 
+    /// Times `n` prompt estimates of a one-message chat body holding `text`, with the
+    /// tokenizer of `model`: each a new text (`fresh`, a number is prepended) or the same one
+    /// again (counted once, then remembered); returns the mean time per estimate.
+    pub fn token_estimates(model: &str, text: &str, n: u32, fresh: bool) -> Duration {
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let run = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::tokens::warm_up();
+        let bodies: Vec<serde_json::Map<String, serde_json::Value>> = (0..n)
+            .map(|i| {
+                let i = format!("{run}.{i}");
+                let content = if fresh {
+                    format!("{i} {text}")
+                } else {
+                    text.to_owned()
+                };
+                let v = serde_json::json!({"messages": [{"role": "user", "content": content}]});
+                v.as_object().cloned().unwrap_or_default()
+            })
+            .collect();
+        let started = Instant::now();
+        for body in &bodies {
+            std::hint::black_box(crate::tokens::chat_prompt(model, body));
+        }
+        started.elapsed() / n
+    }
+
     /// Times `n` budget reservations and settlements (session, daily and monthly budgets
     /// each), spread over 1,000 sessions, once their counters are loaded; returns the mean
     /// time per reserve-and-settle.
