@@ -562,6 +562,40 @@ daily_tokens = 1000
         refused > 0 && spent <= 1000 + 40,
         "spent {spent}, refused {refused}"
     );
+
+    // Redis loses the counter (as in a restart: this Redis keeps nothing on disk). The next
+    // reservation seeds it from the store's settled total, so the budget still holds.
+    tokio::time::sleep(Duration::from_millis(500)).await; // usage rows (and counters) written
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let counters: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}key:*:day:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(counters.len(), 1, "{counters:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&counters)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{}/v1/chat/completions", two.url))
+        .bearer_auth(&spender)
+        .header("cache-control", "no-cache")
+        .json(&ask("after a Redis restart"))
+        .send()
+        .await
+        .unwrap();
+    let seeded: i64 = redis::cmd("GET")
+        .arg(&counters[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(seeded >= spent, "seeded {seeded}, but {spent} were spent");
+    if r.status() != 200 {
+        refused_with(r, "budget_exceeded", "daily token budget").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
