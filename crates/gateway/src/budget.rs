@@ -147,8 +147,15 @@ pub(crate) struct Ledger {
 }
 
 enum Live {
-    Memory(Mutex<HashMap<String, Counter>>),
+    Memory(Mutex<Counters>),
     Redis(Shared),
+}
+
+/// The in-memory counters.
+struct Counters {
+    map: HashMap<String, Counter>,
+    /// Size at which idle counters are next swept (doubles when a sweep frees little).
+    sweep_at: usize,
 }
 
 struct Counter {
@@ -212,7 +219,10 @@ impl Ledger {
         shared: Option<&Shared>,
     ) -> Result<Self, String> {
         let live = match (config.backend, shared) {
-            (Backend::Memory, _) => Live::Memory(Mutex::new(HashMap::new())),
+            (Backend::Memory, _) => Live::Memory(Mutex::new(Counters {
+                map: HashMap::new(),
+                sweep_at: SWEEP_AT,
+            })),
             (Backend::Redis, Some(s)) => Live::Redis(s.clone()),
             (Backend::Redis, None) => {
                 return Err("budgets.backend = \"redis\" but Redis is not connected".into());
@@ -237,7 +247,7 @@ impl Ledger {
             let m = m.lock().unwrap_or_else(|p| p.into_inner());
             scopes
                 .iter()
-                .filter(|s| !m.contains_key(&s.counter))
+                .filter(|s| !m.map.contains_key(&s.counter))
                 .map(|s| s.counter.clone())
                 .collect()
         };
@@ -247,12 +257,14 @@ impl Ledger {
         let stored = self.stored(&missing).await?;
         let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        if m.len() > SWEEP_AT {
-            m.retain(|_, c| c.reserved > 0 || now.duration_since(c.touched) < IDLE);
+        if m.map.len() > m.sweep_at {
+            m.map
+                .retain(|_, c| c.reserved > 0 || now.duration_since(c.touched) < IDLE);
+            m.sweep_at = SWEEP_AT.max(m.map.len() * 2);
         }
         for (counter, tokens) in stored {
             // Another call may have loaded it meanwhile: keep that (it may hold reservations).
-            m.entry(counter).or_insert(Counter {
+            m.map.entry(counter).or_insert(Counter {
                 settled: tokens.max(0) as u64,
                 reserved: 0,
                 touched: now,
@@ -280,7 +292,7 @@ impl Ledger {
             Live::Memory(m) => {
                 self.load(&scopes).await?;
                 let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
-                Ok(reserve_in(&mut m, scopes, estimate).map(reservation))
+                Ok(reserve_in(&mut m.map, scopes, estimate).map(reservation))
             }
             Live::Redis(shared) => {
                 let now = warden_core::time::unix_secs();
@@ -346,7 +358,7 @@ impl Ledger {
                 let m = m.lock().unwrap_or_else(|p| p.into_inner());
                 keyed
                     .iter()
-                    .map(|s| m.get(&s.counter).map_or(0, |c| c.settled + c.reserved))
+                    .map(|s| m.map.get(&s.counter).map_or(0, |c| c.settled + c.reserved))
                     .collect()
             }
             Live::Redis(shared) => {
@@ -375,7 +387,7 @@ impl Ledger {
                 let mut m = m.lock().unwrap_or_else(|p| p.into_inner());
                 let now = Instant::now();
                 for s in scopes {
-                    if let Some(c) = m.get_mut(&s.counter) {
+                    if let Some(c) = m.map.get_mut(&s.counter) {
                         c.reserved = c.reserved.saturating_sub(estimate);
                         c.settled += actual;
                         c.touched = now;

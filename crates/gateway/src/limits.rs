@@ -189,6 +189,9 @@ enum Store {
 struct Memory {
     started: Instant,
     tats: HashMap<String, f64>,
+    /// Size at which the next sweep runs: doubles when a sweep frees little, so a table of
+    /// live limits is not swept on every check.
+    sweep_at: usize,
 }
 
 impl Memory {
@@ -197,9 +200,10 @@ impl Memory {
     }
 
     fn sweep(&mut self, now: f64) {
-        if self.tats.len() > SWEEP_AT {
+        if self.tats.len() > self.sweep_at {
             // An entry whose TAT has passed is the same as no entry.
             self.tats.retain(|_, tat| *tat > now);
+            self.sweep_at = SWEEP_AT.max(self.tats.len() * 2);
         }
     }
 }
@@ -261,6 +265,7 @@ impl Limiter {
             (Backend::Memory, _) => Store::Memory(Mutex::new(Memory {
                 started: Instant::now(),
                 tats: HashMap::new(),
+                sweep_at: SWEEP_AT,
             })),
             (Backend::Redis, Some(s)) => Store::Redis(s.clone()),
             (Backend::Redis, None) => {
