@@ -21,7 +21,7 @@ pub use duration::{format_duration, parse_duration};
 pub use redaction::{CustomEntity, CustomMatcher, KeyRedaction, RedactAction, RedactionConfig};
 pub use typed::{
     CircuitBreakerConfig, Config, KeySource, LogFormat, ModelRoute, ProviderConfig, RetryConfig,
-    ServerConfig, StoreConfig, Target,
+    ServerConfig, StoreBackend, StoreConfig, Target,
 };
 
 /// Why a configuration could not be loaded.

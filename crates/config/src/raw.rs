@@ -55,6 +55,9 @@ pub(crate) struct RawServer {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub data_dir: Option<String>,
+    pub backend: Option<String>,
+    pub postgres_url_env: Option<String>,
+    pub postgres_schema: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

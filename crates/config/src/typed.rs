@@ -75,8 +75,25 @@ pub enum LogFormat {
 /// Where state lives.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    /// Folder holding `warden.db`; `None` means the caller's default (`./warden-data`).
+    /// Folder holding `warden.db` (SQLite) and the audit log's local files; `None` means the
+    /// caller's default (`./warden-data`).
     pub data_dir: Option<PathBuf>,
+    /// Which database holds keys, usage, budgets (and later agents).
+    pub backend: StoreBackend,
+}
+
+/// The database behind the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// `warden.db` in the data folder (the embedded default; one node).
+    Sqlite,
+    /// A PostgreSQL database shared by several nodes.
+    Postgres {
+        /// The environment variable holding the `postgres://` URL (it may hold a password).
+        url_env: String,
+        /// Schema to use (created if missing); `None` is the URL's default (`public`).
+        schema: Option<String>,
+    },
 }
 
 /// Retry policy against one target before falling back to the next.
@@ -372,6 +389,46 @@ impl Config {
             server,
             store: StoreConfig {
                 data_dir: raw.store.data_dir.map(PathBuf::from),
+                backend: match raw.store.backend.as_deref() {
+                    None | Some("sqlite") => {
+                        if raw.store.postgres_url_env.is_some()
+                            || raw.store.postgres_schema.is_some()
+                        {
+                            return Err(Error::invalid(
+                                "store.backend",
+                                "postgres_url_env and postgres_schema need backend = \"postgres\"",
+                            ));
+                        }
+                        StoreBackend::Sqlite
+                    }
+                    Some("postgres") => StoreBackend::Postgres {
+                        url_env: raw
+                            .store
+                            .postgres_url_env
+                            .unwrap_or_else(|| "WARDEN_POSTGRES_URL".into()),
+                        schema: match raw.store.postgres_schema {
+                            Some(s)
+                                if s.is_empty()
+                                    || s.len() > 63
+                                    || !s.bytes().all(|b| {
+                                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
+                                    }) =>
+                            {
+                                return Err(Error::invalid(
+                                    "store.postgres_schema",
+                                    "use 1-63 lower-case letters, digits or `_`",
+                                ));
+                            }
+                            other => other,
+                        },
+                    },
+                    Some(other) => {
+                        return Err(Error::invalid(
+                            "store.backend",
+                            format!("`{other}` is not one of: sqlite, postgres"),
+                        ));
+                    }
+                },
             },
             retry,
             circuit_breaker,

@@ -1,16 +1,18 @@
-//! Warden's persistent state, behind one [`Store`] trait: virtual keys, key-change events
-//! and usage rows now,
-//! agents, journals and approvals as their issues land. The SQLite backend (a file, the
-//! embedded default) is [`SqliteStore`]; PostgreSQL joins for multi-node deployments.
+//! Warden's persistent state, behind one [`Store`] trait: virtual keys, key-change events,
+//! usage rows and budget counters now; agents, journals and approvals as their issues land.
+//! Two real backends: [`SqliteStore`] (a file, the embedded default) and [`PgStore`]
+//! (PostgreSQL, for several nodes), with the same schema versions and one shared test suite.
 //!
 //! This is the only crate that knows SQL. It must never log stored values (hashes, model
 //! content): errors carry what failed, not the data.
 
 mod migrate;
+mod postgres;
 mod records;
 mod sqlite;
 mod usage_writer;
 
+pub use postgres::PgStore;
 pub use records::{GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow};
 pub use sqlite::SqliteStore;
 pub use usage_writer::{UsageWriter, UsageWriterHandle};

@@ -50,3 +50,69 @@ pub(crate) async fn sqlite(pool: &SqlitePool) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// Ordered (version, SQL) pairs for PostgreSQL: the same schema versions as SQLite.
+const POSTGRES: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/postgres/0001_keys_and_usage.sql"),
+    ),
+    (
+        2,
+        include_str!("../migrations/postgres/0002_key_events.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/postgres/0003_cost_control.sql"),
+    ),
+];
+
+/// A fixed key for the advisory lock that serialises migrations when several nodes start at
+/// once (held for the migration transaction only; nothing else uses advisory locks).
+const MIGRATION_LOCK: i64 = 0x5741_5244_454e_0001;
+
+/// Brings a PostgreSQL database (its current schema) up to the newest schema.
+pub(crate) async fn postgres(pool: &sqlx::PgPool) -> Result<(), Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS _warden_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _warden_migrations")
+        .fetch_one(&mut *tx)
+        .await?;
+    let applied = applied.unwrap_or(0);
+    if let Some((newest, _)) = POSTGRES.last()
+        && applied > *newest
+    {
+        return Err(Error::Unavailable(format!(
+            "the database has schema version {applied}, newer than this binary knows ({newest}); upgrade Warden"
+        )));
+    }
+    for (version, sql) in POSTGRES.iter().filter(|(v, _)| *v > applied) {
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO _warden_migrations (version, applied_at) VALUES ($1, EXTRACT(EPOCH FROM now())::BIGINT)",
+        )
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+        tracing::info!(version, "applied store migration (postgres)");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn both_backends_know_the_same_schema_versions() {
+        let versions = |m: &[(i64, &str)]| m.iter().map(|(v, _)| *v).collect::<Vec<_>>();
+        assert_eq!(versions(super::SQLITE), versions(super::POSTGRES));
+    }
+}

@@ -5,18 +5,14 @@
 use crate::cli::{Global, KeysCommand};
 use crate::settings::{self, Failure};
 use crate::time_fmt::iso8601;
-use anyhow::Context;
 use rand::RngCore;
 use warden_core::time::unix_secs as now_secs;
-use warden_store::{NewKeyRecord, SqliteStore, Store};
+use warden_store::NewKeyRecord;
 
 /// Runs one keys command.
 pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
     let config = settings::load(global)?;
-    let dir = settings::data_dir(global, &config);
-    let store = SqliteStore::open_dir(&dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let store = settings::open_store(global, &config).await?;
     match command {
         KeysCommand::Create {
             name,

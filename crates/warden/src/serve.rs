@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use warden_config::LogFormat;
 use warden_gateway::Gateway;
 use warden_server::AppState;
-use warden_store::{SqliteStore, Store, UsageWriter};
+use warden_store::{Store, UsageWriter};
 
 /// How often key files are checked for changes.
 const KEY_FILE_POLL: Duration = Duration::from_secs(1);
@@ -31,10 +31,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     init_logging(config.server.log_format);
 
     let dir = settings::data_dir(global, &config);
-    let store = SqliteStore::open_dir(&dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<dyn Store> = settings::open_store(global, &config).await?;
     let shared = match &config.redis {
         None => None,
         Some(r) => {

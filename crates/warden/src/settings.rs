@@ -77,6 +77,36 @@ pub fn data_dir(global: &Global, config: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("warden-data"))
 }
 
+/// Opens the configured store: `warden.db` in the data directory, or PostgreSQL at the URL
+/// in the variable `store.postgres_url_env` names. Every command uses this, so `warden keys`
+/// and `warden usage` see what `serve` sees.
+pub async fn open_store(
+    global: &Global,
+    config: &Config,
+) -> Result<std::sync::Arc<dyn warden_store::Store>, Failure> {
+    use anyhow::Context;
+    match &config.store.backend {
+        warden_config::StoreBackend::Sqlite => {
+            let dir = data_dir(global, config);
+            let store = warden_store::SqliteStore::open_dir(&dir)
+                .await
+                .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+            Ok(std::sync::Arc::new(store))
+        }
+        warden_config::StoreBackend::Postgres { url_env, schema } => {
+            let url = env_nonempty(url_env).ok_or_else(|| {
+                Failure::Config(format!(
+                    "store.postgres_url_env: the environment variable {url_env} is not set"
+                ))
+            })?;
+            let store = warden_store::PgStore::connect(&url, schema.as_deref())
+                .await
+                .with_context(|| format!("cannot open the PostgreSQL store (from {url_env})"))?;
+            Ok(std::sync::Arc::new(store))
+        }
+    }
+}
+
 /// The Redis URL from the variable `[redis] url_env` names; missing or empty stops start-up.
 pub fn redis_url(config: &warden_config::RedisConfig) -> Result<Secret, Failure> {
     env_nonempty(&config.url_env)

@@ -4,7 +4,7 @@ use crate::cli::{Global, UsageArgs};
 use crate::settings::{self, Failure};
 use crate::time_fmt::{iso8601, parse_time};
 use anyhow::Context;
-use warden_store::{GroupBy, SqliteStore, Store};
+use warden_store::GroupBy;
 
 /// Prints the report.
 pub async fn run(global: &Global, args: UsageArgs) -> Result<(), Failure> {
@@ -25,10 +25,7 @@ pub async fn run(global: &Global, args: UsageArgs) -> Result<(), Failure> {
         return Err(Failure::Config("--from must be before --to".into()));
     }
     let config = settings::load(global)?;
-    let dir = settings::data_dir(global, &config);
-    let store = SqliteStore::open_dir(&dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let store = settings::open_store(global, &config).await?;
     let groups = store
         .usage_report(group, from * 1000, to * 1000)
         .await

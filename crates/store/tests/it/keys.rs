@@ -1,9 +1,9 @@
-use super::{key, open};
-use warden_store::{Error, KeyStatus, SqliteStore, Store};
+use crate::{Db, both_backends, key};
+use std::sync::Arc;
+use warden_store::{Error, KeyStatus, Store};
 
-#[tokio::test]
-async fn inserted_key_is_found_by_hash_only() {
-    let (_dir, store) = open().await;
+both_backends!(inserted_key_is_found_by_hash_only);
+async fn inserted_key_is_found_by_hash_only(store: Arc<dyn Store>, _db: &Db) {
     let mut k = key("key_1", "ci", 7);
     k.models = Some(vec!["gpt-4o".into()]);
     store.insert_key(&k).await.unwrap();
@@ -15,18 +15,16 @@ async fn inserted_key_is_found_by_hash_only() {
     assert!(store.key_by_hash(&[8; 32]).await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn a_name_has_one_current_key() {
-    let (_dir, store) = open().await;
+both_backends!(a_name_has_one_current_key);
+async fn a_name_has_one_current_key(store: Arc<dyn Store>, _db: &Db) {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
     let err = store.insert_key(&key("key_2", "ci", 2)).await.unwrap_err();
     assert!(matches!(err, Error::NameTaken(ref n) if n == "ci"), "{err}");
     assert_eq!(store.list_keys().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn rotation_keeps_the_old_key_for_the_grace_period() {
-    let (_dir, store) = open().await;
+both_backends!(rotation_keeps_the_old_key_for_the_grace_period);
+async fn rotation_keeps_the_old_key_for_the_grace_period(store: Arc<dyn Store>, _db: &Db) {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
     store
         .rotate_key(&key("key_2", "ci", 2), 5_000)
@@ -50,9 +48,8 @@ async fn rotation_keeps_the_old_key_for_the_grace_period() {
     assert!(matches!(err, Error::NoSuchKey(_)));
 }
 
-#[tokio::test]
-async fn failed_rotation_leaves_the_old_key_current() {
-    let (_dir, store) = open().await;
+both_backends!(failed_rotation_leaves_the_old_key_current);
+async fn failed_rotation_leaves_the_old_key_current(store: Arc<dyn Store>, _db: &Db) {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
     store.insert_key(&key("key_2", "other", 2)).await.unwrap();
     // Same hash as an existing key: the insert fails, so the update must roll back.
@@ -67,9 +64,8 @@ async fn failed_rotation_leaves_the_old_key_current() {
     assert_eq!(old.status(10_000), KeyStatus::Active);
 }
 
-#[tokio::test]
-async fn revoke_covers_keys_in_grace_and_reports_missing_names() {
-    let (_dir, store) = open().await;
+both_backends!(revoke_covers_keys_in_grace_and_reports_missing_names);
+async fn revoke_covers_keys_in_grace_and_reports_missing_names(store: Arc<dyn Store>, _db: &Db) {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
     store
         .rotate_key(&key("key_2", "ci", 2), 5_000)
@@ -88,20 +84,17 @@ async fn revoke_covers_keys_in_grace_and_reports_missing_names() {
     store.insert_key(&key("key_5", "ci", 5)).await.unwrap();
 }
 
-#[tokio::test]
-async fn data_survives_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = SqliteStore::open_dir(dir.path()).await.unwrap();
-        store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
-    }
-    let store = SqliteStore::open_dir(dir.path()).await.unwrap();
+both_backends!(data_survives_reopening);
+async fn data_survives_reopening(store: Arc<dyn Store>, db: &Db) {
+    store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
+    drop(store);
+    // Opening again runs the migrations again: they must find nothing to do.
+    let store = db.open().await;
     assert!(store.key_by_hash(&[1; 32]).await.unwrap().is_some());
 }
 
-#[tokio::test]
-async fn key_changes_leave_events_until_they_are_audited() {
-    let (_dir, store) = open().await;
+both_backends!(key_changes_leave_events_until_they_are_audited);
+async fn key_changes_leave_events_until_they_are_audited(store: Arc<dyn Store>, _db: &Db) {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
     store
         .rotate_key(&key("key_2", "ci", 2), 5_000)

@@ -1,4 +1,4 @@
-use super::open;
+use crate::{Db, both_backends};
 use std::sync::Arc;
 use warden_store::{GroupBy, Store, UsageRow, UsageWriter};
 
@@ -22,10 +22,8 @@ fn row(i: usize) -> UsageRow {
     }
 }
 
-#[tokio::test]
-async fn writer_persists_every_queued_row_before_it_stops() {
-    let (_dir, store) = open().await;
-    let store: Arc<dyn Store> = Arc::new(store);
+both_backends!(writer_persists_every_queued_row_before_it_stops);
+async fn writer_persists_every_queued_row_before_it_stops(store: Arc<dyn Store>, _db: &Db) {
     let (writer, handle) = UsageWriter::new(store.clone());
     let task = tokio::spawn(writer.run(std::future::pending()));
     for i in 0..1000 {
@@ -38,10 +36,11 @@ async fn writer_persists_every_queued_row_before_it_stops() {
     assert_eq!(rows[0], row(999));
 }
 
-#[tokio::test]
-async fn closing_the_writer_flushes_queued_rows_and_refuses_new_ones() {
-    let (_dir, store) = open().await;
-    let store: Arc<dyn Store> = Arc::new(store);
+both_backends!(closing_the_writer_flushes_queued_rows_and_refuses_new_ones);
+async fn closing_the_writer_flushes_queued_rows_and_refuses_new_ones(
+    store: Arc<dyn Store>,
+    _db: &Db,
+) {
     let (writer, handle) = UsageWriter::new(store.clone());
     for i in 0..10 {
         handle.record(row(i)).await;
@@ -55,9 +54,8 @@ async fn closing_the_writer_flushes_queued_rows_and_refuses_new_ones() {
     assert_eq!(store.recent_usage(100).await.unwrap().len(), 10);
 }
 
-#[tokio::test]
-async fn budget_counters_grow_with_the_rows_that_spend_them() {
-    let (_dir, store) = open().await;
+both_backends!(budget_counters_grow_with_the_rows_that_spend_them);
+async fn budget_counters_grow_with_the_rows_that_spend_them(store: Arc<dyn Store>, _db: &Db) {
     let spend = |i: usize, tokens: i64| UsageRow {
         budget_counters: vec![
             "key:k:day:2026-11-26".into(),
@@ -86,9 +84,8 @@ async fn budget_counters_grow_with_the_rows_that_spend_them() {
     assert_eq!(totals["none"], 0);
 }
 
-#[tokio::test]
-async fn the_report_groups_costs_hits_and_refusals() {
-    let (_dir, store) = open().await;
+both_backends!(the_report_groups_costs_hits_and_refusals);
+async fn the_report_groups_costs_hits_and_refusals(store: Arc<dyn Store>, _db: &Db) {
     let day = 86_400_000i64;
     let rows = vec![
         UsageRow {

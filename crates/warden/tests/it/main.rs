@@ -11,6 +11,7 @@ mod keys;
 mod leaks;
 mod lifecycle;
 mod limits;
+mod postgres;
 mod proxy;
 mod redaction;
 mod resilience;

@@ -1,0 +1,418 @@
+//! The PostgreSQL backend, for several Warden nodes sharing one database. Same schema versions
+//! and the same behaviour as the SQLite backend; one shared test suite runs against both.
+
+use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
+use crate::{Error, Store, migrate};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`), optionally inside a
+    /// schema (created if missing; default `public`), and applies pending migrations. Errors
+    /// never repeat the URL (it may hold a password).
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self, Error> {
+        let mut options = PgConnectOptions::from_str(url)
+            .map_err(|_| Error::Unavailable("the PostgreSQL URL is not valid".into()))?
+            .application_name("warden");
+        if let Some(schema) = schema {
+            if schema.is_empty()
+                || schema.len() > 63
+                || !schema
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(Error::Unavailable(format!(
+                    "`{schema}` is not a schema name (lower-case letters, digits, `_`)"
+                )));
+            }
+            // Create the schema first, on a connection of its own.
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options.clone())
+                .await
+                .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&admin)
+            .await?;
+            admin.close().await;
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        migrate::postgres(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn key_from_row(row: &PgRow) -> Result<KeyRecord, Error> {
+    let models: Option<String> = row.try_get("models")?;
+    let models = match models {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| Error::Corrupt(format!("virtual_keys.models: {e}")))?,
+        ),
+    };
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        models,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        replaced_by: row.try_get("replaced_by")?,
+        admin: row.try_get("admin")?,
+    })
+}
+
+const KEY_COLUMNS: &str =
+    "id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin";
+
+async fn key_event(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    action: &str,
+    key_name: &str,
+    key_id: &str,
+) -> Result<(), Error> {
+    let now_ms = warden_core::time::unix_millis() as i64;
+    sqlx::query("INSERT INTO key_events (at_ms, action, key_name, key_id) VALUES ($1, $2, $3, $4)")
+        .bind(now_ms)
+        .bind(action)
+        .bind(key_name)
+        .bind(key_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+async fn insert_key_with(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &NewKeyRecord,
+) -> Result<(), Error> {
+    let models = key
+        .models
+        .as_ref()
+        .map(|m| serde_json::Value::from(m.clone()).to_string());
+    sqlx::query(
+        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at, admin)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&key.id)
+    .bind(&key.name)
+    .bind(&key.hash[..])
+    .bind(&key.prefix)
+    .bind(models)
+    .bind(key.created_at)
+    .bind(key.expires_at)
+    .bind(key.admin)
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            Error::NameTaken(key.name.clone())
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        insert_key_with(&mut tx, key).await?;
+        key_event(&mut tx, "created", &key.name, &key.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys WHERE key_hash = $1"
+        )))
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at DESC, id DESC"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET revoked_at = $1
+             WHERE name = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)",
+        )
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        match done.rows_affected() {
+            0 => Err(Error::NoSuchKey(name.to_owned())),
+            n => {
+                key_event(&mut tx, "revoked", name, "").await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+        }
+    }
+
+    async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query(
+            "UPDATE virtual_keys
+             SET replaced_by = $1,
+                 expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END
+             WHERE name = $3 AND revoked_at IS NULL AND replaced_by IS NULL",
+        )
+        .bind(&new.id)
+        .bind(old_valid_until)
+        .bind(&new.name)
+        .execute(&mut *tx)
+        .await?;
+        if old.rows_affected() == 0 {
+            return Err(Error::NoSuchKey(new.name.clone()));
+        }
+        insert_key_with(&mut tx, new).await?;
+        key_event(&mut tx, "rotated", &new.name, &new.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, action, key_name, key_id FROM key_events
+             WHERE NOT audited ORDER BY id LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(KeyEvent {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    action: r.try_get("action")?,
+                    key_name: r.try_get("key_name")?,
+                    key_id: r.try_get("key_id")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_key_events_audited(&self, up_to_id: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE key_events SET audited = TRUE WHERE NOT audited AND id <= $1")
+            .bind(up_to_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO usage (request_id, key_id, endpoint, model, provider, upstream_model,
+                    status, prompt_tokens, completion_tokens, latency_ms, attempts, stream,
+                    deployment, created_at, user_id, session_id, cache, refusal, cached_tokens,
+                    cost_usd, downgraded_from)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                    $17, $18, $19, $20, $21)",
+            )
+            .bind(&r.request_id)
+            .bind(&r.key_id)
+            .bind(&r.endpoint)
+            .bind(&r.model)
+            .bind(&r.provider)
+            .bind(&r.upstream_model)
+            .bind(i64::from(r.status))
+            .bind(r.prompt_tokens)
+            .bind(r.completion_tokens)
+            .bind(r.latency_ms)
+            .bind(r.attempts)
+            .bind(r.stream)
+            .bind(&r.deployment)
+            .bind(r.created_at)
+            .bind(&r.user)
+            .bind(&r.session)
+            .bind(&r.cache)
+            .bind(&r.refusal)
+            .bind(r.cached_tokens)
+            .bind(r.cost_usd)
+            .bind(&r.downgraded_from)
+            .execute(&mut *tx)
+            .await?;
+            if r.budget_tokens != 0 {
+                for counter in &r.budget_counters {
+                    sqlx::query(
+                        "INSERT INTO budget_counters (counter, tokens, updated_at) VALUES ($1, $2, $3)
+                         ON CONFLICT (counter) DO UPDATE
+                         SET tokens = budget_counters.tokens + EXCLUDED.tokens,
+                             updated_at = EXCLUDED.updated_at",
+                    )
+                    .bind(counter)
+                    .bind(r.budget_tokens)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn recent_usage(&self, limit: u32) -> Result<Vec<UsageRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT request_id, key_id, endpoint, model, provider, upstream_model, status,
+                    prompt_tokens, completion_tokens, latency_ms, attempts, stream, deployment,
+                    created_at, user_id, session_id, cache, refusal, cached_tokens, cost_usd,
+                    downgraded_from
+             FROM usage ORDER BY id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: i64 = row.try_get("status")?;
+                Ok(UsageRow {
+                    request_id: row.try_get("request_id")?,
+                    key_id: row.try_get("key_id")?,
+                    endpoint: row.try_get("endpoint")?,
+                    model: row.try_get("model")?,
+                    provider: row.try_get("provider")?,
+                    upstream_model: row.try_get("upstream_model")?,
+                    status: u16::try_from(status)
+                        .map_err(|_| Error::Corrupt(format!("usage.status {status}")))?,
+                    prompt_tokens: row.try_get("prompt_tokens")?,
+                    completion_tokens: row.try_get("completion_tokens")?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    attempts: row.try_get("attempts")?,
+                    stream: row.try_get("stream")?,
+                    deployment: row.try_get("deployment")?,
+                    created_at: row.try_get("created_at")?,
+                    user: row.try_get("user_id")?,
+                    session: row.try_get("session_id")?,
+                    cache: row.try_get("cache")?,
+                    refusal: row.try_get("refusal")?,
+                    cached_tokens: row.try_get("cached_tokens")?,
+                    cost_usd: row.try_get("cost_usd")?,
+                    downgraded_from: row.try_get("downgraded_from")?,
+                    budget_counters: Vec::new(),
+                    budget_tokens: 0,
+                })
+            })
+            .collect()
+    }
+
+    async fn usage_report(
+        &self,
+        group_by: GroupBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<UsageGroup>, Error> {
+        // The grouping expression is one of three constants, never user text.
+        let (group, order) = match group_by {
+            GroupBy::Key => ("u.key_id", "cost_usd DESC, requests DESC, grp"),
+            GroupBy::Model => ("u.model", "cost_usd DESC, requests DESC, grp"),
+            GroupBy::Day => (
+                "to_char(to_timestamp(u.created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+                "grp",
+            ),
+        };
+        let count = |cond: &str| format!("SUM(CASE WHEN {cond} THEN 1 ELSE 0 END)::BIGINT");
+        let sql = format!(
+            "SELECT {group} AS grp,
+                    MAX(k.name) AS key_name,
+                    COUNT(*)::BIGINT AS requests,
+                    COALESCE(SUM(u.prompt_tokens), 0)::BIGINT AS prompt_tokens,
+                    COALESCE(SUM(u.completion_tokens), 0)::BIGINT AS completion_tokens,
+                    COALESCE(SUM(u.cost_usd), 0.0)::DOUBLE PRECISION AS cost_usd,
+                    {} AS cache_hits,
+                    {} AS cache_lookups,
+                    {} AS rate_limited,
+                    {} AS budget_refused
+             FROM usage u LEFT JOIN virtual_keys k ON k.id = u.key_id
+             WHERE u.created_at >= $1 AND u.created_at < $2
+             GROUP BY grp ORDER BY {order}",
+            count("u.cache = 'hit'"),
+            count("u.cache IN ('hit', 'miss')"),
+            count("u.refusal = 'rate_limited'"),
+            count("u.refusal = 'budget_exceeded'"),
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(from_ms)
+            .bind(to_ms)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(UsageGroup {
+                    group: r.try_get("grp")?,
+                    name: if group_by == GroupBy::Key {
+                        r.try_get("key_name")?
+                    } else {
+                        None
+                    },
+                    requests: r.try_get("requests")?,
+                    prompt_tokens: r.try_get("prompt_tokens")?,
+                    completion_tokens: r.try_get("completion_tokens")?,
+                    cost_usd: r.try_get("cost_usd")?,
+                    cache_hits: r.try_get("cache_hits")?,
+                    cache_lookups: r.try_get("cache_lookups")?,
+                    rate_limited: r.try_get("rate_limited")?,
+                    budget_refused: r.try_get("budget_refused")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn budget_totals(&self, counters: &[String]) -> Result<HashMap<String, i64>, Error> {
+        let rows =
+            sqlx::query("SELECT counter, tokens FROM budget_counters WHERE counter = ANY($1)")
+                .bind(counters)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out: HashMap<String, i64> = counters.iter().map(|c| (c.clone(), 0)).collect();
+        for r in rows {
+            out.insert(r.try_get("counter")?, r.try_get("tokens")?);
+        }
+        Ok(out)
+    }
+}
