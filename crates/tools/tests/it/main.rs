@@ -1,0 +1,6 @@
+//! The SQL validator suite: many accepted and refused statements per dialect, injection
+//! tricks included.
+
+#![allow(clippy::unwrap_used)] // test helpers fail by panicking
+
+mod sql_validator;
