@@ -5,6 +5,7 @@
 //! lives ([`KeySource`]) and the binary resolves it. An invalid file is an [`Error`] whose
 //! message names the field's path and what is wrong with it.
 
+mod agents;
 mod audit;
 mod cost;
 mod duration;
@@ -12,6 +13,7 @@ mod raw;
 mod redaction;
 mod typed;
 
+pub use agents::{AgentDefinition, DatabaseConfig, DatabaseLocation, KNOWN_TOOLS, Permissions};
 pub use audit::{AuditConfig, AuditStore};
 pub use cost::{
     Backend, BudgetsConfig, CacheConfig, KeyBudget, LimitsConfig, Price, Rate, RedisConfig,

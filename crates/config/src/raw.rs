@@ -35,6 +35,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub redis: crate::cost::RawRedis,
     #[serde(default)]
+    pub databases: BTreeMap<String, crate::agents::RawDatabase>,
+    #[serde(default)]
+    pub agents: BTreeMap<String, crate::agents::RawAgent>,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,

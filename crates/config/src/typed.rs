@@ -36,6 +36,10 @@ pub struct Config {
     pub prices: BTreeMap<String, crate::Price>,
     /// Shared state for several nodes; `None` keeps everything in this process.
     pub redis: Option<crate::RedisConfig>,
+    /// Databases the `sql_query` tool may read, by name.
+    pub databases: BTreeMap<String, crate::DatabaseConfig>,
+    /// Agent definitions, by name.
+    pub agents: BTreeMap<String, crate::AgentDefinition>,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may ask for, with their ordered targets.
@@ -376,7 +380,11 @@ impl Config {
         let shared = redis.is_some();
         let names: Vec<&str> = seen.keys().map(String::as_str).collect();
         let tiering = crate::cost::tiering(raw.tiering, &names)?;
+        let databases = crate::agents::databases(raw.databases)?;
+        let agents = crate::agents::agents(raw.agents, &databases)?;
         Ok(Self {
+            databases,
+            agents,
             redaction,
             audit,
             cache: crate::cost::cache(raw.cache, shared)?,

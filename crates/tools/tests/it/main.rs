@@ -3,4 +3,5 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
+mod connector;
 mod sql_validator;

@@ -1,0 +1,279 @@
+//! The `[databases.*]` and `[agents.*]` sections: the databases the `sql_query` tool may read,
+//! and the agent definitions (prompt, model, tools, permissions, limits).
+
+use crate::Error;
+use crate::typed::duration;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDatabase {
+    pub kind: String,
+    pub path: Option<String>,
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub tables: Vec<String>,
+    #[serde(default)]
+    pub columns: BTreeMap<String, Vec<String>>,
+    pub max_rows: Option<u64>,
+    pub statement_timeout: Option<String>,
+    #[serde(default)]
+    pub denied_functions: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAgent {
+    pub system_prompt: String,
+    pub model: String,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub databases: Vec<String>,
+    pub permissions: Option<String>,
+    pub max_steps: Option<u32>,
+    pub step_timeout: Option<String>,
+    pub session_tokens: Option<u64>,
+    pub max_identical_tool_calls: Option<u32>,
+    pub webhook_url_env: Option<String>,
+}
+
+/// Where a database is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseLocation {
+    /// A SQLite file, opened read-only.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database; the URL is in this environment variable.
+    Postgres {
+        /// The variable holding the `postgres://` URL.
+        url_env: String,
+    },
+}
+
+/// A database the `sql_query` tool may read.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// Where it is.
+    pub location: DatabaseLocation,
+    /// Allowed tables (lower case), each with its allowed columns (`None`: all).
+    pub tables: BTreeMap<String, Option<BTreeSet<String>>>,
+    /// Rows returned at most (default 100).
+    pub max_rows: u64,
+    /// How long one statement may run (default 5s).
+    pub statement_timeout: Duration,
+    /// Functions refused on top of the built-in list.
+    pub denied_functions: BTreeSet<String>,
+}
+
+/// What an agent may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permissions {
+    /// Read tools only (the default).
+    ReadOnly,
+    /// Read tools, and write tools behind human approval.
+    ReadWrite,
+}
+
+/// An agent definition.
+#[derive(Debug, Clone)]
+pub struct AgentDefinition {
+    /// The system prompt: scoped to what this agent needs to know.
+    pub system_prompt: String,
+    /// Model name or tier it calls (through the gateway).
+    pub model: String,
+    /// Tools it may use, by name.
+    pub tools: Vec<String>,
+    /// Databases its `sql_query` tool may read.
+    pub databases: Vec<String>,
+    /// Read-only (default) or read-write.
+    pub permissions: Permissions,
+    /// Steps per task at most (default 10).
+    pub max_steps: u32,
+    /// How long one step may take (default 30s).
+    pub step_timeout: Duration,
+    /// Tokens per task (default 50,000).
+    pub session_tokens: u64,
+    /// The same tool call with the same arguments this many times in a row halts the task
+    /// (default 3).
+    pub max_identical_tool_calls: u32,
+    /// Environment variable holding a webhook URL told about timeouts and halts.
+    pub webhook_url_env: Option<String>,
+}
+
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub(crate) fn databases(
+    raw: BTreeMap<String, RawDatabase>,
+) -> Result<BTreeMap<String, DatabaseConfig>, Error> {
+    let mut out = BTreeMap::new();
+    for (name, d) in raw {
+        let field = |f: &str| format!("databases.{name}.{f}");
+        if !name_ok(&name) {
+            return Err(Error::invalid(
+                format!("databases.{name}"),
+                "a database name may hold only letters, digits, `-` and `_`",
+            ));
+        }
+        let location = match (d.kind.as_str(), d.path, d.url_env) {
+            ("sqlite", Some(p), None) => DatabaseLocation::Sqlite(PathBuf::from(p)),
+            ("sqlite", _, _) => {
+                return Err(Error::invalid(
+                    field("path"),
+                    "a sqlite database needs `path` (and no url_env)",
+                ));
+            }
+            ("postgres", None, Some(v)) => DatabaseLocation::Postgres { url_env: v },
+            ("postgres", _, _) => {
+                return Err(Error::invalid(
+                    field("url_env"),
+                    "a postgres database needs `url_env` (the variable holding its URL) and no path",
+                ));
+            }
+            (other, _, _) => {
+                return Err(Error::invalid(
+                    field("kind"),
+                    format!("`{other}` is not one of: sqlite, postgres"),
+                ));
+            }
+        };
+        if d.tables.is_empty() {
+            return Err(Error::invalid(
+                field("tables"),
+                "list the tables the agents may read",
+            ));
+        }
+        let mut tables = BTreeMap::new();
+        for t in &d.tables {
+            tables.insert(t.to_lowercase(), None);
+        }
+        for (t, cols) in d.columns {
+            let t = t.to_lowercase();
+            if !tables.contains_key(&t) {
+                return Err(Error::invalid(
+                    field("columns"),
+                    format!("`{t}` is not in tables"),
+                ));
+            }
+            tables.insert(t, Some(cols.iter().map(|c| c.to_lowercase()).collect()));
+        }
+        let max_rows = d.max_rows.unwrap_or(100);
+        if !(1..=10_000).contains(&max_rows) {
+            return Err(Error::invalid(
+                field("max_rows"),
+                "must be between 1 and 10000",
+            ));
+        }
+        out.insert(
+            name.clone(),
+            DatabaseConfig {
+                location,
+                tables,
+                max_rows,
+                statement_timeout: duration(
+                    &field("statement_timeout"),
+                    &d.statement_timeout,
+                    "5s",
+                )?,
+                denied_functions: d
+                    .denied_functions
+                    .iter()
+                    .map(|f| f.to_lowercase())
+                    .collect(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Tools an agent may name.
+pub const KNOWN_TOOLS: &[&str] = &["sql_query"];
+
+pub(crate) fn agents(
+    raw: BTreeMap<String, RawAgent>,
+    databases: &BTreeMap<String, DatabaseConfig>,
+) -> Result<BTreeMap<String, AgentDefinition>, Error> {
+    let mut out = BTreeMap::new();
+    for (name, a) in raw {
+        let field = |f: &str| format!("agents.{name}.{f}");
+        if !name_ok(&name) {
+            return Err(Error::invalid(
+                format!("agents.{name}"),
+                "an agent name may hold only letters, digits, `-` and `_`",
+            ));
+        }
+        if a.system_prompt.trim().is_empty() {
+            return Err(Error::invalid(field("system_prompt"), "must not be empty"));
+        }
+        for t in &a.tools {
+            if !KNOWN_TOOLS.contains(&t.as_str()) {
+                return Err(Error::invalid(
+                    field("tools"),
+                    format!("unknown tool `{t}` (known: {})", KNOWN_TOOLS.join(", ")),
+                ));
+            }
+        }
+        for d in &a.databases {
+            if !databases.contains_key(d) {
+                return Err(Error::invalid(
+                    field("databases"),
+                    format!("unknown database `{d}`"),
+                ));
+            }
+        }
+        if a.tools.iter().any(|t| t == "sql_query") && a.databases.is_empty() {
+            return Err(Error::invalid(
+                field("databases"),
+                "sql_query needs at least one database",
+            ));
+        }
+        let permissions = match a.permissions.as_deref() {
+            None | Some("read-only") => Permissions::ReadOnly,
+            Some("read-write") => Permissions::ReadWrite,
+            Some(other) => {
+                return Err(Error::invalid(
+                    field("permissions"),
+                    format!("`{other}` is not one of: read-only, read-write"),
+                ));
+            }
+        };
+        let max_steps = a.max_steps.unwrap_or(10);
+        if !(1..=200).contains(&max_steps) {
+            return Err(Error::invalid(
+                field("max_steps"),
+                "must be between 1 and 200",
+            ));
+        }
+        let max_identical_tool_calls = a.max_identical_tool_calls.unwrap_or(3);
+        if max_identical_tool_calls == 0 {
+            return Err(Error::invalid(
+                field("max_identical_tool_calls"),
+                "must be at least 1",
+            ));
+        }
+        out.insert(
+            name.clone(),
+            AgentDefinition {
+                system_prompt: a.system_prompt,
+                model: a.model,
+                tools: a.tools,
+                databases: a.databases,
+                permissions,
+                max_steps,
+                step_timeout: duration(&field("step_timeout"), &a.step_timeout, "30s")?,
+                session_tokens: a.session_tokens.unwrap_or(50_000).max(1),
+                max_identical_tool_calls,
+                webhook_url_env: a.webhook_url_env,
+            },
+        );
+    }
+    Ok(out)
+}

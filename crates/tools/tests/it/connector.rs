@@ -1,0 +1,161 @@
+//! The `sql_query` connectors against real databases: a SQLite file, and this machine's
+//! PostgreSQL (skipped loudly without `WARDEN_TEST_POSTGRES_URL`, failing in CI).
+
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use warden_config::{DatabaseConfig, DatabaseLocation};
+use warden_tools::sql::{Database, ReadError, Rule};
+
+fn config(location: DatabaseLocation) -> DatabaseConfig {
+    let mut tables = BTreeMap::new();
+    tables.insert("customers".to_string(), None);
+    tables.insert("orders".to_string(), None);
+    DatabaseConfig {
+        location,
+        tables,
+        max_rows: 3,
+        statement_timeout: Duration::from_millis(300),
+        denied_functions: Default::default(),
+    }
+}
+
+const SCHEMA: &str = "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, city TEXT, score REAL);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER, total REAL);
+CREATE TABLE secrets (id INTEGER, value TEXT);
+INSERT INTO customers VALUES (1, 'Ada', 'London', 9.5), (2, 'Bo', 'Oslo', NULL), (3, 'Cy', 'Oslo', 7.0), (4, 'Di', 'Rome', 1.0), (5, 'Ed', 'Oslo', 2.0);
+INSERT INTO orders VALUES (1, 1, 10.0), (2, 1, 20.5), (3, 3, 5.0);
+INSERT INTO secrets VALUES (1, 'hunter2');";
+
+async fn sqlite_db() -> (tempfile::TempDir, Database) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
+    pool.close().await;
+    let db = Database::open("shop", &config(DatabaseLocation::Sqlite(path)), None)
+        .await
+        .unwrap();
+    (dir, db)
+}
+
+#[tokio::test]
+async fn sqlite_reads_return_json_rows_capped_by_the_limit() {
+    let (_dir, db) = sqlite_db().await;
+    let rows = db
+        .read("SELECT name, score FROM customers WHERE city = 'Oslo' ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.rows,
+        vec![
+            json!({"name": "Bo", "score": null}),
+            json!({"name": "Cy", "score": 7.0}),
+            json!({"name": "Ed", "score": 2.0})
+        ]
+    );
+    let all = db.read("SELECT * FROM customers").await.unwrap();
+    assert_eq!(all.rows.len(), 3, "max_rows caps it");
+    assert!(all.sql.ends_with("LIMIT 3"));
+    let joined = db
+        .read("SELECT c.name, SUM(o.total) AS spent FROM customers c JOIN orders o ON o.customer_id = c.id GROUP BY c.name ORDER BY spent DESC")
+        .await
+        .unwrap();
+    assert_eq!(joined.rows[0], json!({"name": "Ada", "spent": 30.5}));
+}
+
+#[tokio::test]
+async fn sqlite_refusals_timeouts_and_read_only() {
+    let (_dir, db) = sqlite_db().await;
+    match db.read("SELECT * FROM secrets").await {
+        Err(ReadError::Refused(r)) => assert_eq!(r.rule, Rule::TableNotAllowed),
+        other => panic!("{other:?}"),
+    }
+    // An endless recursive CTE is cut off by the statement timeout.
+    let endless =
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r";
+    match db.read(endless).await {
+        Err(ReadError::Timeout(t)) => assert_eq!(t, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
+    // The connection itself cannot write, whatever reached it.
+    assert!(
+        db.read("SELECT name FROM customers").await.is_ok(),
+        "usable after a timeout"
+    );
+}
+
+#[tokio::test]
+async fn postgres_reads_run_read_only_with_a_timeout() {
+    let Ok(url) = std::env::var("WARDEN_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "WARDEN_TEST_POSTGRES_URL must be set in CI"
+        );
+        eprintln!(
+            "\n*** SKIPPED the PostgreSQL sql_query test: set WARDEN_TEST_POSTGRES_URL ***\n"
+        );
+        return;
+    };
+    let schema = format!("wtool_{}_{}", std::process::id(), warden_core_millis());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let setup = format!(
+        "CREATE SCHEMA {schema}; SET search_path = {schema}; {}",
+        SCHEMA
+            .replace("INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY")
+            .replace(" REAL", " DOUBLE PRECISION")
+    );
+    let mut conn = admin.acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(setup))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+    let db = Database::open(
+        "shop",
+        &config(DatabaseLocation::Postgres {
+            url_env: "X".into(),
+        }),
+        Some(&scoped),
+    )
+    .await
+    .unwrap();
+    let rows = db
+        .read("SELECT name, score FROM customers WHERE city = 'Oslo' ORDER BY id")
+        .await
+        .unwrap();
+    assert_eq!(rows.rows[1]["name"], "Cy");
+    assert_eq!(rows.rows[1]["score"].as_f64(), Some(7.0));
+    assert_eq!(rows.rows.len(), 3);
+    match db.read("SELECT * FROM pg_catalog.pg_user").await {
+        Err(ReadError::Refused(r)) => assert_eq!(r.rule, Rule::SystemCatalog),
+        other => panic!("{other:?}"),
+    }
+    let endless =
+        "WITH RECURSIVE r(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM r) SELECT count(*) FROM r";
+    match db.read(endless).await {
+        Err(ReadError::Timeout(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let drop_sql = format!("DROP SCHEMA {schema} CASCADE");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(drop_sql))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+fn warden_core_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1_000_000_000
+}
