@@ -5,3 +5,6 @@
 //! is a read because the model says so.
 
 pub mod sql;
+mod tool;
+
+pub use tool::{Catalog, Classification, SqlQuery, Tool, ToolError};

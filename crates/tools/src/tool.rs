@@ -1,0 +1,204 @@
+//! The `Tool` trait and the catalog an agent's tools come from. Whether a call is a read or a
+//! write is decided here, by configuration, never by the model or the tool's own hints; a
+//! tool this catalog does not know is a write (fail closed).
+
+use crate::sql::{Database, ReadError};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Read or write: reads run after validation, writes only after a human's approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classification {
+    /// Changes nothing.
+    Read,
+    /// May change something: waits for approval.
+    Write,
+}
+
+impl Classification {
+    /// `read` or `write`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Classification::Read => "read",
+            Classification::Write => "write",
+        }
+    }
+}
+
+/// Why a tool call gave no result. Every variant goes back to the model as a tool error it
+/// can act on; none carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ToolError {
+    /// The arguments are not what the tool takes.
+    #[error("bad arguments: {0}")]
+    BadArguments(String),
+    /// A policy refused the call; `rule` names the rule broken.
+    #[error("refused ({rule}): {message}")]
+    Refused {
+        /// The rule's stable name.
+        rule: String,
+        /// What to change.
+        message: String,
+    },
+    /// The call ran past its deadline and was cancelled.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The tool failed.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+/// A tool an agent may call.
+#[async_trait]
+pub trait Tool: Send + Sync {
+    /// Its name, as the model calls it.
+    fn name(&self) -> &str;
+    /// What it does, for the model.
+    fn description(&self) -> String;
+    /// JSON schema of its arguments.
+    fn parameters(&self) -> Value;
+    /// Runs it. The caller bounds the time with the step's deadline.
+    async fn call(&self, arguments: &Value) -> Result<Value, ToolError>;
+}
+
+/// `sql_query`: one validated read against one of the agent's databases.
+pub struct SqlQuery {
+    databases: BTreeMap<String, Arc<Database>>,
+}
+
+impl SqlQuery {
+    /// A `sql_query` tool over these databases.
+    pub fn new(databases: BTreeMap<String, Arc<Database>>) -> Self {
+        Self { databases }
+    }
+}
+
+#[async_trait]
+impl Tool for SqlQuery {
+    fn name(&self) -> &str {
+        "sql_query"
+    }
+
+    fn description(&self) -> String {
+        let dbs: Vec<String> = self
+            .databases
+            .iter()
+            .map(|(name, db)| format!("{name} (tables: {})", db.tables().join(", ")))
+            .collect();
+        format!(
+            "Runs one read-only SQL SELECT and returns the rows as JSON. Only these databases \
+             and tables may be read: {}. One statement, SELECT only; a LIMIT is applied.",
+            dbs.join("; ")
+        )
+    }
+
+    fn parameters(&self) -> Value {
+        let names: Vec<&String> = self.databases.keys().collect();
+        json!({
+            "type": "object",
+            "properties": {
+                "database": {"type": "string", "enum": names},
+                "sql": {"type": "string", "description": "One SELECT statement."}
+            },
+            "required": ["database", "sql"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn call(&self, arguments: &Value) -> Result<Value, ToolError> {
+        let sql = arguments
+            .get("sql")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ToolError::BadArguments("`sql` (a string) is required".into()))?;
+        let db = match arguments.get("database").and_then(Value::as_str) {
+            Some(name) => self.databases.get(name).ok_or_else(|| {
+                let known: Vec<&str> = self.databases.keys().map(String::as_str).collect();
+                ToolError::BadArguments(format!(
+                    "unknown database `{name}` (known: {})",
+                    known.join(", ")
+                ))
+            })?,
+            None if self.databases.len() == 1 => {
+                self.databases.values().next().ok_or_else(|| {
+                    ToolError::BadArguments("`database` is required".into())
+                })?
+            }
+            None => return Err(ToolError::BadArguments("`database` is required".into())),
+        };
+        match db.read(sql).await {
+            Ok(rows) => Ok(json!({
+                "rows": rows.rows,
+                "row_count": rows.rows.len(),
+                "truncated": rows.truncated,
+                "sql": rows.sql,
+            })),
+            Err(ReadError::Refused(r)) => Err(ToolError::Refused {
+                rule: r.rule.name().into(),
+                message: r.message,
+            }),
+            Err(ReadError::Timeout(t)) => Err(ToolError::Timeout(format!(
+                "the statement ran longer than {t:?}; make it cheaper"
+            ))),
+            Err(ReadError::Database(m)) => Err(ToolError::Failed(m)),
+        }
+    }
+}
+
+/// An agent's tools, each with the classification configuration gave it.
+#[derive(Clone, Default)]
+pub struct Catalog {
+    tools: BTreeMap<String, (Arc<dyn Tool>, Classification)>,
+}
+
+impl Catalog {
+    /// Adds a tool with its classification.
+    pub fn add(&mut self, tool: Arc<dyn Tool>, classification: Classification) {
+        self.tools
+            .insert(tool.name().to_owned(), (tool, classification));
+    }
+
+    /// The tool of this name and its classification; an unknown name is `None` (and the
+    /// caller treats the call as an unknown write).
+    pub fn get(&self, name: &str) -> Option<(Arc<dyn Tool>, Classification)> {
+        self.tools.get(name).cloned()
+    }
+
+    /// How a call to `name` is classified: configured tools by their configuration, unknown
+    /// ones as writes.
+    pub fn classify(&self, name: &str) -> Classification {
+        self.tools
+            .get(name)
+            .map_or(Classification::Write, |(_, c)| *c)
+    }
+
+    /// The OpenAI `tools` array offered to the model.
+    pub fn openai_tools(&self) -> Vec<Value> {
+        self.tools
+            .values()
+            .map(|(t, _)| {
+                json!({"type": "function", "function": {
+                    "name": t.name(), "description": t.description(), "parameters": t.parameters()
+                }})
+            })
+            .collect()
+    }
+
+    /// Whether the catalog is empty.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_tools_are_writes() {
+        let c = Catalog::default();
+        assert_eq!(c.classify("delete_everything"), Classification::Write);
+        assert!(c.get("delete_everything").is_none());
+    }
+}
