@@ -6,12 +6,14 @@
 //! This is the only crate that knows SQL. It must never log stored values (hashes, model
 //! content): errors carry what failed, not the data.
 
+mod agents;
 mod migrate;
 mod postgres;
 mod records;
 mod sqlite;
 mod usage_writer;
 
+pub use agents::{AgentRecord, AgentUpdate, NewStep, StepRecord};
 pub use postgres::PgStore;
 pub use records::{GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow};
 pub use sqlite::SqliteStore;
@@ -31,6 +33,10 @@ pub enum Error {
     /// No current key has this name.
     #[error("no key named `{0}`")]
     NoSuchKey(String),
+    /// Another node (or a newer instance) took the agent over: this writer's lease epoch is
+    /// stale and its write was not made.
+    #[error("the lease on agent `{0}` was lost to a newer holder")]
+    LeaseLost(String),
     /// A row could not be decoded: the schema and the code disagree.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -85,6 +91,47 @@ pub trait Store: Send + Sync + 'static {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<UsageGroup>, Error>;
+
+    /// Takes an agent over for `owner` (a node and instance id), creating its row if it is
+    /// new: the lease epoch grows by one, and every later write must carry the new epoch.
+    /// Returns the state as it is now.
+    async fn acquire_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<AgentRecord, Error>;
+
+    /// An agent's state, if it exists.
+    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error>;
+
+    /// Appends `step` to the journal and writes `update`, in one transaction, only if the
+    /// agent's epoch is still `epoch` ([`Error::LeaseLost`] otherwise). Returns the step's
+    /// sequence number.
+    async fn commit_step(
+        &self,
+        id: &str,
+        epoch: i64,
+        step: &NewStep,
+        update: &AgentUpdate,
+    ) -> Result<i64, Error>;
+
+    /// Writes `update` without a step, only if the epoch is still `epoch`.
+    async fn update_agent(&self, id: &str, epoch: i64, update: &AgentUpdate) -> Result<(), Error>;
+
+    /// Journal steps after `after_seq`, oldest first, at most `limit`.
+    async fn agent_steps(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StepRecord>, Error>;
+
+    /// Every step of one task, oldest first.
+    async fn task_steps(&self, id: &str, task_id: &str) -> Result<Vec<StepRecord>, Error>;
 
     /// Settled tokens of these budget counters (absent ones are 0).
     async fn budget_totals(

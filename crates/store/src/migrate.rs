@@ -16,6 +16,7 @@ const SQLITE: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/sqlite/0003_cost_control.sql"),
     ),
+    (4, include_str!("../migrations/sqlite/0004_agents.sql")),
 ];
 
 /// Brings the database up to the newest schema.
@@ -65,6 +66,7 @@ const POSTGRES: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/postgres/0003_cost_control.sql"),
     ),
+    (4, include_str!("../migrations/postgres/0004_agents.sql")),
 ];
 
 /// A fixed key for the advisory lock that serialises migrations when several nodes start at

@@ -1,6 +1,7 @@
 //! The PostgreSQL backend, for several Warden nodes sharing one database. Same schema versions
 //! and the same behaviour as the SQLite backend; one shared test suite runs against both.
 
+use crate::agents::{AgentRecord, AgentUpdate, NewStep, StepRecord};
 use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
 use crate::{Error, Store, migrate};
 use async_trait::async_trait;
@@ -137,6 +138,41 @@ async fn insert_key_with(
         }
     })?;
     Ok(())
+}
+
+const AGENT_COLUMNS: &str =
+    "id, definition, name, owner_key_id, status, status_reason, task_id, task,
+    tokens_used, steps, epoch, last_verified_at, created_at, updated_at";
+
+fn agent_from_row(row: &PgRow) -> Result<AgentRecord, Error> {
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        definition: row.try_get("definition")?,
+        name: row.try_get("name")?,
+        owner_key_id: row.try_get("owner_key_id")?,
+        status: row.try_get("status")?,
+        status_reason: row.try_get("status_reason")?,
+        task_id: row.try_get("task_id")?,
+        task: row.try_get("task")?,
+        tokens_used: row.try_get("tokens_used")?,
+        steps: row.try_get("steps")?,
+        epoch: row.try_get("epoch")?,
+        last_verified_at: row.try_get("last_verified_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn step_from_row(row: &PgRow) -> Result<StepRecord, Error> {
+    Ok(StepRecord {
+        seq: row.try_get("seq")?,
+        task_id: row.try_get("task_id")?,
+        kind: row.try_get("kind")?,
+        data: row.try_get("data")?,
+        tokens: row.try_get("tokens")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
 }
 
 #[async_trait]
@@ -414,5 +450,140 @@ impl Store for PgStore {
             out.insert(r.try_get("counter")?, r.try_get("tokens")?);
         }
         Ok(out)
+    }
+
+    async fn acquire_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<AgentRecord, Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO agents (id, definition, name, owner_key_id, status, epoch, lease_owner,
+                created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'idle', 1, $5, $6, $6)
+             ON CONFLICT (id) DO UPDATE SET epoch = agents.epoch + 1,
+                lease_owner = excluded.lease_owner, updated_at = excluded.updated_at
+             RETURNING {AGENT_COLUMNS}"
+        )))
+        .bind(id)
+        .bind(definition)
+        .bind(name)
+        .bind(owner_key_id)
+        .bind(owner)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        agent_from_row(&row)
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_from_row).transpose()
+    }
+
+    async fn commit_step(
+        &self,
+        id: &str,
+        epoch: i64,
+        step: &NewStep,
+        update: &AgentUpdate,
+    ) -> Result<i64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE agents SET status = $1, status_reason = $2, task_id = $3, task = $4,
+                tokens_used = $5, steps = steps + 1, last_verified_at = $6, updated_at = $6
+             WHERE id = $7 AND epoch = $8 RETURNING steps",
+        )
+        .bind(&update.status)
+        .bind(&update.status_reason)
+        .bind(&update.task_id)
+        .bind(&update.task)
+        .bind(update.tokens_used)
+        .bind(step.finished_at)
+        .bind(id)
+        .bind(epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seq) = seq else {
+            return Err(Error::LeaseLost(id.to_owned()));
+        };
+        sqlx::query(
+            "INSERT INTO agent_steps (agent_id, seq, task_id, kind, data, tokens, started_at, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(seq)
+        .bind(&step.task_id)
+        .bind(&step.kind)
+        .bind(&step.data)
+        .bind(step.tokens)
+        .bind(step.started_at)
+        .bind(step.finished_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn update_agent(&self, id: &str, epoch: i64, update: &AgentUpdate) -> Result<(), Error> {
+        let now = warden_core::time::unix_millis() as i64;
+        let done = sqlx::query(
+            "UPDATE agents SET status = $1, status_reason = $2, task_id = $3, task = $4,
+                tokens_used = $5, updated_at = $6
+             WHERE id = $7 AND epoch = $8",
+        )
+        .bind(&update.status)
+        .bind(&update.status_reason)
+        .bind(&update.task_id)
+        .bind(&update.task)
+        .bind(update.tokens_used)
+        .bind(now)
+        .bind(id)
+        .bind(epoch)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::LeaseLost(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn agent_steps(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StepRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, task_id, kind, data, tokens, started_at, finished_at FROM agent_steps
+             WHERE agent_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn task_steps(&self, id: &str, task_id: &str) -> Result<Vec<StepRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT seq, task_id, kind, data, tokens, started_at, finished_at FROM agent_steps
+             WHERE agent_id = $1 AND task_id = $2 ORDER BY seq",
+        )
+        .bind(id)
+        .bind(task_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(step_from_row).collect()
     }
 }

@@ -120,11 +120,11 @@ impl Tool for SqlQuery {
                     known.join(", ")
                 ))
             })?,
-            None if self.databases.len() == 1 => {
-                self.databases.values().next().ok_or_else(|| {
-                    ToolError::BadArguments("`database` is required".into())
-                })?
-            }
+            None if self.databases.len() == 1 => self
+                .databases
+                .values()
+                .next()
+                .ok_or_else(|| ToolError::BadArguments("`database` is required".into()))?,
             None => return Err(ToolError::BadArguments("`database` is required".into())),
         };
         match db.read(sql).await {

@@ -1,0 +1,111 @@
+use crate::{Db, both_backends};
+use std::sync::Arc;
+use warden_store::{AgentUpdate, Error, NewStep, Store};
+
+fn step(task: &str, kind: &str, at: i64) -> NewStep {
+    NewStep {
+        task_id: task.into(),
+        kind: kind.into(),
+        data: format!("{{\"at\":{at}}}"),
+        tokens: Some(at),
+        started_at: at,
+        finished_at: at + 1,
+    }
+}
+
+fn running(task: &str, tokens: i64) -> AgentUpdate {
+    AgentUpdate {
+        status: "running".into(),
+        status_reason: None,
+        task_id: Some(task.into()),
+        task: Some("count the orders".into()),
+        tokens_used: tokens,
+    }
+}
+
+both_backends!(a_takeover_fences_the_previous_holder);
+async fn a_takeover_fences_the_previous_holder(store: Arc<dyn Store>, _db: &Db) {
+    let first = store
+        .acquire_agent("analyst/ada", "analyst", "ada", "key_1", "node-a", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.epoch, first.status.as_str(), first.steps),
+        (1, "idle", 0)
+    );
+    assert_eq!(first.owner_key_id, "key_1");
+    let seq = store
+        .commit_step("analyst/ada", 1, &step("t1", "task", 20), &running("t1", 0))
+        .await
+        .unwrap();
+    assert_eq!(seq, 1);
+    // Node B takes over: node A's next write is refused, and changes nothing.
+    let second = store
+        .acquire_agent("analyst/ada", "analyst", "ada", "key_2", "node-b", 30)
+        .await
+        .unwrap();
+    assert_eq!((second.epoch, second.steps), (2, 1));
+    assert_eq!(second.owner_key_id, "key_1", "the owner stays the creator");
+    let err = store
+        .commit_step(
+            "analyst/ada",
+            1,
+            &step("t1", "model", 40),
+            &running("t1", 99),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::LeaseLost(_)), "{err}");
+    assert!(matches!(
+        store
+            .update_agent("analyst/ada", 1, &running("t1", 99))
+            .await,
+        Err(Error::LeaseLost(_))
+    ));
+    let now = store.agent("analyst/ada").await.unwrap().unwrap();
+    assert_eq!((now.steps, now.tokens_used), (1, 0));
+    assert_eq!(
+        store.agent_steps("analyst/ada", 0, 10).await.unwrap().len(),
+        1
+    );
+    // The new holder writes on.
+    assert_eq!(
+        store
+            .commit_step(
+                "analyst/ada",
+                2,
+                &step("t1", "model", 50),
+                &running("t1", 12)
+            )
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.agent("analyst/nobody").await.unwrap().is_none());
+}
+
+both_backends!(the_journal_pages_and_groups_by_task);
+async fn the_journal_pages_and_groups_by_task(store: Arc<dyn Store>, _db: &Db) {
+    store
+        .acquire_agent("a/b", "a", "b", "key_1", "n", 0)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let task = if i < 3 { "t1" } else { "t2" };
+        store
+            .commit_step("a/b", 1, &step(task, "model", i), &running(task, i))
+            .await
+            .unwrap();
+    }
+    let page = store.agent_steps("a/b", 0, 2).await.unwrap();
+    assert_eq!(page.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2]);
+    let next = store.agent_steps("a/b", 2, 10).await.unwrap();
+    assert_eq!(next.iter().map(|s| s.seq).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(next[0].data, "{\"at\":2}");
+    assert_eq!(next[0].tokens, Some(2));
+    let t2 = store.task_steps("a/b", "t2").await.unwrap();
+    assert_eq!(t2.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5]);
+    let state = store.agent("a/b").await.unwrap().unwrap();
+    assert_eq!((state.steps, state.task_id.as_deref()), (5, Some("t2")));
+    assert_eq!(state.last_verified_at, Some(5));
+}
