@@ -177,6 +177,39 @@ impl Exchange {
         }
     }
 
+    /// Masks one free text (an agent's task, a tool's result) in this exchange's session, so
+    /// placeholders stay numbered across everything the exchange has seen. A type whose
+    /// policy is `block` refuses the text.
+    pub fn redact_text(&mut self, text: &str) -> Result<Redacted<String>, Blocked> {
+        let before = self.session.blocked.clone();
+        self.session.reserve_literals(text);
+        let masked = self
+            .session
+            .mask(&self.detector, &self.policy, text, Direction::Request)
+            .into_owned();
+        let new: Vec<String> = self
+            .session
+            .blocked
+            .difference(&before)
+            .map(|e| e.name().to_owned())
+            .collect();
+        if new.is_empty() {
+            Ok(Redacted::new(masked))
+        } else {
+            Err(Blocked { types: new })
+        }
+    }
+
+    /// Puts this exchange's own values back into `text` (an agent's answer to its user);
+    /// unchanged when restoring is off.
+    pub fn restore_text(&self, text: &str) -> String {
+        if self.restore {
+            self.session.restore(text, false).into_owned()
+        } else {
+            text.to_owned()
+        }
+    }
+
     /// Findings by type name, request and answer together.
     pub fn totals(&self) -> BTreeMap<String, u32> {
         let mut all: BTreeMap<String, u32> = BTreeMap::new();

@@ -230,3 +230,30 @@ fn text_the_client_wrote_like_a_placeholder_is_left_alone() {
         "<EMAIL_1> vs jane@example.com"
     );
 }
+
+#[test]
+fn free_texts_share_one_numbering_block_and_restore() {
+    let r = redactor(Policy::default(), true);
+    let mut x = r.exchange("agent");
+    let a = x.redact_text("mail ann@example.com").unwrap();
+    assert_eq!(a.get(), "mail <EMAIL_1>");
+    let b = x
+        .redact_text("rows: ann@example.com, bob@example.org")
+        .unwrap();
+    assert_eq!(b.get(), "rows: <EMAIL_1>, <EMAIL_2>");
+    assert_eq!(
+        x.restore_text("write to <EMAIL_2> and <EMAIL_1>"),
+        "write to bob@example.org and ann@example.com"
+    );
+    let mut policy = HashMap::new();
+    policy.insert("CREDIT_CARD".to_string(), Action::Block);
+    let strict = redactor(Policy::new(Action::Mask, policy), true);
+    let mut y = strict.exchange("agent");
+    let err = y.redact_text("card 4111 1111 1111 1111").unwrap_err();
+    assert_eq!(err.types, ["CREDIT_CARD"]);
+    assert!(y.redact_text("nothing here").is_ok(), "only new findings block");
+    let off = redactor(Policy::default(), false);
+    let mut z = off.exchange("agent");
+    z.redact_text("ann@example.com").unwrap();
+    assert_eq!(z.restore_text("<EMAIL_1>"), "<EMAIL_1>");
+}
