@@ -27,6 +27,49 @@ pub enum Event {
         /// When the change was made (unix ms), possibly before this record.
         changed_at_ms: u64,
     },
+    /// A step of a durable agent was committed to its journal.
+    AgentStep {
+        /// `definition/name`.
+        agent_id: String,
+        /// The task it belongs to.
+        task_id: String,
+        /// Its position in the agent's journal.
+        seq: u64,
+        /// `task`, `model`, `tool`, `answer`, `timed_out`, `halted`, `failed`, `interrupted`,
+        /// `reset` or `resumed`.
+        step: String,
+        /// The agent's status after it.
+        status: String,
+        /// Why (for halts, timeouts and failures).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Tokens the step used.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens: Option<i64>,
+        /// The virtual key that drives the agent.
+        key_id: String,
+    },
+    /// A tool call an agent made (or was refused).
+    ToolCall {
+        /// `definition/name`.
+        agent_id: String,
+        /// The task it belongs to.
+        task_id: String,
+        /// The model's id for the call.
+        call_id: String,
+        /// Tool name.
+        tool: String,
+        /// `read` or `write`, as configuration decided.
+        classification: String,
+        /// Hex SHA-256 of the (redacted) arguments.
+        arguments_sha256: String,
+        /// `ok`, `refused`, `error`, `timeout` or `needs_approval`.
+        outcome: String,
+        /// A short redacted summary (row count, the rule broken, the error).
+        summary: String,
+        /// Milliseconds it took.
+        latency_ms: u64,
+    },
     /// Warden started with this configuration (its hash, never its secrets).
     Started {
         /// SHA-256 of the configuration file, if one was used.

@@ -53,6 +53,7 @@ pub(crate) struct RawServer {
     pub log_format: Option<String>,
     pub metrics: Option<bool>,
     pub key_cache_ttl: Option<String>,
+    pub agent_idle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// 1s, at most 60s; `0s` asks the store on every request). Bounds how long a revoked key
     /// keeps working.
     pub key_cache_ttl: Duration,
+    /// How long an agent instance may sit idle before it leaves memory (default 60s); it is
+    /// loaded again from the store when addressed.
+    pub agent_idle: Duration,
 }
 
 /// Log line format.
@@ -222,6 +225,7 @@ impl Config {
                 }
                 ttl
             },
+            agent_idle: duration("server.agent_idle", &raw.server.agent_idle, "60s")?,
         };
 
         let retry = RetryConfig {

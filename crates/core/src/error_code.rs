@@ -41,6 +41,10 @@ pub enum ErrorCode {
     BudgetExceeded,
     /// The route needs an admin key.
     AdminRequired,
+    /// The agent belongs to another key.
+    AgentForbidden,
+    /// The agent has no failed or interrupted task to resume.
+    AgentNotResumable,
     /// The store could not be reached.
     StoreUnavailable,
     /// The audit log cannot record the request, so it is refused (fail closed).
@@ -51,7 +55,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         Self::InvalidRequest,
         Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
@@ -70,6 +74,8 @@ impl ErrorCode {
         Self::RateLimitExceeded,
         Self::BudgetExceeded,
         Self::AdminRequired,
+        Self::AgentForbidden,
+        Self::AgentNotResumable,
         Self::StoreUnavailable,
         Self::AuditUnavailable,
         Self::Internal,
@@ -81,7 +87,8 @@ impl ErrorCode {
             Self::InvalidRequest | Self::SensitiveDataBlocked => 400,
             Self::PayloadTooLarge => 413,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
-            Self::ModelNotAllowed | Self::AdminRequired => 403,
+            Self::ModelNotAllowed | Self::AdminRequired | Self::AgentForbidden => 403,
+            Self::AgentNotResumable => 409,
             Self::RateLimitExceeded | Self::BudgetExceeded => 429,
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -115,6 +122,8 @@ impl ErrorCode {
             Self::RateLimitExceeded => "rate_limit_exceeded",
             Self::BudgetExceeded => "budget_exceeded",
             Self::AdminRequired => "admin_required",
+            Self::AgentForbidden => "agent_forbidden",
+            Self::AgentNotResumable => "agent_not_resumable",
             Self::StoreUnavailable => "store_unavailable",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Internal => "internal_error",
@@ -133,7 +142,10 @@ impl ErrorCode {
             | Self::MethodNotAllowed
             | Self::UpstreamRejected => "invalid_request_error",
             Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
-            Self::ModelNotAllowed | Self::AdminRequired => "permission_error",
+            Self::ModelNotAllowed | Self::AdminRequired | Self::AgentForbidden => {
+                "permission_error"
+            }
+            Self::AgentNotResumable => "invalid_request_error",
             Self::UpstreamRateLimited | Self::RateLimitExceeded => "rate_limit_error",
             Self::BudgetExceeded => "insufficient_quota",
             Self::UpstreamUnavailable

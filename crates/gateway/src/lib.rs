@@ -51,7 +51,7 @@ pub struct Gateway {
     listed: Vec<String>,
     default_provider: Option<String>,
     retry: RetryConfig,
-    redactor: warden_redact::Redactor,
+    redactor: Arc<warden_redact::Redactor>,
     limiter: Arc<limits::Limiter>,
     ledger: Arc<budget::Ledger>,
     cache: Arc<cache::ResponseCache>,
@@ -195,7 +195,7 @@ impl Gateway {
             listed,
             default_provider: config.default_provider.clone(),
             retry: config.retry.clone(),
-            redactor,
+            redactor: Arc::new(redactor),
             limiter: Arc::new(limits::Limiter::new(&config.limits, shared)?),
             ledger: Arc::new(budget::Ledger::new(&config.budgets, store, shared)?),
             cache: Arc::new(cache::ResponseCache::new(&config.cache, shared)?),
@@ -273,6 +273,12 @@ impl Gateway {
                 Vec::new()
             }
         }
+    }
+
+    /// The redaction policy, shared with the agents (which redact their tasks and tool
+    /// results with it).
+    pub fn redactor(&self) -> Arc<warden_redact::Redactor> {
+        self.redactor.clone()
     }
 
     /// Re-reads provider key files: those that changed, or all when `force` (SIGHUP).

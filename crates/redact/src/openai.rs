@@ -210,6 +210,16 @@ impl Exchange {
         }
     }
 
+    /// Like [`Self::restore_text`] for JSON text (tool-call arguments): restored values are
+    /// JSON-escaped, so the JSON stays valid.
+    pub fn restore_json_text(&self, text: &str) -> String {
+        if self.restore {
+            self.session.restore(text, true).into_owned()
+        } else {
+            text.to_owned()
+        }
+    }
+
     /// Findings by type name, request and answer together.
     pub fn totals(&self) -> BTreeMap<String, u32> {
         let mut all: BTreeMap<String, u32> = BTreeMap::new();

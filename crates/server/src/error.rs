@@ -36,6 +36,18 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         self.status
     }
+
+    /// The OpenAI-shaped error body.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.code.openai_type(),
+                "param": null,
+                "code": self.code.as_str(),
+            }
+        })
+    }
 }
 
 impl From<warden_gateway::Error> for ApiError {
@@ -52,14 +64,7 @@ impl From<warden_gateway::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": self.code.openai_type(),
-                "param": null,
-                "code": self.code.as_str(),
-            }
-        });
+        let body = self.body();
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {

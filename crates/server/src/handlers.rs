@@ -1,5 +1,6 @@
 //! Route handlers.
 
+pub(crate) mod agents;
 pub(crate) mod openai;
 pub(crate) mod ops;
 pub mod usage;

@@ -26,6 +26,8 @@ pub struct AppState {
     pub keys: crate::KeyCache,
     /// Renders `/metrics`; `None` turns the route off (404).
     pub metrics: Option<PrometheusHandle>,
+    /// The durable agents; `None` when the server runs without them (handler tests).
+    pub agents: Option<warden_agents::Agents>,
 }
 
 impl AppState {

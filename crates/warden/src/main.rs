@@ -1,6 +1,7 @@
 //! The `warden` binary: the command line, process concerns (environment, signals, exit codes,
 //! logging) and the wiring of the library crates. Only this crate reads the environment.
 
+mod agents_setup;
 mod audit_cmd;
 mod cli;
 mod keys_cmd;

@@ -89,6 +89,18 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     let usage_task = tokio::spawn(usage_writer.run(async move {
         let _ = usage_closed.await;
     }));
+    let agents = crate::agents_setup::build(
+        &config,
+        warden_agents::Deps {
+            gateway: gateway.clone(),
+            store: store.clone(),
+            usage: usage.clone(),
+            audit: audit.as_ref().map(|a| a.log.clone()),
+            deployment: deployment.clone(),
+            redactor: gateway.redactor(),
+        },
+    )
+    .await?;
     let state = Arc::new(AppState {
         store,
         gateway: gateway.clone(),
@@ -101,6 +113,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         max_body_bytes: config.server.max_body_bytes,
         keys: warden_server::KeyCache::new(config.server.key_cache_ttl),
         metrics,
+        agents: Some(agents),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -251,7 +251,10 @@ fn free_texts_share_one_numbering_block_and_restore() {
     let mut y = strict.exchange("agent");
     let err = y.redact_text("card 4111 1111 1111 1111").unwrap_err();
     assert_eq!(err.types, ["CREDIT_CARD"]);
-    assert!(y.redact_text("nothing here").is_ok(), "only new findings block");
+    assert!(
+        y.redact_text("nothing here").is_ok(),
+        "only new findings block"
+    );
     let off = redactor(Policy::default(), false);
     let mut z = off.exchange("agent");
     z.redact_text("ann@example.com").unwrap();

@@ -59,6 +59,7 @@ async fn app() -> App {
         max_body_bytes: 1024,
         keys: KeyCache::new(std::time::Duration::from_secs(1)),
         metrics: None,
+        agents: None,
     });
     App {
         router: warden_server::router(state),

@@ -1,0 +1,279 @@
+//! One live agent instance: a task that owns the agent, takes its lease, and handles its
+//! commands one at a time in arrival order. When it has had nothing to do for the idle time
+//! it leaves memory (hibernates); the next command loads it again from the store.
+
+use crate::journal::kind;
+use crate::runner::{self, Task};
+use crate::{AgentError, Caller, Event, Inner, Outcome, status};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use warden_store::{AgentRecord, AgentUpdate, NewStep};
+
+/// What an instance is asked to do.
+pub(crate) enum Command {
+    /// A new task.
+    Message {
+        caller: Caller,
+        content: String,
+        events: Option<mpsc::Sender<Event>>,
+        reply: oneshot::Sender<Result<Outcome, AgentError>>,
+    },
+    /// Continue the failed or interrupted task.
+    Resume {
+        caller: Caller,
+        events: Option<mpsc::Sender<Event>>,
+        reply: oneshot::Sender<Result<Outcome, AgentError>>,
+    },
+    /// Back to idle, history kept.
+    Reset {
+        caller: Caller,
+        reply: oneshot::Sender<Result<AgentRecord, AgentError>>,
+    },
+}
+
+impl Command {
+    fn caller(&self) -> &Caller {
+        match self {
+            Command::Message { caller, .. }
+            | Command::Resume { caller, .. }
+            | Command::Reset { caller, .. } => caller,
+        }
+    }
+
+    fn fail(self, e: AgentError) {
+        match self {
+            Command::Message { reply, .. } | Command::Resume { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+            Command::Reset { reply, .. } => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// Starts an instance; returns its mailbox.
+pub(crate) fn spawn(
+    inner: Arc<Inner>,
+    id: &str,
+    definition: &str,
+    name: &str,
+) -> mpsc::UnboundedSender<Command> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let instance = Instance {
+        inner,
+        id: id.to_owned(),
+        definition: definition.to_owned(),
+        name: name.to_owned(),
+        mailbox: tx.clone(),
+        held: None,
+    };
+    tokio::spawn(instance.run(rx));
+    metrics::counter!("warden_agent_wakeups_total").increment(1);
+    tx
+}
+
+struct Instance {
+    inner: Arc<Inner>,
+    id: String,
+    definition: String,
+    name: String,
+    /// Its own mailbox, to tell it apart from a newer instance in the live table.
+    mailbox: mpsc::UnboundedSender<Command>,
+    /// The state as last committed, with the lease epoch held.
+    held: Option<AgentRecord>,
+}
+
+impl Instance {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            let cmd = tokio::select! {
+                cmd = rx.recv() => cmd,
+                () = tokio::time::sleep(self.inner.idle) => {
+                    if self.hibernate(&rx) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let Some(cmd) = cmd else {
+                return;
+            };
+            if let Err(e) = self.ensure_held(cmd.caller()).await {
+                cmd.fail(e);
+                self.leave();
+                return;
+            }
+            let lost = self.handle(cmd).await;
+            if lost {
+                // Another holder took the agent over: this instance must not write again.
+                self.leave();
+                return;
+            }
+        }
+    }
+
+    /// Leaves memory if nothing is queued (checked under the live table's lock, which every
+    /// sender holds while it sends, so no command is lost).
+    fn hibernate(&self, rx: &mpsc::UnboundedReceiver<Command>) -> bool {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if !rx.is_empty() {
+            return false;
+        }
+        if live
+            .get(&self.id)
+            .is_some_and(|tx| tx.same_channel(&self.mailbox))
+        {
+            live.remove(&self.id);
+        }
+        metrics::counter!("warden_agent_hibernations_total").increment(1);
+        true
+    }
+
+    fn leave(&self) {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        if live
+            .get(&self.id)
+            .is_some_and(|tx| tx.same_channel(&self.mailbox))
+        {
+            live.remove(&self.id);
+        }
+    }
+
+    /// Takes the lease (creating the agent if new) on the first command; a task a previous
+    /// holder left running (it crashed) is marked interrupted and resumable.
+    async fn ensure_held(&mut self, caller: &Caller) -> Result<(), AgentError> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let store = &self.inner.deps.store;
+        let now = warden_core::time::unix_millis() as i64;
+        let record = store
+            .acquire_agent(
+                &self.id,
+                &self.definition,
+                &self.name,
+                &caller.key_id,
+                &self.inner.node,
+                now,
+            )
+            .await?;
+        let record = if record.status == status::RUNNING {
+            let task_id = record.task_id.clone().unwrap_or_default();
+            let reason = "interrupted by a restart; POST …/resume continues the task".to_owned();
+            let update = AgentUpdate {
+                status: status::FAILED.into(),
+                status_reason: Some(reason.clone()),
+                task_id: record.task_id.clone(),
+                task: record.task.clone(),
+                tokens_used: record.tokens_used,
+            };
+            let step = NewStep {
+                task_id: task_id.clone(),
+                kind: kind::INTERRUPTED.into(),
+                data: serde_json::json!({"reason": reason}).to_string(),
+                tokens: None,
+                started_at: now,
+                finished_at: now,
+            };
+            let seq = store
+                .commit_step(&self.id, record.epoch, &step, &update)
+                .await?;
+            runner::audit_step(
+                &self.inner,
+                &self.id,
+                &task_id,
+                seq,
+                kind::INTERRUPTED,
+                status::FAILED,
+                Some(&reason),
+                None,
+                &record.owner_key_id,
+            )
+            .await;
+            AgentRecord {
+                status: update.status,
+                status_reason: update.status_reason,
+                steps: seq,
+                ..record
+            }
+        } else {
+            record
+        };
+        self.held = Some(record);
+        Ok(())
+    }
+
+    /// Handles one command; returns true if the lease was lost.
+    async fn handle(&mut self, cmd: Command) -> bool {
+        let Some(record) = self.held.clone() else {
+            cmd.fail(AgentError::Stopped);
+            return true;
+        };
+        if record.owner_key_id != cmd.caller().key_id && !cmd.caller().admin {
+            cmd.fail(AgentError::NotYours(self.id.clone()));
+            return false;
+        }
+        match cmd {
+            Command::Message {
+                caller,
+                content,
+                events,
+                reply,
+            } => {
+                let task = Task::new(self.inner.clone(), &self.definition, record, caller, events);
+                let (result, state) = task.start(content).await;
+                self.finish(result, state, reply)
+            }
+            Command::Resume {
+                caller,
+                events,
+                reply,
+            } => {
+                if !matches!(record.status.as_str(), status::FAILED) || record.task_id.is_none() {
+                    let _ = reply.send(Err(AgentError::NothingToResume(format!(
+                        "agent `{}` is {}: only a failed or interrupted task can be resumed",
+                        self.id, record.status
+                    ))));
+                    return false;
+                }
+                let task = Task::new(self.inner.clone(), &self.definition, record, caller, events);
+                let (result, state) = task.resume().await;
+                self.finish(result, state, reply)
+            }
+            Command::Reset { caller, reply } => {
+                let result = runner::reset(&self.inner, &record, &caller).await;
+                match result {
+                    Ok(state) => {
+                        self.held = Some(state.clone());
+                        let _ = reply.send(Ok(state));
+                        false
+                    }
+                    Err(e) => {
+                        let lost = matches!(e, AgentError::Store(_));
+                        let _ = reply.send(Err(e));
+                        lost
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        result: Result<Outcome, AgentError>,
+        state: Option<AgentRecord>,
+        reply: oneshot::Sender<Result<Outcome, AgentError>>,
+    ) -> bool {
+        let lost = matches!(result, Err(AgentError::Store(_)));
+        if let Some(s) = state {
+            self.held = Some(s);
+        }
+        let _ = reply.send(result);
+        if lost {
+            // The state in memory may be ahead of the store: read it again next time.
+            self.held = None;
+        }
+        lost
+    }
+}

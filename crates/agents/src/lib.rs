@@ -1,0 +1,409 @@
+//! Durable agents, like Cloudflare Durable Objects: for each agent id (`definition/name`) at
+//! most one live instance in this process, an actor that owns the agent's state and handles
+//! its messages in arrival order. Every step is committed to the journal in the store (under
+//! the agent's lease epoch) before anything depends on it, so a restart loses no
+//! acknowledged step and replays journalled model answers instead of paying for them again.
+//! Idle instances leave memory and are loaded again when addressed.
+//!
+//! The loop calls the model through the same in-process gateway as outside clients (same
+//! redaction, limits, budgets and logging) and runs the read tools configuration allows. The
+//! dead man's switch ends steps that run too long, halts loops of identical tool calls, too
+//! many steps and exhausted budgets, and tells the user and the webhook.
+//!
+//! This crate must never store or log unredacted content, and never run a tool call that
+//! configuration does not classify as a read.
+
+mod actor;
+mod journal;
+mod notify;
+mod runner;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use warden_config::AgentDefinition;
+use warden_gateway::Gateway;
+use warden_store::{AgentRecord, StepRecord, Store, UsageWriterHandle};
+use warden_tools::Catalog;
+
+pub use notify::Webhook;
+
+/// Statuses an agent can be in.
+pub mod status {
+    /// Waiting for a message.
+    pub const IDLE: &str = "idle";
+    /// Working on a task.
+    pub const RUNNING: &str = "running";
+    /// A write waits for a human's approval (the approvals issue).
+    pub const AWAITING_APPROVAL: &str = "awaiting_approval";
+    /// The last task failed (an upstream failure after retries, or a restart interrupted
+    /// it); `resume` continues it.
+    pub const FAILED: &str = "failed";
+    /// The dead man's switch stopped the last task (loop, step cap, budget).
+    pub const HALTED: &str = "halted";
+}
+
+/// Who drives an agent: the virtual key of the HTTP request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Key id (an agent belongs to the key that created it).
+    pub key_id: String,
+    /// Key name (selects redaction policy, limits and budgets in the gateway).
+    pub key_name: String,
+    /// Whether the key is an admin key (may address any agent).
+    pub admin: bool,
+    /// The HTTP request id, for logs and the gateway.
+    pub request_id: String,
+}
+
+/// What happened during a task, as it happens (the SSE stream of `stream: true`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The agent's status changed.
+    State {
+        /// New status.
+        status: String,
+    },
+    /// The model wrote text (restored for the user).
+    ModelText {
+        /// The text.
+        content: String,
+    },
+    /// The model asked for a tool call.
+    ToolCall {
+        /// Tool name.
+        tool: String,
+        /// `read` or `write`.
+        classification: String,
+        /// Arguments as the model wrote them (restored for the user).
+        arguments: String,
+    },
+    /// A tool call's outcome.
+    ToolResult {
+        /// Tool name.
+        tool: String,
+        /// `ok`, `refused`, `error`, `timeout` or `needs_approval`.
+        outcome: String,
+        /// Row count, the rule broken, or the error.
+        summary: String,
+    },
+    /// The task ended.
+    Done(Outcome),
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The agent's id.
+    pub agent_id: String,
+    /// The task.
+    pub task_id: String,
+    /// The agent's status now (`idle` after an answer or a timeout).
+    pub status: String,
+    /// `answered`, `timed_out`, `halted`, `failed`.
+    pub result: String,
+    /// Why, for anything but an answer.
+    pub reason: Option<String>,
+    /// The answer, restored for the user (`None` unless answered).
+    pub answer: Option<String>,
+    /// Model steps taken in this task.
+    pub model_steps: u32,
+    /// Tokens the task used.
+    pub tokens_used: i64,
+}
+
+/// Why a request about an agent was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No such definition in the configuration.
+    #[error("no agent definition named `{0}`")]
+    UnknownDefinition(String),
+    /// The name is not usable.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The agent was never created.
+    #[error("agent `{0}` does not exist")]
+    NotFound(String),
+    /// The agent belongs to another key.
+    #[error("agent `{0}` belongs to another key")]
+    NotYours(String),
+    /// Nothing to resume.
+    #[error("{0}")]
+    NothingToResume(String),
+    /// The request holds data the key's redaction policy blocks.
+    #[error("{0}")]
+    Blocked(String),
+    /// The store is unavailable (or the lease was lost to another node).
+    #[error("the agent store is unavailable: {0}")]
+    Store(String),
+    /// The agent's actor stopped (shutting down).
+    #[error("the agent is shutting down; retry")]
+    Stopped,
+}
+
+impl From<warden_store::Error> for AgentError {
+    fn from(e: warden_store::Error) -> Self {
+        AgentError::Store(e.to_string())
+    }
+}
+
+/// What the agents need from the rest of Warden.
+pub struct Deps {
+    /// The model pipeline (same as for outside clients).
+    pub gateway: Arc<Gateway>,
+    /// State and journal.
+    pub store: Arc<dyn Store>,
+    /// Where usage rows of the agents' model calls go.
+    pub usage: UsageWriterHandle,
+    /// The audit log; `None` when off.
+    pub audit: Option<warden_audit::AuditLog>,
+    /// Stamped on usage rows.
+    pub deployment: String,
+    /// The redaction policy, for tasks and tool results.
+    pub redactor: Arc<warden_redact::Redactor>,
+}
+
+/// Agent definitions with their tools.
+pub struct Definitions {
+    /// By name.
+    pub definitions: BTreeMap<String, AgentDefinition>,
+    /// Each definition's tools (its `sql_query` over its databases).
+    pub catalogs: BTreeMap<String, Catalog>,
+    /// Each definition's webhook, if configured.
+    pub webhooks: BTreeMap<String, Webhook>,
+}
+
+/// Every agent of this process.
+#[derive(Clone)]
+pub struct Agents {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) deps: Deps,
+    pub(crate) defs: Definitions,
+    /// Live instances: agent id -> its mailbox.
+    pub(crate) live: Mutex<HashMap<String, mpsc::UnboundedSender<actor::Command>>>,
+    /// How long an instance may sit idle before it leaves memory.
+    pub(crate) idle: Duration,
+    /// This process, for the lease owner column.
+    pub(crate) node: String,
+}
+
+/// A page of an agent's history.
+pub struct History {
+    /// Steps, oldest first.
+    pub steps: Vec<StepRecord>,
+    /// The cursor of the next page, if there may be more.
+    pub next_cursor: Option<i64>,
+}
+
+fn check_name(name: &str) -> Result<(), AgentError> {
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return Err(AgentError::InvalidRequest(
+            "an agent name is 1-128 letters, digits, `-`, `_`, `.` or `@`".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Agents {
+    /// The agents of this process; idle instances leave memory after `idle`.
+    pub fn new(deps: Deps, defs: Definitions, idle: Duration) -> Self {
+        let node = format!(
+            "{}-{}",
+            std::process::id(),
+            warden_core::time::unix_millis()
+        );
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                defs,
+                live: Mutex::new(HashMap::new()),
+                idle,
+                node,
+            }),
+        }
+    }
+
+    /// A definition by name.
+    pub fn definition(&self, name: &str) -> Option<&AgentDefinition> {
+        self.inner.defs.definitions.get(name)
+    }
+
+    /// How many instances are in memory.
+    pub fn live_count(&self) -> usize {
+        self.inner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    fn id(&self, definition: &str, name: &str) -> Result<String, AgentError> {
+        if !self.inner.defs.definitions.contains_key(definition) {
+            return Err(AgentError::UnknownDefinition(definition.to_owned()));
+        }
+        check_name(name)?;
+        Ok(format!("{definition}/{name}"))
+    }
+
+    /// Hands a command to the agent's live instance, starting one if there is none.
+    fn send(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        cmd: actor::Command,
+    ) -> Result<(), AgentError> {
+        let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cmd = cmd;
+        if let Some(tx) = live.get(id) {
+            match tx.send(cmd) {
+                Ok(()) => return Ok(()),
+                // The instance is gone (it hibernated): start a new one.
+                Err(mpsc::error::SendError(back)) => cmd = back,
+            }
+        }
+        let tx = actor::spawn(self.inner.clone(), id, definition, name);
+        tx.send(cmd).map_err(|_| AgentError::Stopped)?;
+        live.insert(id.to_owned(), tx);
+        Ok(())
+    }
+
+    /// Checks that `caller` may address the stored agent `id` (if it exists).
+    async fn owned(&self, caller: &Caller, id: &str) -> Result<Option<AgentRecord>, AgentError> {
+        let record = self.inner.deps.store.agent(id).await?;
+        if let Some(r) = &record
+            && r.owner_key_id != caller.key_id
+            && !caller.admin
+        {
+            return Err(AgentError::NotYours(id.to_owned()));
+        }
+        Ok(record)
+    }
+
+    /// Gives the agent a task and waits for its outcome; `events` receives each step as it
+    /// happens. Messages to one agent are handled one at a time, in arrival order.
+    pub async fn message(
+        &self,
+        caller: Caller,
+        definition: &str,
+        name: &str,
+        content: String,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<Outcome, AgentError> {
+        let id = self.id(definition, name)?;
+        if content.trim().is_empty() {
+            return Err(AgentError::InvalidRequest(
+                "`content` must not be empty".into(),
+            ));
+        }
+        self.owned(&caller, &id).await?;
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            &id,
+            definition,
+            name,
+            actor::Command::Message {
+                caller,
+                content,
+                events,
+                reply,
+            },
+        )?;
+        answer.await.map_err(|_| AgentError::Stopped)?
+    }
+
+    /// Continues a task that failed or was interrupted, from its journal.
+    pub async fn resume(
+        &self,
+        caller: Caller,
+        definition: &str,
+        name: &str,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<Outcome, AgentError> {
+        let id = self.id(definition, name)?;
+        if self.owned(&caller, &id).await?.is_none() {
+            return Err(AgentError::NotFound(id));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            &id,
+            definition,
+            name,
+            actor::Command::Resume {
+                caller,
+                events,
+                reply,
+            },
+        )?;
+        answer.await.map_err(|_| AgentError::Stopped)?
+    }
+
+    /// Returns the agent to idle, keeping its history.
+    pub async fn reset(
+        &self,
+        caller: Caller,
+        definition: &str,
+        name: &str,
+    ) -> Result<AgentRecord, AgentError> {
+        let id = self.id(definition, name)?;
+        if self.owned(&caller, &id).await?.is_none() {
+            return Err(AgentError::NotFound(id));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            &id,
+            definition,
+            name,
+            actor::Command::Reset { caller, reply },
+        )?;
+        answer.await.map_err(|_| AgentError::Stopped)?
+    }
+
+    /// The agent's state (from the store; an instance need not be live).
+    pub async fn state(
+        &self,
+        caller: &Caller,
+        definition: &str,
+        name: &str,
+    ) -> Result<AgentRecord, AgentError> {
+        let id = self.id(definition, name)?;
+        self.owned(caller, &id)
+            .await?
+            .ok_or(AgentError::NotFound(id))
+    }
+
+    /// A page of the agent's history: steps after `cursor` (a sequence number), at most
+    /// `limit`.
+    pub async fn history(
+        &self,
+        caller: &Caller,
+        definition: &str,
+        name: &str,
+        cursor: i64,
+        limit: u32,
+    ) -> Result<History, AgentError> {
+        let id = self.id(definition, name)?;
+        if self.owned(caller, &id).await?.is_none() {
+            return Err(AgentError::NotFound(id));
+        }
+        let limit = limit.clamp(1, 500);
+        let steps = self
+            .inner
+            .deps
+            .store
+            .agent_steps(&id, cursor, limit)
+            .await?;
+        let next_cursor =
+            (steps.len() as u32 == limit).then(|| steps.last().map_or(cursor, |s| s.seq));
+        Ok(History { steps, next_cursor })
+    }
+}

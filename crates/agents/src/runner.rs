@@ -1,0 +1,730 @@
+//! One task: the loop of model calls and tool calls, each step committed to the journal before
+//! anything depends on it, under the dead man's switch (step timeout, step cap, loop
+//! detection, the session token budget).
+//!
+//! Content is kept redacted throughout: the task and every tool result are masked in one
+//! exchange (placeholders numbered across the task), the gateway sees and returns masked text,
+//! and only what goes back to the user (and a tool's arguments, when it runs) is restored.
+
+use crate::journal::{self, ToolCallRequest, kind};
+use crate::{AgentError, Caller, Event, Inner, Outcome, status};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use warden_config::AgentDefinition;
+use warden_gateway::{CacheControl, Call, Endpoint, Reply};
+use warden_redact::Exchange;
+use warden_store::{AgentRecord, AgentUpdate, NewStep, UsageRow};
+use warden_tools::{Catalog, Classification, ToolError};
+
+/// Output tokens asked for per model call at most.
+const MAX_OUTPUT_TOKENS: u64 = 4096;
+
+fn now_ms() -> i64 {
+    warden_core::time::unix_millis() as i64
+}
+
+fn new_id(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}_{:x}{:06x}",
+        warden_core::time::unix_millis(),
+        N.fetch_add(1, Ordering::Relaxed) & 0xff_ffff
+    )
+}
+
+/// Why the loop stopped before an answer.
+enum Stop {
+    TimedOut(String),
+    Halted(String),
+    Failed(String),
+    Store(AgentError),
+}
+
+impl From<AgentError> for Stop {
+    fn from(e: AgentError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+/// A task in progress.
+pub(crate) struct Task {
+    inner: Arc<Inner>,
+    def: AgentDefinition,
+    definition: String,
+    catalog: Catalog,
+    record: AgentRecord,
+    caller: Caller,
+    events: Option<mpsc::Sender<Event>>,
+    exchange: Exchange,
+    task_id: String,
+    model_steps: u32,
+    recent: Vec<(String, String)>,
+}
+
+impl Task {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        definition: &str,
+        record: AgentRecord,
+        caller: Caller,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Self {
+        let def = inner.defs.definitions[definition].clone();
+        let catalog = inner
+            .defs
+            .catalogs
+            .get(definition)
+            .cloned()
+            .unwrap_or_default();
+        let exchange = inner.deps.redactor.exchange(&caller.key_name);
+        Self {
+            inner,
+            def,
+            definition: definition.to_owned(),
+            catalog,
+            task_id: record.task_id.clone().unwrap_or_default(),
+            record,
+            caller,
+            events,
+            exchange,
+            model_steps: 0,
+            recent: Vec::new(),
+        }
+    }
+
+    async fn emit(&self, event: Event) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event).await;
+        }
+    }
+
+    /// Commits a journal step with the agent's new state; the step is durable when this
+    /// returns.
+    async fn commit(
+        &mut self,
+        kind: &str,
+        data: Value,
+        tokens: Option<i64>,
+        started_at: i64,
+        new_status: &str,
+        reason: Option<String>,
+    ) -> Result<i64, AgentError> {
+        let update = AgentUpdate {
+            status: new_status.to_owned(),
+            status_reason: reason.clone(),
+            task_id: Some(self.task_id.clone()),
+            task: self.record.task.clone(),
+            tokens_used: self.record.tokens_used,
+        };
+        let step = NewStep {
+            task_id: self.task_id.clone(),
+            kind: kind.to_owned(),
+            data: data.to_string(),
+            tokens,
+            started_at,
+            finished_at: now_ms(),
+        };
+        let seq = self
+            .inner
+            .deps
+            .store
+            .commit_step(&self.record.id, self.record.epoch, &step, &update)
+            .await?;
+        if self.record.status != new_status {
+            self.emit(Event::State {
+                status: new_status.to_owned(),
+            })
+            .await;
+        }
+        self.record.status = update.status;
+        self.record.status_reason = update.status_reason;
+        self.record.task_id = update.task_id;
+        self.record.steps = seq;
+        self.record.last_verified_at = Some(step.finished_at);
+        audit_step(
+            &self.inner,
+            &self.record.id,
+            &self.task_id,
+            seq,
+            kind,
+            new_status,
+            reason.as_deref(),
+            tokens,
+            &self.caller.key_id,
+        )
+        .await;
+        metrics::counter!("warden_agent_steps_total", "kind" => kind.to_owned()).increment(1);
+        Ok(seq)
+    }
+
+    /// Starts a new task with the user's message.
+    pub(crate) async fn start(
+        mut self,
+        content: String,
+    ) -> (Result<Outcome, AgentError>, Option<AgentRecord>) {
+        let redacted = match self.exchange.redact_text(&content) {
+            Ok(r) => r.into_inner(),
+            Err(blocked) => return (Err(AgentError::Blocked(blocked.to_string())), None),
+        };
+        self.task_id = new_id("task");
+        self.record.task = Some(redacted.clone());
+        self.record.tokens_used = 0;
+        let started = now_ms();
+        if let Err(e) = self
+            .commit(
+                kind::TASK,
+                json!({"content": redacted}),
+                None,
+                started,
+                status::RUNNING,
+                None,
+            )
+            .await
+        {
+            return (Err(e), None);
+        }
+        let messages = vec![json!({"role": "user", "content": redacted})];
+        self.run(messages, Vec::new()).await
+    }
+
+    /// Continues the failed or interrupted task from its journal.
+    pub(crate) async fn resume(mut self) -> (Result<Outcome, AgentError>, Option<AgentRecord>) {
+        let steps = match self
+            .inner
+            .deps
+            .store
+            .task_steps(&self.record.id, &self.task_id)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return (Err(e.into()), None),
+        };
+        let replay = journal::replay(&steps);
+        // The journal holds placeholders whose values are gone with the old process: keep
+        // their numbers reserved so new values get new ones.
+        for m in &replay.messages {
+            if let Some(text) = m["content"].as_str() {
+                let _ = self.exchange.redact_text(text);
+            }
+        }
+        self.model_steps = replay.model_steps;
+        self.recent = replay.recent_calls;
+        let started = now_ms();
+        let data = json!({"model_steps_replayed": replay.model_steps, "pending_tool_calls": replay.pending_calls.len()});
+        if let Err(e) = self
+            .commit(kind::RESUMED, data, None, started, status::RUNNING, None)
+            .await
+        {
+            return (Err(e), None);
+        }
+        self.run(replay.messages, replay.pending_calls).await
+    }
+
+    async fn run(
+        mut self,
+        messages: Vec<Value>,
+        pending: Vec<ToolCallRequest>,
+    ) -> (Result<Outcome, AgentError>, Option<AgentRecord>) {
+        let stopped = self.steps(messages, pending).await;
+        let (kind, new_status, result, reason) = match stopped {
+            Ok(answer) => {
+                let outcome = self.outcome("answered", None, Some(answer));
+                self.emit(Event::Done(outcome.clone())).await;
+                return (Ok(outcome), Some(self.record));
+            }
+            Err(Stop::Store(e)) => return (Err(e), None),
+            Err(Stop::TimedOut(r)) => (kind::TIMED_OUT, status::IDLE, "timed_out", r),
+            Err(Stop::Halted(r)) => (kind::HALTED, status::HALTED, "halted", r),
+            Err(Stop::Failed(r)) => (kind::FAILED, status::FAILED, "failed", r),
+        };
+        metrics::counter!("warden_agent_stops_total", "result" => result).increment(1);
+        let started = now_ms();
+        if let Err(e) = self
+            .commit(
+                kind,
+                json!({"reason": reason}),
+                None,
+                started,
+                new_status,
+                Some(reason.clone()),
+            )
+            .await
+        {
+            return (Err(e), None);
+        }
+        if let Some(hook) = self.inner.defs.webhooks.get(&self.definition) {
+            hook.notify(json!({
+                "agent": self.record.id, "task_id": self.task_id, "result": result,
+                "status": new_status, "reason": reason, "at_ms": now_ms(),
+            }));
+        }
+        let outcome = self.outcome(result, Some(reason), None);
+        self.emit(Event::Done(outcome.clone())).await;
+        (Ok(outcome), Some(self.record))
+    }
+
+    fn outcome(&self, result: &str, reason: Option<String>, answer: Option<String>) -> Outcome {
+        Outcome {
+            agent_id: self.record.id.clone(),
+            task_id: self.task_id.clone(),
+            status: self.record.status.clone(),
+            result: result.to_owned(),
+            reason,
+            answer,
+            model_steps: self.model_steps,
+            tokens_used: self.record.tokens_used,
+        }
+    }
+
+    /// Model and tool steps until an answer (returned restored) or a stop.
+    async fn steps(
+        &mut self,
+        mut messages: Vec<Value>,
+        mut pending: Vec<ToolCallRequest>,
+    ) -> Result<String, Stop> {
+        loop {
+            let deadline = Instant::now() + self.def.step_timeout;
+            if !pending.is_empty() {
+                self.tools(&mut messages, std::mem::take(&mut pending), deadline)
+                    .await?;
+                continue;
+            }
+            if self.model_steps >= self.def.max_steps {
+                return Err(Stop::Halted(format!(
+                    "max_steps: no answer after {} steps",
+                    self.def.max_steps
+                )));
+            }
+            let remaining = self.def.session_tokens as i64 - self.record.tokens_used;
+            if remaining <= 0 {
+                return Err(Stop::Halted(format!(
+                    "budget_exceeded: the task used its {} tokens",
+                    self.def.session_tokens
+                )));
+            }
+            let message = self.model(&messages, remaining as u64, deadline).await?;
+            let calls = journal::tool_calls(&message);
+            messages.push(message.clone());
+            if calls.is_empty() {
+                let masked = message["content"].as_str().unwrap_or_default().to_owned();
+                let started = now_ms();
+                self.commit(
+                    kind::ANSWER,
+                    json!({"content": masked}),
+                    None,
+                    started,
+                    status::IDLE,
+                    None,
+                )
+                .await?;
+                return Ok(self.exchange.restore_text(&masked));
+            }
+            self.tools(&mut messages, calls, deadline).await?;
+        }
+    }
+
+    /// One model call through the gateway, committed to the journal with its usage.
+    async fn model(
+        &mut self,
+        messages: &[Value],
+        remaining: u64,
+        deadline: Instant,
+    ) -> Result<Value, Stop> {
+        let mut all = vec![json!({"role": "system", "content": self.def.system_prompt})];
+        all.extend_from_slice(messages);
+        let mut body = json!({
+            "model": self.def.model,
+            "messages": all,
+            "max_tokens": remaining.min(MAX_OUTPUT_TOKENS),
+        });
+        if !self.catalog.is_empty() {
+            body["tools"] = Value::Array(self.catalog.openai_tools());
+        }
+        let request_id = new_id("req_agent");
+        let caller = warden_gateway::Caller {
+            request_id: request_id.clone(),
+            key_id: self.caller.key_id.clone(),
+            key_name: self.caller.key_name.clone(),
+            user: None,
+            session: None,
+            cache: CacheControl::default(),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let call = Call::parse(Endpoint::ChatCompletions, &bytes, caller)
+            .map_err(|e| Stop::Failed(format!("the agent built a bad request: {e}")))?;
+        let started = now_ms();
+        let clock = std::time::Instant::now();
+        let result = tokio::time::timeout_at(deadline, self.inner.deps.gateway.call(call)).await;
+        let latency_ms = clock.elapsed().as_millis() as i64;
+        let success = match result {
+            Err(_) => {
+                return Err(Stop::TimedOut(format!(
+                    "step {} exceeded its {:?} timeout (model call)",
+                    self.model_steps + 1,
+                    self.def.step_timeout
+                )));
+            }
+            Ok(Err(failure)) => {
+                let status = failure.error.status();
+                self.record_call(
+                    &request_id,
+                    &failure.meta,
+                    status,
+                    None,
+                    latency_ms,
+                    &failure.redactions,
+                )
+                .await;
+                return Err(Stop::Failed(format!(
+                    "model call failed: {}",
+                    failure.error
+                )));
+            }
+            Ok(Ok(s)) => s,
+        };
+        let (body, usage) = match success.reply {
+            Reply::Complete { body, usage } => (body, usage),
+            Reply::Stream(_) => {
+                return Err(Stop::Failed("unexpected stream from the gateway".into()));
+            }
+        };
+        self.record_call(
+            &request_id,
+            &success.meta,
+            200,
+            usage,
+            latency_ms,
+            &success.redactions,
+        )
+        .await;
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let message = parsed
+            .pointer("/choices/0/message")
+            .cloned()
+            .ok_or_else(|| Stop::Failed("the model's answer has no message".into()))?;
+        let tokens = usage.map(|u| u.total() as i64).unwrap_or(0);
+        self.record.tokens_used += tokens;
+        self.model_steps += 1;
+        let data = json!({
+            "message": message,
+            "model": success.meta.upstream_model,
+            "usage": {"prompt_tokens": usage.and_then(|u| u.prompt_tokens), "completion_tokens": usage.and_then(|u| u.completion_tokens)},
+            "latency_ms": latency_ms,
+            "request_id": request_id,
+        });
+        self.commit(
+            kind::MODEL,
+            data,
+            Some(tokens),
+            started,
+            status::RUNNING,
+            None,
+        )
+        .await?;
+        if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
+            let content = self.exchange.restore_text(text);
+            self.emit(Event::ModelText { content }).await;
+        }
+        Ok(message)
+    }
+
+    /// Runs the tool calls of one model step, each committed with its result.
+    async fn tools(
+        &mut self,
+        messages: &mut Vec<Value>,
+        calls: Vec<ToolCallRequest>,
+        deadline: Instant,
+    ) -> Result<(), Stop> {
+        for call in calls {
+            self.recent
+                .push((call.name.clone(), call.arguments.clone()));
+            let repeats = self
+                .recent
+                .iter()
+                .rev()
+                .take_while(|c| **c == (call.name.clone(), call.arguments.clone()))
+                .count();
+            if repeats > self.def.max_identical_tool_calls as usize {
+                return Err(Stop::Halted(format!(
+                    "loop: `{}` was called {repeats} times in a row with the same arguments",
+                    call.name
+                )));
+            }
+            let classification = self.catalog.classify(&call.name);
+            self.emit(Event::ToolCall {
+                tool: call.name.clone(),
+                classification: classification.as_str().into(),
+                arguments: self.exchange.restore_text(&call.arguments),
+            })
+            .await;
+            let started = now_ms();
+            let clock = std::time::Instant::now();
+            let tool = self.catalog.get(&call.name).map(|(t, _)| t);
+            let (outcome, summary, result) = match (tool, classification) {
+                (None, _) => {
+                    let known: Vec<Value> = self.catalog.openai_tools();
+                    let names: Vec<&str> = known
+                        .iter()
+                        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                        .collect();
+                    let message = format!(
+                        "unknown tool `{}`; available: {}",
+                        call.name,
+                        names.join(", ")
+                    );
+                    (
+                        "error",
+                        message.clone(),
+                        json!({"error": message}).to_string(),
+                    )
+                }
+                (Some(_), Classification::Write) => {
+                    let message = "this tool changes data and needs a human's signed approval, which is not available for this agent".to_owned();
+                    (
+                        "needs_approval",
+                        message.clone(),
+                        json!({"error": message}).to_string(),
+                    )
+                }
+                (Some(tool), Classification::Read) => {
+                    // The model wrote placeholders; the tool gets the real values back.
+                    let restored = self.exchange.restore_json_text(&call.arguments);
+                    match serde_json::from_str::<Value>(&restored) {
+                        Err(e) => {
+                            let message = format!("the arguments are not JSON: {e}");
+                            (
+                                "error",
+                                message.clone(),
+                                json!({"error": message}).to_string(),
+                            )
+                        }
+                        Ok(args) => match tokio::time::timeout_at(deadline, tool.call(&args)).await
+                        {
+                            Err(_) => {
+                                return Err(Stop::TimedOut(format!(
+                                    "step {} exceeded its {:?} timeout (tool `{}`)",
+                                    self.model_steps, self.def.step_timeout, call.name
+                                )));
+                            }
+                            Ok(Ok(v)) => {
+                                let rows = v["row_count"].as_u64();
+                                let summary = rows.map_or("ok".to_owned(), |n| format!("{n} rows"));
+                                ("ok", summary, v.to_string())
+                            }
+                            Ok(Err(e)) => {
+                                let outcome = match &e {
+                                    ToolError::Refused { .. } => "refused",
+                                    ToolError::Timeout(_) => "timeout",
+                                    _ => "error",
+                                };
+                                (
+                                    outcome,
+                                    e.to_string(),
+                                    json!({"error": e.to_string()}).to_string(),
+                                )
+                            }
+                        },
+                    }
+                }
+            };
+            let latency_ms = clock.elapsed().as_millis() as u64;
+            // Results go to the model and the journal masked, like everything else.
+            let result = match self.exchange.redact_text(&result) {
+                Ok(r) => r.into_inner(),
+                Err(blocked) => json!({"error": format!(
+                    "the result was withheld: it holds data that policy does not let a model see ({})",
+                    blocked.types.join(", ")
+                )})
+                .to_string(),
+            };
+            let summary = self
+                .exchange
+                .redact_text(&summary)
+                .map(|s| s.into_inner())
+                .unwrap_or_else(|_| "withheld".into());
+            let data = json!({
+                "call_id": call.id, "tool": call.name, "classification": classification.as_str(),
+                "arguments": call.arguments, "outcome": outcome, "summary": summary,
+                "result": result, "latency_ms": latency_ms,
+            });
+            self.commit(kind::TOOL, data, None, started, status::RUNNING, None)
+                .await?;
+            if let Some(audit) = &self.inner.deps.audit {
+                use sha2::Digest;
+                let event = warden_audit::Event::ToolCall {
+                    agent_id: self.record.id.clone(),
+                    task_id: self.task_id.clone(),
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    classification: classification.as_str().into(),
+                    arguments_sha256: warden_core::hex(&sha2::Sha256::digest(
+                        call.arguments.as_bytes(),
+                    )),
+                    outcome: outcome.into(),
+                    summary: summary.clone(),
+                    latency_ms,
+                };
+                if let Err(e) = audit.append(event).await {
+                    tracing::error!(error = %e, "audit record of a tool call failed");
+                }
+            }
+            self.emit(Event::ToolResult {
+                tool: call.name.clone(),
+                outcome: outcome.into(),
+                summary: self.exchange.restore_text(&summary),
+            })
+            .await;
+            messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
+        }
+        Ok(())
+    }
+
+    /// The usage row and audit record of one of the agent's model calls, as the HTTP handler
+    /// writes them for outside clients.
+    async fn record_call(
+        &self,
+        request_id: &str,
+        meta: &warden_gateway::Meta,
+        status: u16,
+        usage: Option<warden_gateway::Usage>,
+        latency_ms: i64,
+        redactions: &std::collections::BTreeMap<String, u32>,
+    ) {
+        let row = UsageRow {
+            request_id: request_id.to_owned(),
+            key_id: self.caller.key_id.clone(),
+            endpoint: "agent.chat".into(),
+            model: self.def.model.clone(),
+            provider: meta.provider.clone(),
+            upstream_model: meta.upstream_model.clone(),
+            status,
+            prompt_tokens: usage.and_then(|u| u.prompt_tokens),
+            completion_tokens: usage.and_then(|u| u.completion_tokens),
+            latency_ms,
+            attempts: i64::from(meta.attempts),
+            stream: false,
+            deployment: self.inner.deps.deployment.clone(),
+            created_at: now_ms(),
+            session: Some(self.task_id.clone()),
+            cache: meta.cache.map(|c| c.label().to_owned()),
+            refusal: meta.refusal.map(str::to_owned),
+            cached_tokens: usage.and_then(|u| u.cached_tokens),
+            cost_usd: meta.cost_usd,
+            downgraded_from: meta.downgraded_from.clone(),
+            budget_counters: meta.spent.counters.clone(),
+            budget_tokens: meta.spent.tokens as i64,
+            ..Default::default()
+        };
+        if let Some(audit) = &self.inner.deps.audit {
+            let event = warden_audit::Event::ModelCall(Box::new(warden_audit::ModelCall {
+                request_id: row.request_id.clone(),
+                key_id: row.key_id.clone(),
+                key_name: self.caller.key_name.clone(),
+                endpoint: row.endpoint.clone(),
+                model: row.model.clone(),
+                provider: row.provider.clone(),
+                upstream_model: row.upstream_model.clone(),
+                status,
+                prompt_tokens: row.prompt_tokens,
+                completion_tokens: row.completion_tokens,
+                redactions: redactions.clone(),
+                attempts: meta.attempts,
+                stream: false,
+                latency_ms: latency_ms as u64,
+                user: None,
+                session: row.session.clone(),
+                cache: row.cache.clone(),
+                refusal: row.refusal.clone(),
+                cost_usd: row.cost_usd.map(|c| format!("{c:.8}")),
+                downgraded_from: row.downgraded_from.clone(),
+            }));
+            if let Err(e) = audit.append(event).await {
+                tracing::error!(error = %e, "audit record of an agent's model call failed");
+            }
+        }
+        self.inner.deps.usage.record(row).await;
+    }
+}
+
+/// Writes the audit record of a committed step.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn audit_step(
+    inner: &Inner,
+    agent_id: &str,
+    task_id: &str,
+    seq: i64,
+    step: &str,
+    new_status: &str,
+    reason: Option<&str>,
+    tokens: Option<i64>,
+    key_id: &str,
+) {
+    let Some(audit) = &inner.deps.audit else {
+        return;
+    };
+    let event = warden_audit::Event::AgentStep {
+        agent_id: agent_id.to_owned(),
+        task_id: task_id.to_owned(),
+        seq: seq.max(0) as u64,
+        step: step.to_owned(),
+        status: new_status.to_owned(),
+        reason: reason.map(str::to_owned),
+        tokens,
+        key_id: key_id.to_owned(),
+    };
+    if let Err(e) = audit.append(event).await {
+        tracing::error!(error = %e, "audit record of an agent step failed");
+    }
+}
+
+/// Back to idle, history kept: a `reset` step.
+pub(crate) async fn reset(
+    inner: &Arc<Inner>,
+    record: &AgentRecord,
+    caller: &Caller,
+) -> Result<AgentRecord, AgentError> {
+    let task_id = record.task_id.clone().unwrap_or_default();
+    let now = now_ms();
+    let update = AgentUpdate {
+        status: status::IDLE.into(),
+        status_reason: Some("reset".into()),
+        task_id: record.task_id.clone(),
+        task: record.task.clone(),
+        tokens_used: record.tokens_used,
+    };
+    let step = NewStep {
+        task_id: task_id.clone(),
+        kind: kind::RESET.into(),
+        data: json!({"previous_status": record.status}).to_string(),
+        tokens: None,
+        started_at: now,
+        finished_at: now,
+    };
+    let seq = inner
+        .deps
+        .store
+        .commit_step(&record.id, record.epoch, &step, &update)
+        .await?;
+    audit_step(
+        inner,
+        &record.id,
+        &task_id,
+        seq,
+        kind::RESET,
+        status::IDLE,
+        Some("reset"),
+        None,
+        &caller.key_id,
+    )
+    .await;
+    Ok(AgentRecord {
+        status: update.status,
+        status_reason: update.status_reason,
+        steps: seq,
+        last_verified_at: Some(now),
+        ..record.clone()
+    })
+}

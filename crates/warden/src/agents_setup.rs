@@ -1,0 +1,71 @@
+//! Builds the agents from configuration: opens each configured database for `sql_query`,
+//! gives each agent definition its tools (classified by configuration: `sql_query` is a read),
+//! and resolves webhook URLs from the environment.
+
+use crate::settings::Failure;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use warden_config::{Config, DatabaseLocation};
+use warden_tools::{Catalog, Classification, SqlQuery, sql::Database};
+
+/// The agents of this process.
+pub async fn build(
+    config: &Config,
+    deps: warden_agents::Deps,
+) -> Result<warden_agents::Agents, Failure> {
+    let mut databases = BTreeMap::new();
+    for (name, db) in &config.databases {
+        let url = match &db.location {
+            DatabaseLocation::Postgres { url_env } => Some(
+                std::env::var(url_env)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| {
+                        Failure::Config(format!(
+                            "databases.{name}.url_env: the environment variable {url_env} is not set"
+                        ))
+                    })?,
+            ),
+            DatabaseLocation::Sqlite(_) => None,
+        };
+        let opened = Database::open(name, db, url.as_deref())
+            .await
+            .map_err(Failure::Config)?;
+        databases.insert(name.clone(), Arc::new(opened));
+    }
+    let mut catalogs = BTreeMap::new();
+    let mut webhooks = BTreeMap::new();
+    for (name, def) in &config.agents {
+        let mut catalog = Catalog::default();
+        if def.tools.iter().any(|t| t == "sql_query") {
+            let mine = def
+                .databases
+                .iter()
+                .filter_map(|d| databases.get(d).map(|db| (d.clone(), db.clone())))
+                .collect();
+            catalog.add(Arc::new(SqlQuery::new(mine)), Classification::Read);
+        }
+        catalogs.insert(name.clone(), catalog);
+        if let Some(var) = &def.webhook_url_env {
+            let url = std::env::var(var)
+                .ok()
+                .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+                .ok_or_else(|| {
+                    Failure::Config(format!(
+                        "agents.{name}.webhook_url_env: {var} must hold an http(s) URL"
+                    ))
+                })?;
+            webhooks.insert(name.clone(), warden_agents::Webhook::new(url));
+        }
+    }
+    let defs = warden_agents::Definitions {
+        definitions: config.agents.clone(),
+        catalogs,
+        webhooks,
+    };
+    Ok(warden_agents::Agents::new(
+        deps,
+        defs,
+        config.server.agent_idle,
+    ))
+}
