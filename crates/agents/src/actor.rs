@@ -159,44 +159,7 @@ impl Instance {
             )
             .await?;
         let record = if record.status == status::RUNNING {
-            let task_id = record.task_id.clone().unwrap_or_default();
-            let reason = "interrupted by a restart; POST …/resume continues the task".to_owned();
-            let update = AgentUpdate {
-                status: status::FAILED.into(),
-                status_reason: Some(reason.clone()),
-                task_id: record.task_id.clone(),
-                task: record.task.clone(),
-                tokens_used: record.tokens_used,
-            };
-            let step = NewStep {
-                task_id: task_id.clone(),
-                kind: kind::INTERRUPTED.into(),
-                data: serde_json::json!({"reason": reason}).to_string(),
-                tokens: None,
-                started_at: now,
-                finished_at: now,
-            };
-            let seq = store
-                .commit_step(&self.id, record.epoch, &step, &update)
-                .await?;
-            runner::audit_step(
-                &self.inner,
-                &self.id,
-                &task_id,
-                seq,
-                kind::INTERRUPTED,
-                status::FAILED,
-                Some(&reason),
-                None,
-                &record.owner_key_id,
-            )
-            .await;
-            AgentRecord {
-                status: update.status,
-                status_reason: update.status_reason,
-                steps: seq,
-                ..record
-            }
+            mark_interrupted(&self.inner, record).await?
         } else {
             record
         };
@@ -276,4 +239,54 @@ impl Instance {
         }
         lost
     }
+}
+
+/// Marks the task a crashed holder left `running` as interrupted: an `interrupted` step, and
+/// the agent `failed` (resumable). `record` must be held (just acquired).
+pub(crate) async fn mark_interrupted(
+    inner: &Inner,
+    record: AgentRecord,
+) -> Result<AgentRecord, AgentError> {
+    let now = warden_core::time::unix_millis() as i64;
+    let task_id = record.task_id.clone().unwrap_or_default();
+    let reason = "interrupted by a restart; POST …/resume continues the task".to_owned();
+    let update = AgentUpdate {
+        status: status::FAILED.into(),
+        status_reason: Some(reason.clone()),
+        task_id: record.task_id.clone(),
+        task: record.task.clone(),
+        tokens_used: record.tokens_used,
+    };
+    let step = NewStep {
+        task_id: task_id.clone(),
+        kind: kind::INTERRUPTED.into(),
+        data: serde_json::json!({"reason": reason}).to_string(),
+        tokens: None,
+        started_at: now,
+        finished_at: now,
+    };
+    let seq = inner
+        .deps
+        .store
+        .commit_step(&record.id, record.epoch, &step, &update)
+        .await?;
+    runner::audit_step(
+        inner,
+        &record.id,
+        &task_id,
+        seq,
+        kind::INTERRUPTED,
+        status::FAILED,
+        Some(&reason),
+        None,
+        &record.owner_key_id,
+    )
+    .await;
+    Ok(AgentRecord {
+        status: update.status,
+        status_reason: update.status_reason,
+        steps: seq,
+        last_verified_at: Some(now),
+        ..record
+    })
 }

@@ -232,6 +232,39 @@ impl Agents {
         }
     }
 
+    /// Marks the tasks that a crashed process left `running` as interrupted (resumable).
+    /// With `stale_after`, only those that made no progress for that long (another node may
+    /// still run the others); without, all of them (one node owns the store). Returns how
+    /// many were marked.
+    pub async fn recover_interrupted(
+        &self,
+        stale_after: Option<Duration>,
+    ) -> Result<usize, AgentError> {
+        let store = &self.inner.deps.store;
+        let now = warden_core::time::unix_millis() as i64;
+        let mut marked = 0;
+        for r in store.running_agents().await? {
+            if stale_after.is_some_and(|d| now - r.updated_at < d.as_millis() as i64) {
+                continue;
+            }
+            let held = store
+                .acquire_agent(
+                    &r.id,
+                    &r.definition,
+                    &r.name,
+                    &r.owner_key_id,
+                    &self.inner.node,
+                    now,
+                )
+                .await?;
+            if held.status == status::RUNNING {
+                actor::mark_interrupted(&self.inner, held).await?;
+                marked += 1;
+            }
+        }
+        Ok(marked)
+    }
+
     /// A definition by name.
     pub fn definition(&self, name: &str) -> Option<&AgentDefinition> {
         self.inner.defs.definitions.get(name)

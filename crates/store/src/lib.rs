@@ -105,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<AgentRecord, Error>;
 
+    /// Agents whose status is `running` (after a crash: tasks nobody finished).
+    async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error>;
+
     /// An agent's state, if it exists.
     async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error>;
 

@@ -480,6 +480,15 @@ impl Store for PgStore {
         agent_from_row(&row)
     }
 
+    async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {AGENT_COLUMNS} FROM agents WHERE status = 'running' ORDER BY id"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(agent_from_row).collect()
+    }
+
     async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"

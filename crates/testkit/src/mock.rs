@@ -138,6 +138,11 @@ impl MockUpstream {
         self.inner.seen.lock().expect("lock").clone()
     }
 
+    /// Drops the scripted replies not used yet.
+    pub fn clear(&self) {
+        self.inner.queue.lock().expect("lock").clear();
+    }
+
     /// How many requests were received.
     pub fn hits(&self) -> usize {
         self.inner.seen.lock().expect("lock").len()

@@ -101,6 +101,27 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         },
     )
     .await?;
+    // Tasks a crash left running are marked interrupted (resumable). On SQLite this process
+    // is the only node; on PostgreSQL only tasks idle for twice the longest step timeout.
+    let stale_after = match config.store.backend {
+        warden_config::StoreBackend::Sqlite => None,
+        warden_config::StoreBackend::Postgres { .. } => Some(
+            config
+                .agents
+                .values()
+                .map(|d| d.step_timeout * 2)
+                .max()
+                .unwrap_or(Duration::from_secs(60)),
+        ),
+    };
+    match agents.recover_interrupted(stale_after).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            agents = n,
+            "tasks interrupted by a restart are marked resumable"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not mark interrupted agent tasks"),
+    }
     let state = Arc::new(AppState {
         store,
         gateway: gateway.clone(),

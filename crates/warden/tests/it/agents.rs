@@ -485,3 +485,181 @@ async fn streamed_tasks_send_each_step_as_an_event() {
     );
     assert!(text.contains("\"answer\":\"Ada and Bo.\""), "{text}");
 }
+
+/// Reads an agent's SSE stream until it ends or breaks; returns the event names seen.
+async fn events_until_cut(
+    resp: reqwest::Response,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use futures_util::StreamExt;
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            if let Some(name) = event.lines().next().and_then(|l| l.strip_prefix("event: ")) {
+                seen.lock().unwrap().push(name.to_owned());
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_acknowledged_step_and_resumes() {
+    use rand::Rng;
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let db = shop_db(work.path()).await;
+    let extra = format!(
+        r#"
+[databases.shop]
+kind = "sqlite"
+path = "{}"
+tables = ["customers", "orders"]
+[agents.analyst]
+system_prompt = "You answer questions about the shop's data."
+model = "fast"
+tools = ["sql_query"]
+databases = ["shop"]
+step_timeout = "5s"
+"#,
+        db.display()
+    );
+    let config = two_provider_config(&a, &b, &extra);
+    let slow = |r: Reply| Reply::Delay(Duration::from_millis(120), Box::new(r));
+    for run in 0..10 {
+        let dir = WardenProcess::temp_dir();
+        let first = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+        let key = first.create_key("crash", &[]);
+        a.clear();
+        a.push([
+            slow(sql("SELECT COUNT(*) AS n FROM orders")),
+            slow(sql("SELECT COUNT(*) AS n FROM customers")),
+            slow(Reply::Text("3 orders, 2 customers.".into())),
+        ]);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/agents/analyst/crash/messages", first.url))
+            .bearer_auth(&key)
+            .json(&json!({"content": "Count orders and customers", "stream": true}))
+            .send()
+            .await
+            .unwrap();
+        let reader = tokio::spawn(events_until_cut(resp, seen.clone()));
+        let wait = rand::rng().random_range(20..450);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        first.signal("KILL");
+        let mut first = first;
+        tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(5)));
+        let _ = reader.await;
+        let acknowledged = seen.lock().unwrap().clone();
+        // Each `tool_call` event follows a committed model step, each `tool_result` a
+        // committed tool step, `done` the committed answer.
+        let acked_models = acknowledged.iter().filter(|e| *e == "tool_call").count()
+            + usize::from(acknowledged.iter().any(|e| e == "model_text"));
+        let acked_tools = acknowledged.iter().filter(|e| *e == "tool_result").count();
+
+        a.clear();
+        a.push([
+            sql("SELECT COUNT(*) AS n FROM orders"),
+            sql("SELECT COUNT(*) AS n FROM customers"),
+            Reply::Text("3 orders, 2 customers.".into()),
+        ]);
+        let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+        let http = reqwest::Client::new();
+        let get = |path: String| {
+            let req = http
+                .get(format!("{}/v1/agents/analyst/crash{path}", second.url))
+                .bearer_auth(&key);
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let steps = get("/history?limit=500".into()).await["data"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let seqs: Vec<i64> = steps.iter().map(|s| s["seq"].as_i64().unwrap()).collect();
+        assert_eq!(
+            seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "run {run} (killed at {wait} ms): {seqs:?}"
+        );
+        let ks = kinds(&steps);
+        let models = ks.iter().filter(|k| *k == "model").count();
+        let tools = ks.iter().filter(|k| *k == "tool").count();
+        assert!(
+            models >= acked_models && tools >= acked_tools,
+            "run {run} (killed at {wait} ms): acknowledged {acknowledged:?}, journal {ks:?}"
+        );
+        // No step twice: each tool step answers a different model step.
+        assert!(tools <= models, "run {run}: {ks:?}");
+        eprintln!("run {run}: killed at {wait} ms after {acknowledged:?}; journal {ks:?}");
+        let state = get(String::new()).await;
+        if ks.last().map(String::as_str) == Some("answer") {
+            assert_eq!(state["status"], "idle", "run {run}: {state}");
+            continue;
+        }
+        assert_eq!(state["status"], "failed", "run {run}: {ks:?} {state}");
+        assert_eq!(
+            ks.last().map(String::as_str),
+            Some("interrupted"),
+            "run {run}: {ks:?}"
+        );
+        // Resume replays the journal: only the model calls not yet journalled are made.
+        let before = a.requests().len();
+        let r = http
+            .post(format!("{}/v1/agents/analyst/crash/resume", second.url))
+            .bearer_auth(&key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        let out: Value = r.json().await.unwrap();
+        assert_eq!(out["result"], "answered", "run {run}: {out}");
+        let after = get("/history?limit=500".into()).await["data"]
+            .as_array()
+            .unwrap()
+            .clone();
+        let models_after = kinds(&after).iter().filter(|k| *k == "model").count();
+        assert_eq!(
+            a.requests().len() - before,
+            models_after - models,
+            "run {run}: only new model calls"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_spends_its_session_tokens_is_halted() {
+    let s = Agents::start(
+        r#"
+[agents.tight]
+system_prompt = "You answer questions about the shop's data."
+model = "fast"
+tools = ["sql_query"]
+databases = ["shop"]
+session_tokens = 40
+"#,
+    )
+    .await;
+    s.a.push((0..5).map(|i| sql(&format!("SELECT {i} AS x FROM orders"))));
+    let r = s.post("tight/hal/messages", json!({"content": "go"})).await;
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["result"], "halted", "{out}");
+    assert!(
+        out["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget_exceeded"),
+        "{out}"
+    );
+    assert!(out["tokens_used"].as_i64().unwrap() >= 40, "{out}");
+    // Each model call asked for no more output than the budget had left.
+    let asks: Vec<i64> =
+        s.a.requests()
+            .iter()
+            .map(|r| r.body["max_tokens"].as_i64().unwrap())
+            .collect();
+    assert!(asks.windows(2).all(|w| w[1] < w[0]), "{asks:?}");
+}
