@@ -27,6 +27,9 @@ pub struct Global {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Try Warden: a sample company database, a demo agent and (without OPENAI_API_KEY) a
+    /// clearly labelled scripted model; asks one question and keeps serving.
+    Demo(DemoArgs),
     /// Run the gateway.
     Serve(ServeArgs),
     /// Manage virtual keys.
@@ -91,6 +94,16 @@ pub struct UsageArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Address to listen on (default 127.0.0.1:8787).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// With OPENAI_API_KEY set: the model the demo agent uses (default gpt-4o-mini).
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 #[derive(Args)]

@@ -4,6 +4,7 @@
 mod agents_setup;
 mod audit_cmd;
 mod cli;
+mod demo;
 mod keys_cmd;
 mod serve;
 mod settings;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            cli::Command::Demo(args) => demo::run(&cli.global, args).await,
             cli::Command::Serve(args) => serve::run(&cli.global, args).await,
             cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
             cli::Command::Usage(args) => usage_cmd::run(&cli.global, args).await,

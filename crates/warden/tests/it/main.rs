@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod compat;
 mod cost;
+mod demo;
 mod keys;
 mod leaks;
 mod lifecycle;
