@@ -1,5 +1,6 @@
-//! The embedded backend: one SQLite file in WAL mode, driven through sqlx's own worker
-//! threads so that nothing blocks the async runtime.
+//! The embedded backend: one SQLite file in WAL mode with `synchronous = FULL` (a commit is on
+//! disk when it returns), driven through sqlx's own worker threads so that nothing blocks the
+//! async runtime. Agent journal steps are group-committed by one writer task.
 
 use crate::agents::{AgentRecord, AgentUpdate, NewStep, StepRecord};
 use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
@@ -17,6 +18,90 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Journal steps go through one writer that commits them in groups (see
+    /// [`journal_writer`]).
+    journal: tokio::sync::mpsc::Sender<JournalWrite>,
+}
+
+/// One step to commit, and where to say how it went.
+struct JournalWrite {
+    id: String,
+    epoch: i64,
+    step: NewStep,
+    update: AgentUpdate,
+    ack: tokio::sync::oneshot::Sender<Result<i64, Error>>,
+}
+
+/// Steps committed in one transaction at most.
+const JOURNAL_GROUP: usize = 256;
+
+/// Group commit for agent journals: steps that arrive together (from many agents) are written
+/// in one transaction and synced once, and each is acknowledged only after that commit. Each
+/// step's state update is conditional on its agent's lease epoch; a stale one is skipped (and
+/// reported as [`Error::LeaseLost`]) without failing the others.
+async fn journal_writer(pool: SqlitePool, mut rx: tokio::sync::mpsc::Receiver<JournalWrite>) {
+    let mut batch = Vec::with_capacity(JOURNAL_GROUP);
+    while rx.recv_many(&mut batch, JOURNAL_GROUP).await > 0 {
+        let group = std::mem::take(&mut batch);
+        match write_group(&pool, &group).await {
+            Ok(results) => {
+                for (w, r) in group.into_iter().zip(results) {
+                    let _ = w.ack.send(r);
+                }
+            }
+            Err(e) => {
+                for w in group {
+                    let _ = w.ack.send(Err(Error::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+async fn write_group(
+    pool: &SqlitePool,
+    group: &[JournalWrite],
+) -> Result<Vec<Result<i64, Error>>, Error> {
+    let mut tx = pool.begin().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for w in group {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "UPDATE agents SET status = ?1, status_reason = ?2, task_id = ?3, task = ?4,
+                tokens_used = ?5, steps = steps + 1, last_verified_at = ?6, updated_at = ?6
+             WHERE id = ?7 AND epoch = ?8 RETURNING steps",
+        )
+        .bind(&w.update.status)
+        .bind(&w.update.status_reason)
+        .bind(&w.update.task_id)
+        .bind(&w.update.task)
+        .bind(w.update.tokens_used)
+        .bind(w.step.finished_at)
+        .bind(&w.id)
+        .bind(w.epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(seq) = seq else {
+            results.push(Err(Error::LeaseLost(w.id.clone())));
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO agent_steps (agent_id, seq, task_id, kind, data, tokens, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&w.id)
+        .bind(seq)
+        .bind(&w.step.task_id)
+        .bind(&w.step.kind)
+        .bind(&w.step.data)
+        .bind(w.step.tokens)
+        .bind(w.step.started_at)
+        .bind(w.step.finished_at)
+        .execute(&mut *tx)
+        .await?;
+        results.push(Ok(seq));
+    }
+    tx.commit().await?;
+    Ok(results)
 }
 
 impl SqliteStore {
@@ -37,7 +122,7 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
@@ -47,7 +132,9 @@ impl SqliteStore {
             .await
             .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         migrate::sqlite(&pool).await?;
-        Ok(Self { pool })
+        let (journal, rx) = tokio::sync::mpsc::channel(4 * JOURNAL_GROUP);
+        tokio::spawn(journal_writer(pool.clone(), rx));
+        Ok(Self { pool, journal })
     }
 }
 
@@ -491,41 +578,20 @@ impl Store for SqliteStore {
         step: &NewStep,
         update: &AgentUpdate,
     ) -> Result<i64, Error> {
-        let mut tx = self.pool.begin().await?;
-        let seq: Option<i64> = sqlx::query_scalar(
-            "UPDATE agents SET status = ?1, status_reason = ?2, task_id = ?3, task = ?4,
-                tokens_used = ?5, steps = steps + 1, last_verified_at = ?6, updated_at = ?6
-             WHERE id = ?7 AND epoch = ?8 RETURNING steps",
-        )
-        .bind(&update.status)
-        .bind(&update.status_reason)
-        .bind(&update.task_id)
-        .bind(&update.task)
-        .bind(update.tokens_used)
-        .bind(step.finished_at)
-        .bind(id)
-        .bind(epoch)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(seq) = seq else {
-            return Err(Error::LeaseLost(id.to_owned()));
+        let (ack, done) = tokio::sync::oneshot::channel();
+        let write = JournalWrite {
+            id: id.to_owned(),
+            epoch,
+            step: step.clone(),
+            update: update.clone(),
+            ack,
         };
-        sqlx::query(
-            "INSERT INTO agent_steps (agent_id, seq, task_id, kind, data, tokens, started_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(id)
-        .bind(seq)
-        .bind(&step.task_id)
-        .bind(&step.kind)
-        .bind(&step.data)
-        .bind(step.tokens)
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(seq)
+        self.journal
+            .send(write)
+            .await
+            .map_err(|_| Error::Unavailable("the journal writer has stopped".into()))?;
+        done.await
+            .map_err(|_| Error::Unavailable("the journal writer has stopped".into()))?
     }
 
     async fn update_agent(&self, id: &str, epoch: i64, update: &AgentUpdate) -> Result<(), Error> {
