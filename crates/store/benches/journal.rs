@@ -70,7 +70,7 @@ async fn run(store: Arc<dyn Store>, label: &str) {
         let mut lat = Vec::new();
         for i in 0..2000 {
             let a = i % AGENTS;
-            let epoch = epochs.lock().unwrap()[a];
+            let epoch = epochs.lock().expect("lock")[a];
             let t = Instant::now();
             store
                 .commit_step(&format!("bench/a{a}"), epoch, &step("task_1"), &update())
@@ -90,7 +90,7 @@ async fn run(store: Arc<dyn Store>, label: &str) {
                 let mut i = w;
                 while Instant::now() < until {
                     let a = i % AGENTS;
-                    let epoch = epochs.lock().unwrap()[a];
+                    let epoch = epochs.lock().expect("lock")[a];
                     store
                         .commit_step(&format!("bench/a{a}"), epoch, &step("task_1"), &update())
                         .await
@@ -121,7 +121,7 @@ async fn run(store: Arc<dyn Store>, label: &str) {
                 .await
                 .expect("acquire");
             wake.push(t.elapsed());
-            epochs.lock().unwrap()[a] = r.epoch;
+            epochs.lock().expect("lock")[a] = r.epoch;
         }
         wake50s.push(percentile(wake.clone(), 0.5).as_secs_f64() * 1e6);
         wake99s.push(percentile(wake, 0.99).as_secs_f64() * 1e6);
