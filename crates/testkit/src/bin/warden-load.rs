@@ -3,6 +3,8 @@
 //! prints one JSON line of results. Test tooling only: never part of the product.
 //!
 //! `warden-load URL [--key K] [--rate N | --concurrency N] [--seconds S] [--stream]`
+//! `warden-load http://HOST/v1/agents/DEF --agents N [--key K] [--concurrency C]`: one message
+//! to each of N agents (`DEF/a0` … `DEF/a{N-1}`), then stop.
 
 use serde_json::json;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ struct Args {
     seconds: u64,
     stream: bool,
     prompt_bytes: usize,
+    agents: Option<u64>,
 }
 
 fn parse_args() -> Args {
@@ -28,6 +31,7 @@ fn parse_args() -> Args {
         seconds: 10,
         stream: false,
         prompt_bytes: 0,
+        agents: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -39,6 +43,7 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = value().parse().expect("seconds"),
             "--stream" => args.stream = true,
             "--prompt-bytes" => args.prompt_bytes = value().parse().expect("prompt bytes"),
+            "--agents" => args.agents = Some(value().parse().expect("agents")),
             url => args.url = url.to_owned(),
         }
     }
@@ -71,9 +76,13 @@ fn prompt(bytes: usize) -> String {
     out
 }
 
-async fn one(client: &reqwest::Client, args: &Args, body: &bytes::Bytes) -> bool {
+async fn one(client: &reqwest::Client, args: &Args, body: &bytes::Bytes, i: u64) -> bool {
+    let url = match args.agents {
+        Some(_) => format!("{}/a{i}/messages", args.url),
+        None => args.url.clone(),
+    };
     let mut req = client
-        .post(&args.url)
+        .post(url)
         .header("content-type", "application/json")
         .body(body.clone());
     if let Some(k) = &args.key {
@@ -98,12 +107,17 @@ async fn main() {
     } else {
         prompt(args.prompt_bytes)
     };
-    let body = bytes::Bytes::from(
-        json!({"model": "bench", "stream": args.stream,
-            "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                         {"role": "user", "content": user}]})
-        .to_string(),
-    );
+    let body = if args.agents.is_some() {
+        bytes::Bytes::from(json!({"content": user}).to_string())
+    } else {
+        bytes::Bytes::from(
+            json!({"model": "bench", "stream": args.stream,
+                "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                             {"role": "user", "content": user}]})
+            .to_string(),
+        )
+    };
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
@@ -112,9 +126,11 @@ async fn main() {
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let deadline = Duration::from_secs(args.seconds);
-    // Warm-up: open connections.
-    for _ in 0..20 {
-        one(&client, &args, &body).await;
+    // Warm-up: open connections (not in agent mode, where each agent gets one message).
+    if args.agents.is_none() {
+        for _ in 0..20 {
+            one(&client, &args, &body, 0).await;
+        }
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -133,7 +149,7 @@ async fn main() {
             );
             tasks.push(tokio::spawn(async move {
                 let t = Instant::now();
-                if one(&client, &args, &body).await {
+                if one(&client, &args, &body, i).await {
                     lat.lock().await.push(t.elapsed().as_micros() as u64);
                 } else {
                     err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -142,18 +158,27 @@ async fn main() {
         }
     } else {
         for _ in 0..args.concurrency {
-            let (client, args, body, lat, err) = (
+            let (client, args, body, lat, err, next) = (
                 client.clone(),
                 args.clone(),
                 body.clone(),
                 latencies.clone(),
                 errors.clone(),
+                next.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
-                while started.elapsed() < deadline {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let done = match args.agents {
+                        Some(n) => i >= n,
+                        None => started.elapsed() >= deadline,
+                    };
+                    if done {
+                        break;
+                    }
                     let t = Instant::now();
-                    if one(&client, &args, &body).await {
+                    if one(&client, &args, &body, i).await {
                         mine.push(t.elapsed().as_micros() as u64);
                     } else {
                         err.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
