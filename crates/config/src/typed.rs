@@ -696,6 +696,67 @@ words = ["Bluebird"]
     }
 
     #[test]
+    fn agents_and_databases_parse_and_bad_fields_are_named() {
+        let c = Config::from_toml(
+            r#"
+[databases.shop]
+kind = "sqlite"
+path = "/tmp/shop.db"
+tables = ["Customers", "orders"]
+columns = { customers = ["id", "Name"] }
+[agents.analyst]
+system_prompt = "You answer questions."
+model = "m"
+tools = ["sql_query"]
+databases = ["shop"]
+"#,
+        )
+        .unwrap();
+        let db = &c.databases["shop"];
+        assert_eq!(db.max_rows, 100);
+        assert_eq!(db.statement_timeout, Duration::from_secs(5));
+        assert_eq!(
+            db.tables["customers"]
+                .as_ref()
+                .unwrap()
+                .iter()
+                .collect::<Vec<_>>(),
+            ["id", "name"]
+        );
+        assert!(db.tables["orders"].is_none());
+        let a = &c.agents["analyst"];
+        assert_eq!(
+            (a.max_steps, a.max_identical_tool_calls, a.session_tokens),
+            (10, 3, 50_000)
+        );
+        assert_eq!(a.step_timeout, Duration::from_secs(30));
+        assert_eq!(a.permissions, crate::Permissions::ReadOnly);
+        let agent = |extra: &str| {
+            format!(
+                "[databases.shop]\nkind = \"sqlite\"\npath = \"x\"\ntables = [\"t\"]\n[agents.a]\nsystem_prompt = \"p\"\nmodel = \"m\"\n{extra}"
+            )
+        };
+        assert!(error_of(&agent("tools = [\"rm_rf\"]")).starts_with("agents.a.tools:"));
+        assert!(error_of(&agent("tools = [\"sql_query\"]")).starts_with("agents.a.databases:"));
+        assert!(error_of(&agent("databases = [\"nope\"]")).starts_with("agents.a.databases:"));
+        assert!(error_of(&agent("permissions = \"root\"")).starts_with("agents.a.permissions:"));
+        assert!(error_of(&agent("max_steps = 0")).starts_with("agents.a.max_steps:"));
+        assert!(error_of(&agent("step_timeout = \"0s\"")).starts_with("agents.a.step_timeout:"));
+        assert!(
+            error_of("[databases.d]\nkind = \"mysql\"\ntables = [\"t\"]")
+                .starts_with("databases.d.kind:")
+        );
+        assert!(
+            error_of("[databases.d]\nkind = \"sqlite\"\npath = \"x\"")
+                .starts_with("databases.d.tables:")
+        );
+        assert!(
+            error_of("[databases.d]\nkind = \"postgres\"\ntables = [\"t\"]")
+                .starts_with("databases.d.url_env:")
+        );
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:8787");
