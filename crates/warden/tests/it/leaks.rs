@@ -1,6 +1,7 @@
 //! Leak test: known personal data and secrets go through every path that exists (chat, stream,
 //! embeddings, tool-call history, the model echoing them, the model inventing a secret, a
-//! blocked request, a cached answer), with debug logging on; then every byte Warden wrote — its
+//! blocked request, a cached answer, an agent's task and the database rows its SQL tool reads,
+//! streamed and not), with debug logging on; then every byte Warden wrote — its
 //! log, the SQLite files, the audit write-ahead files, the shipped audit store and (when this
 //! machine's Redis is given) the cached answers in Redis — is scanned for them.
 
@@ -43,8 +44,32 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
         std::process::id(),
         warden_core::time::unix_millis()
     );
-    let mut extra =
-        "[redaction.keys.strict]\nCREDIT_CARD = \"block\"\n[cache]\nenabled = true\n".to_owned();
+    // The agents' database holds personal data too (outside Warden's data folder).
+    let dbdir = tempfile::tempdir().unwrap();
+    let db = dbdir.path().join("people.db");
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&db)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "CREATE TABLE people (id INTEGER, email TEXT, ssn TEXT, iban TEXT);
+         INSERT INTO people VALUES (1, 'jane.doe@example.com', '123-45-6789', 'DE89370400440532013000');",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let mut extra = format!(
+        "[redaction.keys.strict]\nCREDIT_CARD = \"block\"\n\
+         [databases.hr]\nkind = \"sqlite\"\npath = \"{}\"\ntables = [\"people\"]\n\
+         [agents.clerk]\nsystem_prompt = \"You look people up.\"\nmodel = \"fast\"\n\
+         tools = [\"sql_query\"]\ndatabases = [\"hr\"]\n\
+         [cache]\nenabled = true\n",
+        db.display()
+    );
     if redis_url.is_some() {
         extra += &format!(
             "backend = \"redis\"\n[redis]\nurl_env = \"WARDEN_REDIS_URL\"\nkey_prefix = \"{prefix}\"\n"
@@ -148,7 +173,43 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
     assert_eq!(blocked.status(), 400);
     assert!(!blocked.text().await.unwrap().contains("4111"));
 
-    // What reached the provider, too.
+    // An agent: secrets in its task, and in the rows its tool reads; streamed and not.
+    a.push([
+        Reply::ToolCall {
+            name: "sql_query".into(),
+            arguments: json!({"database": "hr", "sql": "SELECT email, ssn, iban FROM people"})
+                .to_string(),
+        },
+        Reply::Text("Found <EMAIL_1>, <US_SSN_1> and <IBAN_1>.".into()),
+    ]);
+    for stream in [false, true] {
+        if stream {
+            a.push([
+                Reply::ToolCall {
+                    name: "sql_query".into(),
+                    arguments: json!({"database": "hr", "sql": "SELECT email FROM people"})
+                        .to_string(),
+                },
+                Reply::Text("Found <EMAIL_1>.".into()),
+            ]);
+        }
+        let r = http
+            .post(format!("{}/v1/agents/clerk/c1/messages", w.url))
+            .bearer_auth(&key)
+            .json(&json!({"content": format!("Look up {all}"), "stream": stream}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("jane.doe@example.com"),
+            "the user gets the rows' values: {text}"
+        );
+    }
+
+    // What reached the provider, the agent's model calls included.
     let upstream: String = a.requests().iter().map(|r| r.body.to_string()).collect();
     for secret in SECRETS {
         assert!(!upstream.contains(secret), "{secret} reached the provider");
