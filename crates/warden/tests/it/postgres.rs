@@ -1,4 +1,4 @@
-//! `warden serve` and the CLI on the PostgreSQL store (this machine's server).
+//! `warden serve`, the CLI and an agent on the PostgreSQL store (this machine's server).
 
 use crate::{KEYS_ENV, bin, chat_body, two_provider_config};
 use serde_json::Value;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use warden_testkit::{MockUpstream, WardenProcess};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_keys_and_usage_run_on_postgres() {
+async fn serve_keys_usage_and_agents_run_on_postgres() {
     let Ok(url) = std::env::var("WARDEN_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -24,8 +24,13 @@ async fn serve_keys_and_usage_run_on_postgres() {
         std::process::id(),
         warden_core::time::unix_millis()
     );
+    let work = tempfile::tempdir().unwrap();
+    let db = crate::agents::shop_db(work.path()).await;
     let extra = format!(
-        "[store]\nbackend = \"postgres\"\npostgres_schema = \"{schema}\"\n[budgets]\nkey_daily_tokens = 100000\n"
+        "[store]\nbackend = \"postgres\"\npostgres_schema = \"{schema}\"\n[budgets]\nkey_daily_tokens = 100000\n\
+         [databases.shop]\nkind = \"sqlite\"\npath = \"{}\"\ntables = [\"orders\"]\n\
+         [agents.analyst]\nsystem_prompt = \"You count.\"\nmodel = \"fast\"\ntools = [\"sql_query\"]\ndatabases = [\"shop\"]\n",
+        db.display()
     );
     let mut env = KEYS_ENV.to_vec();
     env.push(("WARDEN_POSTGRES_URL", &url));
@@ -78,6 +83,35 @@ async fn serve_keys_and_usage_run_on_postgres() {
         .await
         .unwrap();
     assert!(spent > 0);
+    // An agent on the PostgreSQL store: its state and journal live there.
+    a.push([
+        warden_testkit::Reply::ToolCall {
+            name: "sql_query".into(),
+            arguments:
+                serde_json::json!({"database": "shop", "sql": "SELECT COUNT(*) AS n FROM orders"})
+                    .to_string(),
+        },
+        warden_testkit::Reply::Text("3 orders.".into()),
+    ]);
+    let out: Value = http
+        .post(format!("{}/v1/agents/analyst/pg/messages", w.url))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"content": "How many orders?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["answer"], "3 orders.", "{out}");
+    let sql = format!(
+        "SELECT string_agg(kind, ',' ORDER BY seq) FROM {schema}.agent_steps WHERE agent_id = 'analyst/pg'"
+    );
+    let kinds: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(kinds, "task,model,tool,model,answer");
     let drop = format!("DROP SCHEMA {schema} CASCADE");
     drop_after(w, &pool, drop).await;
 }
