@@ -7,7 +7,7 @@ use crate::runner::{self, Task};
 use crate::{AgentError, Caller, Event, Inner, Outcome, status};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use warden_store::{AgentRecord, AgentUpdate, NewStep};
+use warden_store::AgentRecord;
 
 /// What an instance is asked to do.
 pub(crate) enum Command {
@@ -247,46 +247,17 @@ pub(crate) async fn mark_interrupted(
     inner: &Inner,
     record: AgentRecord,
 ) -> Result<AgentRecord, AgentError> {
-    let now = warden_core::time::unix_millis() as i64;
-    let task_id = record.task_id.clone().unwrap_or_default();
-    let reason = "interrupted by a restart; POST …/resume continues the task".to_owned();
-    let update = AgentUpdate {
-        status: status::FAILED.into(),
-        status_reason: Some(reason.clone()),
-        task_id: record.task_id.clone(),
-        task: record.task.clone(),
-        tokens_used: record.tokens_used,
-    };
-    let step = NewStep {
-        task_id: task_id.clone(),
-        kind: kind::INTERRUPTED.into(),
-        data: serde_json::json!({"reason": reason}).to_string(),
-        tokens: None,
-        started_at: now,
-        finished_at: now,
-    };
-    let seq = inner
-        .deps
-        .store
-        .commit_step(&record.id, record.epoch, &step, &update)
-        .await?;
-    runner::audit_step(
+    let reason = "interrupted by a restart; POST …/resume continues the task";
+    let data = serde_json::json!({"reason": reason});
+    let key_id = record.owner_key_id.clone();
+    runner::commit_marker(
         inner,
-        &record.id,
-        &task_id,
-        seq,
+        &record,
         kind::INTERRUPTED,
         status::FAILED,
-        Some(&reason),
-        None,
-        &record.owner_key_id,
+        reason,
+        data,
+        &key_id,
     )
-    .await;
-    Ok(AgentRecord {
-        status: update.status,
-        status_reason: update.status_reason,
-        steps: seq,
-        last_verified_at: Some(now),
-        ..record
-    })
+    .await
 }

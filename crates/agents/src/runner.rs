@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use warden_config::AgentDefinition;
 use warden_gateway::{CacheControl, Call, Endpoint, Reply};
 use warden_redact::Exchange;
-use warden_store::{AgentRecord, AgentUpdate, NewStep, UsageRow};
+use warden_store::{AgentRecord, AgentUpdate, NewStep};
 use warden_tools::{Catalog, Classification, ToolError};
 
 /// Output tokens asked for per model call at most.
@@ -593,57 +593,26 @@ impl Task {
         latency_ms: i64,
         redactions: &std::collections::BTreeMap<String, u32>,
     ) {
-        let row = UsageRow {
-            request_id: request_id.to_owned(),
-            key_id: self.caller.key_id.clone(),
-            endpoint: "agent.chat".into(),
-            model: self.def.model.clone(),
-            provider: meta.provider.clone(),
-            upstream_model: meta.upstream_model.clone(),
+        let record = warden_gateway::CallRecord {
+            request_id,
+            key_id: &self.caller.key_id,
+            key_name: &self.caller.key_name,
+            endpoint: "agent.chat",
+            model: &self.def.model,
             status,
-            prompt_tokens: usage.and_then(|u| u.prompt_tokens),
-            completion_tokens: usage.and_then(|u| u.completion_tokens),
             latency_ms,
-            attempts: i64::from(meta.attempts),
             stream: false,
-            deployment: self.inner.deps.deployment.clone(),
-            created_at: now_ms(),
-            session: Some(self.task_id.clone()),
-            cache: meta.cache.map(|c| c.label().to_owned()),
-            refusal: meta.refusal.map(str::to_owned),
-            cached_tokens: usage.and_then(|u| u.cached_tokens),
-            cost_usd: meta.cost_usd,
-            downgraded_from: meta.downgraded_from.clone(),
-            budget_counters: meta.spent.counters.clone(),
-            budget_tokens: meta.spent.tokens as i64,
-            ..Default::default()
+            deployment: &self.inner.deps.deployment,
+            user: None,
+            session: Some(&self.task_id),
         };
-        if let Some(audit) = &self.inner.deps.audit {
-            let event = warden_audit::Event::ModelCall(Box::new(warden_audit::ModelCall {
-                request_id: row.request_id.clone(),
-                key_id: row.key_id.clone(),
-                key_name: self.caller.key_name.clone(),
-                endpoint: row.endpoint.clone(),
-                model: row.model.clone(),
-                provider: row.provider.clone(),
-                upstream_model: row.upstream_model.clone(),
-                status,
-                prompt_tokens: row.prompt_tokens,
-                completion_tokens: row.completion_tokens,
-                redactions: redactions.clone(),
-                attempts: meta.attempts,
-                stream: false,
-                latency_ms: latency_ms as u64,
-                user: None,
-                session: row.session.clone(),
-                cache: row.cache.clone(),
-                refusal: row.refusal.clone(),
-                cost_usd: row.cost_usd.map(|c| format!("{c:.8}")),
-                downgraded_from: row.downgraded_from.clone(),
-            }));
-            if let Err(e) = audit.append(event).await {
-                tracing::error!(error = %e, "audit record of an agent's model call failed");
-            }
+        let row = record.usage_row(meta, usage);
+        if let Some(audit) = &self.inner.deps.audit
+            && let Err(e) = audit
+                .append(record.audit_event(&row, meta, redactions))
+                .await
+        {
+            tracing::error!(error = %e, "audit record of an agent's model call failed");
         }
         self.inner.deps.usage.record(row).await;
     }
@@ -680,25 +649,30 @@ pub(crate) async fn audit_step(
     }
 }
 
-/// Back to idle, history kept: a `reset` step.
-pub(crate) async fn reset(
-    inner: &Arc<Inner>,
+/// Commits a marker step outside a task's loop (a reset, an interruption found after a
+/// crash): the step, the agent's new status and reason, and its audit record.
+pub(crate) async fn commit_marker(
+    inner: &Inner,
     record: &AgentRecord,
-    caller: &Caller,
+    step_kind: &str,
+    new_status: &str,
+    reason: &str,
+    data: Value,
+    key_id: &str,
 ) -> Result<AgentRecord, AgentError> {
     let task_id = record.task_id.clone().unwrap_or_default();
     let now = now_ms();
     let update = AgentUpdate {
-        status: status::IDLE.into(),
-        status_reason: Some("reset".into()),
+        status: new_status.into(),
+        status_reason: Some(reason.to_owned()),
         task_id: record.task_id.clone(),
         task: record.task.clone(),
         tokens_used: record.tokens_used,
     };
     let step = NewStep {
         task_id: task_id.clone(),
-        kind: kind::RESET.into(),
-        data: json!({"previous_status": record.status}).to_string(),
+        kind: step_kind.into(),
+        data: data.to_string(),
         tokens: None,
         started_at: now,
         finished_at: now,
@@ -713,11 +687,11 @@ pub(crate) async fn reset(
         &record.id,
         &task_id,
         seq,
-        kind::RESET,
-        status::IDLE,
-        Some("reset"),
+        step_kind,
+        new_status,
+        Some(reason),
         None,
-        &caller.key_id,
+        key_id,
     )
     .await;
     Ok(AgentRecord {
@@ -727,4 +701,23 @@ pub(crate) async fn reset(
         last_verified_at: Some(now),
         ..record.clone()
     })
+}
+
+/// Back to idle, history kept: a `reset` step.
+pub(crate) async fn reset(
+    inner: &Arc<Inner>,
+    record: &AgentRecord,
+    caller: &Caller,
+) -> Result<AgentRecord, AgentError> {
+    let data = json!({"previous_status": record.status});
+    commit_marker(
+        inner,
+        record,
+        kind::RESET,
+        status::IDLE,
+        "reset",
+        data,
+        &caller.key_id,
+    )
+    .await
 }

@@ -90,32 +90,19 @@ struct Record {
 }
 
 impl Record {
-    fn row(&self, meta: &Meta, status: u16, usage: Option<Usage>) -> UsageRow {
-        let now_ms = warden_core::time::unix_millis() as i64;
-        UsageRow {
-            request_id: self.request_id.clone(),
-            key_id: self.key_id.clone(),
-            endpoint: self.endpoint.label().into(),
-            model: self.model.clone(),
-            provider: meta.provider.clone(),
-            upstream_model: meta.upstream_model.clone(),
+    fn call_record(&self, status: u16) -> warden_gateway::CallRecord<'_> {
+        warden_gateway::CallRecord {
+            request_id: &self.request_id,
+            key_id: &self.key_id,
+            key_name: &self.key_name,
+            endpoint: self.endpoint.label(),
+            model: &self.model,
             status,
-            prompt_tokens: usage.and_then(|u| u.prompt_tokens),
-            completion_tokens: usage.and_then(|u| u.completion_tokens),
             latency_ms: self.started.elapsed().as_millis() as i64,
-            attempts: i64::from(meta.attempts),
             stream: self.stream,
-            deployment: self.state.deployment_str().to_owned(),
-            created_at: now_ms,
-            user: self.user.clone(),
-            session: self.session.clone(),
-            cache: meta.cache.map(|c| c.label().to_owned()),
-            refusal: meta.refusal.map(str::to_owned),
-            cached_tokens: usage.and_then(|u| u.cached_tokens),
-            cost_usd: meta.cost_usd,
-            downgraded_from: meta.downgraded_from.clone(),
-            budget_counters: meta.spent.counters.clone(),
-            budget_tokens: meta.spent.tokens as i64,
+            deployment: self.state.deployment_str(),
+            user: self.user.as_deref(),
+            session: self.session.as_deref(),
         }
     }
 
@@ -155,30 +142,10 @@ impl Record {
         redactions: &BTreeMap<String, u32>,
     ) -> Result<(), ApiError> {
         self.count(status);
-        let row = self.row(meta, status, usage);
+        let record = self.call_record(status);
+        let row = record.usage_row(meta, usage);
         if let Some(audit) = &self.state.audit {
-            let event = warden_audit::Event::ModelCall(Box::new(warden_audit::ModelCall {
-                request_id: row.request_id.clone(),
-                key_id: row.key_id.clone(),
-                key_name: self.key_name.clone(),
-                endpoint: row.endpoint.clone(),
-                model: row.model.clone(),
-                provider: row.provider.clone(),
-                upstream_model: row.upstream_model.clone(),
-                status,
-                prompt_tokens: row.prompt_tokens,
-                completion_tokens: row.completion_tokens,
-                redactions: redactions.clone(),
-                attempts: meta.attempts,
-                stream: row.stream,
-                latency_ms: row.latency_ms as u64,
-                user: row.user.clone(),
-                session: row.session.clone(),
-                cache: row.cache.clone(),
-                refusal: row.refusal.clone(),
-                cost_usd: row.cost_usd.map(|c| format!("{c:.8}")),
-                downgraded_from: row.downgraded_from.clone(),
-            }));
+            let event = record.audit_event(&row, meta, redactions);
             if let Err(e) = audit.append(event).await {
                 if self.state.audit_fail_open {
                     tracing::error!(request_id = %row.request_id, error = %e,
