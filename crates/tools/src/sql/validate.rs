@@ -27,7 +27,7 @@ pub enum SqlDialect {
 }
 
 impl SqlDialect {
-    fn parser(self) -> Box<dyn Dialect> {
+    pub(crate) fn parser(self) -> Box<dyn Dialect> {
         match self {
             SqlDialect::Sqlite => Box::new(SQLiteDialect {}),
             SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
@@ -72,6 +72,8 @@ pub enum Rule {
     TableFunction,
     /// A clause the policy does not accept (e.g. `FETCH`, use `LIMIT`).
     Unsupported,
+    /// `UPDATE` or `DELETE` without `WHERE`.
+    MissingWhere,
 }
 
 impl Rule {
@@ -89,6 +91,7 @@ impl Rule {
             Rule::FunctionDenied => "function_denied",
             Rule::TableFunction => "no_table_functions",
             Rule::Unsupported => "unsupported",
+            Rule::MissingWhere => "where_required",
         }
     }
 }
@@ -103,7 +106,7 @@ pub struct Refusal {
     pub message: String,
 }
 
-fn refuse<T>(rule: Rule, message: impl Into<String>) -> Result<T, Refusal> {
+pub(crate) fn refuse<T>(rule: Rule, message: impl Into<String>) -> Result<T, Refusal> {
     Err(Refusal {
         rule,
         message: message.into(),
@@ -265,7 +268,7 @@ fn collect_names(query: &Query, ctes: &mut BTreeSet<String>, aliases: &mut BTree
     let _ = query.visit(&mut Names { ctes, aliases });
 }
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     policy: &'a ReadPolicy,
     ctes: BTreeSet<String>,
     /// Allow-listed tables read (their policy keys).
@@ -273,7 +276,18 @@ struct Checker<'a> {
     aliases: BTreeSet<String>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// A checker of relations, functions and catalogs under `policy` (for statements other
+    /// than a top-level query: no CTE names are known).
+    pub(crate) fn new(policy: &'a ReadPolicy) -> Self {
+        Self {
+            policy,
+            ctes: BTreeSet::new(),
+            tables: BTreeSet::new(),
+            aliases: BTreeSet::new(),
+        }
+    }
+
     /// The policy key of a relation, or why it is refused.
     fn table(&self, parts: &[String]) -> Result<Option<String>, Refusal> {
         let shown = parts.join(".");

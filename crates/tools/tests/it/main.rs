@@ -5,3 +5,4 @@
 
 mod connector;
 mod sql_validator;
+mod sql_write;
