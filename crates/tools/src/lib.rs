@@ -4,6 +4,7 @@
 //! This crate must never run a statement it has not validated, and never decide a tool call
 //! is a read because the model says so.
 
+pub mod approval;
 pub mod sql;
 mod tool;
 
