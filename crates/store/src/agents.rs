@@ -85,3 +85,66 @@ pub struct StepRecord {
     /// Unix ms.
     pub finished_at: i64,
 }
+
+/// An approval request for a write tool call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// `apr_…`.
+    pub id: String,
+    /// The agent that asked.
+    pub agent_id: String,
+    /// Its task.
+    pub task_id: String,
+    /// The model's id for the call.
+    pub call_id: String,
+    /// The tool.
+    pub tool: String,
+    /// RFC 8785 canonical JSON arguments, as the model wrote them (redacted).
+    pub arguments: String,
+    /// Hex SHA-256 of `arguments`.
+    pub arguments_sha256: String,
+    /// The virtual key driving the agent.
+    pub requested_by: String,
+    /// JSON: what would change.
+    pub preview: String,
+    /// `awaiting_approval`, `approved`, `dispatched`, `succeeded`, `failed`,
+    /// `outcome_unknown`, `denied` or `expired`.
+    pub state: String,
+    /// Who decided.
+    pub approver: Option<String>,
+    /// `approve` or `deny`.
+    pub decision: Option<String>,
+    /// The approver's comment or reason.
+    pub comment: Option<String>,
+    /// Hex Ed25519 signature over the decision message.
+    pub signature: Option<String>,
+    /// Unix ms.
+    pub decided_at: Option<i64>,
+    /// Handed to the tool, so a retried write is recognised.
+    pub idempotency_key: String,
+    /// JSON: the outcome.
+    pub result: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms: no decision is accepted from then on.
+    pub expires_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A signed decision to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// `approved` or `denied`.
+    pub new_state: String,
+    /// Who decided.
+    pub approver: String,
+    /// `approve` or `deny`.
+    pub decision: String,
+    /// Comment or reason.
+    pub comment: Option<String>,
+    /// Hex signature.
+    pub signature: String,
+    /// Unix ms.
+    pub at: i64,
+}

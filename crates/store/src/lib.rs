@@ -13,7 +13,7 @@ mod records;
 mod sqlite;
 mod usage_writer;
 
-pub use agents::{AgentRecord, AgentUpdate, NewStep, StepRecord};
+pub use agents::{AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord};
 pub use postgres::PgStore;
 pub use records::{GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow};
 pub use sqlite::SqliteStore;
@@ -135,6 +135,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every step of one task, oldest first.
     async fn task_steps(&self, id: &str, task_id: &str) -> Result<Vec<StepRecord>, Error>;
+
+    /// Stores a new approval request.
+    async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), Error>;
+
+    /// An approval request.
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
+
+    /// Approval requests, newest first; only those in `state` if given.
+    async fn list_approvals(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error>;
+
+    /// Moves an approval from `from` to `to` (with the decision, or the result), only if it
+    /// is still in `from`. Returns whether it moved: a decision or a dispatch that finds the
+    /// request no longer in the expected state did not happen (single use).
+    async fn transition_approval(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        decision: Option<&DecisionRecord>,
+        result: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, Error>;
 
     /// Settled tokens of these budget counters (absent ones are 0).
     async fn budget_totals(

@@ -17,6 +17,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0003_cost_control.sql"),
     ),
     (4, include_str!("../migrations/sqlite/0004_agents.sql")),
+    (5, include_str!("../migrations/sqlite/0005_approvals.sql")),
 ];
 
 /// Brings the database up to the newest schema.
@@ -67,6 +68,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0003_cost_control.sql"),
     ),
     (4, include_str!("../migrations/postgres/0004_agents.sql")),
+    (5, include_str!("../migrations/postgres/0005_approvals.sql")),
 ];
 
 /// A fixed key for the advisory lock that serialises migrations when several nodes start at

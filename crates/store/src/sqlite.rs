@@ -2,7 +2,9 @@
 //! disk when it returns), driven through sqlx's own worker threads so that nothing blocks the
 //! async runtime. Agent journal steps are group-committed by one writer task.
 
-use crate::agents::{AgentRecord, AgentUpdate, NewStep, StepRecord};
+use crate::agents::{
+    AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
+};
 use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
 use crate::{Error, Store, migrate};
 use async_trait::async_trait;
@@ -245,6 +247,35 @@ fn step_from_row(row: &SqliteRow) -> Result<StepRecord, Error> {
         tokens: row.try_get("tokens")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+    })
+}
+
+const APPROVAL_COLUMNS: &str = "id, agent_id, task_id, call_id, tool, arguments, arguments_sha256,
+    requested_by, preview, state, approver, decision, comment, signature, decided_at,
+    idempotency_key, result, created_at, expires_at, updated_at";
+
+fn approval_from_row(row: &SqliteRow) -> Result<ApprovalRecord, Error> {
+    Ok(ApprovalRecord {
+        id: row.try_get("id")?,
+        agent_id: row.try_get("agent_id")?,
+        task_id: row.try_get("task_id")?,
+        call_id: row.try_get("call_id")?,
+        tool: row.try_get("tool")?,
+        arguments: row.try_get("arguments")?,
+        arguments_sha256: row.try_get("arguments_sha256")?,
+        requested_by: row.try_get("requested_by")?,
+        preview: row.try_get("preview")?,
+        state: row.try_get("state")?,
+        approver: row.try_get("approver")?,
+        decision: row.try_get("decision")?,
+        comment: row.try_get("comment")?,
+        signature: row.try_get("signature")?,
+        decided_at: row.try_get("decided_at")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        result: row.try_get("result")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
 
@@ -645,5 +676,87 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(step_from_row).collect()
+    }
+
+    async fn insert_approval(&self, a: &ApprovalRecord) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO approvals (id, agent_id, task_id, call_id, tool, arguments, arguments_sha256,
+                requested_by, preview, state, idempotency_key, created_at, expires_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12)",
+        )
+        .bind(&a.id)
+        .bind(&a.agent_id)
+        .bind(&a.task_id)
+        .bind(&a.call_id)
+        .bind(&a.tool)
+        .bind(&a.arguments)
+        .bind(&a.arguments_sha256)
+        .bind(&a.requested_by)
+        .bind(&a.preview)
+        .bind(&a.state)
+        .bind(&a.idempotency_key)
+        .bind(a.created_at)
+        .bind(a.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn list_approvals(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2"
+        )))
+        .bind(state)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn transition_approval(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        decision: Option<&DecisionRecord>,
+        result: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE approvals SET state = ?1,
+                approver = COALESCE(?2, approver), decision = COALESCE(?3, decision),
+                comment = COALESCE(?4, comment), signature = COALESCE(?5, signature),
+                decided_at = COALESCE(?6, decided_at), result = COALESCE(?7, result),
+                updated_at = ?8
+             WHERE id = ?9 AND state = ?10",
+        )
+        .bind(to)
+        .bind(decision.map(|d| d.approver.clone()))
+        .bind(decision.map(|d| d.decision.clone()))
+        .bind(decision.and_then(|d| d.comment.clone()))
+        .bind(decision.map(|d| d.signature.clone()))
+        .bind(decision.map(|d| d.at))
+        .bind(result)
+        .bind(now_ms)
+        .bind(id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

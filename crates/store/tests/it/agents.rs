@@ -109,3 +109,116 @@ async fn the_journal_pages_and_groups_by_task(store: Arc<dyn Store>, _db: &Db) {
     assert_eq!((state.steps, state.task_id.as_deref()), (5, Some("t2")));
     assert_eq!(state.last_verified_at, Some(5));
 }
+
+fn approval(id: &str, created_at: i64) -> warden_store::ApprovalRecord {
+    warden_store::ApprovalRecord {
+        id: id.into(),
+        agent_id: "ops/a".into(),
+        task_id: "t1".into(),
+        call_id: "c1".into(),
+        tool: "sql_execute".into(),
+        arguments: r#"{"database":"shop","sql":"UPDATE orders SET status = 'x' WHERE id = 1"}"#
+            .into(),
+        arguments_sha256: "ab".repeat(32),
+        requested_by: "key_1".into(),
+        preview: r#"{"rows_affected":1}"#.into(),
+        state: "awaiting_approval".into(),
+        approver: None,
+        decision: None,
+        comment: None,
+        signature: None,
+        decided_at: None,
+        idempotency_key: format!("idem_{id}"),
+        result: None,
+        created_at,
+        expires_at: created_at + 3_600_000,
+        updated_at: created_at,
+    }
+}
+
+both_backends!(approvals_move_through_their_states_once);
+async fn approvals_move_through_their_states_once(store: Arc<dyn Store>, _db: &Db) {
+    store.insert_approval(&approval("apr_1", 10)).await.unwrap();
+    store.insert_approval(&approval("apr_2", 20)).await.unwrap();
+    let decision = warden_store::DecisionRecord {
+        new_state: "approved".into(),
+        approver: "alice".into(),
+        decision: "approve".into(),
+        comment: Some("ok".into()),
+        signature: "cd".repeat(64),
+        at: 30,
+    };
+    assert!(
+        store
+            .transition_approval(
+                "apr_1",
+                "awaiting_approval",
+                "approved",
+                Some(&decision),
+                None,
+                30
+            )
+            .await
+            .unwrap()
+    );
+    // A second decision finds it no longer pending: single use.
+    assert!(
+        !store
+            .transition_approval(
+                "apr_1",
+                "awaiting_approval",
+                "denied",
+                Some(&decision),
+                None,
+                31
+            )
+            .await
+            .unwrap()
+    );
+    // Dispatch consumes the approval, once.
+    assert!(
+        store
+            .transition_approval("apr_1", "approved", "dispatched", None, None, 40)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_approval("apr_1", "approved", "dispatched", None, None, 41)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .transition_approval(
+                "apr_1",
+                "dispatched",
+                "succeeded",
+                None,
+                Some(r#"{"rows_affected":1}"#),
+                50
+            )
+            .await
+            .unwrap()
+    );
+    let a = store.approval("apr_1").await.unwrap().unwrap();
+    assert_eq!(a.state, "succeeded");
+    assert_eq!(a.approver.as_deref(), Some("alice"));
+    assert_eq!(a.comment.as_deref(), Some("ok"));
+    assert_eq!(a.decided_at, Some(30));
+    assert_eq!(a.result.as_deref(), Some(r#"{"rows_affected":1}"#));
+    let pending = store
+        .list_approvals(Some("awaiting_approval"), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["apr_2"]
+    );
+    let all = store.list_approvals(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["apr_2", "apr_1"]
+    );
+    assert!(store.approval("apr_9").await.unwrap().is_none());
+}
