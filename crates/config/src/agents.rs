@@ -22,6 +22,19 @@ pub(crate) struct RawDatabase {
     pub statement_timeout: Option<String>,
     #[serde(default)]
     pub denied_functions: Vec<String>,
+    #[serde(default)]
+    pub writable_tables: Vec<String>,
+    pub max_affected_rows: Option<u64>,
+    pub allow_without_where: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawApprover {
+    pub public_key: Option<String>,
+    pub public_key_file: Option<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +52,7 @@ pub(crate) struct RawAgent {
     pub session_tokens: Option<u64>,
     pub max_identical_tool_calls: Option<u32>,
     pub webhook_url_env: Option<String>,
+    pub approval_ttl: Option<String>,
 }
 
 /// Where a database is.
@@ -66,6 +80,22 @@ pub struct DatabaseConfig {
     pub statement_timeout: Duration,
     /// Functions refused on top of the built-in list.
     pub denied_functions: BTreeSet<String>,
+    /// Tables `sql_execute` may write (after approval); empty: none.
+    pub writable_tables: BTreeSet<String>,
+    /// Rows one approved write may change at most when the preview's count differs
+    /// (default 10).
+    pub max_affected_rows: u64,
+    /// Whether `UPDATE`/`DELETE` without `WHERE` may be proposed (default false).
+    pub allow_without_where: bool,
+}
+
+/// A person who may approve write tool calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApproverConfig {
+    /// Hex Ed25519 public key (from `public_key` or the file `public_key_file`).
+    pub public_key: String,
+    /// Tools this approver may decide on.
+    pub tools: Vec<String>,
 }
 
 /// What an agent may do.
@@ -99,8 +129,11 @@ pub struct AgentDefinition {
     /// The same tool call with the same arguments this many times in a row halts the task
     /// (default 3).
     pub max_identical_tool_calls: u32,
-    /// Environment variable holding a webhook URL told about timeouts and halts.
+    /// Environment variable holding a webhook URL told about timeouts, halts and approval
+    /// requests.
     pub webhook_url_env: Option<String>,
+    /// How long an approval request waits for a decision (default 1h).
+    pub approval_ttl: Duration,
 }
 
 fn name_ok(name: &str) -> bool {
@@ -188,6 +221,9 @@ pub(crate) fn databases(
                     .iter()
                     .map(|f| f.to_lowercase())
                     .collect(),
+                writable_tables: d.writable_tables.iter().map(|t| t.to_lowercase()).collect(),
+                max_affected_rows: d.max_affected_rows.unwrap_or(10).max(1),
+                allow_without_where: d.allow_without_where.unwrap_or(false),
             },
         );
     }
@@ -195,7 +231,55 @@ pub(crate) fn databases(
 }
 
 /// Tools an agent may name.
-pub const KNOWN_TOOLS: &[&str] = &["sql_query"];
+pub const KNOWN_TOOLS: &[&str] = &["sql_query", "sql_execute"];
+
+pub(crate) fn approvers(
+    raw: BTreeMap<String, RawApprover>,
+) -> Result<BTreeMap<String, ApproverConfig>, Error> {
+    let mut out = BTreeMap::new();
+    for (name, a) in raw {
+        let field = |f: &str| format!("approvers.{name}.{f}");
+        if !name_ok(&name) {
+            return Err(Error::invalid(
+                format!("approvers.{name}"),
+                "an approver name may hold only letters, digits, `-` and `_`",
+            ));
+        }
+        let key = match (a.public_key, a.public_key_file) {
+            (Some(k), None) => k,
+            (None, Some(path)) => std::fs::read_to_string(&path).map_err(|e| {
+                Error::invalid(field("public_key_file"), format!("cannot read {path}: {e}"))
+            })?,
+            _ => {
+                return Err(Error::invalid(
+                    field("public_key"),
+                    "set public_key (hex) or public_key_file, not both",
+                ));
+            }
+        };
+        let key = key.trim().to_lowercase();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(
+                field("public_key"),
+                "must be an Ed25519 public key: 64 hex digits (warden approvers keygen NAME)",
+            ));
+        }
+        if a.tools.is_empty() {
+            return Err(Error::invalid(
+                field("tools"),
+                "list the tools this approver may decide on",
+            ));
+        }
+        out.insert(
+            name,
+            ApproverConfig {
+                public_key: key,
+                tools: a.tools,
+            },
+        );
+    }
+    Ok(out)
+}
 
 pub(crate) fn agents(
     raw: BTreeMap<String, RawAgent>,
@@ -228,6 +312,17 @@ pub(crate) fn agents(
                     format!("unknown database `{d}`"),
                 ));
             }
+        }
+        if a.tools.iter().any(|t| t == "sql_execute")
+            && !a
+                .databases
+                .iter()
+                .any(|d| !databases[d].writable_tables.is_empty())
+        {
+            return Err(Error::invalid(
+                field("tools"),
+                "sql_execute needs a database with writable_tables",
+            ));
         }
         if a.tools.iter().any(|t| t == "sql_query") && a.databases.is_empty() {
             return Err(Error::invalid(
@@ -272,6 +367,7 @@ pub(crate) fn agents(
                 session_tokens: a.session_tokens.unwrap_or(50_000).max(1),
                 max_identical_tool_calls,
                 webhook_url_env: a.webhook_url_env,
+                approval_ttl: duration(&field("approval_ttl"), &a.approval_ttl, "1h")?,
             },
         );
     }

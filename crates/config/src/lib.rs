@@ -13,7 +13,9 @@ mod raw;
 mod redaction;
 mod typed;
 
-pub use agents::{AgentDefinition, DatabaseConfig, DatabaseLocation, KNOWN_TOOLS, Permissions};
+pub use agents::{
+    AgentDefinition, ApproverConfig, DatabaseConfig, DatabaseLocation, KNOWN_TOOLS, Permissions,
+};
 pub use audit::{AuditConfig, AuditStore};
 pub use cost::{
     Backend, BudgetsConfig, CacheConfig, KeyBudget, LimitsConfig, Price, Rate, RedisConfig,

@@ -39,6 +39,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub agents: BTreeMap<String, crate::agents::RawAgent>,
     #[serde(default)]
+    pub approvers: BTreeMap<String, crate::agents::RawApprover>,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,

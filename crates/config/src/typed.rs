@@ -40,6 +40,8 @@ pub struct Config {
     pub databases: BTreeMap<String, crate::DatabaseConfig>,
     /// Agent definitions, by name.
     pub agents: BTreeMap<String, crate::AgentDefinition>,
+    /// People who may approve write tool calls, by name.
+    pub approvers: BTreeMap<String, crate::ApproverConfig>,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may ask for, with their ordered targets.
@@ -386,9 +388,11 @@ impl Config {
         let tiering = crate::cost::tiering(raw.tiering, &names)?;
         let databases = crate::agents::databases(raw.databases)?;
         let agents = crate::agents::agents(raw.agents, &databases)?;
+        let approvers = crate::agents::approvers(raw.approvers)?;
         Ok(Self {
             databases,
             agents,
+            approvers,
             redaction,
             audit,
             cache: crate::cost::cache(raw.cache, shared)?,

@@ -6,7 +6,8 @@
 //! The one place dynamic SQL runs: only a [`ValidatedRead`] can be passed in, and
 //! `AssertSqlSafe` stands right beside it.
 
-use super::{ReadPolicy, SqlDialect, ValidatedRead, validate};
+use super::{ReadPolicy, SqlDialect, ValidatedRead, ValidatedWrite, WritePolicy, validate};
+use crate::approval::Approved;
 use serde_json::{Map, Value};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
@@ -26,7 +27,41 @@ pub struct Database {
     policy: ReadPolicy,
     timeout: Duration,
     pool: Pool,
+    /// For databases with writable tables: the write policy and a read-write pool.
+    write: Option<Writer>,
 }
+
+struct Writer {
+    policy: WritePolicy,
+    pool: Pool,
+    max_affected_rows: u64,
+}
+
+/// What an approved write would change, computed in a transaction that is rolled back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preview {
+    /// The statement.
+    pub sql: String,
+    /// Rows it would change.
+    pub rows_affected: u64,
+    /// The rows it targets, before (for `UPDATE`/`DELETE`; at most `max_rows`).
+    pub before: Vec<Value>,
+    /// The rows as they would be written (inserted, updated, or deleted; at most `max_rows`).
+    pub after: Vec<Value>,
+}
+
+/// The result of an approved write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Executed {
+    /// Rows changed.
+    pub rows_affected: u64,
+    /// The idempotency key was already recorded: the write had been applied before (a retry
+    /// after a crash); nothing ran again.
+    pub already_applied: bool,
+}
+
+/// The table where approved writes record their idempotency key, in the same transaction.
+const IDEMPOTENCY_TABLE: &str = "warden_idempotency";
 
 enum Pool {
     Sqlite(sqlx::SqlitePool),
@@ -71,6 +106,8 @@ impl Database {
             max_rows: config.max_rows,
             denied_functions: config.denied_functions.clone(),
         };
+        let writable = !config.writable_tables.is_empty();
+        let mut write_pool = None;
         let (dialect, pool) = match &config.location {
             DatabaseLocation::Sqlite(path) => {
                 if !path.exists() {
@@ -90,6 +127,22 @@ impl Database {
                     .map_err(|e| {
                         format!("databases.{name}: cannot open {}: {e}", path.display())
                     })?;
+                if writable {
+                    let rw = SqliteConnectOptions::new()
+                        .filename(path)
+                        .busy_timeout(Duration::from_secs(5));
+                    let rw = SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(rw)
+                        .await
+                        .map_err(|e| {
+                            format!(
+                                "databases.{name}: cannot open {} for writes: {e}",
+                                path.display()
+                            )
+                        })?;
+                    write_pool = Some(Pool::Sqlite(rw));
+                }
                 (SqlDialect::Sqlite, Pool::Sqlite(pool))
             }
             DatabaseLocation::Postgres { url_env } => {
@@ -103,15 +156,28 @@ impl Database {
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_lazy_with(options);
+                if writable {
+                    write_pool = Some(Pool::Postgres(pool.clone()));
+                }
                 (SqlDialect::Postgres, Pool::Postgres(pool))
             }
         };
+        let write = write_pool.map(|pool| Writer {
+            policy: WritePolicy {
+                read: policy.clone(),
+                writable: config.writable_tables.clone(),
+                allow_without_where: config.allow_without_where,
+            },
+            pool,
+            max_affected_rows: config.max_affected_rows,
+        });
         Ok(Self {
             name: name.to_owned(),
             dialect,
             policy,
             timeout: config.statement_timeout,
             pool,
+            write,
         })
     }
 
@@ -195,6 +261,251 @@ impl Database {
             .collect();
         Ok(cap(read.sql.clone(), json))
     }
+}
+
+impl Database {
+    /// Whether writes may be proposed against this database.
+    pub fn writable(&self) -> bool {
+        self.write.is_some()
+    }
+
+    /// Validates a proposed write against the write policy.
+    pub fn validate_write(&self, sql: &str) -> Result<ValidatedWrite, ReadError> {
+        let Some(w) = &self.write else {
+            return Err(ReadError::Refused(super::Refusal {
+                rule: super::Rule::TableNotAllowed,
+                message: format!("database `{}` has no writable tables", self.name),
+            }));
+        };
+        Ok(super::validate_write(sql, self.dialect, &w.policy)?)
+    }
+
+    /// What the write would change: it runs in a transaction that is rolled back.
+    pub async fn preview(&self, write: &ValidatedWrite) -> Result<Preview, ReadError> {
+        let Some(w) = &self.write else {
+            return Err(ReadError::Database("not writable".into()));
+        };
+        let cap = self.policy.max_rows as usize;
+        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
+        let (before, after) = match &w.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(db)?;
+                let before = match &write.select_before {
+                    // Printed from the validated statement's own table and WHERE clause.
+                    Some(q) => sqlx::query(sqlx::AssertSqlSafe(q.clone()))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .iter()
+                        .map(sqlite_row)
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let after: Vec<Value> =
+                    sqlx::query(sqlx::AssertSqlSafe(write.sql_returning.clone()))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .iter()
+                        .map(sqlite_row)
+                        .collect();
+                tx.rollback().await.map_err(db)?;
+                (before, after)
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(db)?;
+                let ms = self.timeout.as_millis().max(1);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SET LOCAL statement_timeout = {ms}"
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                let json = |sql: &str| format!("SELECT to_jsonb(q)::text FROM ({sql}) AS q");
+                let before: Vec<String> = match &write.select_before {
+                    Some(q) => sqlx::query_scalar(sqlx::AssertSqlSafe(json(q)))
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(db)?,
+                    None => Vec::new(),
+                };
+                // A data-modifying statement cannot be a subquery: use a CTE.
+                let after: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "WITH q AS ({}) SELECT to_jsonb(q)::text FROM q",
+                    write.sql_returning
+                )))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.rollback().await.map_err(db)?;
+                let parse = |v: Vec<String>| -> Vec<Value> {
+                    v.iter()
+                        .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
+                        .collect()
+                };
+                (parse(before), parse(after))
+            }
+        };
+        let rows_affected = after.len() as u64;
+        Ok(Preview {
+            sql: write.sql.clone(),
+            rows_affected,
+            before: before.into_iter().take(cap).collect(),
+            after: after.into_iter().take(cap).collect(),
+        })
+    }
+
+    /// Runs an approved write once: its idempotency key is recorded in the same transaction,
+    /// so a retry after a crash finds it and runs nothing. The rows changed must equal the
+    /// preview's count, or stay within `max_affected_rows`; otherwise it rolls back.
+    pub async fn execute(
+        &self,
+        write: &Approved<ValidatedWrite>,
+        idempotency_key: &str,
+        previewed_rows: u64,
+    ) -> Result<Executed, ReadError> {
+        let Some(w) = &self.write else {
+            return Err(ReadError::Database("not writable".into()));
+        };
+        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {IDEMPOTENCY_TABLE} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        );
+        let now = warden_core_millis();
+        let check = |rows: u64| {
+            if rows != previewed_rows && rows > w.max_affected_rows {
+                Err(ReadError::Database(format!(
+                    "the write changed {rows} rows, not the {previewed_rows} of its preview (and more than the cap of {}); rolled back",
+                    w.max_affected_rows
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        match &w.pool {
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await.map_err(db)?;
+                sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT applied_at FROM {IDEMPOTENCY_TABLE} WHERE key = ?1"
+                )))
+                .bind(idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                if seen.is_some() {
+                    return Ok(Executed {
+                        rows_affected: previewed_rows,
+                        already_applied: true,
+                    });
+                }
+                // Validated, and approved by a verified signature over exactly these arguments.
+                let done = sqlx::query(sqlx::AssertSqlSafe(write.call().sql.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                check(done.rows_affected())?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {IDEMPOTENCY_TABLE} (key, applied_at) VALUES (?1, ?2)"
+                )))
+                .bind(idempotency_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                Ok(Executed {
+                    rows_affected: done.rows_affected(),
+                    already_applied: false,
+                })
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(db)?;
+                let ms = self.timeout.as_millis().max(1);
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SET LOCAL statement_timeout = {ms}"
+                )))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                sqlx::query(sqlx::AssertSqlSafe(create))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT applied_at FROM {IDEMPOTENCY_TABLE} WHERE key = $1"
+                )))
+                .bind(idempotency_key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+                if seen.is_some() {
+                    return Ok(Executed {
+                        rows_affected: previewed_rows,
+                        already_applied: true,
+                    });
+                }
+                let done = sqlx::query(sqlx::AssertSqlSafe(write.call().sql.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                check(done.rows_affected())?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO {IDEMPOTENCY_TABLE} (key, applied_at) VALUES ($1, $2)"
+                )))
+                .bind(idempotency_key)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                tx.commit().await.map_err(db)?;
+                Ok(Executed {
+                    rows_affected: done.rows_affected(),
+                    already_applied: false,
+                })
+            }
+        }
+    }
+
+    /// Whether the write with this idempotency key was applied (resolving an outcome left
+    /// unknown by a crash).
+    pub async fn was_applied(&self, idempotency_key: &str) -> Result<bool, ReadError> {
+        let Some(w) = &self.write else {
+            return Ok(false);
+        };
+        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
+        let sql = |p: &str| format!("SELECT COUNT(*) FROM {IDEMPOTENCY_TABLE} WHERE key = {p}");
+        let n: Result<i64, sqlx::Error> = match &w.pool {
+            Pool::Sqlite(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql("?1")))
+                    .bind(idempotency_key)
+                    .fetch_one(pool)
+                    .await
+            }
+            Pool::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql("$1")))
+                    .bind(idempotency_key)
+                    .fetch_one(pool)
+                    .await
+            }
+        };
+        match n {
+            Ok(n) => Ok(n > 0),
+            // No table yet: nothing was ever applied.
+            Err(sqlx::Error::Database(_)) => Ok(false),
+            Err(e) => Err(db(e)),
+        }
+    }
+}
+
+fn warden_core_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Keeps rows while their JSON stays under [`MAX_RESULT_BYTES`].

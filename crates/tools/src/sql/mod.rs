@@ -5,6 +5,6 @@ mod connector;
 mod validate;
 mod write;
 
-pub use connector::{Database, MAX_RESULT_BYTES, ReadError, Rows};
+pub use connector::{Database, Executed, MAX_RESULT_BYTES, Preview, ReadError, Rows};
 pub use validate::{ReadPolicy, Refusal, Rule, SqlDialect, ValidatedRead, validate};
 pub use write::{ValidatedWrite, WriteKind, WritePolicy, validate_write};

@@ -17,6 +17,9 @@ fn config(location: DatabaseLocation) -> DatabaseConfig {
         max_rows: 3,
         statement_timeout: Duration::from_millis(300),
         denied_functions: Default::default(),
+        writable_tables: Default::default(),
+        max_affected_rows: 10,
+        allow_without_where: false,
     }
 }
 
@@ -158,4 +161,99 @@ fn warden_core_millis() -> u128 {
         .unwrap()
         .as_millis()
         % 1_000_000_000
+}
+
+async fn writable_db(max_affected_rows: u64) -> (tempfile::TempDir, Database, std::path::PathBuf) {
+    let (dir, _) = sqlite_db().await;
+    let path = dir.path().join("shop.db");
+    let mut c = config(DatabaseLocation::Sqlite(path.clone()));
+    c.writable_tables = ["orders".to_string()].into();
+    c.max_affected_rows = max_affected_rows;
+    let db = Database::open("shop", &c, None).await.unwrap();
+    (dir, db, path)
+}
+
+fn approve(
+    write: warden_tools::sql::ValidatedWrite,
+) -> warden_tools::approval::Approved<warden_tools::sql::ValidatedWrite> {
+    use warden_tools::approval::{Approver, Decision, DecisionMessage, verify_decision};
+    let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+    let approvers = [(
+        "alice".to_string(),
+        Approver {
+            key: key.verifying_key(),
+            tools: vec!["sql_execute".into()],
+        },
+    )]
+    .into();
+    let message = DecisionMessage {
+        approval_id: "apr_t".into(),
+        agent_id: "a/b".into(),
+        tool: "sql_execute".into(),
+        arguments_sha256: "00".repeat(32),
+        decision: Decision::Approve,
+        expires_at_ms: i64::MAX,
+    };
+    let sig = message.sign(&key);
+    verify_decision(&approvers, "alice", &message, &sig, 0, write).unwrap()
+}
+
+async fn total(path: &std::path::Path, id: i64) -> f64 {
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
+            .await
+            .unwrap();
+    let t: f64 = sqlx::query_scalar("SELECT total FROM orders WHERE id = ?")
+        .bind(id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    t
+}
+
+#[tokio::test]
+async fn previews_change_nothing_and_approved_writes_run_once() {
+    let (_dir, db, path) = writable_db(10).await;
+    let w = db
+        .validate_write("UPDATE orders SET total = 0 WHERE id = 1")
+        .unwrap();
+    let p = db.preview(&w).await.unwrap();
+    assert_eq!(p.rows_affected, 1);
+    assert_eq!(p.before[0]["total"], 10.0);
+    assert_eq!(p.after[0]["total"], 0.0);
+    assert_eq!(total(&path, 1).await, 10.0, "the preview was rolled back");
+    let approved = approve(w);
+    let first = db
+        .execute(&approved, "idem-1", p.rows_affected)
+        .await
+        .unwrap();
+    assert_eq!((first.rows_affected, first.already_applied), (1, false));
+    assert_eq!(total(&path, 1).await, 0.0);
+    assert!(db.was_applied("idem-1").await.unwrap());
+    assert!(!db.was_applied("idem-2").await.unwrap());
+    // The same key again (a retry after a crash): nothing runs twice.
+    let again = db
+        .execute(&approved, "idem-1", p.rows_affected)
+        .await
+        .unwrap();
+    assert!(again.already_applied);
+    // Reads never see the idempotency table, and writes elsewhere are refused.
+    assert!(
+        db.validate_write("DELETE FROM customers WHERE id = 1")
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn a_write_that_changes_more_rows_than_previewed_rolls_back() {
+    let (_dir, db, path) = writable_db(1).await;
+    // Previewed as one row, but the table changed meanwhile: two rows now match.
+    let w = db
+        .validate_write("UPDATE orders SET total = 1 WHERE customer_id = 1")
+        .unwrap();
+    let err = db.execute(&approve(w), "idem-x", 1).await.unwrap_err();
+    assert!(err.to_string().contains("changed 2 rows"), "{err}");
+    assert_eq!(total(&path, 1).await, 10.0);
+    assert!(!db.was_applied("idem-x").await.unwrap());
 }
