@@ -139,6 +139,16 @@ impl<T> Approved<T> {
     pub fn call(&self) -> &T {
         &self.call
     }
+
+    /// The same approval for the call's validated form (the executor re-validates the
+    /// approved arguments and runs the result).
+    pub(crate) fn rebind<V>(&self, call: V) -> Approved<V> {
+        Approved {
+            call,
+            approver: self.approver.clone(),
+            signature: self.signature.clone(),
+        }
+    }
 }
 
 /// Parses a hex Ed25519 public key.

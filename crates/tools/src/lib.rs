@@ -8,4 +8,4 @@ pub mod approval;
 pub mod sql;
 mod tool;
 
-pub use tool::{Catalog, Classification, SqlQuery, Tool, ToolError};
+pub use tool::{Catalog, Classification, Proposal, SqlExecute, SqlQuery, Tool, ToolError};

@@ -150,6 +150,7 @@ impl Tool for SqlQuery {
 #[derive(Clone, Default)]
 pub struct Catalog {
     tools: BTreeMap<String, (Arc<dyn Tool>, Classification)>,
+    sql_execute: Option<Arc<SqlExecute>>,
 }
 
 impl Catalog {
@@ -157,6 +158,17 @@ impl Catalog {
     pub fn add(&mut self, tool: Arc<dyn Tool>, classification: Classification) {
         self.tools
             .insert(tool.name().to_owned(), (tool, classification));
+    }
+
+    /// Adds `sql_execute` (a write).
+    pub fn add_sql_execute(&mut self, tool: Arc<SqlExecute>) {
+        self.sql_execute = Some(tool.clone());
+        self.add(tool, Classification::Write);
+    }
+
+    /// The `sql_execute` tool, if the agent has it.
+    pub fn sql_execute(&self) -> Option<Arc<SqlExecute>> {
+        self.sql_execute.clone()
     }
 
     /// The tool of this name and its classification; an unknown name is `None` (and the
@@ -200,5 +212,135 @@ mod tests {
         let c = Catalog::default();
         assert_eq!(c.classify("delete_everything"), Classification::Write);
         assert!(c.get("delete_everything").is_none());
+    }
+}
+
+/// `sql_execute`: one INSERT, UPDATE or DELETE on a writable table. A write: it never runs
+/// from [`Tool::call`]; it is proposed (validated and previewed), and runs only through
+/// [`SqlExecute::execute`] with an [`Approved`](crate::approval::Approved) proof.
+pub struct SqlExecute {
+    databases: BTreeMap<String, Arc<Database>>,
+}
+
+/// A validated, previewed write waiting for approval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    /// What would change (JSON: the statement, the row count, rows before and after).
+    pub preview: Value,
+    /// Rows it would change.
+    pub rows_affected: u64,
+}
+
+impl SqlExecute {
+    /// A `sql_execute` tool over the writable ones of these databases.
+    pub fn new(databases: BTreeMap<String, Arc<Database>>) -> Self {
+        Self {
+            databases: databases.into_iter().filter(|(_, d)| d.writable()).collect(),
+        }
+    }
+
+    fn target(&self, arguments: &Value) -> Result<(&Arc<Database>, String), ToolError> {
+        let sql = arguments
+            .get("sql")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ToolError::BadArguments("`sql` (a string) is required".into()))?;
+        let db = match arguments.get("database").and_then(Value::as_str) {
+            Some(name) => self.databases.get(name).ok_or_else(|| {
+                ToolError::BadArguments(format!("database `{name}` is not writable"))
+            })?,
+            None if self.databases.len() == 1 => self
+                .databases
+                .values()
+                .next()
+                .ok_or_else(|| ToolError::BadArguments("`database` is required".into()))?,
+            None => return Err(ToolError::BadArguments("`database` is required".into())),
+        };
+        Ok((db, sql.to_owned()))
+    }
+
+    fn refused(e: ReadError) -> ToolError {
+        match e {
+            ReadError::Refused(r) => ToolError::Refused {
+                rule: r.rule.name().into(),
+                message: r.message,
+            },
+            ReadError::Timeout(t) => ToolError::Timeout(format!("{t:?}")),
+            ReadError::Database(m) => ToolError::Failed(m),
+        }
+    }
+
+    /// Validates the write and computes its preview (in a transaction that is rolled back).
+    pub async fn propose(&self, arguments: &Value) -> Result<Proposal, ToolError> {
+        let (db, sql) = self.target(arguments)?;
+        let write = db.validate_write(&sql).map_err(Self::refused)?;
+        let p = db.preview(&write).await.map_err(Self::refused)?;
+        Ok(Proposal {
+            rows_affected: p.rows_affected,
+            preview: json!({
+                "database": db.name, "statement": p.sql, "kind": write.kind.as_str(),
+                "table": write.table, "rows_affected": p.rows_affected,
+                "before": p.before, "after": p.after,
+            }),
+        })
+    }
+
+    /// Runs an approved write once (see [`Database::execute`]).
+    pub async fn execute(
+        &self,
+        approved: &crate::approval::Approved<Value>,
+        idempotency_key: &str,
+        previewed_rows: u64,
+    ) -> Result<Value, ToolError> {
+        let (db, sql) = self.target(approved.call())?;
+        let write = db.validate_write(&sql).map_err(Self::refused)?;
+        let proof = approved.rebind(write);
+        let done = db
+            .execute(&proof, idempotency_key, previewed_rows)
+            .await
+            .map_err(Self::refused)?;
+        Ok(json!({"rows_affected": done.rows_affected, "already_applied": done.already_applied}))
+    }
+
+    /// Whether the write with this idempotency key was applied.
+    pub async fn was_applied(&self, arguments: &Value, idempotency_key: &str) -> Result<bool, ToolError> {
+        let (db, _) = self.target(arguments)?;
+        db.was_applied(idempotency_key).await.map_err(Self::refused)
+    }
+}
+
+#[async_trait]
+impl Tool for SqlExecute {
+    fn name(&self) -> &str {
+        "sql_execute"
+    }
+
+    fn description(&self) -> String {
+        let dbs: Vec<&String> = self.databases.keys().collect();
+        format!(
+            "Proposes one INSERT, UPDATE or DELETE (with a WHERE clause) on a writable table of: {}. \
+             It does not run at once: a human sees what would change and approves or denies it; \
+             you get the result, or the denial and its reason.",
+            dbs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    fn parameters(&self) -> Value {
+        let names: Vec<&String> = self.databases.keys().collect();
+        json!({
+            "type": "object",
+            "properties": {
+                "database": {"type": "string", "enum": names},
+                "sql": {"type": "string", "description": "One INSERT, UPDATE or DELETE."}
+            },
+            "required": ["database", "sql"],
+            "additionalProperties": false
+        })
+    }
+
+    async fn call(&self, _arguments: &Value) -> Result<Value, ToolError> {
+        Err(ToolError::Refused {
+            rule: "approval_required".into(),
+            message: "sql_execute runs only with a human's signed approval".into(),
+        })
     }
 }
