@@ -24,6 +24,11 @@ pub(crate) enum Command {
         events: Option<mpsc::Sender<Event>>,
         reply: oneshot::Sender<Result<Outcome, AgentError>>,
     },
+    /// A decision was recorded on the write this agent waits for: continue.
+    Continue {
+        caller: Caller,
+        reply: oneshot::Sender<Result<Outcome, AgentError>>,
+    },
     /// Back to idle, history kept.
     Reset {
         caller: Caller,
@@ -36,13 +41,16 @@ impl Command {
         match self {
             Command::Message { caller, .. }
             | Command::Resume { caller, .. }
+            | Command::Continue { caller, .. }
             | Command::Reset { caller, .. } => caller,
         }
     }
 
     fn fail(self, e: AgentError) {
         match self {
-            Command::Message { reply, .. } | Command::Resume { reply, .. } => {
+            Command::Message { reply, .. }
+            | Command::Resume { reply, .. }
+            | Command::Continue { reply, .. } => {
                 let _ = reply.send(Err(e));
             }
             Command::Reset { reply, .. } => {
@@ -201,6 +209,18 @@ impl Instance {
                     return false;
                 }
                 let task = Task::new(self.inner.clone(), &self.definition, record, caller, events);
+                let (result, state) = task.resume().await;
+                self.finish(result, state, reply)
+            }
+            Command::Continue { caller, reply } => {
+                if record.status != status::AWAITING_APPROVAL || record.task_id.is_none() {
+                    let _ = reply.send(Err(AgentError::NothingToResume(format!(
+                        "agent `{}` is {}, not waiting for an approval",
+                        self.id, record.status
+                    ))));
+                    return false;
+                }
+                let task = Task::new(self.inner.clone(), &self.definition, record, caller, None);
                 let (result, state) = task.resume().await;
                 self.finish(result, state, reply)
             }

@@ -16,6 +16,7 @@ pub(crate) mod kind {
     pub const INTERRUPTED: &str = "interrupted";
     pub const RESET: &str = "reset";
     pub const RESUMED: &str = "resumed";
+    pub const APPROVAL: &str = "approval";
 }
 
 /// A tool call the model asked for.
@@ -59,6 +60,8 @@ pub(crate) struct Replay {
     pub pending_calls: Vec<ToolCallRequest>,
     /// The last tool calls in order, for loop detection: (name, arguments).
     pub recent_calls: Vec<(String, String)>,
+    /// Journal position of the last model step (approval ids derive from it).
+    pub model_seq: i64,
 }
 
 /// Rebuilds a task's conversation from its journal steps: the task becomes the user message,
@@ -76,6 +79,7 @@ pub(crate) fn replay(steps: &[StepRecord]) -> Replay {
             kind::MODEL => {
                 let message = data["message"].clone();
                 r.model_steps += 1;
+                r.model_seq = s.seq;
                 r.pending_calls = tool_calls(&message);
                 r.messages.push(message);
             }

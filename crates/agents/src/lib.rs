@@ -140,6 +140,18 @@ pub enum AgentError {
     /// The agent's actor stopped (shutting down).
     #[error("the agent is shutting down; retry")]
     Stopped,
+    /// No such approval request.
+    #[error("approval `{0}` does not exist")]
+    ApprovalNotFound(String),
+    /// The request is no longer waiting for a decision (decided, expired, or used).
+    #[error("approval `{0}` is {1}, not waiting for a decision")]
+    ApprovalNotPending(String, String),
+    /// The approver is unknown or may not decide on this tool.
+    #[error("{0}")]
+    ApproverRefused(String),
+    /// The signature does not verify over this request.
+    #[error("{0}")]
+    BadSignature(String),
 }
 
 impl From<warden_store::Error> for AgentError {
@@ -172,6 +184,8 @@ pub struct Definitions {
     pub catalogs: BTreeMap<String, Catalog>,
     /// Each definition's webhook, if configured.
     pub webhooks: BTreeMap<String, Webhook>,
+    /// Who may approve writes, and which tools.
+    pub approvers: BTreeMap<String, warden_tools::approval::Approver>,
 }
 
 /// Every agent of this process.
@@ -230,6 +244,143 @@ impl Agents {
                 node,
             }),
         }
+    }
+
+    /// Records a signed decision on an approval request: the approver must exist and may
+    /// decide on the tool, the request must still be waiting and not expired, and the
+    /// signature must verify over the request's message (id, agent, tool, the arguments'
+    /// hash, the decision, the expiry). Then the agent continues in the background: with the
+    /// write (run once), or with the denial.
+    pub async fn decide(
+        &self,
+        approval_id: &str,
+        approver: &str,
+        decision: warden_tools::approval::Decision,
+        comment: Option<String>,
+        signature: &str,
+    ) -> Result<warden_store::ApprovalRecord, AgentError> {
+        use warden_tools::approval::{DecisionError, DecisionMessage, verify_decision};
+        let store = &self.inner.deps.store;
+        let a = store
+            .approval(approval_id)
+            .await?
+            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
+        let now = warden_core::time::unix_millis() as i64;
+        if a.state != "awaiting_approval" {
+            return Err(AgentError::ApprovalNotPending(a.id, a.state));
+        }
+        if now >= a.expires_at {
+            store
+                .transition_approval(&a.id, "awaiting_approval", "expired", None, None, now)
+                .await?;
+            runner::audit_approval(&self.inner, &a, "expired", None, None).await;
+            return Err(AgentError::ApprovalNotPending(a.id, "expired".into()));
+        }
+        // The hash is recomputed from the stored arguments, never taken on trust.
+        let arguments: serde_json::Value = serde_json::from_str(&a.arguments)
+            .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
+        let message = DecisionMessage {
+            approval_id: a.id.clone(),
+            agent_id: a.agent_id.clone(),
+            tool: a.tool.clone(),
+            arguments_sha256: warden_tools::approval::arguments_sha256(&arguments),
+            decision,
+            expires_at_ms: a.expires_at,
+        };
+        match verify_decision(
+            &self.inner.defs.approvers,
+            approver,
+            &message,
+            signature,
+            now,
+            (),
+        ) {
+            Ok(_) => {}
+            Err(e @ (DecisionError::UnknownApprover(_) | DecisionError::NotAllowed { .. })) => {
+                return Err(AgentError::ApproverRefused(e.to_string()));
+            }
+            Err(DecisionError::Expired) => {
+                return Err(AgentError::ApprovalNotPending(a.id, "expired".into()));
+            }
+            Err(e @ DecisionError::BadSignature) => {
+                return Err(AgentError::BadSignature(e.to_string()));
+            }
+        }
+        let new_state = match decision {
+            warden_tools::approval::Decision::Approve => "approved",
+            warden_tools::approval::Decision::Deny => "denied",
+        };
+        let record = warden_store::DecisionRecord {
+            new_state: new_state.into(),
+            approver: approver.to_owned(),
+            decision: decision.as_str().into(),
+            comment,
+            signature: signature.trim().to_owned(),
+            at: now,
+        };
+        if !store
+            .transition_approval(
+                &a.id,
+                "awaiting_approval",
+                new_state,
+                Some(&record),
+                None,
+                now,
+            )
+            .await?
+        {
+            return Err(AgentError::ApprovalNotPending(a.id, "decided".into()));
+        }
+        let decided = store
+            .approval(&a.id)
+            .await?
+            .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))?;
+        runner::audit_approval(
+            &self.inner,
+            &decided,
+            new_state,
+            Some(record.signature.clone()),
+            record.comment.clone(),
+        )
+        .await;
+        metrics::counter!("warden_approvals_total", "state" => new_state).increment(1);
+        let agents = self.clone();
+        let agent_id = decided.agent_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = agents.continue_after_decision(&agent_id).await {
+                tracing::warn!(agent = %agent_id, error = %e, "agent could not continue after a decision");
+            }
+        });
+        Ok(decided)
+    }
+
+    /// Continues an agent waiting for approval, as its owner.
+    pub async fn continue_after_decision(&self, agent_id: &str) -> Result<Outcome, AgentError> {
+        let store = &self.inner.deps.store;
+        let record = store
+            .agent(agent_id)
+            .await?
+            .ok_or_else(|| AgentError::NotFound(agent_id.to_owned()))?;
+        let owner = store
+            .list_keys()
+            .await?
+            .into_iter()
+            .find(|k| k.id == record.owner_key_id)
+            .ok_or_else(|| AgentError::Store("the agent's key no longer exists".into()))?;
+        let caller = Caller {
+            key_id: owner.id,
+            key_name: owner.name,
+            admin: false,
+            request_id: String::new(),
+        };
+        let (reply, answer) = oneshot::channel();
+        self.send(
+            agent_id,
+            &record.definition,
+            &record.name,
+            actor::Command::Continue { caller, reply },
+        )?;
+        answer.await.map_err(|_| AgentError::Stopped)?
     }
 
     /// Marks the tasks that a crashed process left `running` as interrupted (resumable).

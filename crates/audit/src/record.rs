@@ -70,6 +70,29 @@ pub enum Event {
         /// Milliseconds it took.
         latency_ms: u64,
     },
+    /// An approval request for a write, or a step of its life: requested, approved, denied,
+    /// expired, dispatched, succeeded, failed, outcome_unknown.
+    Approval {
+        /// `apr_…`.
+        approval_id: String,
+        /// `definition/name`.
+        agent_id: String,
+        /// Tool.
+        tool: String,
+        /// Hex SHA-256 of the canonical arguments.
+        arguments_sha256: String,
+        /// The new state.
+        state: String,
+        /// Who decided (decisions only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approver: Option<String>,
+        /// The approver's signature (decisions only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<String>,
+        /// Rows previewed or changed, the reason of a denial, or the error.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// Warden started with this configuration (its hash, never its secrets).
     Started {
         /// SHA-256 of the configuration file, if one was used.

@@ -45,6 +45,12 @@ pub enum ErrorCode {
     AgentForbidden,
     /// The agent has no failed or interrupted task to resume.
     AgentNotResumable,
+    /// The approval request is no longer waiting for a decision.
+    ApprovalNotPending,
+    /// The approver is unknown or may not decide on this tool.
+    ApproverForbidden,
+    /// The decision's signature does not verify over this approval request.
+    BadSignature,
     /// The store could not be reached.
     StoreUnavailable,
     /// The audit log cannot record the request, so it is refused (fail closed).
@@ -55,7 +61,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 26] = [
         Self::InvalidRequest,
         Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
@@ -76,6 +82,9 @@ impl ErrorCode {
         Self::AdminRequired,
         Self::AgentForbidden,
         Self::AgentNotResumable,
+        Self::ApprovalNotPending,
+        Self::ApproverForbidden,
+        Self::BadSignature,
         Self::StoreUnavailable,
         Self::AuditUnavailable,
         Self::Internal,
@@ -87,8 +96,12 @@ impl ErrorCode {
             Self::InvalidRequest | Self::SensitiveDataBlocked => 400,
             Self::PayloadTooLarge => 413,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
-            Self::ModelNotAllowed | Self::AdminRequired | Self::AgentForbidden => 403,
-            Self::AgentNotResumable => 409,
+            Self::ModelNotAllowed
+            | Self::AdminRequired
+            | Self::AgentForbidden
+            | Self::ApproverForbidden => 403,
+            Self::AgentNotResumable | Self::ApprovalNotPending => 409,
+            Self::BadSignature => 400,
             Self::RateLimitExceeded | Self::BudgetExceeded => 429,
             Self::ModelNotFound | Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -124,6 +137,9 @@ impl ErrorCode {
             Self::AdminRequired => "admin_required",
             Self::AgentForbidden => "agent_forbidden",
             Self::AgentNotResumable => "agent_not_resumable",
+            Self::ApprovalNotPending => "approval_not_pending",
+            Self::ApproverForbidden => "approver_forbidden",
+            Self::BadSignature => "bad_signature",
             Self::StoreUnavailable => "store_unavailable",
             Self::AuditUnavailable => "audit_unavailable",
             Self::Internal => "internal_error",
@@ -142,10 +158,13 @@ impl ErrorCode {
             | Self::MethodNotAllowed
             | Self::UpstreamRejected => "invalid_request_error",
             Self::MissingApiKey | Self::InvalidApiKey => "authentication_error",
-            Self::ModelNotAllowed | Self::AdminRequired | Self::AgentForbidden => {
-                "permission_error"
+            Self::ModelNotAllowed
+            | Self::AdminRequired
+            | Self::AgentForbidden
+            | Self::ApproverForbidden => "permission_error",
+            Self::AgentNotResumable | Self::ApprovalNotPending | Self::BadSignature => {
+                "invalid_request_error"
             }
-            Self::AgentNotResumable => "invalid_request_error",
             Self::UpstreamRateLimited | Self::RateLimitExceeded => "rate_limit_error",
             Self::BudgetExceeded => "insufficient_quota",
             Self::UpstreamUnavailable

@@ -15,6 +15,7 @@ mod request_id;
 mod state;
 
 pub use error::ApiError;
+pub use handlers::approvals::approval_json;
 pub use handlers::usage::group_json;
 pub use key_cache::KeyCache;
 pub use state::AppState;
@@ -54,6 +55,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/v1/agents/{definition}/{name}/resume",
             post(handlers::agents::resume),
+        )
+        .route("/v1/approvals", get(handlers::approvals::list))
+        .route("/v1/approvals/{id}", get(handlers::approvals::get))
+        .route(
+            "/v1/approvals/{id}/decision",
+            post(handlers::approvals::decide),
         )
         .route("/healthz", get(handlers::ops::healthz))
         .route("/readyz", get(handlers::ops::readyz))

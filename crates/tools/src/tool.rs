@@ -235,7 +235,10 @@ impl SqlExecute {
     /// A `sql_execute` tool over the writable ones of these databases.
     pub fn new(databases: BTreeMap<String, Arc<Database>>) -> Self {
         Self {
-            databases: databases.into_iter().filter(|(_, d)| d.writable()).collect(),
+            databases: databases
+                .into_iter()
+                .filter(|(_, d)| d.writable())
+                .collect(),
         }
     }
 
@@ -302,7 +305,11 @@ impl SqlExecute {
     }
 
     /// Whether the write with this idempotency key was applied.
-    pub async fn was_applied(&self, arguments: &Value, idempotency_key: &str) -> Result<bool, ToolError> {
+    pub async fn was_applied(
+        &self,
+        arguments: &Value,
+        idempotency_key: &str,
+    ) -> Result<bool, ToolError> {
         let (db, _) = self.target(arguments)?;
         db.was_applied(idempotency_key).await.map_err(Self::refused)
     }
@@ -320,7 +327,10 @@ impl Tool for SqlExecute {
             "Proposes one INSERT, UPDATE or DELETE (with a WHERE clause) on a writable table of: {}. \
              It does not run at once: a human sees what would change and approves or denies it; \
              you get the result, or the denial and its reason.",
-            dbs.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            dbs.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 

@@ -6,7 +6,7 @@ use crate::settings::Failure;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use warden_config::{Config, DatabaseLocation};
-use warden_tools::{Catalog, Classification, SqlQuery, sql::Database};
+use warden_tools::{Catalog, Classification, SqlExecute, SqlQuery, sql::Database};
 
 /// The agents of this process.
 pub async fn build(
@@ -45,6 +45,14 @@ pub async fn build(
                 .collect();
             catalog.add(Arc::new(SqlQuery::new(mine)), Classification::Read);
         }
+        if def.tools.iter().any(|t| t == "sql_execute") {
+            let mine = def
+                .databases
+                .iter()
+                .filter_map(|d| databases.get(d).map(|db| (d.clone(), db.clone())))
+                .collect();
+            catalog.add_sql_execute(Arc::new(SqlExecute::new(mine)));
+        }
         catalogs.insert(name.clone(), catalog);
         if let Some(var) = &def.webhook_url_env {
             let url = std::env::var(var)
@@ -58,10 +66,23 @@ pub async fn build(
             webhooks.insert(name.clone(), warden_agents::Webhook::new(url));
         }
     }
+    let mut approvers = BTreeMap::new();
+    for (name, a) in &config.approvers {
+        let key = warden_tools::approval::parse_public_key(&a.public_key)
+            .map_err(|e| Failure::Config(format!("approvers.{name}.public_key: {e}")))?;
+        approvers.insert(
+            name.clone(),
+            warden_tools::approval::Approver {
+                key,
+                tools: a.tools.clone(),
+            },
+        );
+    }
     let defs = warden_agents::Definitions {
         definitions: config.agents.clone(),
         catalogs,
         webhooks,
+        approvers,
     };
     Ok(warden_agents::Agents::new(
         deps,

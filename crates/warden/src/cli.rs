@@ -39,6 +39,48 @@ pub enum Command {
     },
     /// Tokens, cost, requests, cache hit rate and refusals, grouped (from the store).
     Usage(UsageArgs),
+    /// Approvers' signing keys.
+    Approvers {
+        #[command(subcommand)]
+        command: ApproversCommand,
+    },
+    /// Approval requests for agents' writes.
+    Approvals {
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+    /// Approve a write: signs the decision locally with your private key and submits it.
+    Approve {
+        /// The approval id (`apr_…`).
+        id: String,
+        /// Your approver name, as configured under [approvers.NAME].
+        #[arg(long)]
+        approver: String,
+        /// Your private key file (from `warden approvers keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// A comment kept with the decision.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Deny a write: signed like an approval; the agent is told the reason.
+    Deny {
+        /// The approval id (`apr_…`).
+        id: String,
+        /// Your approver name.
+        #[arg(long)]
+        approver: String,
+        /// Your private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Why (the agent sees it).
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -94,6 +136,51 @@ pub struct UsageArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where the server is, and the admin key to use.
+#[derive(Args)]
+pub struct Remote {
+    /// Warden's address.
+    #[arg(long, env = "WARDEN_URL", default_value = "http://127.0.0.1:8787")]
+    pub url: String,
+    /// An admin key (default: WARDEN_API_KEY).
+    #[arg(long)]
+    pub api_key: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ApproversCommand {
+    /// Makes an approver's key pair: NAME.key (private, mode 0600) and NAME.pub.
+    Keygen {
+        /// The approver's name.
+        name: String,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCommand {
+    /// Lists approval requests (newest first).
+    List {
+        /// Only those in this state (e.g. awaiting_approval).
+        #[arg(long)]
+        state: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Shows one request with its preview.
+    Show {
+        /// The approval id.
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Args)]

@@ -2,6 +2,7 @@
 //! logging) and the wiring of the library crates. Only this crate reads the environment.
 
 mod agents_setup;
+mod approvals_cmd;
 mod audit_cmd;
 mod cli;
 mod demo;
@@ -32,6 +33,44 @@ fn main() -> ExitCode {
             cli::Command::Serve(args) => serve::run(&cli.global, args).await,
             cli::Command::Keys { command } => keys_cmd::run(&cli.global, command).await,
             cli::Command::Usage(args) => usage_cmd::run(&cli.global, args).await,
+            cli::Command::Approvers { command } => match command {
+                cli::ApproversCommand::Keygen { name, dir } => approvals_cmd::keygen(&name, &dir),
+            },
+            cli::Command::Approvals { command } => approvals_cmd::run(command).await,
+            cli::Command::Approve {
+                id,
+                approver,
+                key,
+                comment,
+                remote,
+            } => {
+                approvals_cmd::decide(
+                    remote,
+                    id,
+                    approver,
+                    key,
+                    warden_tools::approval::Decision::Approve,
+                    comment,
+                )
+                .await
+            }
+            cli::Command::Deny {
+                id,
+                approver,
+                key,
+                reason,
+                remote,
+            } => {
+                approvals_cmd::decide(
+                    remote,
+                    id,
+                    approver,
+                    key,
+                    warden_tools::approval::Decision::Deny,
+                    Some(reason),
+                )
+                .await
+            }
             cli::Command::Audit { command } => match command {
                 cli::AuditCommand::Verify {
                     public_key,

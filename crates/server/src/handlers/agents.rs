@@ -41,6 +41,10 @@ impl From<AgentError> for ApiError {
                 );
             }
             AgentError::Stopped => ErrorCode::StoreUnavailable,
+            AgentError::ApprovalNotFound(_) => ErrorCode::NotFound,
+            AgentError::ApprovalNotPending(..) => ErrorCode::ApprovalNotPending,
+            AgentError::ApproverRefused(_) => ErrorCode::ApproverForbidden,
+            AgentError::BadSignature(_) => ErrorCode::BadSignature,
         };
         ApiError::new(code, e.to_string())
     }

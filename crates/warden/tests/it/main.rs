@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
 mod agents;
+mod approvals;
 mod audit;
 mod auth;
 mod compat;

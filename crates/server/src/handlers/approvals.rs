@@ -1,0 +1,160 @@
+//! The approvals API (admin keys; the approver's identity is the Ed25519 signature):
+//!
+//! - `GET /v1/approvals?state=awaiting_approval&limit=50`
+//! - `GET /v1/approvals/{id}` — with the preview of what would change
+//! - `POST /v1/approvals/{id}/decision` `{"approver", "decision": "approve"|"deny",
+//!   "comment", "signature"}` — verified, single use; the agent then continues
+
+use crate::auth::AdminKey;
+use crate::{ApiError, AppState};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use warden_core::ErrorCode;
+use warden_store::ApprovalRecord;
+
+fn iso(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| {
+        warden_core::time::iso8601(ms.div_euclid(1000)).into()
+    })
+}
+
+/// An approval request as JSON (shared with the CLI's output).
+pub fn approval_json(a: &ApprovalRecord) -> Value {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::Null);
+    json!({
+        "object": "approval",
+        "id": a.id,
+        "agent": a.agent_id,
+        "task_id": a.task_id,
+        "tool": a.tool,
+        "arguments": parse(&a.arguments),
+        "arguments_canonical": a.arguments,
+        "arguments_sha256": a.arguments_sha256,
+        "requested_by": a.requested_by,
+        "preview": parse(&a.preview),
+        "state": a.state,
+        "approver": a.approver,
+        "decision": a.decision,
+        "comment": a.comment,
+        "decided_at": iso(a.decided_at),
+        "result": a.result.as_deref().map(parse),
+        "created_at": iso(Some(a.created_at)),
+        "expires_at": iso(Some(a.expires_at)),
+        "expires_at_ms": a.expires_at,
+    })
+}
+
+/// The list query string.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+fn store_error(e: warden_store::Error) -> ApiError {
+    tracing::error!(error = %e, "approval store failure");
+    ApiError::new(
+        ErrorCode::StoreUnavailable,
+        "the store is unavailable; retry later",
+    )
+}
+
+/// `GET /v1/approvals`.
+pub(crate) async fn list(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminKey,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let result = async {
+        let Query(q) = query.map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("bad query string: {}", e.body_text()),
+            )
+        })?;
+        let rows = state
+            .store
+            .list_approvals(q.state.as_deref(), q.limit.unwrap_or(50).clamp(1, 500))
+            .await
+            .map_err(store_error)?;
+        Ok::<_, ApiError>(
+            Json(json!({"object": "list", "data": rows.iter().map(approval_json).collect::<Vec<_>>()}))
+                .into_response(),
+        )
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/approvals/{id}`.
+pub(crate) async fn get(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminKey,
+    Path(id): Path<String>,
+) -> Response {
+    match state.store.approval(&id).await {
+        Ok(Some(a)) => Json(approval_json(&a)).into_response(),
+        Ok(None) => ApiError::new(
+            ErrorCode::NotFound,
+            format!("approval `{id}` does not exist"),
+        )
+        .into_response(),
+        Err(e) => store_error(e).into_response(),
+    }
+}
+
+/// The decision body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecisionBody {
+    approver: String,
+    decision: String,
+    #[serde(default)]
+    comment: Option<String>,
+    signature: String,
+}
+
+/// `POST /v1/approvals/{id}/decision`.
+pub(crate) async fn decide(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminKey,
+    Path(id): Path<String>,
+    body: Result<Json<DecisionBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let result = async {
+        let Json(b) = body.map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the body is not valid: {} (expected {{\"approver\", \"decision\", \"comment\", \"signature\"}})",
+                    e.body_text()
+                ),
+            )
+        })?;
+        let decision = warden_tools::approval::Decision::parse(&b.decision).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                "`decision` must be approve or deny",
+            )
+        })?;
+        if b.comment.as_ref().is_some_and(|c| c.len() > 2000) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "`comment` is at most 2000 characters",
+            ));
+        }
+        let agents = state
+            .agents
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
+        let decided = agents
+            .decide(&id, &b.approver, decision, b.comment, &b.signature)
+            .await?;
+        Ok::<_, ApiError>(Json(approval_json(&decided)).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}

@@ -1,0 +1,391 @@
+//! The Validated Tool Pattern's write half through `warden serve` and the CLI: a model asks
+//! for a write, the approval waits with its preview, `warden approve` signs it, the write runs
+//! once and the agent continues; and every kind of bad decision is refused.
+
+use crate::{KEYS_ENV, bin, two_provider_config};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use warden_testkit::{MockUpstream, Reply, WardenProcess, run_cli};
+use warden_tools::approval::{Decision, DecisionMessage, arguments_sha256, parse_private_key};
+
+fn keygen(dir: &Path, name: &str) -> String {
+    let (code, out, err) = run_cli(
+        &bin(),
+        dir,
+        &["approvers", "keygen", name, "--dir", dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("mode 0600"), "{err}");
+    out.trim().to_owned()
+}
+
+async fn orders(db: &Path) -> Vec<(i64, f64)> {
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(db))
+            .await
+            .unwrap();
+    let rows: Vec<(i64, f64)> = sqlx::query_as("SELECT customer_id, total FROM orders ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+struct Setup {
+    a: MockUpstream,
+    _b: MockUpstream,
+    w: WardenProcess,
+    key: String,
+    admin: String,
+    keys: tempfile::TempDir,
+    db: std::path::PathBuf,
+    http: reqwest::Client,
+    _work: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn start(ttl: &str) -> Self {
+        let a = MockUpstream::start().await;
+        let b = MockUpstream::start().await;
+        let work = tempfile::tempdir().unwrap();
+        let db = crate::agents::shop_db(work.path()).await;
+        let keys = tempfile::tempdir().unwrap();
+        let alice = keygen(keys.path(), "alice");
+        let bob = keygen(keys.path(), "bob");
+        let extra = format!(
+            r#"
+[databases.shop]
+kind = "sqlite"
+path = "{db}"
+tables = ["customers", "orders"]
+writable_tables = ["orders"]
+[agents.ops]
+system_prompt = "You keep the orders in order."
+model = "fast"
+tools = ["sql_query", "sql_execute"]
+databases = ["shop"]
+approval_ttl = "{ttl}"
+[approvers.alice]
+public_key = "{alice}"
+tools = ["sql_execute"]
+[approvers.bob]
+public_key = "{bob}"
+tools = ["http_request"]
+"#,
+            db = db.display()
+        );
+        let w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, &extra), &KEYS_ENV);
+        let key = w.create_key("ops-app", &[]);
+        let admin = w.create_key("ops-admin", &["--admin"]);
+        Self {
+            a,
+            _b: b,
+            w,
+            key,
+            admin,
+            keys,
+            db,
+            http: reqwest::Client::new(),
+            _work: work,
+        }
+    }
+
+    async fn ask(&self, name: &str, content: &str) -> Value {
+        self.http
+            .post(format!("{}/v1/agents/ops/{name}/messages", self.w.url))
+            .bearer_auth(&self.key)
+            .json(&json!({"content": content}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn approval(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/approvals/{id}", self.w.url))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Posts a decision signed with `key_file` over `message`.
+    async fn post_decision(
+        &self,
+        id: &str,
+        approver: &str,
+        key_file: &str,
+        message: &DecisionMessage,
+    ) -> (u16, Value) {
+        let key =
+            parse_private_key(&std::fs::read_to_string(self.keys.path().join(key_file)).unwrap())
+                .unwrap();
+        let r = self
+            .http
+            .post(format!("{}/v1/approvals/{id}/decision", self.w.url))
+            .bearer_auth(&self.admin)
+            .json(&json!({"approver": approver, "decision": message.decision.as_str(), "signature": message.sign(&key)}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--url", &self.w.url, "--api-key", &self.admin]);
+        let key_path = self.keys.path().to_str().unwrap().to_owned();
+        let all: Vec<String> = all.iter().map(|a| a.replace("KEYS", &key_path)).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run_cli(&bin(), &self.w.data_dir, &refs)
+    }
+
+    async fn wait_idle(&self, name: &str) -> Value {
+        for _ in 0..100 {
+            let s: Value = self
+                .http
+                .get(format!("{}/v1/agents/ops/{name}", self.w.url))
+                .bearer_auth(&self.key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if s["status"] != "awaiting_approval" && s["status"] != "running" {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("agent {name} never finished");
+    }
+}
+
+fn message(a: &Value, decision: Decision) -> DecisionMessage {
+    DecisionMessage {
+        approval_id: a["id"].as_str().unwrap().into(),
+        agent_id: a["agent"].as_str().unwrap().into(),
+        tool: a["tool"].as_str().unwrap().into(),
+        arguments_sha256: a["arguments_sha256"].as_str().unwrap().into(),
+        decision,
+        expires_at_ms: a["expires_at_ms"].as_i64().unwrap(),
+    }
+}
+
+fn write(sql: &str) -> Reply {
+    Reply::ToolCall {
+        name: "sql_execute".into(),
+        arguments: json!({"database": "shop", "sql": sql}).to_string(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_a_signed_approval_runs_once_and_the_agent_continues() {
+    let s = Setup::start("1h").await;
+    let before = orders(&s.db).await;
+    s.a.push([
+        write("INSERT INTO orders (customer_id, total) VALUES (2, 42.0)"),
+        Reply::Text("The order is recorded.".into()),
+    ]);
+    let out = s.ask("olga", "Record a 42.0 order for customer 2").await;
+    assert_eq!(out["result"], "awaiting_approval", "{out}");
+    assert_eq!(out["status"], "awaiting_approval");
+    let id = out["reason"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    // Pending, with its preview; nothing written yet.
+    let a = s.approval(&id).await;
+    assert_eq!(a["state"], "awaiting_approval", "{a}");
+    assert_eq!(a["preview"]["rows_affected"], 1);
+    assert_eq!(a["preview"]["kind"], "insert");
+    assert_eq!(a["preview"]["after"][0]["total"], 42.0);
+    assert_eq!(orders(&s.db).await, before, "the preview was rolled back");
+    let (code, out, _) = s.cli(&["approvals", "list", "--state", "awaiting_approval"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&id), "{out}");
+
+    // Bad decisions are refused, and change nothing.
+    let m = message(&a, Decision::Approve);
+    let (st, body) = s.post_decision(&id, "alice", "bob.key", &m).await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (400, Some("bad_signature")),
+        "wrong key: {body}"
+    );
+    let (st, body) = s.post_decision(&id, "mallory", "alice.key", &m).await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (403, Some("approver_forbidden")),
+        "unknown approver: {body}"
+    );
+    let (st, body) = s.post_decision(&id, "bob", "bob.key", &m).await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (403, Some("approver_forbidden")),
+        "tool not allowed: {body}"
+    );
+    let tampered = DecisionMessage {
+        arguments_sha256: arguments_sha256(
+            &json!({"database": "shop", "sql": "DELETE FROM orders WHERE id > 0"}),
+        ),
+        ..m.clone()
+    };
+    let (st, _) = s.post_decision(&id, "alice", "alice.key", &tampered).await;
+    assert_eq!(st, 400, "a signature over other arguments");
+    let other_id = DecisionMessage {
+        approval_id: "apr_000000000000000000000000".into(),
+        ..m.clone()
+    };
+    let (st, _) = s.post_decision(&id, "alice", "alice.key", &other_id).await;
+    assert_eq!(st, 400, "a signature over another approval id");
+    assert_eq!(s.approval(&id).await["state"], "awaiting_approval");
+
+    // The approver signs with the CLI; the write runs once and the agent finishes.
+    let (code, out, err) = s.cli(&[
+        "approve",
+        &id,
+        "--approver",
+        "alice",
+        "--key",
+        "KEYS/alice.key",
+        "--comment",
+        "fine",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "approved");
+    let state = s.wait_idle("olga").await;
+    assert_eq!(state["status"], "idle", "{state}");
+    let after = orders(&s.db).await;
+    assert_eq!(after.len(), before.len() + 1, "executed exactly once");
+    assert_eq!(after.last().unwrap(), &(2, 42.0));
+    let a = s.approval(&id).await;
+    assert_eq!(a["state"], "succeeded", "{a}");
+    assert_eq!(a["approver"], "alice");
+    assert_eq!(a["comment"], "fine");
+    // The model got the result and answered.
+    let last = s.a.requests().last().unwrap().body.clone();
+    let tool_msg = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert!(
+        tool_msg["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"rows_affected\":1"),
+        "{tool_msg}"
+    );
+    // A replayed decision is refused: the request was decided, and its approval used.
+    let (st, body) = s.post_decision(&id, "alice", "alice.key", &m).await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (409, Some("approval_not_pending")),
+        "{body}"
+    );
+    assert_eq!(orders(&s.db).await.len(), before.len() + 1);
+    // The journal shows the whole flow; the audit log holds the decision and its signature.
+    let history: Value = s
+        .http
+        .get(format!("{}/v1/agents/ops/olga/history", s.w.url))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "task", "model", "approval", "resumed", "tool", "model", "answer"
+        ]
+    );
+    let (_, audit, _) = s.w.cli(&["audit", "search", "--limit", "200"]);
+    for state in ["awaiting_approval", "approved", "dispatched", "succeeded"] {
+        assert!(
+            audit.contains(&format!("\"state\":\"{state}\"")),
+            "{state} not audited"
+        );
+    }
+    assert!(audit.contains(a["id"].as_str().unwrap()) && audit.contains("\"signature\":\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_write_tells_the_agent_why_and_an_expired_request_takes_no_decision() {
+    let s = Setup::start("1500ms").await;
+    let before = orders(&s.db).await;
+    s.a.push([
+        write("DELETE FROM orders WHERE customer_id = 1"),
+        Reply::Text("Understood, nothing deleted.".into()),
+    ]);
+    let out = s.ask("dan", "Delete Ada's orders").await;
+    let id = out["reason"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_eq!(s.approval(&id).await["preview"]["rows_affected"], 2);
+    let (code, out, err) = s.cli(&[
+        "deny",
+        &id,
+        "--approver",
+        "alice",
+        "--key",
+        "KEYS/alice.key",
+        "--reason",
+        "not today",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "denied");
+    let state = s.wait_idle("dan").await;
+    assert_eq!(state["status"], "idle");
+    assert_eq!(orders(&s.db).await, before, "nothing deleted");
+    let last = s.a.requests().last().unwrap().body.to_string();
+    assert!(last.contains("denied by alice: not today"), "{last}");
+    // An expired request accepts no decision.
+    s.a.push([write("UPDATE orders SET total = 1 WHERE id = 3")]);
+    let out = s.ask("eve", "Set order 3 to 1").await;
+    let id = out["reason"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let (code, _, err) = s.cli(&[
+        "approve",
+        &id,
+        "--approver",
+        "alice",
+        "--key",
+        "KEYS/alice.key",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("409") || err.contains("expired"), "{err}");
+    assert_eq!(orders(&s.db).await, before);
+}
