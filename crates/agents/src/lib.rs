@@ -383,6 +383,71 @@ impl Agents {
         answer.await.map_err(|_| AgentError::Stopped)?
     }
 
+    /// After a restart: agents waiting for an approval that was decided (or expired) while
+    /// no process ran them continue now. Returns how many were continued.
+    pub async fn continue_decided(&self) -> Result<usize, AgentError> {
+        let store = &self.inner.deps.store;
+        let mut agents = std::collections::BTreeSet::new();
+        for state in ["approved", "denied"] {
+            for a in store.list_approvals(Some(state), 500).await? {
+                agents.insert(a.agent_id);
+            }
+        }
+        let mut n = 0;
+        for id in agents {
+            if store
+                .agent(&id)
+                .await?
+                .is_some_and(|r| r.status == status::AWAITING_APPROVAL)
+            {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = me.continue_after_decision(&id).await {
+                        tracing::warn!(agent = %id, error = %e, "could not continue after a decision");
+                    }
+                });
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A human settles a write whose outcome a crash left unknown: `succeeded` or `failed`,
+    /// with a note (kept in the approval's result and the audit log).
+    pub async fn resolve(
+        &self,
+        approval_id: &str,
+        succeeded: bool,
+        note: &str,
+    ) -> Result<warden_store::ApprovalRecord, AgentError> {
+        let store = &self.inner.deps.store;
+        let a = store
+            .approval(approval_id)
+            .await?
+            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
+        let to = if succeeded { "succeeded" } else { "failed" };
+        let result = serde_json::json!({"resolved_by_human": to, "note": note}).to_string();
+        let now = warden_core::time::unix_millis() as i64;
+        if !store
+            .transition_approval(&a.id, "outcome_unknown", to, None, Some(&result), now)
+            .await?
+        {
+            return Err(AgentError::ApprovalNotPending(a.id, a.state));
+        }
+        runner::audit_approval(
+            &self.inner,
+            &a,
+            to,
+            None,
+            Some(format!("resolved by a human: {note}")),
+        )
+        .await;
+        store
+            .approval(&a.id)
+            .await?
+            .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))
+    }
+
     /// Marks the tasks that a crashed process left `running` as interrupted (resumable).
     /// With `stale_after`, only those that made no progress for that long (another node may
     /// still run the others); without, all of them (one node owns the store). Returns how

@@ -62,6 +62,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/approvals/{id}/decision",
             post(handlers::approvals::decide),
         )
+        .route(
+            "/v1/approvals/{id}/resolve",
+            post(handlers::approvals::resolve),
+        )
         .route("/healthz", get(handlers::ops::healthz))
         .route("/readyz", get(handlers::ops::readyz))
         .route("/metrics", get(handlers::ops::metrics))

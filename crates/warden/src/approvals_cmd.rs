@@ -129,6 +129,22 @@ pub async fn run(command: ApprovalsCommand) -> Result<(), Failure> {
                 }
             }
         }
+        ApprovalsCommand::Resolve {
+            remote,
+            id,
+            outcome,
+            note,
+        } => {
+            let body = json!({"outcome": outcome, "note": note});
+            let v = call(
+                &remote,
+                reqwest::Method::POST,
+                &format!("/v1/approvals/{id}/resolve"),
+                Some(body),
+            )
+            .await?;
+            println!("{}", v["state"].as_str().unwrap_or("?"));
+        }
         ApprovalsCommand::Show { remote, id } => {
             let v = call(
                 &remote,

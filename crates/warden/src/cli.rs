@@ -174,6 +174,19 @@ pub enum ApprovalsCommand {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Settles a write whose outcome a crash left unknown (check the target system first).
+    Resolve {
+        /// The approval id.
+        id: String,
+        /// succeeded or failed.
+        #[arg(long)]
+        outcome: String,
+        /// What you checked.
+        #[arg(long)]
+        note: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Shows one request with its preview.
     Show {
         /// The approval id.

@@ -122,6 +122,14 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         ),
         Err(e) => tracing::error!(error = %e, "could not mark interrupted agent tasks"),
     }
+    match agents.continue_decided().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            agents = n,
+            "agents continue after decisions made while stopped"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not continue agents after decisions"),
+    }
     let state = Arc::new(AppState {
         store,
         gateway: gateway.clone(),

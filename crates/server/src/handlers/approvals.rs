@@ -158,3 +158,46 @@ pub(crate) async fn decide(
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }
+
+/// The resolve body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResolveBody {
+    outcome: String,
+    note: String,
+}
+
+/// `POST /v1/approvals/{id}/resolve` `{"outcome": "succeeded"|"failed", "note"}`: a human
+/// settles a write whose outcome a crash left unknown.
+pub(crate) async fn resolve(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminKey,
+    Path(id): Path<String>,
+    body: Result<Json<ResolveBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let result = async {
+        let Json(b) = body.map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("the body is not valid: {}", e.body_text()),
+            )
+        })?;
+        let succeeded = match b.outcome.as_str() {
+            "succeeded" => true,
+            "failed" => false,
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "`outcome` must be succeeded or failed",
+                ));
+            }
+        };
+        let agents = state
+            .agents
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
+        let a = agents.resolve(&id, succeeded, &b.note).await?;
+        Ok::<_, ApiError>(Json(approval_json(&a)).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}

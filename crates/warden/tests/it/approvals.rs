@@ -389,3 +389,281 @@ async fn a_denied_write_tells_the_agent_why_and_an_expired_request_takes_no_deci
     assert!(err.contains("409") || err.contains("expired"), "{err}");
     assert_eq!(orders(&s.db).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_around_an_approved_write_never_runs_it_twice() {
+    use rand::Rng;
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let db = crate::agents::shop_db(work.path()).await;
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let signing =
+        parse_private_key(&std::fs::read_to_string(keys.path().join("alice.key")).unwrap())
+            .unwrap();
+    let extra = format!(
+        r#"
+[databases.shop]
+kind = "sqlite"
+path = "{}"
+tables = ["orders"]
+writable_tables = ["orders"]
+[agents.ops]
+system_prompt = "You record orders."
+model = "fast"
+tools = ["sql_execute"]
+databases = ["shop"]
+[approvers.alice]
+public_key = "{alice}"
+tools = ["sql_execute"]
+"#,
+        db.display()
+    );
+    let config = two_provider_config(&a, &b, &extra);
+    let http = reqwest::Client::new();
+    let mut outcomes = Vec::new();
+    for run in 0..6 {
+        let dir = WardenProcess::temp_dir();
+        let first = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+        let key = first.create_key("app", &[]);
+        let admin = first.create_key("admin", &["--admin"]);
+        a.clear();
+        a.push([
+            write(&format!(
+                "INSERT INTO orders (customer_id, total) VALUES ({run}, 1.0)"
+            )),
+            Reply::Delay(
+                Duration::from_millis(30),
+                Box::new(Reply::Text("recorded".into())),
+            ),
+        ]);
+        let before = orders(&db).await.len();
+        let out: Value = http
+            .post(format!("{}/v1/agents/ops/crash/messages", first.url))
+            .bearer_auth(&key)
+            .json(&json!({"content": "record it"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = out["reason"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        let pending: Value = http
+            .get(format!("{}/v1/approvals/{id}", first.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let m = message(&pending, Decision::Approve);
+        let r = http
+            .post(format!("{}/v1/approvals/{id}/decision", first.url))
+            .bearer_auth(&admin)
+            .json(
+                &json!({"approver": "alice", "decision": "approve", "signature": m.sign(&signing)}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let wait = rand::rng().random_range(0..40);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        first.signal("KILL");
+        let mut first = first;
+        tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(5)));
+
+        a.clear();
+        a.push([
+            Reply::Text("recorded".into()),
+            Reply::Text("recorded".into()),
+        ]);
+        let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+        let state_of = || {
+            let req = http
+                .get(format!("{}/v1/agents/ops/crash", second.url))
+                .bearer_auth(&key);
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let mut state = state_of().await;
+        for _ in 0..100 {
+            if state["status"] != "awaiting_approval" && state["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            state = state_of().await;
+        }
+        if state["status"] == "failed" {
+            // Interrupted mid-continuation: resume, as an operator would.
+            let r: Value = http
+                .post(format!("{}/v1/agents/ops/crash/resume", second.url))
+                .bearer_auth(&key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(r["result"], "answered", "run {run}: {r}");
+        }
+        let approval: Value = http
+            .get(format!("{}/v1/approvals/{id}", second.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let inserted = orders(&db).await.len() - before;
+        let final_state = approval["state"].as_str().unwrap().to_owned();
+        eprintln!(
+            "run {run}: killed {wait} ms after the decision; approval {final_state}, rows inserted {inserted}"
+        );
+        assert!(inserted <= 1, "run {run}: the write ran {inserted} times");
+        match final_state.as_str() {
+            "succeeded" => assert_eq!(inserted, 1, "run {run}"),
+            "outcome_unknown" => {
+                // Never retried on its own; a human resolves it.
+                let (code, out, err) = run_cli(
+                    &bin(),
+                    &second.data_dir,
+                    &[
+                        "approvals",
+                        "resolve",
+                        &id,
+                        "--outcome",
+                        if inserted == 1 { "succeeded" } else { "failed" },
+                        "--note",
+                        "checked the orders table",
+                        "--url",
+                        &second.url,
+                        "--api-key",
+                        &admin,
+                    ],
+                );
+                assert_eq!(code, 0, "{err}");
+                assert!(out.trim() == "succeeded" || out.trim() == "failed");
+            }
+            other => panic!("run {run}: approval ended {other}"),
+        }
+        outcomes.push(final_state);
+    }
+    assert!(outcomes.iter().any(|o| o == "succeeded"), "{outcomes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
+    let a = MockUpstream::start().await;
+    let b = MockUpstream::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let db = crate::agents::shop_db(work.path()).await;
+    let keys = tempfile::tempdir().unwrap();
+    let alice = keygen(keys.path(), "alice");
+    let extra = format!(
+        "[databases.shop]\nkind = \"sqlite\"\npath = \"{}\"\ntables = [\"orders\"]\nwritable_tables = [\"orders\"]\n\
+         [agents.ops]\nsystem_prompt = \"x\"\nmodel = \"fast\"\ntools = [\"sql_execute\"]\ndatabases = [\"shop\"]\n\
+         [approvers.alice]\npublic_key = \"{alice}\"\ntools = [\"sql_execute\"]\n",
+        db.display()
+    );
+    let config = two_provider_config(&a, &b, &extra);
+    let dir = WardenProcess::temp_dir();
+    let first = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+    let key = first.create_key("app", &[]);
+    let admin = first.create_key("admin", &["--admin"]);
+    a.push([write(
+        "INSERT INTO orders (customer_id, total) VALUES (7, 7.0)",
+    )]);
+    let http = reqwest::Client::new();
+    let out: Value = http
+        .post(format!("{}/v1/agents/ops/x/messages", first.url))
+        .bearer_auth(&key)
+        .json(&json!({"content": "record it"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = out["reason"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    first.signal("KILL");
+    let mut first = first;
+    tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(5)));
+    // As if the process died right after consuming the approval, before the write finished.
+    let store = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(first.data_dir.join("warden.db")),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE approvals SET state = 'dispatched', approver = 'alice', decision = 'approve' WHERE id = ?")
+        .bind(&id)
+        .execute(&store)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE agents SET status = 'running' WHERE id = 'ops/x'")
+        .execute(&store)
+        .await
+        .unwrap();
+    store.close().await;
+    let before = orders(&db).await.len();
+    a.push([Reply::Text("I will not retry it.".into())]);
+    let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
+    let r: Value = http
+        .post(format!("{}/v1/agents/ops/x/resume", second.url))
+        .bearer_auth(&key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"], "answered", "{r}");
+    assert_eq!(orders(&db).await.len(), before, "not run again");
+    let approval: Value = http
+        .get(format!("{}/v1/approvals/{id}", second.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(approval["state"], "outcome_unknown", "{approval}");
+    let told = a.requests().last().unwrap().body.to_string();
+    assert!(told.contains("outcome of this write is unknown"), "{told}");
+    let (code, out, err) = run_cli(
+        &bin(),
+        &second.data_dir,
+        &[
+            "approvals",
+            "resolve",
+            &id,
+            "--outcome",
+            "failed",
+            "--note",
+            "no such row",
+            "--url",
+            &second.url,
+            "--api-key",
+            &admin,
+        ],
+    );
+    assert_eq!((code, out.trim()), (0, "failed"), "{err}");
+}
