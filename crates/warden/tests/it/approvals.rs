@@ -36,6 +36,7 @@ async fn orders(db: &Path) -> Vec<(i64, f64)> {
 struct Setup {
     a: MockUpstream,
     _b: MockUpstream,
+    hook: MockUpstream,
     w: WardenProcess,
     key: String,
     admin: String,
@@ -49,6 +50,7 @@ impl Setup {
     async fn start(ttl: &str) -> Self {
         let a = MockUpstream::start().await;
         let b = MockUpstream::start().await;
+        let hook = MockUpstream::start().await;
         let work = tempfile::tempdir().unwrap();
         let db = crate::agents::shop_db(work.path()).await;
         let keys = tempfile::tempdir().unwrap();
@@ -67,6 +69,7 @@ model = "fast"
 tools = ["sql_query", "sql_execute"]
 databases = ["shop"]
 approval_ttl = "{ttl}"
+webhook_url_env = "OPS_HOOK"
 [approvers.alice]
 public_key = "{alice}"
 tools = ["sql_execute"]
@@ -76,12 +79,16 @@ tools = ["http_request"]
 "#,
             db = db.display()
         );
-        let w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, &extra), &KEYS_ENV);
+        let hook_url = format!("{}/chat/completions", hook.base_url());
+        let mut env = KEYS_ENV.to_vec();
+        env.push(("OPS_HOOK", &hook_url));
+        let w = WardenProcess::start(&bin(), &two_provider_config(&a, &b, &extra), &env);
         let key = w.create_key("ops-app", &[]);
         let admin = w.create_key("ops-admin", &["--admin"]);
         Self {
             a,
             _b: b,
+            hook,
             w,
             key,
             admin,
@@ -215,6 +222,19 @@ async fn a_write_waits_for_a_signed_approval_runs_once_and_the_agent_continues()
     let (code, out, _) = s.cli(&["approvals", "list", "--state", "awaiting_approval"]);
     assert_eq!(code, 0);
     assert!(out.contains(&id), "{out}");
+    // The webhook heard of it, with the preview and a line for chat tools.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notes: Vec<Value> = s.hook.requests().into_iter().map(|r| r.body).collect();
+    let note = notes
+        .iter()
+        .find(|n| n["event"] == "approval_requested")
+        .expect("notified");
+    assert_eq!(note["approval_id"], id.as_str());
+    assert_eq!(note["preview"]["rows_affected"], 1);
+    assert!(
+        note["text"].as_str().unwrap().contains("warden approve"),
+        "{note}"
+    );
 
     // Bad decisions are refused, and change nothing.
     let m = message(&a, Decision::Approve);
