@@ -12,6 +12,18 @@ use warden_tools::approval::{Decision, DecisionMessage, arguments_sha256, parse_
 
 /// `warden approvers keygen NAME`: writes NAME.key (private, mode 0600) and NAME.pub.
 pub fn keygen(name: &str, dir: &Path) -> Result<(), Failure> {
+    let (private, public, public_hex) = write_keypair(name, dir)?;
+    println!("{public_hex}");
+    eprintln!(
+        "wrote {} (private, mode 0600: keep it with the approver) and {}.\nAdd to warden.toml:\n\n[approvers.{name}]\npublic_key = \"{public_hex}\"\ntools = [\"sql_execute\"]",
+        private.display(),
+        public.display()
+    );
+    Ok(())
+}
+
+/// Writes a new key pair; returns the private and public key files and the public key (hex).
+pub fn write_keypair(name: &str, dir: &Path) -> Result<(PathBuf, PathBuf, String), Failure> {
     use rand::RngCore;
     if name.is_empty()
         || !name
@@ -47,13 +59,7 @@ pub fn keygen(name: &str, dir: &Path) -> Result<(), Failure> {
         writeln!(f, "{}", warden_core::hex(&seed)).context("write the private key")?;
     }
     std::fs::write(&public, format!("{public_hex}\n")).context("write the public key")?;
-    println!("{public_hex}");
-    eprintln!(
-        "wrote {} (private, mode 0600: keep it with the approver) and {}.\nAdd to warden.toml:\n\n[approvers.{name}]\npublic_key = \"{public_hex}\"\ntools = [\"sql_execute\"]",
-        private.display(),
-        public.display()
-    );
-    Ok(())
+    Ok((private, public, public_hex))
 }
 
 fn api_key(remote: &Remote) -> Result<String, Failure> {

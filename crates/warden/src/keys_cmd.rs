@@ -139,10 +139,10 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
 
 /// Creates a key named `name` in the store `global` points at and returns its plain value
 /// (for `warden demo`, which prints it itself).
-pub async fn create_quietly(global: &Global, name: &str) -> Result<String, Failure> {
+pub async fn create_quietly(global: &Global, name: &str, admin: bool) -> Result<String, Failure> {
     let config = settings::load(global)?;
     let store = settings::open_store(global, &config).await?;
-    let (record, plain) = new_key(name, None, now_secs(), None, false);
+    let (record, plain) = new_key(name, None, now_secs(), None, admin);
     store.insert_key(&record).await.map_err(store_failure)?;
     Ok(plain.expose().to_owned())
 }

@@ -15,6 +15,10 @@ use std::time::Duration;
 
 /// The question the demo asks first.
 const QUESTION: &str = "Which customers have spent the most, and how do I reach them?";
+/// The write it asks for next.
+const WRITE: &str = "Please cancel order 12.";
+/// The demo's approver.
+const APPROVER: &str = "demo-approver";
 
 fn env_nonempty(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
@@ -40,7 +44,14 @@ async fn shop(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn config_text(dir: &Path, db: &Path, listen: &str, provider: &str, model: &str) -> String {
+fn config_text(
+    dir: &Path,
+    db: &Path,
+    listen: &str,
+    provider: &str,
+    model: &str,
+    approver_key: &str,
+) -> String {
     format!(
         r#"# Written by `warden demo`.
 deployment = "demo"
@@ -53,14 +64,18 @@ data_dir = "{dir}"
 kind = "sqlite"
 path = "{db}"
 tables = ["customers", "products", "orders"]
+writable_tables = ["orders"]
 max_rows = 50
 [agents.analyst]
-system_prompt = "You are the shop's data analyst. Answer questions about customers, products and orders by reading the shop database with the sql_query tool (SQLite). Be brief."
+system_prompt = "You are the shop's data analyst. Answer questions about customers, products and orders by reading the shop database with the sql_query tool (SQLite). To change an order, propose one UPDATE with sql_execute: a human approves it first. Be brief."
 model = "{model}"
-tools = ["sql_query"]
+tools = ["sql_query", "sql_execute"]
 databases = ["shop"]
 max_steps = 6
 step_timeout = "60s"
+[approvers.{APPROVER}]
+public_key = "{approver_key}"
+tools = ["sql_execute"]
 "#,
         dir = dir.display(),
         db = db.display(),
@@ -100,21 +115,30 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
     let listen = args
         .listen
         .map_or_else(|| "127.0.0.1:8787".to_owned(), |a| a.to_string());
+    let key_file = dir.join(format!("{APPROVER}.key"));
+    let approver_key = if key_file.exists() {
+        std::fs::read_to_string(dir.join(format!("{APPROVER}.pub")))
+            .context("read the demo approver's public key")?
+            .trim()
+            .to_owned()
+    } else {
+        crate::approvals_cmd::write_keypair(APPROVER, &dir)?.2
+    };
     let config_path = dir.join("demo.toml");
     std::fs::write(
         &config_path,
-        config_text(&dir, &db, &listen, &provider, &model_name),
+        config_text(&dir, &db, &listen, &provider, &model_name, &approver_key),
     )
     .context("write the demo configuration")?;
     let demo_global = Global {
         config: Some(config_path.clone()),
         data_dir: Some(dir.clone()),
     };
-    let key = crate::keys_cmd::create_quietly(
-        &demo_global,
-        &format!("demo-{}", warden_core::time::unix_secs()),
-    )
-    .await?;
+    let stamp = warden_core::time::unix_secs();
+    let key =
+        crate::keys_cmd::create_quietly(&demo_global, &format!("demo-{stamp}"), false).await?;
+    let admin =
+        crate::keys_cmd::create_quietly(&demo_global, &format!("demo-admin-{stamp}"), true).await?;
     let server = tokio::spawn(async move {
         let global = demo_global;
         crate::serve::run(&global, ServeArgs { listen: None }).await
@@ -160,7 +184,18 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
     if let Err(e) = ask(&http, &url, &key, QUESTION).await {
         println!("  the demo question failed: {e}");
     }
-    print_next(&url, &key, &dir);
+    println!();
+    println!("Asking it to change data: {WRITE}");
+    match ask(&http, &url, &key, WRITE).await {
+        Ok(done) if done["result"] == "awaiting_approval" => {
+            if let Err(e) = approve(&http, &url, &key, &admin, &dir, &done).await {
+                println!("  the approval step failed: {e}");
+            }
+        }
+        Ok(done) => println!("  (no write was proposed: {})", done["result"]),
+        Err(e) => println!("  the demo write failed: {e}"),
+    }
+    print_next(&url, &key, &admin, &dir);
     match server.await {
         Ok(result) => result,
         Err(e) => Err(Failure::Runtime(anyhow::anyhow!(
@@ -169,8 +204,112 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
     }
 }
 
-/// Sends the question with `stream: true` and prints each event.
-async fn ask(http: &reqwest::Client, url: &str, key: &str, question: &str) -> anyhow::Result<()> {
+/// Shows the waiting approval, signs it as the demo approver (what `warden approve` does),
+/// and prints how the agent finished.
+async fn approve(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    admin: &str,
+    dir: &Path,
+    done: &Value,
+) -> anyhow::Result<()> {
+    let id = done["reason"]
+        .as_str()
+        .and_then(|r| r.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    let a: Value = http
+        .get(format!("{url}/v1/approvals/{id}"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!("  Waiting for a human: approval {id}");
+    println!(
+        "    statement: {}",
+        a["preview"]["statement"].as_str().unwrap_or("?")
+    );
+    println!(
+        "    rows that would change: {}",
+        a["preview"]["rows_affected"]
+    );
+    println!("    before: {}", a["preview"]["before"]);
+    println!("    after:  {}", a["preview"]["after"]);
+    let key_file = dir.join(format!("{APPROVER}.key"));
+    println!(
+        "  Signing it as `{APPROVER}`, as this command does:\n    warden approve {id} --approver {APPROVER} --key {} --url {url} --api-key <admin key>",
+        key_file.display()
+    );
+    let remote = crate::cli::Remote {
+        url: url.to_owned(),
+        api_key: Some(admin.to_owned()),
+    };
+    crate::approvals_cmd::decide(
+        remote,
+        id.clone(),
+        APPROVER.to_owned(),
+        key_file,
+        warden_tools::approval::Decision::Approve,
+        Some("approved in the demo".into()),
+    )
+    .await
+    .map_err(|e| match e {
+        Failure::Config(m) => anyhow::anyhow!(m),
+        Failure::Runtime(e) => e,
+    })?;
+    for _ in 0..100 {
+        let state: Value = http
+            .get(format!("{url}/v1/agents/analyst/demo"))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if state["status"] != "awaiting_approval" && state["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a: Value = http
+        .get(format!("{url}/v1/approvals/{id}"))
+        .bearer_auth(admin)
+        .send()
+        .await?
+        .json()
+        .await?;
+    println!(
+        "  The write ran once: approval {} ({})",
+        a["state"].as_str().unwrap_or("?"),
+        a["result"]
+    );
+    let history: Value = http
+        .get(format!("{url}/v1/agents/analyst/demo/history?limit=500"))
+        .bearer_auth(key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if let Some(answer) = history["data"]
+        .as_array()
+        .and_then(|s| s.iter().rev().find(|s| s["kind"] == "answer"))
+    {
+        println!(
+            "  [model] {}",
+            answer["data"]["content"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Sends the question with `stream: true`, prints each event, and returns the `done` event.
+async fn ask(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    question: &str,
+) -> anyhow::Result<Value> {
     let resp = http
         .post(format!("{url}/v1/agents/analyst/demo/messages"))
         .bearer_auth(key)
@@ -180,6 +319,7 @@ async fn ask(http: &reqwest::Client, url: &str, key: &str, question: &str) -> an
     anyhow::ensure!(resp.status().is_success(), "status {}", resp.status());
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
+    let mut last = Value::Null;
     while let Some(chunk) = body.next().await {
         buf.push_str(&String::from_utf8_lossy(&chunk?));
         while let Some(end) = buf.find("\n\n") {
@@ -215,12 +355,15 @@ async fn ask(http: &reqwest::Client, url: &str, key: &str, question: &str) -> an
                 "model_text" => {
                     println!("  [model] {}", data["content"].as_str().unwrap_or_default())
                 }
-                "done" => println!(
-                    "  [done]  {} after {} model steps, {} tokens",
-                    data["result"].as_str().unwrap_or("?"),
-                    data["model_steps"],
-                    data["tokens_used"]
-                ),
+                "done" => {
+                    println!(
+                        "  [done]  {} after {} model steps, {} tokens",
+                        data["result"].as_str().unwrap_or("?"),
+                        data["model_steps"],
+                        data["tokens_used"]
+                    );
+                    last = data.clone();
+                }
                 "error" => println!(
                     "  [error] {}",
                     data["error"]["message"].as_str().unwrap_or("?")
@@ -229,10 +372,10 @@ async fn ask(http: &reqwest::Client, url: &str, key: &str, question: &str) -> an
             }
         }
     }
-    Ok(())
+    Ok(last)
 }
 
-fn print_next(url: &str, key: &str, dir: &Path) {
+fn print_next(url: &str, key: &str, admin: &str, dir: &Path) {
     println!();
     println!("Try next (the server keeps running; Ctrl-C stops it):");
     println!("  # another question (the demo model knows products, order status, customers)");
@@ -246,6 +389,17 @@ fn print_next(url: &str, key: &str, dir: &Path) {
     println!("  # the agent's state and its journal of steps");
     println!("  curl -s {url}/v1/agents/analyst/demo -H 'Authorization: Bearer {key}'");
     println!("  curl -s {url}/v1/agents/analyst/demo/history -H 'Authorization: Bearer {key}'");
+    println!("  # another write: it waits for a signed approval (the admin key reads approvals)");
+    println!(
+        "  curl -s {url}/v1/agents/analyst/demo/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"Please cancel order 11.\"}}'"
+    );
+    println!(
+        "  WARDEN_API_KEY={admin} cargo run -q --release -p warden -- approvals list --url {url}"
+    );
+    println!(
+        "  WARDEN_API_KEY={admin} cargo run -q --release -p warden -- approve APPROVAL_ID --approver {APPROVER} --key {}/{APPROVER}.key --url {url}",
+        dir.display()
+    );
     println!("  # the OpenAI-compatible gateway itself");
     println!(
         "  curl -s {url}/v1/chat/completions -H 'Authorization: Bearer {key}' -d '{{\"model\": \"any\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'"

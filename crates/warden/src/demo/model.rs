@@ -49,11 +49,35 @@ pub fn sql_for(question: &str) -> &'static str {
     }
 }
 
+/// The write the scripted model proposes for a request to change an order, if it is one.
+pub fn write_for(question: &str) -> Option<String> {
+    let q = question.to_lowercase();
+    if !(q.contains("cancel") || q.contains("update") || q.contains("mark")) {
+        return None;
+    }
+    let id: String = q
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| !w.is_empty())
+        .unwrap_or("12")
+        .to_owned();
+    Some(format!(
+        "UPDATE orders SET status = 'cancelled' WHERE id = {id}"
+    ))
+}
+
 /// Words the rows of a `sql_query` result (or its error) as an answer.
 pub fn answer_for(tool_result: &str) -> String {
     let v: Value = serde_json::from_str(tool_result).unwrap_or(Value::Null);
     if let Some(err) = v.get("error").and_then(Value::as_str) {
+        if err.starts_with("denied") {
+            return format!("[demo model] The change was not made: {err}.");
+        }
         return format!("[demo model] Warden refused that query, so I cannot answer: {err}");
+    }
+    if let Some(n) = v.get("rows_affected") {
+        return format!(
+            "[demo model] Done: the order is cancelled ({n} row changed, after a human approved it)."
+        );
     }
     let rows: Vec<String> = v["rows"]
         .as_array()
@@ -98,10 +122,19 @@ async fn chat(body: Bytes) -> Response {
         (json!({"role": "assistant", "content": text}), "stop", n)
     } else if has_tools && last["role"] == "user" {
         let question = last["content"].as_str().unwrap_or_default();
-        let arguments = json!({"database": "shop", "sql": sql_for(question)}).to_string();
+        let offers = |name: &str| {
+            req["tools"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t["function"]["name"] == name))
+        };
+        let (tool, sql) = match write_for(question) {
+            Some(sql) if offers("sql_execute") => ("sql_execute", sql),
+            _ => ("sql_query", sql_for(question).to_owned()),
+        };
+        let arguments = json!({"database": "shop", "sql": sql}).to_string();
         let n = tokens(&arguments);
         let call = json!({"id": format!("call_demo_{}", messages.len()), "type": "function",
-                          "function": {"name": "sql_query", "arguments": arguments}});
+                          "function": {"name": tool, "arguments": arguments}});
         (
             json!({"role": "assistant", "content": null, "tool_calls": [call]}),
             "tool_calls",

@@ -57,6 +57,24 @@ async fn the_demo_answers_a_data_question_with_no_api_key() {
         );
         assert!(out.contains("answered after 2 model steps"), "{out}");
         assert!(out.contains("curl -s http://127.0.0.1:"), "{out}");
+        // The write flow: proposed, previewed, waiting, signed, run once, answered.
+        assert!(
+            out.contains(
+                "sql_execute (write): UPDATE orders SET status = 'cancelled' WHERE id = 12"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("Waiting for a human: approval apr_"), "{out}");
+        assert!(
+            out.contains("\"status\":\"processing\"") && out.contains("\"status\":\"cancelled\""),
+            "{out}"
+        );
+        assert!(out.contains("warden approve apr_"), "{out}");
+        assert!(
+            out.contains("The write ran once: approval succeeded"),
+            "{out}"
+        );
+        assert!(out.contains("Done: the order is cancelled"), "{out}");
     });
     if let Err(panic) = result {
         let _ = child.kill();
@@ -99,6 +117,17 @@ async fn the_demo_answers_a_data_question_with_no_api_key() {
         let _ = child.kill();
         let _ = child.wait();
         assert!(ok, "{journal}");
+        let shop = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(dir.path().join("demo/demo-shop.db")),
+        )
+        .await
+        .unwrap();
+        let status: String = sqlx::query_scalar("SELECT status FROM orders WHERE id = 12")
+            .fetch_one(&shop)
+            .await
+            .unwrap();
+        assert_eq!(status, "cancelled");
         assert!(
             refused["answer"]
                 .as_str()
