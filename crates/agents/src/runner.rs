@@ -499,7 +499,8 @@ impl Task {
                     call.name
                 )));
             }
-            let classification = self.catalog.classify(&call.name);
+            let parsed_args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+            let classification = self.catalog.classify_call(&call.name, &parsed_args);
             self.emit(Event::ToolCall {
                 tool: call.name.clone(),
                 classification: classification.as_str().into(),
@@ -635,11 +636,7 @@ impl Task {
                 json!({"error": message}).to_string(),
             ))
         };
-        let Some(tool) = self
-            .catalog
-            .sql_execute()
-            .filter(|_| call.name == "sql_execute")
-        else {
+        let Some(tool) = self.catalog.write_tool(&call.name) else {
             return refusal(
                 "needs_approval",
                 "this tool changes data and needs a human's signed approval, which this agent cannot ask for".into(),

@@ -28,6 +28,55 @@ pub(crate) struct RawDatabase {
     pub allow_without_where: Option<bool>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    #[serde(default)]
+    pub allow_private: Vec<String>,
+    pub max_response_bytes: Option<u64>,
+    pub timeout: Option<String>,
+}
+
+/// Where the `http_request` tool may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Hosts it may reach (lower case).
+    pub allowed_hosts: std::collections::BTreeSet<String>,
+    /// Of those, hosts that may resolve to private or loopback addresses.
+    pub allow_private: std::collections::BTreeSet<String>,
+    /// Response bytes kept at most (default 1 MiB).
+    pub max_response_bytes: u64,
+    /// Time for one call, redirects included (default 10s).
+    pub timeout: Duration,
+}
+
+pub(crate) fn http(raw: RawHttp) -> Result<HttpConfig, Error> {
+    let allowed_hosts: std::collections::BTreeSet<String> = raw
+        .allowed_hosts
+        .iter()
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    let allow_private: std::collections::BTreeSet<String> = raw
+        .allow_private
+        .iter()
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    if let Some(h) = allow_private.iter().find(|h| !allowed_hosts.contains(*h)) {
+        return Err(Error::invalid(
+            "http.allow_private",
+            format!("`{h}` is not in http.allowed_hosts"),
+        ));
+    }
+    Ok(HttpConfig {
+        allowed_hosts,
+        allow_private,
+        max_response_bytes: raw.max_response_bytes.unwrap_or(1 << 20).max(1),
+        timeout: duration("http.timeout", &raw.timeout, "10s")?,
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawApprover {
@@ -231,7 +280,7 @@ pub(crate) fn databases(
 }
 
 /// Tools an agent may name.
-pub const KNOWN_TOOLS: &[&str] = &["sql_query", "sql_execute"];
+pub const KNOWN_TOOLS: &[&str] = &["sql_query", "sql_execute", "http_request"];
 
 pub(crate) fn approvers(
     raw: BTreeMap<String, RawApprover>,
@@ -284,6 +333,7 @@ pub(crate) fn approvers(
 pub(crate) fn agents(
     raw: BTreeMap<String, RawAgent>,
     databases: &BTreeMap<String, DatabaseConfig>,
+    http: &HttpConfig,
 ) -> Result<BTreeMap<String, AgentDefinition>, Error> {
     let mut out = BTreeMap::new();
     for (name, a) in raw {
@@ -322,6 +372,12 @@ pub(crate) fn agents(
             return Err(Error::invalid(
                 field("tools"),
                 "sql_execute needs a database with writable_tables",
+            ));
+        }
+        if a.tools.iter().any(|t| t == "http_request") && http.allowed_hosts.is_empty() {
+            return Err(Error::invalid(
+                field("tools"),
+                "http_request needs [http] allowed_hosts",
             ));
         }
         if a.tools.iter().any(|t| t == "sql_query") && a.databases.is_empty() {

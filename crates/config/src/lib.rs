@@ -14,7 +14,8 @@ mod redaction;
 mod typed;
 
 pub use agents::{
-    AgentDefinition, ApproverConfig, DatabaseConfig, DatabaseLocation, KNOWN_TOOLS, Permissions,
+    AgentDefinition, ApproverConfig, DatabaseConfig, DatabaseLocation, HttpConfig, KNOWN_TOOLS,
+    Permissions,
 };
 pub use audit::{AuditConfig, AuditStore};
 pub use cost::{

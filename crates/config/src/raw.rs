@@ -41,6 +41,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub approvers: BTreeMap<String, crate::agents::RawApprover>,
     #[serde(default)]
+    pub http: crate::agents::RawHttp,
+    #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub models: BTreeMap<String, RawModel>,

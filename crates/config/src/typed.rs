@@ -42,6 +42,8 @@ pub struct Config {
     pub agents: BTreeMap<String, crate::AgentDefinition>,
     /// People who may approve write tool calls, by name.
     pub approvers: BTreeMap<String, crate::ApproverConfig>,
+    /// Where the `http_request` tool may go.
+    pub http: crate::HttpConfig,
     /// Upstream providers by name.
     pub providers: BTreeMap<String, ProviderConfig>,
     /// Model names clients may ask for, with their ordered targets.
@@ -387,12 +389,14 @@ impl Config {
         let names: Vec<&str> = seen.keys().map(String::as_str).collect();
         let tiering = crate::cost::tiering(raw.tiering, &names)?;
         let databases = crate::agents::databases(raw.databases)?;
-        let agents = crate::agents::agents(raw.agents, &databases)?;
+        let http = crate::agents::http(raw.http)?;
+        let agents = crate::agents::agents(raw.agents, &databases, &http)?;
         let approvers = crate::agents::approvers(raw.approvers)?;
         Ok(Self {
             databases,
             agents,
             approvers,
+            http,
             redaction,
             audit,
             cache: crate::cost::cache(raw.cache, shared)?,

@@ -5,7 +5,10 @@
 //! is a read because the model says so.
 
 pub mod approval;
+pub mod http;
 pub mod sql;
 mod tool;
 
-pub use tool::{Catalog, Classification, Proposal, SqlExecute, SqlQuery, Tool, ToolError};
+pub use tool::{
+    Catalog, Classification, Proposal, SqlExecute, SqlQuery, Tool, ToolError, WriteTool,
+};

@@ -63,6 +63,21 @@ pub trait Tool: Send + Sync {
     async fn call(&self, arguments: &Value) -> Result<Value, ToolError>;
 }
 
+/// A tool that changes things: proposed first (validated, previewed), run only with an
+/// [`Approved`](crate::approval::Approved) proof of a human's signed decision.
+#[async_trait]
+pub trait WriteTool: Send + Sync {
+    /// Validates the call and previews what it would change.
+    async fn propose(&self, arguments: &Value) -> Result<Proposal, ToolError>;
+    /// Runs the approved call once; `idempotency_key` lets the target recognise a retry.
+    async fn execute(
+        &self,
+        approved: &crate::approval::Approved<Value>,
+        idempotency_key: &str,
+        previewed_rows: u64,
+    ) -> Result<Value, ToolError>;
+}
+
 /// `sql_query`: one validated read against one of the agent's databases.
 pub struct SqlQuery {
     databases: BTreeMap<String, Arc<Database>>,
@@ -150,7 +165,7 @@ impl Tool for SqlQuery {
 #[derive(Clone, Default)]
 pub struct Catalog {
     tools: BTreeMap<String, (Arc<dyn Tool>, Classification)>,
-    sql_execute: Option<Arc<SqlExecute>>,
+    writes: BTreeMap<String, Arc<dyn WriteTool>>,
 }
 
 impl Catalog {
@@ -162,13 +177,33 @@ impl Catalog {
 
     /// Adds `sql_execute` (a write).
     pub fn add_sql_execute(&mut self, tool: Arc<SqlExecute>) {
-        self.sql_execute = Some(tool.clone());
+        self.writes.insert("sql_execute".into(), tool.clone());
         self.add(tool, Classification::Write);
     }
 
-    /// The `sql_execute` tool, if the agent has it.
-    pub fn sql_execute(&self) -> Option<Arc<SqlExecute>> {
-        self.sql_execute.clone()
+    /// Adds `http_request` (a read for GET and HEAD, a write otherwise).
+    pub fn add_http_request(&mut self, tool: Arc<crate::http::HttpRequest>) {
+        self.writes.insert("http_request".into(), tool.clone());
+        self.add(tool, Classification::Read);
+    }
+
+    /// The write side of a tool, if it has one.
+    pub fn write_tool(&self, name: &str) -> Option<Arc<dyn WriteTool>> {
+        self.writes.get(name).cloned()
+    }
+
+    /// How a call to `name` with these arguments is classified: by configuration, and for
+    /// `http_request` by its method (GET and HEAD read, anything else writes); an unknown
+    /// tool is a write.
+    pub fn classify_call(&self, name: &str, arguments: &Value) -> Classification {
+        if name == "http_request" && self.tools.contains_key(name) {
+            return if crate::http::HttpRequest::is_write(arguments) {
+                Classification::Write
+            } else {
+                Classification::Read
+            };
+        }
+        self.classify(name)
     }
 
     /// The tool of this name and its classification; an unknown name is `None` (and the
@@ -273,7 +308,7 @@ impl SqlExecute {
     }
 
     /// Validates the write and computes its preview (in a transaction that is rolled back).
-    pub async fn propose(&self, arguments: &Value) -> Result<Proposal, ToolError> {
+    async fn propose_sql(&self, arguments: &Value) -> Result<Proposal, ToolError> {
         let (db, sql) = self.target(arguments)?;
         let write = db.validate_write(&sql).map_err(Self::refused)?;
         let p = db.preview(&write).await.map_err(Self::refused)?;
@@ -288,7 +323,7 @@ impl SqlExecute {
     }
 
     /// Runs an approved write once (see [`Database::execute`]).
-    pub async fn execute(
+    async fn execute_sql(
         &self,
         approved: &crate::approval::Approved<Value>,
         idempotency_key: &str,
@@ -312,6 +347,23 @@ impl SqlExecute {
     ) -> Result<bool, ToolError> {
         let (db, _) = self.target(arguments)?;
         db.was_applied(idempotency_key).await.map_err(Self::refused)
+    }
+}
+
+#[async_trait]
+impl WriteTool for SqlExecute {
+    async fn propose(&self, arguments: &Value) -> Result<Proposal, ToolError> {
+        self.propose_sql(arguments).await
+    }
+
+    async fn execute(
+        &self,
+        approved: &crate::approval::Approved<Value>,
+        idempotency_key: &str,
+        previewed_rows: u64,
+    ) -> Result<Value, ToolError> {
+        self.execute_sql(approved, idempotency_key, previewed_rows)
+            .await
     }
 }
 

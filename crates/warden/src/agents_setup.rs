@@ -53,6 +53,15 @@ pub async fn build(
                 .collect();
             catalog.add_sql_execute(Arc::new(SqlExecute::new(mine)));
         }
+        if def.tools.iter().any(|t| t == "http_request") {
+            let policy = warden_tools::http::HttpPolicy {
+                allowed_hosts: config.http.allowed_hosts.clone(),
+                allow_private: config.http.allow_private.clone(),
+                max_response_bytes: config.http.max_response_bytes as usize,
+                timeout: config.http.timeout,
+            };
+            catalog.add_http_request(Arc::new(warden_tools::http::HttpRequest::new(policy)));
+        }
         catalogs.insert(name.clone(), catalog);
         if let Some(var) = &def.webhook_url_env {
             let url = std::env::var(var)

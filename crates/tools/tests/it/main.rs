@@ -4,5 +4,6 @@
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
 mod connector;
+mod http;
 mod sql_validator;
 mod sql_write;

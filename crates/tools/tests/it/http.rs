@@ -1,0 +1,194 @@
+//! `http_request` against a real HTTP server on loopback: allow-listed hosts only, internal
+//! addresses refused in every spelling (decimal and hex IPs, names resolving to loopback,
+//! metadata IPs), redirects re-checked, responses capped, writes sent with their
+//! idempotency key.
+
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use warden_tools::http::{HttpPolicy, HttpRequest};
+use warden_tools::{Tool, ToolError, WriteTool};
+
+async fn server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keys = seen.clone();
+    let app = axum::Router::new()
+        .route("/data", get(|| async { axum::Json(json!({"ok": true})) }))
+        .route(
+            "/to-metadata",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "http://169.254.169.254/latest/meta-data/")],
+                )
+            }),
+        )
+        .route(
+            "/to-elsewhere",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "http://example.org/")],
+                )
+            }),
+        )
+        .route(
+            "/to-data",
+            get(|| async { (axum::http::StatusCode::FOUND, [("location", "/data")]) }),
+        )
+        .route("/big", get(|| async { "x".repeat(100_000) }))
+        .route(
+            "/orders",
+            post(move |headers: axum::http::HeaderMap| {
+                let keys = keys.clone();
+                async move {
+                    let k = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    keys.lock().unwrap().push(k);
+                    (axum::http::StatusCode::CREATED, "created")
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (port, seen)
+}
+
+fn tool(allowed: &[&str], private: &[&str]) -> HttpRequest {
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    HttpRequest::new(HttpPolicy {
+        allowed_hosts: set(allowed),
+        allow_private: set(private),
+        max_response_bytes: 1000,
+        timeout: Duration::from_secs(5),
+    })
+}
+
+fn rule(r: Result<Value, ToolError>) -> String {
+    match r {
+        Err(ToolError::Refused { rule, .. }) => rule,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn internal_addresses_are_refused_in_every_spelling() {
+    let (port, _) = server().await;
+    let t = tool(
+        &["localhost", "169.254.169.254", "metadata.google.internal"],
+        &[],
+    );
+    let t = &t;
+    let get = |url: String| {
+        let args = json!({"method": "GET", "url": url});
+        async move { t.call(&args).await }
+    };
+    // A name that resolves to loopback.
+    assert_eq!(
+        rule(get(format!("http://localhost:{port}/data")).await),
+        "internal_address"
+    );
+    // Cloud metadata, allow-listed by mistake: still refused.
+    assert_eq!(
+        rule(get("http://169.254.169.254/latest/meta-data/".into()).await),
+        "internal_address"
+    );
+    // Decimal, hex, short and IPv4-mapped forms of 127.0.0.1 are that host, not allowed.
+    for u in [
+        format!("http://2130706433:{port}/data"),
+        format!("http://0x7f000001:{port}/data"),
+        format!("http://127.1:{port}/data"),
+        format!("http://[::ffff:127.0.0.1]:{port}/data"),
+    ] {
+        assert_eq!(rule(get(u.clone()).await), "host_not_allowed", "{u}");
+    }
+    assert_eq!(
+        rule(get("file:///etc/passwd".into()).await),
+        "scheme_not_allowed"
+    );
+    assert_eq!(
+        rule(get("http://example.org/".into()).await),
+        "host_not_allowed"
+    );
+}
+
+#[tokio::test]
+async fn allowed_internal_hosts_work_redirects_are_rechecked_and_bodies_capped() {
+    let (port, _) = server().await;
+    let t = tool(&["127.0.0.1", "169.254.169.254"], &["127.0.0.1"]);
+    let t = &t;
+    let get = |path: &str| {
+        let args = json!({"url": format!("http://127.0.0.1:{port}{path}")});
+        async move { t.call(&args).await }
+    };
+    let ok = get("/data").await.unwrap();
+    assert_eq!(ok["status"], 200);
+    assert!(ok["body"].as_str().unwrap().contains("\"ok\":true"));
+    let followed = get("/to-data").await.unwrap();
+    assert_eq!(followed["status"], 200, "{followed}");
+    assert_eq!(
+        rule(get("/to-metadata").await),
+        "internal_address",
+        "a redirect to metadata"
+    );
+    assert_eq!(
+        rule(get("/to-elsewhere").await),
+        "host_not_allowed",
+        "a redirect off the list"
+    );
+    let big = get("/big").await.unwrap();
+    assert_eq!(big["truncated"], true);
+    assert_eq!(big["body"].as_str().unwrap().len(), 1000);
+}
+
+#[tokio::test]
+async fn writes_wait_for_approval_and_carry_their_idempotency_key() {
+    let (port, seen) = server().await;
+    let t = tool(&["127.0.0.1"], &["127.0.0.1"]);
+    let args = json!({"method": "POST", "url": format!("http://127.0.0.1:{port}/orders"), "body": {"sku": 1}});
+    assert!(HttpRequest::is_write(&args));
+    assert_eq!(rule(t.call(&args).await), "approval_required");
+    let p = t.propose(&args).await.unwrap();
+    assert_eq!(p.preview["method"], "POST");
+    assert!(seen.lock().unwrap().is_empty(), "a proposal sends nothing");
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let approvers = [(
+        "alice".to_string(),
+        warden_tools::approval::Approver {
+            key: key.verifying_key(),
+            tools: vec!["http_request".into()],
+        },
+    )]
+    .into();
+    let message = warden_tools::approval::DecisionMessage {
+        approval_id: "apr_h".into(),
+        agent_id: "a/b".into(),
+        tool: "http_request".into(),
+        arguments_sha256: warden_tools::approval::arguments_sha256(&args),
+        decision: warden_tools::approval::Decision::Approve,
+        expires_at_ms: i64::MAX,
+    };
+    let approved = warden_tools::approval::verify_decision(
+        &approvers,
+        "alice",
+        &message,
+        &message.sign(&key),
+        0,
+        args.clone(),
+    )
+    .unwrap();
+    let out = t.execute(&approved, "warden:apr_h", 0).await.unwrap();
+    assert_eq!(out["status"], 201);
+    assert_eq!(seen.lock().unwrap().as_slice(), ["warden:apr_h"]);
+    // A refused destination is refused at proposal time already.
+    let bad = json!({"method": "DELETE", "url": "http://169.254.169.254/x"});
+    assert!(t.propose(&bad).await.is_err());
+}
