@@ -102,6 +102,8 @@ pub(crate) struct RawAgent {
     pub max_identical_tool_calls: Option<u32>,
     pub webhook_url_env: Option<String>,
     pub approval_ttl: Option<String>,
+    #[serde(default)]
+    pub write_tools: Vec<String>,
 }
 
 /// Where a database is.
@@ -183,6 +185,9 @@ pub struct AgentDefinition {
     pub webhook_url_env: Option<String>,
     /// How long an approval request waits for a decision (default 1h).
     pub approval_ttl: Duration,
+    /// Tools declared writes whatever their calls look like (e.g. `http_request`, so its
+    /// GETs wait for approval too). Configuration may only tighten a classification.
+    pub write_tools: Vec<String>,
 }
 
 fn name_ok(name: &str) -> bool {
@@ -374,6 +379,12 @@ pub(crate) fn agents(
                 "sql_execute needs a database with writable_tables",
             ));
         }
+        if let Some(t) = a.write_tools.iter().find(|t| !a.tools.contains(t)) {
+            return Err(Error::invalid(
+                field("write_tools"),
+                format!("`{t}` is not one of this agent's tools"),
+            ));
+        }
         if a.tools.iter().any(|t| t == "http_request") && http.allowed_hosts.is_empty() {
             return Err(Error::invalid(
                 field("tools"),
@@ -424,6 +435,7 @@ pub(crate) fn agents(
                 max_identical_tool_calls,
                 webhook_url_env: a.webhook_url_env,
                 approval_ttl: duration(&field("approval_ttl"), &a.approval_ttl, "1h")?,
+                write_tools: a.write_tools,
             },
         );
     }

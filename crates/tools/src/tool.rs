@@ -166,6 +166,7 @@ impl Tool for SqlQuery {
 pub struct Catalog {
     tools: BTreeMap<String, (Arc<dyn Tool>, Classification)>,
     writes: BTreeMap<String, Arc<dyn WriteTool>>,
+    forced_writes: std::collections::BTreeSet<String>,
 }
 
 impl Catalog {
@@ -192,10 +193,19 @@ impl Catalog {
         self.writes.get(name).cloned()
     }
 
+    /// Declares a tool a write whatever its calls look like (configuration may tighten a
+    /// classification, never loosen it).
+    pub fn force_write(&mut self, name: &str) {
+        self.forced_writes.insert(name.to_owned());
+    }
+
     /// How a call to `name` with these arguments is classified: by configuration, and for
     /// `http_request` by its method (GET and HEAD read, anything else writes); an unknown
     /// tool is a write.
     pub fn classify_call(&self, name: &str, arguments: &Value) -> Classification {
+        if self.forced_writes.contains(name) {
+            return Classification::Write;
+        }
         if name == "http_request" && self.tools.contains_key(name) {
             return if crate::http::HttpRequest::is_write(arguments) {
                 Classification::Write
@@ -243,10 +253,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_tools_are_writes() {
-        let c = Catalog::default();
+    fn unknown_tools_are_writes_and_configuration_only_tightens() {
+        let mut c = Catalog::default();
         assert_eq!(c.classify("delete_everything"), Classification::Write);
         assert!(c.get("delete_everything").is_none());
+        let http = crate::http::HttpRequest::new(crate::http::HttpPolicy {
+            allowed_hosts: Default::default(),
+            allow_private: Default::default(),
+            max_response_bytes: 1,
+            timeout: std::time::Duration::from_secs(1),
+        });
+        c.add_http_request(Arc::new(http));
+        let get = json!({"method": "GET", "url": "http://x/"});
+        let post = json!({"method": "POST", "url": "http://x/"});
+        assert_eq!(c.classify_call("http_request", &get), Classification::Read);
+        assert_eq!(
+            c.classify_call("http_request", &post),
+            Classification::Write
+        );
+        c.force_write("http_request");
+        assert_eq!(c.classify_call("http_request", &get), Classification::Write);
     }
 }
 

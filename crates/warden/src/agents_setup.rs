@@ -62,6 +62,9 @@ pub async fn build(
             };
             catalog.add_http_request(Arc::new(warden_tools::http::HttpRequest::new(policy)));
         }
+        for t in &def.write_tools {
+            catalog.force_write(t);
+        }
         catalogs.insert(name.clone(), catalog);
         if let Some(var) = &def.webhook_url_env {
             let url = std::env::var(var)
