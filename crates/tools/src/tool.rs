@@ -78,6 +78,32 @@ pub trait WriteTool: Send + Sync {
     ) -> Result<Value, ToolError>;
 }
 
+/// The database a SQL tool call names (or the only one there is) and its statement.
+fn target<'d>(
+    databases: &'d BTreeMap<String, Arc<Database>>,
+    arguments: &Value,
+) -> Result<(&'d Arc<Database>, String), ToolError> {
+    let sql = arguments
+        .get("sql")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ToolError::BadArguments("`sql` (a string) is required".into()))?;
+    let db = match arguments.get("database").and_then(Value::as_str) {
+        Some(name) => databases.get(name).ok_or_else(|| {
+            let known: Vec<&str> = databases.keys().map(String::as_str).collect();
+            ToolError::BadArguments(format!(
+                "unknown database `{name}` for this tool (known: {})",
+                known.join(", ")
+            ))
+        })?,
+        None if databases.len() == 1 => databases
+            .values()
+            .next()
+            .ok_or_else(|| ToolError::BadArguments("`database` is required".into()))?,
+        None => return Err(ToolError::BadArguments("`database` is required".into())),
+    };
+    Ok((db, sql.to_owned()))
+}
+
 /// `sql_query`: one validated read against one of the agent's databases.
 pub struct SqlQuery {
     databases: BTreeMap<String, Arc<Database>>,
@@ -123,26 +149,8 @@ impl Tool for SqlQuery {
     }
 
     async fn call(&self, arguments: &Value) -> Result<Value, ToolError> {
-        let sql = arguments
-            .get("sql")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ToolError::BadArguments("`sql` (a string) is required".into()))?;
-        let db = match arguments.get("database").and_then(Value::as_str) {
-            Some(name) => self.databases.get(name).ok_or_else(|| {
-                let known: Vec<&str> = self.databases.keys().map(String::as_str).collect();
-                ToolError::BadArguments(format!(
-                    "unknown database `{name}` (known: {})",
-                    known.join(", ")
-                ))
-            })?,
-            None if self.databases.len() == 1 => self
-                .databases
-                .values()
-                .next()
-                .ok_or_else(|| ToolError::BadArguments("`database` is required".into()))?,
-            None => return Err(ToolError::BadArguments("`database` is required".into())),
-        };
-        match db.read(sql).await {
+        let (db, sql) = target(&self.databases, arguments)?;
+        match db.read(&sql).await {
             Ok(rows) => Ok(json!({
                 "rows": rows.rows,
                 "row_count": rows.rows.len(),
@@ -304,22 +312,7 @@ impl SqlExecute {
     }
 
     fn target(&self, arguments: &Value) -> Result<(&Arc<Database>, String), ToolError> {
-        let sql = arguments
-            .get("sql")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ToolError::BadArguments("`sql` (a string) is required".into()))?;
-        let db = match arguments.get("database").and_then(Value::as_str) {
-            Some(name) => self.databases.get(name).ok_or_else(|| {
-                ToolError::BadArguments(format!("database `{name}` is not writable"))
-            })?,
-            None if self.databases.len() == 1 => self
-                .databases
-                .values()
-                .next()
-                .ok_or_else(|| ToolError::BadArguments("`database` is required".into()))?,
-            None => return Err(ToolError::BadArguments("`database` is required".into())),
-        };
-        Ok((db, sql.to_owned()))
+        target(&self.databases, arguments)
     }
 
     fn refused(e: ReadError) -> ToolError {

@@ -382,15 +382,17 @@ impl Database {
                 Ok(())
             }
         };
-        match &w.pool {
-            Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(db)?;
+        // The same steps on both backends; only the placeholders differ.
+        macro_rules! once {
+            ($tx:expr, $p1:literal, $p2:literal) => {{
+                let mut tx = $tx;
                 sqlx::query(sqlx::AssertSqlSafe(create))
                     .execute(&mut *tx)
                     .await
                     .map_err(db)?;
                 let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT applied_at FROM {IDEMPOTENCY_TABLE} WHERE key = ?1"
+                    "SELECT applied_at FROM {IDEMPOTENCY_TABLE} WHERE key = {}",
+                    $p1
                 )))
                 .bind(idempotency_key)
                 .fetch_optional(&mut *tx)
@@ -409,7 +411,8 @@ impl Database {
                     .map_err(db)?;
                 check(done.rows_affected())?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO {IDEMPOTENCY_TABLE} (key, applied_at) VALUES (?1, ?2)"
+                    "INSERT INTO {IDEMPOTENCY_TABLE} (key, applied_at) VALUES ({}, {})",
+                    $p1, $p2
                 )))
                 .bind(idempotency_key)
                 .bind(now)
@@ -421,7 +424,10 @@ impl Database {
                     rows_affected: done.rows_affected(),
                     already_applied: false,
                 })
-            }
+            }};
+        }
+        match &w.pool {
+            Pool::Sqlite(pool) => once!(pool.begin().await.map_err(db)?, "?1", "?2"),
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(db)?;
                 let ms = self.timeout.as_millis().max(1);
@@ -431,41 +437,7 @@ impl Database {
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-                sqlx::query(sqlx::AssertSqlSafe(create))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT applied_at FROM {IDEMPOTENCY_TABLE} WHERE key = $1"
-                )))
-                .bind(idempotency_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-                if seen.is_some() {
-                    return Ok(Executed {
-                        rows_affected: previewed_rows,
-                        already_applied: true,
-                    });
-                }
-                let done = sqlx::query(sqlx::AssertSqlSafe(write.call().sql.clone()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                check(done.rows_affected())?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO {IDEMPOTENCY_TABLE} (key, applied_at) VALUES ($1, $2)"
-                )))
-                .bind(idempotency_key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                tx.commit().await.map_err(db)?;
-                Ok(Executed {
-                    rows_affected: done.rows_affected(),
-                    already_applied: false,
-                })
+                once!(tx, "$1", "$2")
             }
         }
     }

@@ -178,12 +178,8 @@ fn lower_name(name: &ObjectName) -> Vec<String> {
         .collect()
 }
 
-/// Validates `sql` against `policy`.
-pub fn validate(
-    sql: &str,
-    dialect: SqlDialect,
-    policy: &ReadPolicy,
-) -> Result<ValidatedRead, Refusal> {
+/// Parses `sql` in `dialect` into exactly one statement (stacked queries are refused).
+pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Refusal> {
     let mut statements = match Parser::parse_sql(dialect.parser().as_ref(), sql) {
         Ok(s) => s,
         Err(e) => return refuse(Rule::Syntax, format!("the statement does not parse: {e}")),
@@ -197,7 +193,16 @@ pub fn validate(
             ),
         );
     }
-    let mut statement = statements.remove(0);
+    Ok(statements.remove(0))
+}
+
+/// Validates `sql` against `policy`.
+pub fn validate(
+    sql: &str,
+    dialect: SqlDialect,
+    policy: &ReadPolicy,
+) -> Result<ValidatedRead, Refusal> {
+    let mut statement = parse_one(sql, dialect)?;
     let Statement::Query(query) = &mut statement else {
         let kind = statement.to_string();
         let kind = kind.split_whitespace().next().unwrap_or("?").to_uppercase();

@@ -10,7 +10,6 @@ use sqlparser::ast::{
     FromTable, ObjectName, SelectItem, Statement, TableFactor, TableObject, Visit,
     WildcardAdditionalOptions,
 };
-use sqlparser::parser::Parser;
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
@@ -92,17 +91,7 @@ pub fn validate_write(
     dialect: SqlDialect,
     policy: &WritePolicy,
 ) -> Result<ValidatedWrite, Refusal> {
-    let mut statements = match Parser::parse_sql(dialect.parser().as_ref(), sql) {
-        Ok(s) => s,
-        Err(e) => return refuse(Rule::Syntax, format!("the statement does not parse: {e}")),
-    };
-    if statements.len() != 1 {
-        return refuse(
-            Rule::OneStatement,
-            format!("send exactly one statement ({} found)", statements.len()),
-        );
-    }
-    let mut statement = statements.remove(0);
+    let mut statement = super::validate::parse_one(sql, dialect)?;
     let star = || {
         Some(vec![SelectItem::Wildcard(
             WildcardAdditionalOptions::default(),

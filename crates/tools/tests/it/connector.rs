@@ -95,7 +95,7 @@ async fn sqlite_refusals_timeouts_and_read_only() {
 }
 
 #[tokio::test]
-async fn postgres_reads_run_read_only_with_a_timeout() {
+async fn postgres_reads_run_read_only_with_a_timeout_and_approved_writes_once() {
     let Ok(url) = std::env::var("WARDEN_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -122,15 +122,13 @@ async fn postgres_reads_run_read_only_with_a_timeout() {
     drop(conn);
     let sep = if url.contains('?') { '&' } else { '?' };
     let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-    let db = Database::open(
-        "shop",
-        &config(DatabaseLocation::Postgres {
-            url_env: "X".into(),
-        }),
-        Some(&scoped),
-    )
-    .await
-    .unwrap();
+    let mut pg_config = config(DatabaseLocation::Postgres {
+        url_env: "X".into(),
+    });
+    pg_config.writable_tables = ["orders".to_string()].into();
+    let db = Database::open("shop", &pg_config, Some(&scoped))
+        .await
+        .unwrap();
     let rows = db
         .read("SELECT name, score FROM customers WHERE city = 'Oslo' ORDER BY id")
         .await
@@ -148,6 +146,33 @@ async fn postgres_reads_run_read_only_with_a_timeout() {
         Err(ReadError::Timeout(_)) => {}
         other => panic!("{other:?}"),
     }
+    // Writes: previewed in a rolled-back transaction, then run once with their key.
+    let w = db
+        .validate_write("UPDATE orders SET total = 0 WHERE id = 1")
+        .unwrap();
+    let p = db.preview(&w).await.unwrap();
+    assert_eq!(p.rows_affected, 1);
+    assert_eq!(p.before[0]["total"].as_f64(), Some(10.0));
+    assert_eq!(p.after[0]["total"].as_f64(), Some(0.0));
+    let unchanged = db
+        .read("SELECT total FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(unchanged.rows[0]["total"].as_f64(), Some(10.0));
+    let approved = approve(w);
+    let done = db.execute(&approved, "pg-1", 1).await.unwrap();
+    assert!(!done.already_applied);
+    assert!(
+        db.execute(&approved, "pg-1", 1)
+            .await
+            .unwrap()
+            .already_applied
+    );
+    let changed = db
+        .read("SELECT total FROM orders WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(changed.rows[0]["total"].as_f64(), Some(0.0));
     let drop_sql = format!("DROP SCHEMA {schema} CASCADE");
     sqlx::raw_sql(sqlx::AssertSqlSafe(drop_sql))
         .execute(&admin)
