@@ -180,22 +180,24 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
     }
     println!("Demo key (printed once; Warden stores only its hash): {key}");
     println!();
-    println!("Asking the `analyst` agent: {QUESTION}");
-    if let Err(e) = ask(&http, &url, &key, QUESTION).await {
+    // A new agent each run: an agent belongs to the key that created it.
+    let agent = format!("analyst/demo-{stamp}");
+    println!("Asking the agent {agent}: {QUESTION}");
+    if let Err(e) = ask(&http, &url, &agent, &key, QUESTION).await {
         println!("  the demo question failed: {e}");
     }
     println!();
     println!("Asking it to change data: {WRITE}");
-    match ask(&http, &url, &key, WRITE).await {
+    match ask(&http, &url, &agent, &key, WRITE).await {
         Ok(done) if done["result"] == "awaiting_approval" => {
-            if let Err(e) = approve(&http, &url, &key, &admin, &dir, &done).await {
+            if let Err(e) = approve(&http, &url, &agent, &key, &admin, &dir, &done).await {
                 println!("  the approval step failed: {e}");
             }
         }
         Ok(done) => println!("  (no write was proposed: {})", done["result"]),
         Err(e) => println!("  the demo write failed: {e}"),
     }
-    print_next(&url, &key, &admin, &dir);
+    print_next(&url, &agent, &key, &admin, &dir);
     match server.await {
         Ok(result) => result,
         Err(e) => Err(Failure::Runtime(anyhow::anyhow!(
@@ -209,6 +211,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
 async fn approve(
     http: &reqwest::Client,
     url: &str,
+    agent: &str,
     key: &str,
     admin: &str,
     dir: &Path,
@@ -261,7 +264,7 @@ async fn approve(
     })?;
     for _ in 0..100 {
         let state: Value = http
-            .get(format!("{url}/v1/agents/analyst/demo"))
+            .get(format!("{url}/v1/agents/{agent}"))
             .bearer_auth(key)
             .send()
             .await?
@@ -285,7 +288,7 @@ async fn approve(
         a["result"]
     );
     let history: Value = http
-        .get(format!("{url}/v1/agents/analyst/demo/history?limit=500"))
+        .get(format!("{url}/v1/agents/{agent}/history?limit=500"))
         .bearer_auth(key)
         .send()
         .await?
@@ -307,11 +310,12 @@ async fn approve(
 async fn ask(
     http: &reqwest::Client,
     url: &str,
+    agent: &str,
     key: &str,
     question: &str,
 ) -> anyhow::Result<Value> {
     let resp = http
-        .post(format!("{url}/v1/agents/analyst/demo/messages"))
+        .post(format!("{url}/v1/agents/{agent}/messages"))
         .bearer_auth(key)
         .json(&json!({"content": question, "stream": true}))
         .send()
@@ -375,23 +379,23 @@ async fn ask(
     Ok(last)
 }
 
-fn print_next(url: &str, key: &str, admin: &str, dir: &Path) {
+fn print_next(url: &str, agent: &str, key: &str, admin: &str, dir: &Path) {
     println!();
     println!("Try next (the server keeps running; Ctrl-C stops it):");
     println!("  # another question (the demo model knows products, order status, customers)");
     println!(
-        "  curl -s {url}/v1/agents/analyst/demo/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"Which products sell best?\"}}'"
+        "  curl -s {url}/v1/agents/{agent}/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"Which products sell best?\"}}'"
     );
     println!("  # a question that needs a table the agent may not read: Warden refuses the SQL");
     println!(
-        "  curl -s {url}/v1/agents/analyst/demo/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"What are the salaries in payroll?\"}}'"
+        "  curl -s {url}/v1/agents/{agent}/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"What are the salaries in payroll?\"}}'"
     );
     println!("  # the agent's state and its journal of steps");
-    println!("  curl -s {url}/v1/agents/analyst/demo -H 'Authorization: Bearer {key}'");
-    println!("  curl -s {url}/v1/agents/analyst/demo/history -H 'Authorization: Bearer {key}'");
+    println!("  curl -s {url}/v1/agents/{agent} -H 'Authorization: Bearer {key}'");
+    println!("  curl -s {url}/v1/agents/{agent}/history -H 'Authorization: Bearer {key}'");
     println!("  # another write: it waits for a signed approval (the admin key reads approvals)");
     println!(
-        "  curl -s {url}/v1/agents/analyst/demo/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"Please cancel order 11.\"}}'"
+        "  curl -s {url}/v1/agents/{agent}/messages -H 'Authorization: Bearer {key}' -d '{{\"content\": \"Please cancel order 11.\"}}'"
     );
     println!(
         "  WARDEN_API_KEY={admin} cargo run -q --release -p warden -- approvals list --url {url}"

@@ -88,11 +88,15 @@ async fn the_demo_answers_a_data_question_with_no_api_key() {
             .find(|w| w.starts_with("wdn_"))
             .unwrap()
             .to_owned();
+        let agent = out
+            .split_whitespace()
+            .find(|w| w.starts_with("analyst/demo-"))
+            .unwrap()
+            .trim_end_matches(':')
+            .to_owned();
         let http = reqwest::Client::new();
         let history: Value = http
-            .get(format!(
-                "http://127.0.0.1:{port}/v1/agents/analyst/demo/history"
-            ))
+            .get(format!("http://127.0.0.1:{port}/v1/agents/{agent}/history"))
             .bearer_auth(&key)
             .send()
             .await
@@ -104,7 +108,7 @@ async fn the_demo_answers_a_data_question_with_no_api_key() {
         let ok = !journal.contains("grace.hopper@example.com") && journal.contains("<EMAIL_");
         let refused: Value = http
             .post(format!(
-                "http://127.0.0.1:{port}/v1/agents/analyst/demo/messages"
+                "http://127.0.0.1:{port}/v1/agents/{agent}/messages"
             ))
             .bearer_auth(&key)
             .json(&json!({"content": "What are the salaries in payroll?"}))
