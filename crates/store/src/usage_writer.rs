@@ -11,9 +11,6 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 8192;
 /// Rows written in one transaction at most.
 const BATCH: usize = 256;
-/// How long a small batch waits for more rows before it is written: each transaction is one
-/// disk sync, so a busy gateway writes tens of rows per sync instead of one.
-const LINGER: Duration = Duration::from_millis(20);
 
 /// Sends usage rows to the writer. Cheap to clone.
 #[derive(Clone)]
@@ -66,19 +63,6 @@ impl UsageWriter {
             };
             if received == 0 {
                 return;
-            }
-            if !closing && batch.len() < BATCH {
-                // Gather what arrives shortly after; a closing writer does not wait.
-                let deadline = tokio::time::Instant::now() + LINGER;
-                while batch.len() < BATCH {
-                    let room = BATCH - batch.len();
-                    match tokio::time::timeout_at(deadline, self.rx.recv_many(&mut batch, room))
-                        .await
-                    {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
             }
             self.write(&batch).await;
             batch.clear();
