@@ -222,13 +222,7 @@ async fn approve(
         .and_then(|r| r.split_whitespace().nth(1))
         .unwrap_or_default()
         .to_owned();
-    let a: Value = http
-        .get(format!("{url}/v1/approvals/{id}"))
-        .bearer_auth(admin)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let a: Value = get_json(http, format!("{url}/v1/approvals/{id}"), admin).await?;
     println!("  Waiting for a human: approval {id}");
     println!(
         "    statement: {}",
@@ -263,37 +257,24 @@ async fn approve(
         Failure::Runtime(e) => e,
     })?;
     for _ in 0..100 {
-        let state: Value = http
-            .get(format!("{url}/v1/agents/{agent}"))
-            .bearer_auth(key)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let state: Value = get_json(http, format!("{url}/v1/agents/{agent}"), key).await?;
         if state["status"] != "awaiting_approval" && state["status"] != "running" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let a: Value = http
-        .get(format!("{url}/v1/approvals/{id}"))
-        .bearer_auth(admin)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let a: Value = get_json(http, format!("{url}/v1/approvals/{id}"), admin).await?;
     println!(
         "  The write ran once: approval {} ({})",
         a["state"].as_str().unwrap_or("?"),
         a["result"]
     );
-    let history: Value = http
-        .get(format!("{url}/v1/agents/{agent}/history?limit=500"))
-        .bearer_auth(key)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let history: Value = get_json(
+        http,
+        format!("{url}/v1/agents/{agent}/history?limit=500"),
+        key,
+    )
+    .await?;
     if let Some(answer) = history["data"]
         .as_array()
         .and_then(|s| s.iter().rev().find(|s| s["kind"] == "answer"))
@@ -304,6 +285,11 @@ async fn approve(
         );
     }
     Ok(())
+}
+
+/// GETs a Warden API path with a bearer key and reads the JSON body, whatever the status.
+async fn get_json(http: &reqwest::Client, url: String, key: &str) -> anyhow::Result<Value> {
+    Ok(http.get(url).bearer_auth(key).send().await?.json().await?)
 }
 
 /// Sends the question with `stream: true`, prints each event, and returns the `done` event.
