@@ -176,6 +176,17 @@ tools = ["http_request"]
     }
 }
 
+/// The approval id a task waits on, from its reply's reason ("approval ID waits for a decision").
+fn awaited_approval(out: &Value) -> String {
+    out["reason"]
+        .as_str()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
 fn message(a: &Value, decision: Decision) -> DecisionMessage {
     DecisionMessage {
         approval_id: a["id"].as_str().unwrap().into(),
@@ -205,13 +216,7 @@ async fn a_write_waits_for_a_signed_approval_runs_once_and_the_agent_continues()
     let out = s.ask("olga", "Record a 42.0 order for customer 2").await;
     assert_eq!(out["result"], "awaiting_approval", "{out}");
     assert_eq!(out["status"], "awaiting_approval");
-    let id = out["reason"]
-        .as_str()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let id = awaited_approval(&out);
     // Pending, with its preview; nothing written yet.
     let a = s.approval(&id).await;
     assert_eq!(a["state"], "awaiting_approval", "{a}");
@@ -361,13 +366,7 @@ async fn a_denied_write_tells_the_agent_why_and_an_expired_request_takes_no_deci
         Reply::Text("Understood, nothing deleted.".into()),
     ]);
     let out = s.ask("dan", "Delete Ada's orders").await;
-    let id = out["reason"]
-        .as_str()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let id = awaited_approval(&out);
     assert_eq!(s.approval(&id).await["preview"]["rows_affected"], 2);
     let (code, out, err) = s.cli(&[
         "deny",
@@ -389,13 +388,7 @@ async fn a_denied_write_tells_the_agent_why_and_an_expired_request_takes_no_deci
     // An expired request accepts no decision.
     s.a.push([write("UPDATE orders SET total = 1 WHERE id = 3")]);
     let out = s.ask("eve", "Set order 3 to 1").await;
-    let id = out["reason"]
-        .as_str()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let id = awaited_approval(&out);
     tokio::time::sleep(Duration::from_millis(1700)).await;
     let (code, _, err) = s.cli(&[
         "approve",
@@ -469,13 +462,7 @@ tools = ["sql_execute"]
             .json()
             .await
             .unwrap();
-        let id = out["reason"]
-            .as_str()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_owned();
+        let id = awaited_approval(&out);
         let pending: Value = http
             .get(format!("{}/v1/approvals/{id}", first.url))
             .bearer_auth(&admin)
@@ -615,13 +602,7 @@ async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
         .json()
         .await
         .unwrap();
-    let id = out["reason"]
-        .as_str()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let id = awaited_approval(&out);
     first.signal("KILL");
     let mut first = first;
     tokio::task::block_in_place(|| first.wait_exit(Duration::from_secs(5)));
