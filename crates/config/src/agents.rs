@@ -23,6 +23,9 @@ pub(crate) struct RawDatabase {
     #[serde(default)]
     pub denied_functions: Vec<String>,
     #[serde(default)]
+    pub allowed_functions: Vec<String>,
+    pub strict_roles: Option<bool>,
+    #[serde(default)]
     pub writable_tables: Vec<String>,
     pub max_affected_rows: Option<u64>,
     pub allow_without_where: Option<bool>,
@@ -116,6 +119,23 @@ pub enum DatabaseLocation {
         /// The variable holding the `postgres://` URL.
         url_env: String,
     },
+    /// A MySQL or MariaDB database; the URL is in this environment variable.
+    Mysql {
+        /// The variable holding the `mysql://` URL.
+        url_env: String,
+    },
+}
+
+impl DatabaseLocation {
+    /// The environment variable holding the server's URL (none for SQLite).
+    pub fn url_env(&self) -> Option<&str> {
+        match self {
+            DatabaseLocation::Sqlite(_) => None,
+            DatabaseLocation::Postgres { url_env } | DatabaseLocation::Mysql { url_env } => {
+                Some(url_env)
+            }
+        }
+    }
 }
 
 /// A database the `sql_query` tool may read.
@@ -129,12 +149,17 @@ pub struct DatabaseConfig {
     pub max_rows: u64,
     /// How long one statement may run (default 5s).
     pub statement_timeout: Duration,
-    /// Functions refused on top of the built-in list.
+    /// Functions refused even though the built-in allow-list has them.
     pub denied_functions: BTreeSet<String>,
+    /// Functions allowed on top of the built-in allow-list (never the system, file, network,
+    /// sleep, lock or sequence functions: those stay refused).
+    pub allowed_functions: BTreeSet<String>,
+    /// Refuse to use a connection that can do more than read the allowed tables (default
+    /// false: warn loudly).
+    pub strict_roles: bool,
     /// Tables `sql_execute` may write (after approval); empty: none.
     pub writable_tables: BTreeSet<String>,
-    /// Rows one approved write may change at most when the preview's count differs
-    /// (default 10).
+    /// Rows one write may change at most, in its preview and when it runs (default 10).
     pub max_affected_rows: u64,
     /// Whether `UPDATE`/`DELETE` without `WHERE` may be proposed (default false).
     pub allow_without_where: bool,
@@ -225,10 +250,17 @@ pub(crate) fn databases(
                     "a postgres database needs `url_env` (the variable holding its URL) and no path",
                 ));
             }
+            ("mysql", None, Some(v)) => DatabaseLocation::Mysql { url_env: v },
+            ("mysql", _, _) => {
+                return Err(Error::invalid(
+                    field("url_env"),
+                    "a mysql database needs `url_env` (the variable holding its URL) and no path",
+                ));
+            }
             (other, _, _) => {
                 return Err(Error::invalid(
                     field("kind"),
-                    format!("`{other}` is not one of: sqlite, postgres"),
+                    format!("`{other}` is not one of: sqlite, postgres, mysql"),
                 ));
             }
         };
@@ -275,6 +307,12 @@ pub(crate) fn databases(
                     .iter()
                     .map(|f| f.to_lowercase())
                     .collect(),
+                allowed_functions: d
+                    .allowed_functions
+                    .iter()
+                    .map(|f| f.trim().to_ascii_lowercase())
+                    .collect(),
+                strict_roles: d.strict_roles.unwrap_or(false),
                 writable_tables: d.writable_tables.iter().map(|t| t.to_lowercase()).collect(),
                 max_affected_rows: d.max_affected_rows.unwrap_or(10).max(1),
                 allow_without_where: d.allow_without_where.unwrap_or(false),

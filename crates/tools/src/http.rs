@@ -317,7 +317,7 @@ impl WriteTool for HttpRequest {
         &self,
         approved: &Approved<Value>,
         idempotency_key: &str,
-        _previewed: u64,
+        _preview: &Value,
     ) -> Result<Value, ToolError> {
         let (method, url, body) = Self::parse(approved.call())?;
         self.send(method, url, body, Some(idempotency_key)).await

@@ -69,12 +69,13 @@ pub trait Tool: Send + Sync {
 pub trait WriteTool: Send + Sync {
     /// Validates the call and previews what it would change.
     async fn propose(&self, arguments: &Value) -> Result<Proposal, ToolError>;
-    /// Runs the approved call once; `idempotency_key` lets the target recognise a retry.
+    /// Runs the approved call once; `idempotency_key` lets the target recognise a retry;
+    /// `preview` is what [`WriteTool::propose`] showed the approver, which the call must match.
     async fn execute(
         &self,
         approved: &crate::approval::Approved<Value>,
         idempotency_key: &str,
-        previewed_rows: u64,
+        preview: &Value,
     ) -> Result<Value, ToolError>;
 }
 
@@ -331,28 +332,42 @@ impl SqlExecute {
         let (db, sql) = self.target(arguments)?;
         let write = db.validate_write(&sql).map_err(Self::refused)?;
         let p = db.preview(&write).await.map_err(Self::refused)?;
+        let mut preview = json!({
+            "database": db.name, "statement": p.sql, "kind": write.kind.as_str(),
+            "table": write.table, "rows_affected": p.rows_affected,
+            "before": p.before, "after": p.after,
+            "key_columns": p.key_columns, "row_ids_sha256": p.row_ids_sha256,
+        });
+        if !p.row_ids.is_empty() {
+            preview["row_ids"] = json!(p.row_ids);
+        }
+        if !p.triggers.is_empty() {
+            preview["triggers"] = json!(p.triggers);
+            preview["note"] = json!("triggers on this table run too and may change other rows");
+        }
         Ok(Proposal {
             rows_affected: p.rows_affected,
-            preview: json!({
-                "database": db.name, "statement": p.sql, "kind": write.kind.as_str(),
-                "table": write.table, "rows_affected": p.rows_affected,
-                "before": p.before, "after": p.after,
-            }),
+            preview,
         })
     }
 
-    /// Runs an approved write once (see [`Database::execute`]).
+    /// Runs an approved write once, only if it changes exactly the rows of its preview (see
+    /// [`Database::execute`]).
     async fn execute_sql(
         &self,
         approved: &crate::approval::Approved<Value>,
         idempotency_key: &str,
-        previewed_rows: u64,
+        preview: &Value,
     ) -> Result<Value, ToolError> {
         let (db, sql) = self.target(approved.call())?;
         let write = db.validate_write(&sql).map_err(Self::refused)?;
         let proof = approved.rebind(write);
+        let expected = crate::sql::Expected {
+            rows_affected: preview["rows_affected"].as_u64().unwrap_or(0),
+            row_ids_sha256: preview["row_ids_sha256"].as_str().map(str::to_owned),
+        };
         let done = db
-            .execute(&proof, idempotency_key, previewed_rows)
+            .execute(&proof, idempotency_key, &expected)
             .await
             .map_err(Self::refused)?;
         Ok(json!({"rows_affected": done.rows_affected, "already_applied": done.already_applied}))
@@ -379,10 +394,9 @@ impl WriteTool for SqlExecute {
         &self,
         approved: &crate::approval::Approved<Value>,
         idempotency_key: &str,
-        previewed_rows: u64,
+        preview: &Value,
     ) -> Result<Value, ToolError> {
-        self.execute_sql(approved, idempotency_key, previewed_rows)
-            .await
+        self.execute_sql(approved, idempotency_key, preview).await
     }
 }
 

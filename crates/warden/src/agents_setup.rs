@@ -5,7 +5,7 @@
 use crate::settings::Failure;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use warden_config::{Config, DatabaseLocation};
+use warden_config::Config;
 use warden_tools::{Catalog, Classification, SqlExecute, SqlQuery, sql::Database};
 
 /// The agents of this process.
@@ -15,8 +15,8 @@ pub async fn build(
 ) -> Result<warden_agents::Agents, Failure> {
     let mut databases = BTreeMap::new();
     for (name, db) in &config.databases {
-        let url = match &db.location {
-            DatabaseLocation::Postgres { url_env } => Some(
+        let url = match db.location.url_env() {
+            Some(url_env) => Some(
                 std::env::var(url_env)
                     .ok()
                     .filter(|v| !v.trim().is_empty())
@@ -26,7 +26,7 @@ pub async fn build(
                         ))
                     })?,
             ),
-            DatabaseLocation::Sqlite(_) => None,
+            None => None,
         };
         let opened = Database::open(name, db, url.as_deref())
             .await

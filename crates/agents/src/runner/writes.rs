@@ -188,11 +188,9 @@ impl Task {
                     return refusal("outcome_unknown", "the approval was already used".into());
                 }
                 audit_approval(&self.inner, &a, "dispatched", None, None).await;
-                let previewed = serde_json::from_str::<Value>(&a.preview)
-                    .ok()
-                    .and_then(|p| p["rows_affected"].as_u64())
-                    .unwrap_or(0);
-                match tool.execute(&proof, &a.idempotency_key, previewed).await {
+                // What the approver saw: the write must change exactly those rows.
+                let previewed = serde_json::from_str::<Value>(&a.preview).unwrap_or(Value::Null);
+                match tool.execute(&proof, &a.idempotency_key, &previewed).await {
                     Ok(v) => {
                         let text = v.to_string();
                         store

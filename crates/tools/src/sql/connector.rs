@@ -1,25 +1,43 @@
-//! Runs validated reads. SQLite files are opened read-only (`mode=ro`, `query_only`), and a
-//! progress handler interrupts a statement past its timeout. PostgreSQL reads run in a
-//! `READ ONLY` transaction with a local `statement_timeout`, rolled back afterwards. Rows come
-//! back as JSON objects; at most `max_rows`, and at most [`MAX_RESULT_BYTES`] of them.
+//! Runs validated statements on the company's databases: reads read-only and bounded, writes
+//! previewed and, once approved, run at most once and only if they change exactly the rows
+//! their preview showed.
 //!
-//! The one place dynamic SQL runs: only a [`ValidatedRead`] can be passed in, and
-//! `AssertSqlSafe` stands right beside it.
+//! - Reads: SQLite opened read-only (`mode=ro`, `query_only`) with per-value size limits;
+//!   PostgreSQL in a `READ ONLY` transaction; MySQL/MariaDB in `START TRANSACTION READ ONLY`
+//!   on a read-only session. Every backend has the statement timeout, and rows are streamed and
+//!   cut at [`MAX_RESULT_BYTES`] while fetching (PostgreSQL and MySQL cut each row on the
+//!   server), so no result can exhaust Warden's memory.
+//! - Previews run the write in a transaction that is rolled back, with the timeout, after
+//!   counting its target rows (at most `max_affected_rows`, or it is refused before it runs);
+//!   they record the primary keys of the rows it would change.
+//! - Approved writes check, inside their transaction, that they change exactly the previewed
+//!   rows, and record their idempotency key in the same transaction.
+//!
+//! The one place dynamic SQL runs: only validated statements are passed in, and
+//! `AssertSqlSafe` stands right beside each use.
 
-use super::{ReadPolicy, SqlDialect, ValidatedRead, ValidatedWrite, WritePolicy, validate};
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use super::{ReadPolicy, Refusal, Rule, SqlDialect, ValidatedWrite, WriteKind, WritePolicy};
 use crate::approval::Approved;
 use serde_json::{Map, Value};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{Column, Row, TypeInfo, ValueRef};
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::time::Duration;
 use warden_config::{DatabaseConfig, DatabaseLocation};
 
 /// Result JSON returned to a model at most; rows past it are dropped and `truncated` set.
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
-/// A database the `sql_query` tool reads.
+/// The largest single value (string or blob) a SQLite statement may build, in bytes.
+pub const SQLITE_MAX_VALUE_BYTES: i32 = 1 << 20;
+
+/// The table where approved writes record their idempotency key, in the same transaction.
+const IDEMPOTENCY_TABLE: &str = "warden_idempotency";
+
+/// A database the SQL tools use.
 pub struct Database {
     /// Its configured name.
     pub name: String,
@@ -37,6 +55,12 @@ struct Writer {
     max_affected_rows: u64,
 }
 
+enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+    Mysql(sqlx::MySqlPool),
+}
+
 /// What an approved write would change, computed in a transaction that is rolled back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preview {
@@ -44,10 +68,28 @@ pub struct Preview {
     pub sql: String,
     /// Rows it would change.
     pub rows_affected: u64,
-    /// The rows it targets, before (for `UPDATE`/`DELETE`; at most `max_rows`).
+    /// The rows it targets, before (for `UPDATE`/`DELETE`; at most `max_rows`; allowed columns
+    /// only).
     pub before: Vec<Value>,
-    /// The rows as they would be written (inserted, updated, or deleted; at most `max_rows`).
+    /// The rows as they would be written (at most `max_rows`; allowed columns only).
     pub after: Vec<Value>,
+    /// The primary-key columns that identify the rows.
+    pub key_columns: Vec<String>,
+    /// The primary keys of the rows an `UPDATE`/`DELETE` would change, sorted.
+    pub row_ids: Vec<Value>,
+    /// SHA-256 (hex) of `row_ids`: what the approved write must match.
+    pub row_ids_sha256: String,
+    /// Triggers on the written table (they may change other rows too).
+    pub triggers: Vec<String>,
+}
+
+/// What an approved write must match when it runs: what its preview recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// Rows the preview counted.
+    pub rows_affected: u64,
+    /// [`Preview::row_ids_sha256`].
+    pub row_ids_sha256: Option<String>,
 }
 
 /// The result of an approved write.
@@ -58,14 +100,6 @@ pub struct Executed {
     /// The idempotency key was already recorded: the write had been applied before (a retry
     /// after a crash); nothing ran again.
     pub already_applied: bool,
-}
-
-/// The table where approved writes record their idempotency key, in the same transaction.
-const IDEMPOTENCY_TABLE: &str = "warden_idempotency";
-
-enum Pool {
-    Sqlite(sqlx::SqlitePool),
-    Postgres(sqlx::PgPool),
 }
 
 /// The rows a read returned.
@@ -79,12 +113,12 @@ pub struct Rows {
     pub truncated: bool,
 }
 
-/// Why a read did not return rows.
+/// Why a statement did not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// The statement broke the read policy (the model can fix it).
+    /// The statement broke the policy (the model can fix it).
     #[error("{0}")]
-    Refused(#[from] super::Refusal),
+    Refused(#[from] Refusal),
     /// It ran past the statement timeout and was cancelled.
     #[error("the statement ran longer than {0:?} and was cancelled")]
     Timeout(Duration),
@@ -93,73 +127,273 @@ pub enum ReadError {
     Database(String),
 }
 
+pub(crate) fn db_error(e: sqlx::Error) -> ReadError {
+    ReadError::Database(e.to_string())
+}
+
+/// Rows kept while fetching: at most `max_rows`, and at most [`MAX_RESULT_BYTES`] of JSON.
+pub(crate) struct Collector {
+    pub rows: Vec<Value>,
+    bytes: usize,
+    max_rows: usize,
+    pub truncated: bool,
+}
+
+impl Collector {
+    pub fn new(max_rows: usize) -> Self {
+        Self {
+            rows: Vec::new(),
+            bytes: 0,
+            max_rows,
+            truncated: false,
+        }
+    }
+
+    /// Keeps `row` if it fits; false when fetching should stop.
+    pub fn push(&mut self, row: Value) -> bool {
+        if self.rows.len() >= self.max_rows {
+            self.truncated = true;
+            return false;
+        }
+        self.bytes += row.to_string().len() + 1;
+        if self.bytes > MAX_RESULT_BYTES {
+            self.truncated = true;
+            return false;
+        }
+        self.rows.push(row);
+        true
+    }
+
+    /// Keeps a row the server sent as JSON text, cut at `MAX_RESULT_BYTES + 1` bytes.
+    pub fn push_text(&mut self, text: &str) -> bool {
+        if text.len() > MAX_RESULT_BYTES {
+            self.truncated = true;
+            return false;
+        }
+        match serde_json::from_str(text) {
+            Ok(v) => self.push(v),
+            Err(_) => {
+                self.truncated = true;
+                false
+            }
+        }
+    }
+}
+
+/// What a backend needs to preview or run a write.
+pub(crate) struct WriteContext<'a> {
+    pub write: &'a ValidatedWrite,
+    pub timeout: Duration,
+    pub max_affected_rows: u64,
+}
+
+/// What a backend's preview found, before the columns are narrowed to the allowed ones.
+pub(crate) struct RawPreview {
+    pub rows_affected: u64,
+    pub before: Vec<Value>,
+    pub after: Vec<Value>,
+    pub key_columns: Vec<String>,
+    pub triggers: Vec<String>,
+}
+
+pub(crate) fn too_many(rows: u64, cap: u64) -> ReadError {
+    ReadError::Refused(Refusal {
+        rule: Rule::TooManyRows,
+        message: format!(
+            "the write would change {rows} rows or more; at most {cap} may change in one approved write: narrow the WHERE clause"
+        ),
+    })
+}
+
+pub(crate) fn no_primary_key(table: &str) -> ReadError {
+    ReadError::Refused(Refusal {
+        rule: Rule::NoPrimaryKey,
+        message: format!(
+            "table `{table}` has no primary key, so the rows a preview shows cannot be bound to the approved write"
+        ),
+    })
+}
+
+pub(crate) fn key_assigned(ctx: &WriteContext<'_>, keys: &[String]) -> Result<(), ReadError> {
+    if let Some(k) = ctx
+        .write
+        .assigned
+        .iter()
+        .find(|a| keys.iter().any(|k| k.eq_ignore_ascii_case(a)))
+    {
+        return Err(ReadError::Refused(Refusal {
+            rule: Rule::Unsupported,
+            message: format!("`{k}` is part of the primary key; sql_execute does not change keys"),
+        }));
+    }
+    Ok(())
+}
+
+/// The columns a preview fetches: the keys and the allowed columns, or everything.
+pub(crate) fn preview_columns(write: &ValidatedWrite, keys: &[String]) -> Vec<String> {
+    match &write.visible_columns {
+        None => {
+            let mut c: Vec<String> = keys.to_vec();
+            c.push("*".into());
+            c
+        }
+        Some(v) => {
+            let mut c: Vec<String> = keys.to_vec();
+            c.extend(v.iter().filter(|x| !keys.contains(x)).cloned());
+            c
+        }
+    }
+}
+
+/// The primary-key tuples of `rows`, sorted (as canonical JSON text).
+pub(crate) fn row_ids(rows: &[Value], keys: &[String]) -> Result<Vec<Value>, ReadError> {
+    let mut ids: Vec<(String, Value)> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut tuple = Vec::with_capacity(keys.len());
+        for k in keys {
+            let v = r
+                .get(k)
+                .or_else(|| {
+                    r.as_object()
+                        .and_then(|o| o.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)))
+                        .map(|(_, v)| v)
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    ReadError::Database(format!("the row has no key column `{k}`"))
+                })?;
+            tuple.push(v);
+        }
+        let v = Value::Array(tuple);
+        ids.push((v.to_string(), v));
+    }
+    ids.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(ids.into_iter().map(|(_, v)| v).collect())
+}
+
+/// SHA-256 (hex) of sorted row ids.
+pub(crate) fn ids_digest(ids: &[Value]) -> String {
+    let text = Value::Array(ids.to_vec()).to_string();
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(crate) fn changed_since_preview(detail: &str) -> ReadError {
+    ReadError::Refused(Refusal {
+        rule: Rule::RowsChangedSincePreview,
+        message: format!(
+            "the rows this write would change are not the ones its preview showed ({detail}); nothing was changed: propose it again"
+        ),
+    })
+}
+
+/// Compares the rows an approved write is about to change with its preview's.
+pub(crate) fn check_rows(
+    ctx: &WriteContext<'_>,
+    expected: &Expected,
+    ids: Option<&[Value]>,
+    rows: u64,
+) -> Result<(), ReadError> {
+    if rows > ctx.max_affected_rows {
+        return Err(too_many(rows, ctx.max_affected_rows));
+    }
+    match (ctx.write.kind, ids) {
+        (WriteKind::Insert, _) | (_, None) => {
+            if rows != expected.rows_affected {
+                return Err(changed_since_preview(&format!(
+                    "{rows} rows instead of {}",
+                    expected.rows_affected
+                )));
+            }
+        }
+        (_, Some(ids)) => {
+            let Some(want) = &expected.row_ids_sha256 else {
+                return Err(changed_since_preview("the preview recorded no row identities"));
+            };
+            if &ids_digest(ids) != want || rows != ids.len() as u64 {
+                return Err(changed_since_preview(&format!(
+                    "{} rows now match, {} were previewed, and their keys differ",
+                    ids.len(),
+                    expected.rows_affected
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps only the allowed columns of preview rows.
+fn narrow(rows: Vec<Value>, visible: Option<&BTreeSet<String>>, cap: usize) -> Vec<Value> {
+    rows.into_iter()
+        .take(cap)
+        .map(|r| match (visible, r) {
+            (Some(v), Value::Object(o)) => Value::Object(
+                o.into_iter()
+                    .filter(|(k, _)| v.contains(&k.to_ascii_lowercase()))
+                    .collect::<Map<String, Value>>(),
+            ),
+            (_, r) => r,
+        })
+        .collect()
+}
+
 impl Database {
-    /// Opens a pool for `config`; `url` is the PostgreSQL URL (from its environment variable).
+    /// Opens pools for `config`; `url` is the server's URL (from its environment variable).
     /// Errors never repeat the URL.
     pub async fn open(
         name: &str,
         config: &DatabaseConfig,
         url: Option<&str>,
     ) -> Result<Self, String> {
+        if let Some(f) = config
+            .allowed_functions
+            .iter()
+            .find(|f| super::never_allowed(f))
+        {
+            return Err(format!(
+                "databases.{name}.allowed_functions: `{f}` reveals the server, reaches files or the network, sleeps, locks or moves sequences; it can never be allowed"
+            ));
+        }
         let policy = ReadPolicy {
             tables: config.tables.clone(),
             max_rows: config.max_rows,
+            allowed_functions: config.allowed_functions.clone(),
             denied_functions: config.denied_functions.clone(),
         };
         let writable = !config.writable_tables.is_empty();
-        let mut write_pool = None;
-        let (dialect, pool) = match &config.location {
+        let opened = Opened {
+            name,
+            config,
+            allowed: config.tables.keys().cloned().collect(),
+        };
+        let (dialect, pool, write_pool) = match &config.location {
             DatabaseLocation::Sqlite(path) => {
-                if !path.exists() {
-                    return Err(format!(
-                        "databases.{name}: {} does not exist",
-                        path.display()
-                    ));
-                }
-                let options = SqliteConnectOptions::new()
-                    .filename(path)
-                    .read_only(true)
-                    .pragma("query_only", "ON");
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .connect_with(options)
-                    .await
-                    .map_err(|e| {
-                        format!("databases.{name}: cannot open {}: {e}", path.display())
-                    })?;
-                if writable {
-                    let rw = SqliteConnectOptions::new()
-                        .filename(path)
-                        .busy_timeout(Duration::from_secs(5));
-                    let rw = SqlitePoolOptions::new()
-                        .max_connections(1)
-                        .connect_with(rw)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "databases.{name}: cannot open {} for writes: {e}",
-                                path.display()
-                            )
-                        })?;
-                    write_pool = Some(Pool::Sqlite(rw));
-                }
-                (SqlDialect::Sqlite, Pool::Sqlite(pool))
+                let (read, write) = sqlite::open(&opened, path, writable).await?;
+                (
+                    SqlDialect::Sqlite,
+                    Pool::Sqlite(read),
+                    write.map(Pool::Sqlite),
+                )
             }
             DatabaseLocation::Postgres { url_env } => {
                 let url = url.ok_or_else(|| {
                     format!("databases.{name}: the environment variable {url_env} is not set")
                 })?;
-                let options = sqlx::postgres::PgConnectOptions::from_str(url)
-                    .map_err(|_| format!("databases.{name}: the URL in {url_env} is not valid"))?
-                    .application_name("warden-sql-query");
-                let pool = PgPoolOptions::new()
-                    .max_connections(4)
-                    .acquire_timeout(Duration::from_secs(5))
-                    .connect_lazy_with(options);
-                if writable {
-                    write_pool = Some(Pool::Postgres(pool.clone()));
-                }
-                (SqlDialect::Postgres, Pool::Postgres(pool))
+                let (read, write) = postgres::open(&opened, url, url_env, writable)?;
+                (
+                    SqlDialect::Postgres,
+                    Pool::Postgres(read),
+                    write.map(Pool::Postgres),
+                )
+            }
+            DatabaseLocation::Mysql { url_env } => {
+                let url = url.ok_or_else(|| {
+                    format!("databases.{name}: the environment variable {url_env} is not set")
+                })?;
+                let (read, write) = mysql::open(&opened, url, url_env, writable)?;
+                (SqlDialect::Mysql, Pool::Mysql(read), write.map(Pool::Mysql))
             }
         };
         let write = write_pool.map(|pool| Writer {
@@ -186,259 +420,107 @@ impl Database {
         self.policy.tables.keys().cloned().collect()
     }
 
+    /// The database's dialect.
+    pub fn dialect(&self) -> SqlDialect {
+        self.dialect
+    }
+
     /// Validates and runs one read.
     pub async fn read(&self, sql: &str) -> Result<Rows, ReadError> {
-        let validated = validate(sql, self.dialect, &self.policy)?;
-        match &self.pool {
-            Pool::Sqlite(pool) => self.read_sqlite(pool, &validated).await,
-            Pool::Postgres(pool) => self.read_postgres(pool, &validated).await,
-        }
-    }
-
-    async fn read_sqlite(
-        &self,
-        pool: &sqlx::SqlitePool,
-        read: &ValidatedRead,
-    ) -> Result<Rows, ReadError> {
-        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
-        let mut conn = pool.acquire().await.map_err(db)?;
-        let deadline = Instant::now() + self.timeout;
-        conn.lock_handle()
-            .await
-            .map_err(db)?
-            .set_progress_handler(1000, move || Instant::now() < deadline);
-        // Validated just above: the statement printed from the checked syntax tree.
-        let result = sqlx::query(sqlx::AssertSqlSafe(read.sql.clone()))
-            .fetch_all(&mut *conn)
-            .await;
-        if let Ok(mut h) = conn.lock_handle().await {
-            h.remove_progress_handler();
-        }
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(_) if Instant::now() >= deadline => return Err(ReadError::Timeout(self.timeout)),
-            Err(e) => return Err(db(e)),
-        };
-        let json = rows.iter().map(sqlite_row).collect();
-        Ok(cap(read.sql.clone(), json))
-    }
-
-    async fn read_postgres(
-        &self,
-        pool: &sqlx::PgPool,
-        read: &ValidatedRead,
-    ) -> Result<Rows, ReadError> {
-        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
-        let mut tx = pool.begin().await.map_err(db)?;
-        sqlx::query("SET TRANSACTION READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        let ms = self.timeout.as_millis().max(1);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SET LOCAL statement_timeout = {ms}"
-        )))
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        // Validated just above; wrapped so each row comes back as one JSON object.
-        let wrapped = format!("SELECT to_jsonb(q)::text FROM ({}) AS q", read.sql);
-        let result: Result<Vec<String>, sqlx::Error> =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
-                .fetch_all(&mut *tx)
-                .await;
-        let _ = tx.rollback().await;
-        let texts = match result {
-            Ok(t) => t,
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("57014") => {
-                return Err(ReadError::Timeout(self.timeout));
+        let validated = super::validate(sql, self.dialect, &self.policy)?;
+        let max_rows = self.policy.max_rows as usize;
+        let collected = match &self.pool {
+            Pool::Sqlite(p) => sqlite::read(p, &validated.sql, self.timeout, max_rows).await?,
+            Pool::Postgres(p) => {
+                postgres::read(p, &validated.sql, self.timeout, max_rows).await?
             }
-            Err(e) => return Err(db(e)),
+            Pool::Mysql(p) => mysql::read(p, &validated.sql, self.timeout, max_rows).await?,
         };
-        let json = texts
-            .iter()
-            .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
-            .collect();
-        Ok(cap(read.sql.clone(), json))
+        Ok(Rows {
+            sql: validated.sql,
+            rows: collected.rows,
+            truncated: collected.truncated,
+        })
     }
-}
 
-impl Database {
     /// Whether writes may be proposed against this database.
     pub fn writable(&self) -> bool {
         self.write.is_some()
     }
 
-    /// Validates a proposed write against the write policy.
-    pub fn validate_write(&self, sql: &str) -> Result<ValidatedWrite, ReadError> {
-        let Some(w) = &self.write else {
-            return Err(ReadError::Refused(super::Refusal {
-                rule: super::Rule::TableNotAllowed,
+    fn writer(&self) -> Result<&Writer, ReadError> {
+        self.write.as_ref().ok_or_else(|| {
+            ReadError::Refused(Refusal {
+                rule: Rule::TableNotAllowed,
                 message: format!("database `{}` has no writable tables", self.name),
-            }));
-        };
-        Ok(super::validate_write(sql, self.dialect, &w.policy)?)
-    }
-
-    /// What the write would change: it runs in a transaction that is rolled back.
-    pub async fn preview(&self, write: &ValidatedWrite) -> Result<Preview, ReadError> {
-        let Some(w) = &self.write else {
-            return Err(ReadError::Database("not writable".into()));
-        };
-        let cap = self.policy.max_rows as usize;
-        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
-        let (before, after) = match &w.pool {
-            Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await.map_err(db)?;
-                let before = match &write.select_before {
-                    // Printed from the validated statement's own table and WHERE clause.
-                    Some(q) => sqlx::query(sqlx::AssertSqlSafe(q.clone()))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db)?
-                        .iter()
-                        .map(sqlite_row)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                let after: Vec<Value> =
-                    sqlx::query(sqlx::AssertSqlSafe(write.sql_returning.clone()))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db)?
-                        .iter()
-                        .map(sqlite_row)
-                        .collect();
-                tx.rollback().await.map_err(db)?;
-                (before, after)
-            }
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(db)?;
-                let ms = self.timeout.as_millis().max(1);
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SET LOCAL statement_timeout = {ms}"
-                )))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                let json = |sql: &str| format!("SELECT to_jsonb(q)::text FROM ({sql}) AS q");
-                let before: Vec<String> = match &write.select_before {
-                    Some(q) => sqlx::query_scalar(sqlx::AssertSqlSafe(json(q)))
-                        .fetch_all(&mut *tx)
-                        .await
-                        .map_err(db)?,
-                    None => Vec::new(),
-                };
-                // A data-modifying statement cannot be a subquery: use a CTE.
-                let after: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "WITH q AS ({}) SELECT to_jsonb(q)::text FROM q",
-                    write.sql_returning
-                )))
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-                tx.rollback().await.map_err(db)?;
-                let parse = |v: Vec<String>| -> Vec<Value> {
-                    v.iter()
-                        .map(|t| serde_json::from_str(t).unwrap_or(Value::Null))
-                        .collect()
-                };
-                (parse(before), parse(after))
-            }
-        };
-        let rows_affected = after.len() as u64;
-        Ok(Preview {
-            sql: write.sql.clone(),
-            rows_affected,
-            before: before.into_iter().take(cap).collect(),
-            after: after.into_iter().take(cap).collect(),
+            })
         })
     }
 
-    /// Runs an approved write once: its idempotency key is recorded in the same transaction,
-    /// so a retry after a crash finds it and runs nothing. The rows changed must equal the
-    /// preview's count, or stay within `max_affected_rows`; otherwise it rolls back.
+    /// Validates a proposed write against the write policy.
+    pub fn validate_write(&self, sql: &str) -> Result<ValidatedWrite, ReadError> {
+        let w = self.writer()?;
+        Ok(super::validate_write(sql, self.dialect, &w.policy)?)
+    }
+
+    /// What the write would change: it runs in a transaction that is rolled back, with the
+    /// statement timeout, after its target rows were counted.
+    pub async fn preview(&self, write: &ValidatedWrite) -> Result<Preview, ReadError> {
+        let w = self.writer()?;
+        let ctx = WriteContext {
+            write,
+            timeout: self.timeout,
+            max_affected_rows: w.max_affected_rows,
+        };
+        if write.kind == WriteKind::Insert && write.insert_rows as u64 > w.max_affected_rows {
+            return Err(too_many(write.insert_rows as u64, w.max_affected_rows));
+        }
+        let raw = match &w.pool {
+            Pool::Sqlite(p) => sqlite::preview(p, &ctx).await?,
+            Pool::Postgres(p) => postgres::preview(p, &ctx).await?,
+            Pool::Mysql(p) => mysql::preview(p, &ctx).await?,
+        };
+        if raw.rows_affected > w.max_affected_rows {
+            return Err(too_many(raw.rows_affected, w.max_affected_rows));
+        }
+        let ids = match write.kind {
+            WriteKind::Insert => Vec::new(),
+            _ => row_ids(&raw.before, &raw.key_columns)?,
+        };
+        let cap = self.policy.max_rows as usize;
+        let visible = write.visible_columns.as_ref();
+        let keys_visible = visible.is_none_or(|v| raw.key_columns.iter().all(|k| v.contains(k)));
+        Ok(Preview {
+            sql: write.sql.clone(),
+            rows_affected: raw.rows_affected,
+            before: narrow(raw.before, visible, cap),
+            after: narrow(raw.after, visible, cap),
+            row_ids_sha256: ids_digest(&ids),
+            row_ids: if keys_visible { ids } else { Vec::new() },
+            key_columns: raw.key_columns,
+            triggers: raw.triggers,
+        })
+    }
+
+    /// Runs an approved write once: only if it changes exactly the rows of its preview
+    /// (checked inside its transaction, rolled back otherwise), with its idempotency key
+    /// recorded in the same transaction, so a retry after a crash finds it and runs nothing.
     pub async fn execute(
         &self,
         write: &Approved<ValidatedWrite>,
         idempotency_key: &str,
-        previewed_rows: u64,
+        expected: &Expected,
     ) -> Result<Executed, ReadError> {
-        let Some(w) = &self.write else {
-            return Err(ReadError::Database("not writable".into()));
+        let w = self.writer()?;
+        let ctx = WriteContext {
+            write: write.call(),
+            timeout: self.timeout,
+            max_affected_rows: w.max_affected_rows,
         };
-        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
-        let create = format!(
-            "CREATE TABLE IF NOT EXISTS {IDEMPOTENCY_TABLE} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
-        );
-        let now = warden_core_millis();
-        let check = |rows: u64| {
-            if rows != previewed_rows && rows > w.max_affected_rows {
-                Err(ReadError::Database(format!(
-                    "the write changed {rows} rows, not the {previewed_rows} of its preview (and more than the cap of {}); rolled back",
-                    w.max_affected_rows
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        // The same steps on both backends; only the placeholders differ.
-        macro_rules! once {
-            ($tx:expr, $p1:literal, $p2:literal) => {{
-                let mut tx = $tx;
-                sqlx::query(sqlx::AssertSqlSafe(create))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT applied_at FROM {IDEMPOTENCY_TABLE} WHERE key = {}",
-                    $p1
-                )))
-                .bind(idempotency_key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?;
-                if seen.is_some() {
-                    return Ok(Executed {
-                        rows_affected: previewed_rows,
-                        already_applied: true,
-                    });
-                }
-                // Validated, and approved by a verified signature over exactly these arguments.
-                let done = sqlx::query(sqlx::AssertSqlSafe(write.call().sql.clone()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                check(done.rows_affected())?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO {IDEMPOTENCY_TABLE} (key, applied_at) VALUES ({}, {})",
-                    $p1, $p2
-                )))
-                .bind(idempotency_key)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                tx.commit().await.map_err(db)?;
-                Ok(Executed {
-                    rows_affected: done.rows_affected(),
-                    already_applied: false,
-                })
-            }};
-        }
         match &w.pool {
-            Pool::Sqlite(pool) => once!(pool.begin().await.map_err(db)?, "?1", "?2"),
-            Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(db)?;
-                let ms = self.timeout.as_millis().max(1);
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SET LOCAL statement_timeout = {ms}"
-                )))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                once!(tx, "$1", "$2")
-            }
+            Pool::Sqlite(p) => sqlite::execute(p, &ctx, idempotency_key, expected).await,
+            Pool::Postgres(p) => postgres::execute(p, &ctx, idempotency_key, expected).await,
+            Pool::Mysql(p) => mysql::execute(p, &ctx, idempotency_key, expected).await,
         }
     }
 
@@ -448,91 +530,63 @@ impl Database {
         let Some(w) = &self.write else {
             return Ok(false);
         };
-        let db = |e: sqlx::Error| ReadError::Database(e.to_string());
-        let sql = |p: &str| format!("SELECT COUNT(*) FROM {IDEMPOTENCY_TABLE} WHERE key = {p}");
-        let n: Result<i64, sqlx::Error> = match &w.pool {
-            Pool::Sqlite(pool) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql("?1")))
-                    .bind(idempotency_key)
-                    .fetch_one(pool)
-                    .await
-            }
-            Pool::Postgres(pool) => {
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql("$1")))
-                    .bind(idempotency_key)
-                    .fetch_one(pool)
-                    .await
-            }
+        let result = match &w.pool {
+            Pool::Sqlite(p) => sqlite::was_applied(p, idempotency_key).await,
+            Pool::Postgres(p) => postgres::was_applied(p, idempotency_key).await,
+            Pool::Mysql(p) => mysql::was_applied(p, idempotency_key).await,
         };
-        match n {
-            Ok(n) => Ok(n > 0),
+        match result {
+            Ok(n) => Ok(n),
             // No table yet: nothing was ever applied.
             Err(sqlx::Error::Database(_)) => Ok(false),
-            Err(e) => Err(db(e)),
+            Err(e) => Err(db_error(e)),
         }
     }
 }
 
-fn warden_core_millis() -> i64 {
+/// What the backends' `open` need to know.
+pub(crate) struct Opened<'a> {
+    pub name: &'a str,
+    pub config: &'a DatabaseConfig,
+    /// The allow-listed tables (for the role checks).
+    pub allowed: BTreeSet<String>,
+}
+
+/// Logs what a tool connection may do beyond reading the allowed tables; with `strict`, refuses
+/// the connection.
+pub(crate) fn report_roles(
+    name: &str,
+    findings: &[super::roles::RoleFinding],
+    strict: bool,
+) -> Result<(), sqlx::Error> {
+    for f in findings {
+        tracing::warn!(
+            database = name,
+            finding = f.what,
+            detail = %f.detail,
+            "the SQL tools' database connection can do more than read the allowed tables; give it a read-only role (see the README)"
+        );
+    }
+    if strict && !findings.is_empty() {
+        let what: Vec<&str> = findings.iter().map(|f| f.what).collect();
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "databases.{name}: strict_roles is on and the connection's role can do more than read the allowed tables ({})",
+                what.join(", ")
+            )
+            .into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-/// Keeps rows while their JSON stays under [`MAX_RESULT_BYTES`].
-fn cap(sql: String, rows: Vec<Value>) -> Rows {
-    let mut size = 0;
-    let mut kept = Vec::new();
-    let total = rows.len();
-    for r in rows {
-        size += r.to_string().len() + 1;
-        if size > MAX_RESULT_BYTES {
-            break;
-        }
-        kept.push(r);
-    }
-    Rows {
-        sql,
-        truncated: kept.len() < total,
-        rows: kept,
-    }
-}
-
-/// A SQLite row as a JSON object, by each value's storage class.
-fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Value {
-    let mut out = Map::new();
-    for (i, col) in row.columns().iter().enumerate() {
-        let class = row
-            .try_get_raw(i)
-            .map(|v| {
-                if v.is_null() {
-                    "NULL".to_owned()
-                } else {
-                    v.type_info().name().to_owned()
-                }
-            })
-            .unwrap_or_else(|_| "NULL".into());
-        let value = match class.as_str() {
-            "NULL" => Value::Null,
-            "INTEGER" | "BOOLEAN" => row
-                .try_get::<i64, _>(i)
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-            "REAL" => row
-                .try_get::<f64, _>(i)
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-            "BLOB" => row
-                .try_get::<Vec<u8>, _>(i)
-                .map(|b| Value::from(format!("<{} bytes>", b.len())))
-                .unwrap_or(Value::Null),
-            _ => row
-                .try_get::<String, _>(i)
-                .map(Value::from)
-                .unwrap_or(Value::Null),
-        };
-        out.insert(col.name().to_owned(), value);
-    }
-    Value::Object(out)
+pub(crate) fn idempotency_table() -> &'static str {
+    IDEMPOTENCY_TABLE
 }

@@ -1,21 +1,19 @@
 //! The SQL read policy. A statement is parsed in the database's dialect and accepted only if
 //! it is exactly one `SELECT` (no data-modifying CTE, no `SELECT … INTO`, no locking clause)
-//! over allow-listed tables (and, where configured, columns), touching no system catalog and
-//! calling no denied function. The `LIMIT` is added or capped. What runs is the statement
-//! printed back from the checked syntax tree, never the text the model sent: comments and
-//! anything the parser did not take as part of the one statement are gone.
+//! whose every name resolves, with real scoping, to an allow-listed table and column, a CTE or
+//! alias of its own scope, or an allow-listed function (see `resolve` and `functions`). The
+//! `LIMIT` is added or capped. What runs is the statement printed back from the checked syntax
+//! tree, never the text the model sent: comments and anything the parser did not take as part
+//! of the one statement are gone; the printed statement is validated again.
 //!
-//! Every refusal names the rule it broke, so the model can correct itself. This is the only
-//! module that knows the `sqlparser` AST (pinned: it changes most releases).
+//! Every refusal names the rule it broke, so the model can correct itself. The `sql` modules
+//! are the only ones that know the `sqlparser` AST (pinned: it changes most releases).
 
-use sqlparser::ast::{
-    Expr, LimitClause, ObjectName, Query, Select, SelectItem, SetExpr, Statement, TableFactor,
-    Value, Visit, Visitor,
-};
-use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
+use super::resolve::{Resolver, Scope};
+use sqlparser::ast::{Expr, LimitClause, Query, Statement, Value};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::ControlFlow;
 
 /// Which database the statement is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +22,8 @@ pub enum SqlDialect {
     Sqlite,
     /// PostgreSQL.
     Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
 }
 
 impl SqlDialect {
@@ -31,6 +31,7 @@ impl SqlDialect {
         match self {
             SqlDialect::Sqlite => Box::new(SQLiteDialect {}),
             SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
+            SqlDialect::Mysql => Box::new(MySqlDialect {}),
         }
     }
 }
@@ -43,8 +44,24 @@ pub struct ReadPolicy {
     pub tables: BTreeMap<String, Option<BTreeSet<String>>>,
     /// Rows returned at most: a missing `LIMIT` is added, a larger one capped.
     pub max_rows: u64,
-    /// Functions refused on top of the built-in list (lower case).
+    /// Functions allowed on top of the built-in allow-list (lower case). Never widens the
+    /// built-in refusal of system, file, network, sleep, lock and sequence functions.
+    pub allowed_functions: BTreeSet<String>,
+    /// Functions refused even if the built-in allow-list has them (lower case).
     pub denied_functions: BTreeSet<String>,
+}
+
+impl ReadPolicy {
+    /// A policy over these tables (lower case, optionally `schema.table`; `None`: every
+    /// column), at most `max_rows` rows, with the built-in function allow-list only.
+    pub fn new(tables: BTreeMap<String, Option<BTreeSet<String>>>, max_rows: u64) -> Self {
+        Self {
+            tables,
+            max_rows,
+            allowed_functions: BTreeSet::new(),
+            denied_functions: BTreeSet::new(),
+        }
+    }
 }
 
 /// The rule a statement broke.
@@ -64,16 +81,32 @@ pub enum Rule {
     TableNotAllowed,
     /// A column that is not allow-listed (or `*` on a table with a column list).
     ColumnNotAllowed,
-    /// `pg_catalog`, `information_schema`, `sqlite_master` and the like.
+    /// `pg_catalog`, `information_schema`, `sqlite_master`, `mysql.*` and the like.
     SystemCatalog,
-    /// A function on the deny list.
-    FunctionDenied,
     /// A table-valued function in `FROM`.
     TableFunction,
     /// A clause the policy does not accept (e.g. `FETCH`, use `LIMIT`).
     Unsupported,
-    /// `UPDATE` or `DELETE` without `WHERE`.
+    /// `UPDATE` or `DELETE` without `WHERE` (or with one that is always true).
     MissingWhere,
+    /// A function that is not on the allow-list.
+    FunctionNotAllowed,
+    /// A cast to a type that is not on the allow-list (`regclass`, user-defined types …).
+    TypeNotAllowed,
+    /// Session or server variables (`@@version`, `@x`), parameters (`$1`, `?`).
+    VariableNotAllowed,
+    /// `ON CONFLICT`, `OR REPLACE`, `REPLACE INTO`, `ON DUPLICATE KEY`, `INSERT IGNORE`.
+    ConflictClause,
+    /// More rows than `max_affected_rows` would change.
+    TooManyRows,
+    /// The statement is too long or nested too deep to validate.
+    TooComplex,
+    /// MySQL executable comments (`/*! … */`).
+    ExecutableComment,
+    /// The written table has no primary key, so the rows a preview shows cannot be bound.
+    NoPrimaryKey,
+    /// An approved write would change other rows than its preview showed.
+    RowsChangedSincePreview,
 }
 
 impl Rule {
@@ -88,10 +121,18 @@ impl Rule {
             Rule::TableNotAllowed => "table_not_allowed",
             Rule::ColumnNotAllowed => "column_not_allowed",
             Rule::SystemCatalog => "no_system_catalog",
-            Rule::FunctionDenied => "function_denied",
             Rule::TableFunction => "no_table_functions",
             Rule::Unsupported => "unsupported",
             Rule::MissingWhere => "where_required",
+            Rule::FunctionNotAllowed => "function_not_allowed",
+            Rule::TypeNotAllowed => "type_not_allowed",
+            Rule::VariableNotAllowed => "variable_not_allowed",
+            Rule::ConflictClause => "no_conflict_clause",
+            Rule::TooManyRows => "too_many_rows",
+            Rule::TooComplex => "too_complex",
+            Rule::ExecutableComment => "no_executable_comment",
+            Rule::NoPrimaryKey => "primary_key_required",
+            Rule::RowsChangedSincePreview => "rows_changed_since_preview",
         }
     }
 }
@@ -122,66 +163,41 @@ pub struct ValidatedRead {
     pub tables: BTreeSet<String>,
 }
 
-/// Functions no read may call: they sleep, read or write files, reach other servers, run SQL
-/// given as text, change settings or sequences, or load code.
-const DENIED_FUNCTIONS: &[&str] = &[
-    "pg_sleep",
-    "pg_sleep_for",
-    "pg_sleep_until",
-    "pg_read_file",
-    "pg_read_binary_file",
-    "pg_ls_dir",
-    "pg_stat_file",
-    "pg_terminate_backend",
-    "pg_cancel_backend",
-    "pg_reload_conf",
-    "lo_import",
-    "lo_export",
-    "lo_get",
-    "lo_put",
-    "lo_from_bytea",
-    "dblink",
-    "dblink_exec",
-    "dblink_connect",
-    "set_config",
-    "current_setting",
-    "nextval",
-    "setval",
-    "query_to_xml",
-    "query_to_xml_and_xmlschema",
-    "query_to_xmlschema",
-    "cursor_to_xml",
-    "table_to_xml",
-    "schema_to_xml",
-    "database_to_xml",
-    "load_extension",
-    "readfile",
-    "writefile",
-    "edit",
-    "fts3_tokenizer",
-    "randomblob",
-    "zeroblob",
-];
+/// Statement text accepted at most, in bytes.
+pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
 
-/// Name prefixes of functions and tables that belong to the database itself.
-const SYSTEM_PREFIXES: &[&str] = &["pg_", "sqlite_", "lo_", "dblink"];
-/// Schemas that are the database's own catalogs.
-const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_toast", "temp"];
-
-fn lower_name(name: &ObjectName) -> Vec<String> {
-    name.0
-        .iter()
-        .map(|p| match p.as_ident() {
-            Some(i) => i.value.to_lowercase(),
-            None => p.to_string().to_lowercase(),
-        })
-        .collect()
-}
-
-/// Parses `sql` in `dialect` into exactly one statement (stacked queries are refused).
+/// Parses `sql` in `dialect` into exactly one statement (stacked queries are refused). The
+/// text is bounded in size and the parser in recursion depth, so neither can exhaust memory or
+/// the stack.
 pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Refusal> {
-    let mut statements = match Parser::parse_sql(dialect.parser().as_ref(), sql) {
+    if sql.len() > MAX_STATEMENT_BYTES {
+        return refuse(
+            Rule::TooComplex,
+            format!(
+                "the statement is {} bytes; at most {MAX_STATEMENT_BYTES} are accepted",
+                sql.len()
+            ),
+        );
+    }
+    // MySQL runs the text of `/*! … */` comments: refuse them outright rather than guess.
+    if dialect == SqlDialect::Mysql && sql.contains("/*!") {
+        return refuse(
+            Rule::ExecutableComment,
+            "MySQL executable comments (/*! … */) are refused; write the statement plainly",
+        );
+    }
+    let parser_dialect = dialect.parser();
+    let parser = Parser::new(parser_dialect.as_ref())
+        .with_recursion_limit(super::resolve::MAX_DEPTH / 2)
+        .try_with_sql(sql);
+    let mut statements = match parser.and_then(|mut p| p.parse_statements()) {
         Ok(s) => s,
+        Err(sqlparser::parser::ParserError::RecursionLimitExceeded) => {
+            return refuse(
+                Rule::TooComplex,
+                "the statement nests too deep; simplify it",
+            );
+        }
         Err(e) => return refuse(Rule::Syntax, format!("the statement does not parse: {e}")),
     };
     if statements.len() != 1 {
@@ -196,8 +212,24 @@ pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Ref
     Ok(statements.remove(0))
 }
 
-/// Validates `sql` against `policy`.
+/// Validates `sql` against `policy`. The statement that runs is printed from the checked tree
+/// and validated once more as printed, so what runs is exactly what was checked.
 pub fn validate(
+    sql: &str,
+    dialect: SqlDialect,
+    policy: &ReadPolicy,
+) -> Result<ValidatedRead, Refusal> {
+    let first = validate_once(sql, dialect, policy)?;
+    match validate_once(&first.sql, dialect, policy) {
+        Ok(again) if again == first => Ok(first),
+        _ => refuse(
+            Rule::Unsupported,
+            "the statement does not print back to itself; rewrite it more plainly",
+        ),
+    }
+}
+
+fn validate_once(
     sql: &str,
     dialect: SqlDialect,
     policy: &ReadPolicy,
@@ -211,308 +243,13 @@ pub fn validate(
             format!("only SELECT is allowed, not {kind}"),
         );
     };
-    let mut check = Checker {
-        policy,
-        ctes: BTreeSet::new(),
-        tables: BTreeSet::new(),
-        aliases: BTreeSet::new(),
-    };
-    collect_names(query, &mut check.ctes, &mut check.aliases);
-    if let ControlFlow::Break(r) = query.visit(&mut check) {
-        return Err(r);
-    }
-    check.columns(query)?;
+    let mut resolver = Resolver::new(policy, dialect);
+    resolver.query(query, &Scope::default())?;
     cap_limit(query, policy.max_rows)?;
     Ok(ValidatedRead {
         sql: statement.to_string(),
-        tables: check.tables,
+        tables: resolver.tables,
     })
-}
-
-/// CTE names (which may be read like tables) and the aliases the query defines (which may be
-/// named like columns), anywhere in it.
-fn collect_names(query: &Query, ctes: &mut BTreeSet<String>, aliases: &mut BTreeSet<String>) {
-    struct Names<'a> {
-        ctes: &'a mut BTreeSet<String>,
-        aliases: &'a mut BTreeSet<String>,
-    }
-    impl Visitor for Names<'_> {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-            if let Some(with) = &q.with {
-                for cte in &with.cte_tables {
-                    self.ctes.insert(cte.alias.name.value.to_lowercase());
-                    for c in &cte.alias.columns {
-                        self.aliases.insert(c.name.value.to_lowercase());
-                    }
-                }
-            }
-            if let SetExpr::Select(s) = q.body.as_ref() {
-                for item in &s.projection {
-                    if let SelectItem::ExprWithAlias { alias, .. } = item {
-                        self.aliases.insert(alias.value.to_lowercase());
-                    }
-                }
-            }
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
-            let alias = match t {
-                TableFactor::Table { alias, .. } | TableFactor::Derived { alias, .. } => alias,
-                _ => &None,
-            };
-            if let Some(a) = alias {
-                self.aliases.insert(a.name.value.to_lowercase());
-                for c in &a.columns {
-                    self.aliases.insert(c.name.value.to_lowercase());
-                }
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let _ = query.visit(&mut Names { ctes, aliases });
-}
-
-pub(crate) struct Checker<'a> {
-    policy: &'a ReadPolicy,
-    ctes: BTreeSet<String>,
-    /// Allow-listed tables read (their policy keys).
-    tables: BTreeSet<String>,
-    aliases: BTreeSet<String>,
-}
-
-impl<'a> Checker<'a> {
-    /// A checker of relations, functions and catalogs under `policy` (for statements other
-    /// than a top-level query: no CTE names are known).
-    pub(crate) fn new(policy: &'a ReadPolicy) -> Self {
-        Self {
-            policy,
-            ctes: BTreeSet::new(),
-            tables: BTreeSet::new(),
-            aliases: BTreeSet::new(),
-        }
-    }
-
-    /// The policy key of a relation, or why it is refused.
-    fn table(&self, parts: &[String]) -> Result<Option<String>, Refusal> {
-        let shown = parts.join(".");
-        if parts.iter().any(|p| SYSTEM_SCHEMAS.contains(&p.as_str()))
-            || parts
-                .last()
-                .is_some_and(|t| SYSTEM_PREFIXES.iter().any(|p| t.starts_with(p)))
-        {
-            return refuse(
-                Rule::SystemCatalog,
-                format!("`{shown}` is a system catalog; only the allowed tables may be read"),
-            );
-        }
-        if parts.len() == 1 && self.ctes.contains(&parts[0]) {
-            return Ok(None);
-        }
-        let candidates: Vec<String> = match parts {
-            [t] => vec![t.clone()],
-            [s, t] if s == "public" || s == "main" => vec![format!("{s}.{t}"), t.clone()],
-            [s, t] => vec![format!("{s}.{t}")],
-            _ => vec![shown.clone()],
-        };
-        match candidates
-            .into_iter()
-            .find(|c| self.policy.tables.contains_key(c))
-        {
-            Some(key) => Ok(Some(key)),
-            None => {
-                let allowed: Vec<&str> = self.policy.tables.keys().map(String::as_str).collect();
-                refuse(
-                    Rule::TableNotAllowed,
-                    format!(
-                        "table `{shown}` is not allowed; allowed tables: {}",
-                        allowed.join(", ")
-                    ),
-                )
-            }
-        }
-    }
-
-    /// With a column-restricted table in the query: no `*`, and every column named must be
-    /// allowed for one of the restricted tables read (or be an alias the query defines).
-    fn columns(&self, query: &Query) -> Result<(), Refusal> {
-        let restricted: Vec<(&String, &BTreeSet<String>)> = self
-            .tables
-            .iter()
-            .filter_map(|t| {
-                self.policy
-                    .tables
-                    .get(t)
-                    .and_then(|c| c.as_ref())
-                    .map(|c| (t, c))
-            })
-            .collect();
-        if restricted.is_empty() {
-            return Ok(());
-        }
-        let allowed: BTreeSet<&str> = restricted
-            .iter()
-            .flat_map(|(_, c)| c.iter().map(String::as_str))
-            .collect();
-        let names: Vec<&str> = restricted.iter().map(|(t, _)| t.as_str()).collect();
-        struct Columns<'a> {
-            allowed: &'a BTreeSet<&'a str>,
-            aliases: &'a BTreeSet<String>,
-            tables: &'a [&'a str],
-        }
-        impl Visitor for Columns<'_> {
-            type Break = Refusal;
-            fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<Refusal> {
-                for item in &s.projection {
-                    if matches!(
-                        item,
-                        SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
-                    ) {
-                        return ControlFlow::Break(Refusal {
-                            rule: Rule::ColumnNotAllowed,
-                            message: format!(
-                                "`*` is not allowed on {}: name the columns ({})",
-                                self.tables.join(", "),
-                                self.allowed.iter().copied().collect::<Vec<_>>().join(", ")
-                            ),
-                        });
-                    }
-                }
-                ControlFlow::Continue(())
-            }
-            fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
-                let column = match e {
-                    Expr::Identifier(i) => Some(&i.value),
-                    Expr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
-                    _ => None,
-                };
-                if let Some(c) = column {
-                    let c = c.to_lowercase();
-                    if !self.allowed.contains(c.as_str()) && !self.aliases.contains(&c) {
-                        return ControlFlow::Break(Refusal {
-                            rule: Rule::ColumnNotAllowed,
-                            message: format!(
-                                "column `{c}` is not allowed on {}; allowed columns: {}",
-                                self.tables.join(", "),
-                                self.allowed.iter().copied().collect::<Vec<_>>().join(", ")
-                            ),
-                        });
-                    }
-                }
-                ControlFlow::Continue(())
-            }
-        }
-        match query.visit(&mut Columns {
-            allowed: &allowed,
-            aliases: &self.aliases,
-            tables: &names,
-        }) {
-            ControlFlow::Break(r) => Err(r),
-            ControlFlow::Continue(()) => Ok(()),
-        }
-    }
-}
-
-/// Refuses what may not appear in a set expression (the body of any query in the tree).
-fn check_body(body: &SetExpr) -> Result<(), Refusal> {
-    match body {
-        SetExpr::Select(s) => {
-            if s.into.is_some() {
-                return refuse(
-                    Rule::SelectInto,
-                    "SELECT … INTO creates a table; it is refused",
-                );
-            }
-            Ok(())
-        }
-        SetExpr::SetOperation { left, right, .. } => {
-            check_body(left)?;
-            check_body(right)
-        }
-        SetExpr::Query(_) | SetExpr::Values(_) | SetExpr::Table(_) => Ok(()),
-        SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => refuse(
-            Rule::SelectOnly,
-            "data-modifying statements are refused, in a WITH clause too",
-        ),
-        #[allow(unreachable_patterns)]
-        _ => refuse(Rule::Unsupported, "this kind of query is not supported"),
-    }
-}
-
-impl Visitor for Checker<'_> {
-    type Break = Refusal;
-
-    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<Refusal> {
-        if !q.locks.is_empty() {
-            return ControlFlow::Break(Refusal {
-                rule: Rule::Locking,
-                message: "locking clauses (FOR UPDATE, FOR SHARE …) are refused in reads".into(),
-            });
-        }
-        if q.for_clause.is_some() || q.settings.is_some() || q.format_clause.is_some() {
-            return ControlFlow::Break(Refusal {
-                rule: Rule::Unsupported,
-                message: "FOR/SETTINGS/FORMAT clauses are not supported".into(),
-            });
-        }
-        if !q.pipe_operators.is_empty() {
-            return ControlFlow::Break(Refusal {
-                rule: Rule::Unsupported,
-                message: "pipe syntax is not supported".into(),
-            });
-        }
-        match check_body(&q.body) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(r) => ControlFlow::Break(r),
-        }
-    }
-
-    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<Refusal> {
-        match self.table(&lower_name(relation)) {
-            Ok(Some(key)) => {
-                self.tables.insert(key);
-                ControlFlow::Continue(())
-            }
-            Ok(None) => ControlFlow::Continue(()),
-            Err(r) => ControlFlow::Break(r),
-        }
-    }
-
-    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<Refusal> {
-        let table_function = match t {
-            TableFactor::Table { args, .. } => args.is_some(),
-            TableFactor::Derived { .. } | TableFactor::NestedJoin { .. } => false,
-            _ => true,
-        };
-        if table_function {
-            return ControlFlow::Break(Refusal {
-                rule: Rule::TableFunction,
-                message: "table-valued functions are refused in FROM; read the allowed tables"
-                    .into(),
-            });
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
-        if let Expr::Function(f) = e {
-            let parts = lower_name(&f.name);
-            let name = parts.last().cloned().unwrap_or_default();
-            let denied = DENIED_FUNCTIONS.contains(&name.as_str())
-                || self.policy.denied_functions.contains(&name)
-                || SYSTEM_PREFIXES.iter().any(|p| name.starts_with(p))
-                || parts[..parts.len().saturating_sub(1)]
-                    .iter()
-                    .any(|s| SYSTEM_SCHEMAS.contains(&s.as_str()));
-            if denied {
-                return ControlFlow::Break(Refusal {
-                    rule: Rule::FunctionDenied,
-                    message: format!("the function `{}` is not allowed", parts.join(".")),
-                });
-            }
-        }
-        ControlFlow::Continue(())
-    }
 }
 
 /// Adds `LIMIT max` or caps a larger one; refuses `FETCH` (use `LIMIT`).
@@ -541,8 +278,17 @@ fn cap_limit(query: &mut Query, max: u64) -> Result<(), Refusal> {
                 *limit = Some(max_expr());
             }
         }
-        Some(LimitClause::OffsetCommaLimit { .. }) => {
-            return refuse(Rule::Unsupported, "LIMIT offset, count is not supported");
+        Some(LimitClause::OffsetCommaLimit { offset, .. }) => {
+            // MySQL's `LIMIT offset, count`, printed as `LIMIT count OFFSET offset`.
+            query.limit_clause = Some(LimitClause::LimitOffset {
+                limit: Some(max_expr()),
+                offset: Some(sqlparser::ast::Offset {
+                    value: offset.clone(),
+                    rows: sqlparser::ast::OffsetRows::None,
+                }),
+                limit_by: Vec::new(),
+            });
+            return cap_limit(query, max);
         }
     }
     Ok(())

@@ -1,14 +1,23 @@
-//! The SQL write policy, for `sql_execute`: exactly one `INSERT`, `UPDATE` or `DELETE` on one
-//! write-allowed table; `UPDATE` and `DELETE` need a `WHERE` unless the policy allows
-//! otherwise; no DDL, no `ON CONFLICT`, no `UPDATE … FROM` / `DELETE … USING`; any subquery reads
-//! only allowed tables, and the read policy's rules (catalogs, functions) apply throughout.
+//! The SQL write policy, for `sql_execute`: exactly one `INSERT … VALUES`, `UPDATE` or
+//! `DELETE` on one write-allowed table, matched by its full name (schema included).
+//!
+//! Refused: DDL; every conflict-resolution form (`ON CONFLICT`, `OR REPLACE`, `REPLACE INTO`,
+//! `ON DUPLICATE KEY`, `INSERT IGNORE`), which change or delete rows a preview does not show;
+//! `UPDATE … FROM`, `DELETE … USING`, `ORDER BY`/`LIMIT` on writes; `INSERT … SELECT`;
+//! a model-written `RETURNING` (Warden adds its own, for previews); `UPDATE`/`DELETE` without a
+//! `WHERE`, or with one that is always true (`1=1`, `true`, `x = x`), unless the policy allows
+//! it. Every expression (values, `SET`, `WHERE`, their subqueries) is held to the read policy:
+//! allowed tables and columns, allowed functions.
+//!
 //! What runs is the statement printed back from the checked tree. Validation says nothing of
 //! permission to run it: a write runs only with a human's approval.
 
-use super::validate::{Checker, ReadPolicy, Refusal, Rule, SqlDialect, refuse};
+use super::resolve::{Relation, Resolver, Scope, Source};
+use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, parse_one, refuse};
 use sqlparser::ast::{
-    FromTable, ObjectName, SelectItem, Statement, TableFactor, TableObject, Visit,
-    WildcardAdditionalOptions,
+    AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, ObjectName, ObjectNamePart,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value, Visit,
+    Visitor,
 };
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -16,12 +25,24 @@ use std::ops::ControlFlow;
 /// What a write may touch.
 #[derive(Debug, Clone)]
 pub struct WritePolicy {
-    /// Tables subqueries may read (and the read rules).
+    /// What expressions and subqueries may read (and the read rules).
     pub read: ReadPolicy,
-    /// Tables that may be written (lower case).
+    /// Tables that may be written (lower case, `table` or `schema.table`).
     pub writable: BTreeSet<String>,
-    /// Whether `UPDATE`/`DELETE` without `WHERE` is allowed (default false).
+    /// Whether `UPDATE`/`DELETE` without a (meaningful) `WHERE` is allowed (default false).
     pub allow_without_where: bool,
+}
+
+impl WritePolicy {
+    /// A policy writing these tables (lower case, optionally `schema.table`), subqueries
+    /// held to `read`; `UPDATE`/`DELETE` need a `WHERE`.
+    pub fn new(read: ReadPolicy, writable: BTreeSet<String>) -> Self {
+        Self {
+            read,
+            writable,
+            allow_without_where: false,
+        }
+    }
 }
 
 /// The kind of write.
@@ -51,38 +72,125 @@ impl WriteKind {
 pub struct ValidatedWrite {
     /// The statement, printed from the checked tree.
     pub sql: String,
-    /// The same statement with `RETURNING *` (for previews: the rows it would write).
-    pub sql_returning: String,
     /// What kind of write.
     pub kind: WriteKind,
-    /// The table it writes.
+    /// The table it writes: its key in the policy (`table` or `schema.table`).
     pub table: String,
-    /// For `UPDATE`/`DELETE`: a `SELECT *` of the rows it targets (the "before" of a preview).
-    pub select_before: Option<String>,
+    /// The table's name as written, without quotes (`schema.table` or `table`), for catalog
+    /// lookups.
+    pub table_name: Vec<String>,
+    /// Columns an `UPDATE` assigns (lower case).
+    pub assigned: Vec<String>,
+    /// Rows an `INSERT` writes.
+    pub insert_rows: usize,
+    /// The columns a preview may show (`None`: every column).
+    pub visible_columns: Option<BTreeSet<String>>,
+    dialect: SqlDialect,
+    statement: Statement,
+    target: ObjectName,
+    selection: Option<Expr>,
 }
 
-fn table_of(name: &ObjectName) -> String {
-    name.0
-        .iter()
-        .map(|p| {
-            p.as_ident()
-                .map_or_else(|| p.to_string(), |i| i.value.clone())
-                .to_lowercase()
-        })
-        .collect::<Vec<_>>()
-        .join(".")
+impl ValidatedWrite {
+    /// `column` as a quoted identifier of this dialect.
+    pub(crate) fn quote(&self, column: &str) -> String {
+        match self.dialect {
+            SqlDialect::Mysql => Ident::with_quote('`', column),
+            _ => Ident::with_quote('"', column),
+        }
+        .to_string()
+    }
+
+    /// Select items for `columns`, `*` standing for every column (and none for `*` too).
+    fn items(&self, columns: &[String]) -> Vec<SelectItem> {
+        if columns.is_empty() {
+            return vec![SelectItem::Wildcard(Default::default())];
+        }
+        columns
+            .iter()
+            .map(|c| match c.as_str() {
+                "*" => SelectItem::Wildcard(Default::default()),
+                c => SelectItem::UnnamedExpr(Expr::Identifier(match self.dialect {
+                    SqlDialect::Mysql => Ident::with_quote('`', c),
+                    _ => Ident::with_quote('"', c),
+                })),
+            })
+            .collect()
+    }
+
+    /// `SELECT columns FROM table WHERE …` of the rows an `UPDATE`/`DELETE` targets (`*` when
+    /// `columns` is empty), `FOR UPDATE` when `lock`.
+    pub fn select_targets(&self, columns: &[String], lock: bool) -> String {
+        let items: Vec<String> = self.items(columns).iter().map(|i| i.to_string()).collect();
+        self.select_projection(&items.join(", "), lock)
+    }
+
+    /// `SELECT projection FROM table WHERE …`, `FOR UPDATE` when `lock`.
+    pub(crate) fn select_projection(&self, projection: &str, lock: bool) -> String {
+        let mut sql = format!("SELECT {projection} FROM {}", self.target);
+        if let Some(w) = &self.selection {
+            sql.push_str(&format!(" WHERE {w}"));
+        }
+        if lock {
+            sql.push_str(" FOR UPDATE");
+        }
+        sql
+    }
+
+    /// The written table, as printed in the statement.
+    pub(crate) fn target_sql(&self) -> String {
+        self.target.to_string()
+    }
+
+    /// The statement with `RETURNING columns` (`*` when empty).
+    pub fn returning(&self, columns: &[String]) -> String {
+        let mut s = self.statement.clone();
+        let items = Some(self.items(columns));
+        match &mut s {
+            Statement::Insert(i) => i.returning = items,
+            Statement::Update(u) => u.returning = items,
+            Statement::Delete(d) => d.returning = items,
+            _ => {}
+        }
+        s.to_string()
+    }
 }
 
 fn single_table(relation: &TableFactor, joins: usize, what: &str) -> Result<ObjectName, Refusal> {
     match relation {
         TableFactor::Table {
-            name, args: None, ..
-        } if joins == 0 => Ok(name.clone()),
+            name,
+            alias: None,
+            args: None,
+            with_hints,
+            version: None,
+            partitions,
+            json_path: None,
+            sample: None,
+            index_directives,
+            inheritance: None,
+            ..
+        } if joins == 0
+            && with_hints.is_empty()
+            && partitions.is_empty()
+            && index_directives.is_empty() =>
+        {
+            Ok(name.clone())
+        }
         _ => refuse(
             Rule::Unsupported,
-            format!("{what} must name exactly one table (no joins)"),
+            format!("{what} must name exactly one table, without alias, joins or hints"),
         ),
     }
+}
+
+fn conflict<T>(what: &str) -> Result<T, Refusal> {
+    refuse(
+        Rule::ConflictClause,
+        format!(
+            "{what} may change or delete rows the preview does not show; write a plain INSERT, UPDATE or DELETE"
+        ),
+    )
 }
 
 /// Validates `sql` against `policy`.
@@ -91,30 +199,111 @@ pub fn validate_write(
     dialect: SqlDialect,
     policy: &WritePolicy,
 ) -> Result<ValidatedWrite, Refusal> {
-    let mut statement = super::validate::parse_one(sql, dialect)?;
-    let star = || {
-        Some(vec![SelectItem::Wildcard(
-            WildcardAdditionalOptions::default(),
-        )])
-    };
-    let (kind, name, selection) = match &mut statement {
+    let first = validate_write_once(sql, dialect, policy)?;
+    match validate_write_once(&first.sql, dialect, policy) {
+        Ok(again) if again.sql == first.sql => Ok(first),
+        _ => refuse(
+            Rule::Unsupported,
+            "the statement does not print back to itself; rewrite it more plainly",
+        ),
+    }
+}
+
+fn validate_write_once(
+    sql: &str,
+    dialect: SqlDialect,
+    policy: &WritePolicy,
+) -> Result<ValidatedWrite, Refusal> {
+    let statement = parse_one(sql, dialect)?;
+    let mut resolver = Resolver::new(&policy.read, dialect);
+    let (kind, name, selection) = match &statement {
         Statement::Insert(i) => {
-            if i.on.is_some() || i.replace_into || i.overwrite {
+            if i.or.is_some() {
+                return conflict("INSERT OR …");
+            }
+            if i.replace_into {
+                return conflict("REPLACE INTO");
+            }
+            if i.ignore {
+                return conflict("INSERT IGNORE");
+            }
+            if i.on.is_some() {
+                return conflict("ON CONFLICT / ON DUPLICATE KEY UPDATE");
+            }
+            if !i.optimizer_hints.is_empty()
+                || i.table_alias.is_some()
+                || i.by_name
+                || i.overwrite
+                || i.partitioned.is_some()
+                || !i.after_columns.is_empty()
+                || i.overriding.is_some()
+                || i.output.is_some()
+                || i.priority.is_some()
+                || i.insert_alias.is_some()
+                || i.settings.is_some()
+                || i.format_clause.is_some()
+                || i.multi_table_insert_type.is_some()
+                || !i.assignments.is_empty()
+            {
                 return refuse(
                     Rule::Unsupported,
-                    "INSERT … ON CONFLICT / REPLACE / OVERWRITE is not supported",
+                    "write a plain INSERT INTO table (columns) VALUES (…)",
+                );
+            }
+            if i.returning.is_some() {
+                return refuse(
+                    Rule::Unsupported,
+                    "RETURNING is not accepted: the preview shows the rows written",
                 );
             }
             let TableObject::TableName(name) = &i.table else {
                 return refuse(Rule::Unsupported, "INSERT must name a table");
             };
+            let Some(source) = &i.source else {
+                return refuse(Rule::Unsupported, "INSERT needs VALUES");
+            };
+            let SetExpr::Values(values) = source.body.as_ref() else {
+                return refuse(
+                    Rule::Unsupported,
+                    "INSERT … SELECT is not accepted; write the rows with VALUES",
+                );
+            };
+            if source.with.is_some()
+                || source.order_by.is_some()
+                || source.limit_clause.is_some()
+                || source.fetch.is_some()
+            {
+                return refuse(Rule::Unsupported, "write a plain INSERT … VALUES (…)");
+            }
+            let scope = Scope::default();
+            for row in &values.rows {
+                for e in row.iter() {
+                    resolver.expr(e, &scope)?;
+                }
+            }
             (WriteKind::Insert, name.clone(), None)
         }
         Statement::Update(u) => {
+            if u.or.is_some() {
+                return conflict("UPDATE OR …");
+            }
             if u.from.is_some() || !u.order_by.is_empty() || u.limit.is_some() {
                 return refuse(
                     Rule::Unsupported,
                     "UPDATE … FROM / ORDER BY / LIMIT is not supported",
+                );
+            }
+            if !u.optimizer_hints.is_empty()
+                || u.on_cluster.is_some()
+                || u.output.is_some()
+                || u.settings.is_some()
+            {
+                return refuse(Rule::Unsupported, "write a plain UPDATE … SET … WHERE …");
+            }
+            if u.returning.is_some() {
+                return refuse(
+                    Rule::Unsupported,
+                    "RETURNING is not accepted: the preview shows the rows written",
                 );
             }
             let name = single_table(&u.table.relation, u.table.joins.len(), "UPDATE")?;
@@ -129,6 +318,19 @@ pub fn validate_write(
                 return refuse(
                     Rule::Unsupported,
                     "DELETE … USING / multi-table / ORDER BY / LIMIT is not supported",
+                );
+            }
+            if !d.optimizer_hints.is_empty()
+                || d.on_cluster.is_some()
+                || d.output.is_some()
+                || d.settings.is_some()
+            {
+                return refuse(Rule::Unsupported, "write a plain DELETE FROM … WHERE …");
+            }
+            if d.returning.is_some() {
+                return refuse(
+                    Rule::Unsupported,
+                    "RETURNING is not accepted: the preview shows the rows written",
                 );
             }
             let from = match &d.from {
@@ -149,54 +351,176 @@ pub fn validate_write(
             );
         }
     };
-    let table = table_of(&name);
-    let bare = table.rsplit('.').next().unwrap_or(&table).to_owned();
-    if !policy.writable.contains(&table) && !policy.writable.contains(&bare) {
-        let allowed: Vec<&str> = policy.writable.iter().map(String::as_str).collect();
-        return refuse(
-            Rule::TableNotAllowed,
-            format!(
-                "table `{table}` may not be written; writable tables: {}",
-                allowed.join(", ")
-            ),
-        );
+    let table = writable_key(&name, dialect, policy)?;
+    let table_name: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.clone()))
+        .collect();
+    // The target's own columns, as the read policy sees them (all, if it is not readable).
+    let visible_columns = policy.read.tables.get(&table).cloned().flatten();
+    let mut scope = Scope::default();
+    scope.relations.push(Relation {
+        name: table_name.last().cloned().unwrap_or_default().to_ascii_lowercase(),
+        schema: None,
+        source: Source::Table {
+            key: table.clone(),
+            columns: policy.read.tables.get(&table).and_then(|c| c.as_ref()),
+        },
+    });
+    let insert_rows = match &statement {
+        Statement::Insert(i) => match i.source.as_deref().map(|q| q.body.as_ref()) {
+            Some(SetExpr::Values(v)) => v.rows.len(),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    let mut assigned = Vec::new();
+    if let Statement::Update(u) = &statement {
+        for a in &u.assignments {
+            let targets: Vec<&ObjectName> = match &a.target {
+                AssignmentTarget::ColumnName(n) => vec![n],
+                AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+            };
+            for t in targets {
+                match t.0.last() {
+                    Some(ObjectNamePart::Identifier(i)) => {
+                        assigned.push(i.value.to_ascii_lowercase())
+                    }
+                    _ => return refuse(Rule::Unsupported, "SET must name columns"),
+                }
+            }
+            resolver.expr(&a.value, &scope)?;
+        }
     }
-    if kind != WriteKind::Insert && selection.is_none() && !policy.allow_without_where {
+    if let Some(w) = &selection {
+        resolver.expr(w, &scope)?;
+    }
+    let meaningful = selection.as_ref().is_some_and(|w| !always_true(w));
+    if kind != WriteKind::Insert && !meaningful && !policy.allow_without_where {
         return refuse(
             Rule::MissingWhere,
             format!(
-                "{} without WHERE would change every row; add a WHERE clause",
+                "{} without a WHERE that filters on the table's columns would change every row; add one",
                 kind.as_str().to_uppercase()
             ),
         );
     }
-    // Subqueries, functions and catalogs: the read rules, with the target table readable.
-    let mut read = policy.read.clone();
-    read.tables.entry(table.clone()).or_insert(None);
-    read.tables.entry(bare).or_insert(None);
-    let mut check = Checker::new(&read);
-    if let ControlFlow::Break(r) = statement.visit(&mut check) {
-        return Err(r);
-    }
-    let sql = statement.to_string();
-    match &mut statement {
-        Statement::Insert(i) if i.returning.is_none() => i.returning = star(),
-        Statement::Update(u) if u.returning.is_none() => u.returning = star(),
-        Statement::Delete(d) if d.returning.is_none() => d.returning = star(),
-        _ => {}
-    }
-    let select_before = match kind {
-        WriteKind::Insert => None,
-        _ => Some(match &selection {
-            Some(w) => format!("SELECT * FROM {name} WHERE {w}"),
-            None => format!("SELECT * FROM {name}"),
-        }),
-    };
     Ok(ValidatedWrite {
-        sql,
-        sql_returning: statement.to_string(),
+        sql: statement.to_string(),
         kind,
         table,
-        select_before,
+        table_name,
+        assigned,
+        insert_rows,
+        visible_columns,
+        dialect,
+        statement,
+        target: name,
+        selection,
     })
+}
+
+/// The policy key of a writable table, matched by its full name: `archive.orders` is not
+/// `orders`. PostgreSQL's `public` and SQLite's `main` are the default schemas.
+fn writable_key(
+    name: &ObjectName,
+    dialect: SqlDialect,
+    policy: &WritePolicy,
+) -> Result<String, Refusal> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(i) if dialect == SqlDialect::Postgres && i.quote_style.is_some() => {
+                i.value.clone()
+            }
+            Some(i) if dialect == SqlDialect::Mysql => i.value.clone(),
+            Some(i) => i.value.to_ascii_lowercase(),
+            None => p.to_string(),
+        })
+        .collect();
+    let candidates = super::resolve::key_candidates(dialect, &parts);
+    match candidates.into_iter().find(|c| policy.writable.contains(c)) {
+        Some(k) => Ok(k),
+        None => {
+            let allowed: Vec<&str> = policy.writable.iter().map(String::as_str).collect();
+            refuse(
+                Rule::TableNotAllowed,
+                format!(
+                    "table `{}` may not be written; writable tables: {}",
+                    parts.join("."),
+                    allowed.join(", ")
+                ),
+            )
+        }
+    }
+}
+
+/// Whether a `WHERE` clause keeps every row, as far as can be told without data: one that
+/// names no column (`1=1`, `true`, `EXISTS (SELECT 1 …)`), compares an expression with itself
+/// (`id = id`), matches everything with `LIKE '%'`, or is an `OR` with such a side.
+fn always_true(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(x) => always_true(x),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Or,
+            right,
+        } => always_true(left) || always_true(right),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => always_true(left) && always_true(right),
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq | BinaryOperator::GtEq | BinaryOperator::LtEq,
+            right,
+        } if left == right => true,
+        Expr::IsNotDistinctFrom(a, b) if a == b => true,
+        Expr::Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        } if expr == low && expr == high => true,
+        Expr::Like {
+            negated: false,
+            pattern,
+            ..
+        }
+        | Expr::ILike {
+            negated: false,
+            pattern,
+            ..
+        } if matches!(pattern.as_ref(), Expr::Value(v)
+            if matches!(&v.value, Value::SingleQuotedString(s) if !s.is_empty() && s.chars().all(|c| c == '%'))) =>
+        {
+            true
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => !mentions_column(expr),
+        _ => !mentions_column(e),
+    }
+}
+
+/// Whether `e` names a column anywhere (subqueries included).
+fn mentions_column(e: &Expr) -> bool {
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(false);
+    let _ = e.visit(&mut f);
+    f.0
 }

@@ -17,6 +17,8 @@ fn config(location: DatabaseLocation) -> DatabaseConfig {
         max_rows: 3,
         statement_timeout: Duration::from_millis(300),
         denied_functions: Default::default(),
+        allowed_functions: Default::default(),
+        strict_roles: false,
         writable_tables: Default::default(),
         max_affected_rows: 10,
         allow_without_where: false,
@@ -160,10 +162,10 @@ async fn postgres_reads_run_read_only_with_a_timeout_and_approved_writes_once() 
         .unwrap();
     assert_eq!(unchanged.rows[0]["total"].as_f64(), Some(10.0));
     let approved = approve(w);
-    let done = db.execute(&approved, "pg-1", 1).await.unwrap();
+    let done = db.execute(&approved, "pg-1", &expected(&p)).await.unwrap();
     assert!(!done.already_applied);
     assert!(
-        db.execute(&approved, "pg-1", 1)
+        db.execute(&approved, "pg-1", &expected(&p))
             .await
             .unwrap()
             .already_applied
@@ -178,6 +180,14 @@ async fn postgres_reads_run_read_only_with_a_timeout_and_approved_writes_once() 
         .execute(&admin)
         .await
         .unwrap();
+}
+
+/// What an approved write must match: its preview's.
+pub fn expected(p: &warden_tools::sql::Preview) -> warden_tools::sql::Expected {
+    warden_tools::sql::Expected {
+        rows_affected: p.rows_affected,
+        row_ids_sha256: Some(p.row_ids_sha256.clone()),
+    }
 }
 
 fn warden_core_millis() -> u128 {
@@ -250,7 +260,7 @@ async fn previews_change_nothing_and_approved_writes_run_once() {
     assert_eq!(total(&path, 1).await, 10.0, "the preview was rolled back");
     let approved = approve(w);
     let first = db
-        .execute(&approved, "idem-1", p.rows_affected)
+        .execute(&approved, "idem-1", &expected(&p))
         .await
         .unwrap();
     assert_eq!((first.rows_affected, first.already_applied), (1, false));
@@ -259,7 +269,7 @@ async fn previews_change_nothing_and_approved_writes_run_once() {
     assert!(!db.was_applied("idem-2").await.unwrap());
     // The same key again (a retry after a crash): nothing runs twice.
     let again = db
-        .execute(&approved, "idem-1", p.rows_affected)
+        .execute(&approved, "idem-1", &expected(&p))
         .await
         .unwrap();
     assert!(again.already_applied);
@@ -271,14 +281,55 @@ async fn previews_change_nothing_and_approved_writes_run_once() {
 }
 
 #[tokio::test]
-async fn a_write_that_changes_more_rows_than_previewed_rolls_back() {
-    let (_dir, db, path) = writable_db(1).await;
-    // Previewed as one row, but the table changed meanwhile: two rows now match.
+async fn a_write_whose_rows_changed_since_its_preview_does_not_run() {
+    let (_dir, db, path) = writable_db(10).await;
+    // Previewed on orders 1 and 2 (customer 1) …
     let w = db
         .validate_write("UPDATE orders SET total = 1 WHERE customer_id = 1")
         .unwrap();
-    let err = db.execute(&approve(w), "idem-x", 1).await.unwrap_err();
-    assert!(err.to_string().contains("changed 2 rows"), "{err}");
-    assert_eq!(total(&path, 1).await, 10.0);
+    let p = db.preview(&w).await.unwrap();
+    assert_eq!(p.rows_affected, 2);
+    assert_eq!(p.row_ids, vec![json!([1]), json!([2])]);
+    // … then order 2 moves to customer 3 and order 3 to customer 1: still two rows match,
+    // but not the same ones.
+    let pool =
+        sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(&path))
+            .await
+            .unwrap();
+    sqlx::raw_sql("UPDATE orders SET customer_id = 3 WHERE id = 2; UPDATE orders SET customer_id = 1 WHERE id = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = db.execute(&approve(w), "idem-x", &expected(&p)).await.unwrap_err();
+    match &err {
+        ReadError::Refused(r) => assert_eq!(r.rule, Rule::RowsChangedSincePreview, "{err}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(total(&path, 1).await, 10.0, "rolled back");
+    assert_eq!(total(&path, 3).await, 5.0, "rolled back");
     assert!(!db.was_applied("idem-x").await.unwrap());
+}
+
+#[tokio::test]
+async fn max_affected_rows_caps_previews_and_writes() {
+    let (_dir, db, path) = writable_db(1).await;
+    let w = db
+        .validate_write("UPDATE orders SET total = 1 WHERE customer_id = 1")
+        .unwrap();
+    match db.preview(&w).await {
+        Err(ReadError::Refused(r)) => assert_eq!(r.rule, Rule::TooManyRows),
+        other => panic!("{other:?}"),
+    }
+    // Even with a forged preview that claims two rows, the cap holds at execution.
+    let forged = warden_tools::sql::Expected {
+        rows_affected: 2,
+        row_ids_sha256: None,
+    };
+    let err = db.execute(&approve(w), "idem-y", &forged).await.unwrap_err();
+    match &err {
+        ReadError::Refused(r) => assert_eq!(r.rule, Rule::TooManyRows, "{err}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(total(&path, 1).await, 10.0);
 }

@@ -5,5 +5,8 @@
 
 mod connector;
 mod http;
+mod roles;
+mod sql_corpus;
+mod sql_scoping;
 mod sql_validator;
 mod sql_write;

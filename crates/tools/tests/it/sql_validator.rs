@@ -1,7 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use warden_tools::sql::{ReadPolicy, Rule, SqlDialect, validate};
 
-const BOTH: [SqlDialect; 2] = [SqlDialect::Sqlite, SqlDialect::Postgres];
+const BOTH: [SqlDialect; 3] = [SqlDialect::Sqlite, SqlDialect::Postgres, SqlDialect::Mysql];
 
 fn policy() -> ReadPolicy {
     let mut tables = BTreeMap::new();
@@ -13,11 +13,10 @@ fn policy() -> ReadPolicy {
         .map(|s| s.to_string())
         .collect();
     tables.insert("employees".to_string(), Some(cols));
-    ReadPolicy {
-        tables,
-        max_rows: 100,
-        denied_functions: ["secret_fn".to_string()].into(),
-    }
+    let mut p = ReadPolicy::new(tables, 100);
+    p.denied_functions = ["lower".to_string()].into();
+    p
+
 }
 
 fn accepted(sql: &str) -> String {
@@ -56,9 +55,8 @@ fn plain_reads_are_accepted_with_a_limit() {
         "SELECT name FROM customers UNION SELECT name FROM products",
         "SELECT DISTINCT city FROM customers",
         "SELECT id, CASE WHEN total > 10 THEN 'big' ELSE 'small' END FROM orders",
-        "SELECT lower(name), length(name), coalesce(city, '?') FROM customers",
+        "SELECT upper(name), length(name), coalesce(city, '?') FROM customers",
         "SELECT * FROM customers LIMIT 5 OFFSET 10",
-        "SELECT * FROM public.customers",
         "  SELECT 1  ;  ",
         "SELECT id, name, city FROM employees WHERE city = 'Oslo'",
         "SELECT e.name AS who FROM employees e ORDER BY who",
@@ -201,6 +199,13 @@ fn only_allowed_tables_even_through_unions_subqueries_and_ctes() {
         "SELECT * FROM other_schema.customers",
         Rule::TableNotAllowed,
     );
+    // `public` is whatever search_path says in PostgreSQL: only the name as listed is allowed.
+    refused_in(
+        SqlDialect::Postgres,
+        "SELECT * FROM public.customers",
+        Rule::TableNotAllowed,
+    );
+    validate("SELECT * FROM main.customers", SqlDialect::Sqlite, &policy()).unwrap();
     refused("SELECT * FROM \"Users\"", Rule::TableNotAllowed);
     let err = validate("SELECT * FROM users", SqlDialect::Sqlite, &policy()).unwrap_err();
     assert!(
@@ -263,72 +268,74 @@ fn denied_functions_are_refused_anywhere() {
     refused_in(
         SqlDialect::Postgres,
         "SELECT pg_sleep(10)",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT * FROM orders WHERE pg_sleep(5) IS NULL",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT pg_read_file('/etc/passwd')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT lo_import('/etc/passwd')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT dblink('host=x', 'select 1')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT query_to_xml('select * from users', true, true, '')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT set_config('x', 'y', false)",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT PG_CATALOG.PG_SLEEP(1)",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Postgres,
         "SELECT nextval('orders_id_seq')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Sqlite,
         "SELECT load_extension('/tmp/evil.so')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Sqlite,
         "SELECT readfile('/etc/passwd')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Sqlite,
         "SELECT writefile('/tmp/x', 'y')",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
     refused_in(
         SqlDialect::Sqlite,
         "SELECT sqlite_version()",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
-    refused("SELECT secret_fn(id) FROM customers", Rule::FunctionDenied);
+    refused("SELECT secret_fn(id) FROM customers", Rule::FunctionNotAllowed);
+    // Configuration may take a built-in function away.
+    refused("SELECT lower(name) FROM customers", Rule::FunctionNotAllowed);
     refused(
         "SELECT name FROM customers ORDER BY (SELECT pg_sleep(1))",
-        Rule::FunctionDenied,
+        Rule::FunctionNotAllowed,
     );
 }
 

@@ -1,0 +1,348 @@
+//! SQLite: runs in Warden's own process, so its limits are Warden's memory. Every connection
+//! caps the size of one value ([`SQLITE_MAX_VALUE_BYTES`]: `printf('%.*c', 900000000, 'x')`
+//! fails instead of allocating a gigabyte), the statement text, and attaching databases; a
+//! progress handler stops any statement at its timeout (previews and approved writes too, so a
+//! proposal cannot hold the write lock past it); rows are streamed and cut while fetching.
+
+use super::{
+    Collector, Executed, Expected, Opened, RawPreview, ReadError, WriteContext, check_rows,
+    db_error, idempotency_table, key_assigned, no_primary_key, now_millis, preview_columns,
+    row_ids,
+};
+use crate::sql::WriteKind;
+use futures_util::TryStreamExt;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions};
+use sqlx::{Column, Connection, Row, TypeInfo, ValueRef};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Sets the per-connection limits. The one `unsafe` block of the project: sqlx exposes the raw
+/// handle but not `sqlite3_limit`.
+async fn limit(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle().as_ptr();
+    #[allow(unsafe_code)]
+    // SAFETY: `raw` is the open connection's handle, held locked by `handle` for the duration
+    // of the calls; `sqlite3_limit` only reads and sets integers on it.
+    unsafe {
+        use libsqlite3_sys as ffi;
+        ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_LENGTH, super::SQLITE_MAX_VALUE_BYTES);
+        ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
+        ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_ATTACHED, 0);
+        ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_COMPOUND_SELECT, 64);
+    }
+    Ok(())
+}
+
+pub(crate) async fn open(
+    o: &Opened<'_>,
+    path: &Path,
+    writable: bool,
+) -> Result<(sqlx::SqlitePool, Option<sqlx::SqlitePool>), String> {
+    let name = o.name;
+    if !path.exists() {
+        return Err(format!(
+            "databases.{name}: {} does not exist",
+            path.display()
+        ));
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .pragma("query_only", "ON");
+    let read = SqlitePoolOptions::new()
+        .max_connections(4)
+        .after_connect(|conn, _| Box::pin(async move { limit(conn).await }))
+        .connect_with(options)
+        .await
+        .map_err(|e| format!("databases.{name}: cannot open {}: {e}", path.display()))?;
+    let write = if writable {
+        let rw = SqliteConnectOptions::new()
+            .filename(path)
+            .busy_timeout(o.config.statement_timeout);
+        Some(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .after_connect(|conn, _| Box::pin(async move { limit(conn).await }))
+                .connect_with(rw)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "databases.{name}: cannot open {} for writes: {e}",
+                        path.display()
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
+    Ok((read, write))
+}
+
+/// Arms a progress handler that interrupts the connection's statements at the deadline.
+async fn arm(conn: &mut SqliteConnection, timeout: Duration) -> Result<Instant, ReadError> {
+    let deadline = Instant::now() + timeout;
+    conn.lock_handle()
+        .await
+        .map_err(db_error)?
+        .set_progress_handler(1000, move || Instant::now() < deadline);
+    Ok(deadline)
+}
+
+/// Removes the handler; a failure past the deadline is reported as a timeout.
+async fn disarm<T>(
+    conn: &mut SqliteConnection,
+    deadline: Instant,
+    timeout: Duration,
+    out: Result<T, ReadError>,
+) -> Result<T, ReadError> {
+    if let Ok(mut h) = conn.lock_handle().await {
+        h.remove_progress_handler();
+    }
+    match out {
+        Err(ReadError::Database(_)) if Instant::now() >= deadline => {
+            Err(ReadError::Timeout(timeout))
+        }
+        other => other,
+    }
+}
+
+async fn collect(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    max_rows: usize,
+) -> Result<Collector, ReadError> {
+    let mut out = Collector::new(max_rows);
+    // Validated: printed from the checked tree (or built by Warden around it).
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        if !out.push(sqlite_row(&row)) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn read(
+    pool: &sqlx::SqlitePool,
+    sql: &str,
+    timeout: Duration,
+    max_rows: usize,
+) -> Result<Collector, ReadError> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    let deadline = arm(&mut conn, timeout).await?;
+    let out = collect(&mut conn, sql, max_rows).await;
+    disarm(&mut conn, deadline, timeout, out).await
+}
+
+/// The primary-key columns of the table, or `rowid` for a rowid table without one.
+async fn keys(conn: &mut SqliteConnection, ctx: &WriteContext<'_>) -> Result<Vec<String>, ReadError> {
+    let table = ctx.write.table_name.last().cloned().unwrap_or_default();
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
+    )
+    .bind(&table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
+    if rows.is_empty() {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
+                .bind(&table)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_error)?;
+        return match exists {
+            Some(_) => Ok(vec!["rowid".to_owned()]),
+            None => Err(no_primary_key(&ctx.write.table)),
+        };
+    }
+    Ok(rows.into_iter().map(|(n, _)| n).collect())
+}
+
+async fn triggers(
+    conn: &mut SqliteConnection,
+    ctx: &WriteContext<'_>,
+) -> Result<Vec<String>, ReadError> {
+    let table = ctx.write.table_name.last().cloned().unwrap_or_default();
+    sqlx::query_scalar(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 ORDER BY name",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)
+}
+
+pub(crate) async fn preview(
+    pool: &sqlx::SqlitePool,
+    ctx: &WriteContext<'_>,
+) -> Result<RawPreview, ReadError> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    let deadline = arm(&mut conn, ctx.timeout).await?;
+    let out = preview_in(&mut conn, ctx).await;
+    disarm(&mut conn, deadline, ctx.timeout, out).await
+}
+
+async fn preview_in(
+    conn: &mut SqliteConnection,
+    ctx: &WriteContext<'_>,
+) -> Result<RawPreview, ReadError> {
+    let cap = ctx.max_affected_rows as usize;
+    {
+        let mut tx = conn.begin().await.map_err(db_error)?;
+        let key_columns = keys(&mut *tx, ctx).await?;
+        key_assigned(ctx, &key_columns)?;
+        let columns = preview_columns(ctx.write, &key_columns);
+        let before = match ctx.write.kind {
+            WriteKind::Insert => Vec::new(),
+            _ => {
+                let found = collect(&mut *tx, &ctx.write.select_targets(&columns, false), cap + 1)
+                    .await?;
+                if found.rows.len() > cap {
+                    return Err(super::too_many(found.rows.len() as u64, ctx.max_affected_rows));
+                }
+                found.rows
+            }
+        };
+        let after = collect(&mut *tx, &ctx.write.returning(&columns), cap + 1).await?;
+        let triggers = triggers(&mut *tx, ctx).await?;
+        tx.rollback().await.map_err(db_error)?;
+        Ok(RawPreview {
+            rows_affected: after.rows.len() as u64,
+            before,
+            after: after.rows,
+            key_columns,
+            triggers,
+        })
+    }
+}
+
+pub(crate) async fn execute(
+    pool: &sqlx::SqlitePool,
+    ctx: &WriteContext<'_>,
+    idempotency_key: &str,
+    expected: &Expected,
+) -> Result<Executed, ReadError> {
+    let mut conn = pool.acquire().await.map_err(db_error)?;
+    let deadline = arm(&mut conn, ctx.timeout).await?;
+    let out = execute_in(&mut conn, ctx, idempotency_key, expected).await;
+    disarm(&mut conn, deadline, ctx.timeout, out).await
+}
+
+async fn execute_in(
+    conn: &mut SqliteConnection,
+    ctx: &WriteContext<'_>,
+    idempotency_key: &str,
+    expected: &Expected,
+) -> Result<Executed, ReadError> {
+    {
+        let table = idempotency_table();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+        // IMMEDIATE: the write lock first, so nothing changes between the check and the write.
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error)?;
+        let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT applied_at FROM {table} WHERE key = ?1"
+        )))
+        .bind(idempotency_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if seen.is_some() {
+            return Ok(Executed {
+                rows_affected: expected.rows_affected,
+                already_applied: true,
+            });
+        }
+        let key_columns = keys(&mut *tx, ctx).await?;
+        key_assigned(ctx, &key_columns)?;
+        // Validated, and approved by a verified signature over exactly these arguments;
+        // `RETURNING` the keys of the rows it changed, checked before commit.
+        let changed = collect(
+            &mut tx,
+            &ctx.write.returning(&key_columns),
+            ctx.max_affected_rows as usize + 1,
+        )
+        .await?;
+        let rows = changed.rows.len() as u64;
+        let ids = match ctx.write.kind {
+            WriteKind::Insert => None,
+            _ => Some(row_ids(&changed.rows, &key_columns)?),
+        };
+        check_rows(ctx, expected, ids.as_deref(), rows)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {table} (key, applied_at) VALUES (?1, ?2)"
+        )))
+        .bind(idempotency_key)
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Executed {
+            rows_affected: rows,
+            already_applied: false,
+        })
+    }
+}
+
+pub(crate) async fn was_applied(
+    pool: &sqlx::SqlitePool,
+    idempotency_key: &str,
+) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) FROM {} WHERE key = ?1",
+        idempotency_table()
+    )))
+    .bind(idempotency_key)
+    .fetch_one(pool)
+    .await?;
+    Ok(n > 0)
+}
+
+/// A SQLite row as a JSON object, by each value's storage class.
+fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Value {
+    let mut out = Map::new();
+    for (i, col) in row.columns().iter().enumerate() {
+        let class = row
+            .try_get_raw(i)
+            .map(|v| {
+                if v.is_null() {
+                    "NULL".to_owned()
+                } else {
+                    v.type_info().name().to_owned()
+                }
+            })
+            .unwrap_or_else(|_| "NULL".into());
+        let value = match class.as_str() {
+            "NULL" => Value::Null,
+            "INTEGER" | "BOOLEAN" => row
+                .try_get::<i64, _>(i)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            "REAL" => row
+                .try_get::<f64, _>(i)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            "BLOB" => row
+                .try_get::<Vec<u8>, _>(i)
+                .map(|b| Value::from(format!("<{} bytes>", b.len())))
+                .unwrap_or(Value::Null),
+            _ => row
+                .try_get::<String, _>(i)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        };
+        out.insert(col.name().to_owned(), value);
+    }
+    Value::Object(out)
+}

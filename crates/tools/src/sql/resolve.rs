@@ -1,0 +1,1336 @@
+//! Name resolution with real scoping, over the `sqlparser` syntax tree, by allow-list: every
+//! kind of node this module does not know is refused.
+//!
+//! Each query gets a [`Scope`]: the CTE names its `WITH` defines and the relations its `FROM`
+//! brings in, with a link to the enclosing scope. A relation reference is a CTE only where that
+//! CTE is visible (inside its own `WITH`: later CTEs, itself only when `RECURSIVE`, and the
+//! query's body with its subqueries); anything else is a real table and must be allow-listed.
+//! Visibility here is never wider than in any of the three databases, so a name taken for a
+//! CTE is a CTE there too.
+//!
+//! Columns: on a table with a column allow-list every column reference must be an allowed
+//! column of it. A reference is resolved like the database does (innermost scope first); where
+//! the schema is unknown (a real table may or may not have the column) every restricted table
+//! the reference could reach must allow it. Aliases never grant access; `*`, `t.*` and
+//! whole-row references (`t`, `row_to_json(t)`) to such a table are refused.
+
+use super::functions;
+use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, refuse};
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
+    FunctionArguments, GroupByExpr, Ident, JoinConstraint, JoinOperator, JsonPathElem,
+    ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableFactor,
+    TableWithJoins, UnaryOperator, Value, WindowFrameBound, WindowType,
+};
+use std::collections::BTreeSet;
+
+/// How deep queries and expressions may nest.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// Where a relation's rows come from.
+#[derive(Debug, Clone)]
+pub(crate) enum Source<'p> {
+    /// An allow-listed table: its policy key and, if restricted, its allowed columns.
+    Table {
+        key: String,
+        columns: Option<&'p BTreeSet<String>>,
+    },
+    /// A CTE, derived table or `VALUES`: already checked; `known` are columns it is known to
+    /// have (it may have more).
+    Derived { known: Vec<String> },
+}
+
+/// A relation a `FROM` clause brings into scope.
+#[derive(Debug, Clone)]
+pub(crate) struct Relation<'p> {
+    /// The name it is referred to by (its alias, or its table name).
+    pub name: String,
+    /// For an unaliased real table named with its schema: that schema.
+    pub schema: Option<String>,
+    pub source: Source<'p>,
+}
+
+/// The names visible at one level of a statement.
+#[derive(Debug, Default)]
+pub(crate) struct Scope<'s, 'p> {
+    parent: Option<&'s Scope<'s, 'p>>,
+    /// CTE names defined here, with their known columns.
+    ctes: Vec<(String, Vec<String>)>,
+    pub relations: Vec<Relation<'p>>,
+    /// Output aliases of the SELECT, for bare names in its ORDER BY.
+    aliases: Vec<String>,
+}
+
+impl<'s, 'p> Scope<'s, 'p> {
+    /// An empty scope inside `parent`.
+    pub fn child(parent: &'s Scope<'s, 'p>) -> Self {
+        Self {
+            parent: Some(parent),
+            ..Self::default()
+        }
+    }
+
+    fn chain(&self) -> impl Iterator<Item = &Scope<'s, 'p>> {
+        std::iter::successors(Some(self), |s| s.parent)
+    }
+
+    fn cte(&self, name: &str) -> Option<&Vec<String>> {
+        self.chain()
+            .find_map(|s| s.ctes.iter().rev().find(|(n, _)| n == name).map(|(_, c)| c))
+    }
+}
+
+/// Which kind of name is normalised: table-like names are case-sensitive in MySQL.
+#[derive(Clone, Copy)]
+enum NameKind {
+    Relation,
+    Column,
+}
+
+/// Resolves a statement's names against a read policy.
+pub(crate) struct Resolver<'p> {
+    policy: &'p ReadPolicy,
+    dialect: SqlDialect,
+    depth: usize,
+    /// Allow-listed tables read (their policy keys).
+    pub tables: BTreeSet<String>,
+}
+
+fn unsupported<T>(what: &str) -> Result<T, Refusal> {
+    refuse(
+        Rule::Unsupported,
+        format!("{what} is not supported in a read; rewrite the query without it"),
+    )
+}
+
+/// Schemas that are the databases' own catalogs.
+const SYSTEM_SCHEMAS: &[&str] = &[
+    "pg_catalog",
+    "information_schema",
+    "pg_toast",
+    "mysql",
+    "performance_schema",
+    "sys",
+];
+
+impl<'p> Resolver<'p> {
+    pub fn new(policy: &'p ReadPolicy, dialect: SqlDialect) -> Self {
+        Self {
+            policy,
+            dialect,
+            depth: 0,
+            tables: BTreeSet::new(),
+        }
+    }
+
+    /// Names compare as the database compares them: PostgreSQL folds unquoted names to lower
+    /// case and keeps quoted ones; SQLite ignores ASCII case; MySQL table names are
+    /// case-sensitive (as on Linux), its column names not. Only ASCII is folded, as the
+    /// databases do.
+    fn norm(&self, ident: &Ident, kind: NameKind) -> String {
+        match (self.dialect, kind) {
+            (SqlDialect::Postgres, _) if ident.quote_style.is_some() => ident.value.clone(),
+            (SqlDialect::Mysql, NameKind::Relation) => ident.value.clone(),
+            _ => ident.value.to_ascii_lowercase(),
+        }
+    }
+
+    fn name_parts(&self, name: &ObjectName, kind: NameKind) -> Result<Vec<String>, Refusal> {
+        name.0
+            .iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => Ok(self.norm(i, kind)),
+                ObjectNamePart::Function(_) => unsupported("a function in a name"),
+            })
+            .collect()
+    }
+
+    fn enter(&mut self) -> Result<(), Refusal> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return refuse(
+                Rule::TooComplex,
+                format!("the statement nests deeper than {MAX_DEPTH} levels; simplify it"),
+            );
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// The policy key of a real table, or why it may not be read.
+    pub fn table_key(&self, parts: &[String]) -> Result<String, Refusal> {
+        let shown = parts.join(".");
+        let system = parts[..parts.len().saturating_sub(1)]
+            .iter()
+            .any(|s| SYSTEM_SCHEMAS.contains(&s.to_ascii_lowercase().as_str()))
+            || parts.last().is_some_and(|t| {
+                let t = t.to_ascii_lowercase();
+                t.starts_with("pg_") || t.starts_with("sqlite_")
+            });
+        if system {
+            return refuse(
+                Rule::SystemCatalog,
+                format!("`{shown}` is a system catalog; only the allowed tables may be read"),
+            );
+        }
+        let candidates = key_candidates(self.dialect, parts);
+        match candidates
+            .into_iter()
+            .find(|c| self.policy.tables.contains_key(c))
+        {
+            Some(key) => Ok(key),
+            None => {
+                let allowed: Vec<&str> = self.policy.tables.keys().map(String::as_str).collect();
+                refuse(
+                    Rule::TableNotAllowed,
+                    format!(
+                        "table `{shown}` is not allowed; allowed tables: {}",
+                        allowed.join(", ")
+                    ),
+                )
+            }
+        }
+    }
+
+    /// A real, allow-listed table as a relation source (recording that it is read).
+    pub fn table_source(&mut self, parts: &[String]) -> Result<Source<'p>, Refusal> {
+        let key = self.table_key(parts)?;
+        let columns = self.policy.tables.get(&key).and_then(|c| c.as_ref());
+        self.tables.insert(key.clone());
+        Ok(Source::Table { key, columns })
+    }
+
+    // ---- queries -------------------------------------------------------------------------
+
+    /// Resolves a query inside `parent`; returns the columns its result is known to have.
+    pub fn query(&mut self, q: &Query, parent: &Scope<'_, 'p>) -> Result<Vec<String>, Refusal> {
+        self.enter()?;
+        let out = self.query_inner(q, parent);
+        self.leave();
+        out
+    }
+
+    fn query_inner(&mut self, q: &Query, parent: &Scope<'_, 'p>) -> Result<Vec<String>, Refusal> {
+        if !q.locks.is_empty() {
+            return refuse(
+                Rule::Locking,
+                "locking clauses (FOR UPDATE, FOR SHARE …) are refused in reads",
+            );
+        }
+        if q.for_clause.is_some() || q.settings.is_some() || q.format_clause.is_some() {
+            return unsupported("a FOR / SETTINGS / FORMAT clause");
+        }
+        if !q.pipe_operators.is_empty() {
+            return unsupported("pipe syntax");
+        }
+        if q.fetch.is_some() {
+            return refuse(Rule::Unsupported, "FETCH is not supported; use LIMIT");
+        }
+        let mut scope = Scope::child(parent);
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                if cte.from.is_some() {
+                    return unsupported("CTE … FROM");
+                }
+                let name = self.norm(&cte.alias.name, NameKind::Relation);
+                let renamed: Vec<String> = cte
+                    .alias
+                    .columns
+                    .iter()
+                    .map(|c| self.norm(&c.name, NameKind::Column))
+                    .collect();
+                if with.recursive {
+                    // Visible in its own body; its columns are those it is given, if any.
+                    scope.ctes.push((name.clone(), renamed.clone()));
+                    let known = self.query(&cte.query, &scope)?;
+                    scope.ctes.pop();
+                    let cols = if renamed.is_empty() { known } else { renamed };
+                    scope.ctes.push((name, cols));
+                } else {
+                    let known = self.query(&cte.query, &scope)?;
+                    let cols = if renamed.is_empty() { known } else { renamed };
+                    scope.ctes.push((name, cols));
+                }
+            }
+        }
+        let columns = self.set_expr(&q.body, &scope, q.order_by.as_ref())?;
+        if let Some(limit) = &q.limit_clause {
+            match limit {
+                sqlparser::ast::LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                } => {
+                    if !limit_by.is_empty() {
+                        return unsupported("LIMIT BY");
+                    }
+                    if let Some(l) = limit {
+                        self.expr(l, &scope)?;
+                    }
+                    if let Some(o) = offset {
+                        self.expr(&o.value, &scope)?;
+                    }
+                }
+                sqlparser::ast::LimitClause::OffsetCommaLimit { offset, limit } => {
+                    self.expr(offset, &scope)?;
+                    self.expr(limit, &scope)?;
+                }
+            }
+        }
+        Ok(columns)
+    }
+
+    /// A query body. `order_by` is the enclosing query's: for a plain SELECT it may name the
+    /// SELECT's columns; for set operations only output names and positions.
+    fn set_expr(
+        &mut self,
+        body: &SetExpr,
+        scope: &Scope<'_, 'p>,
+        order_by: Option<&OrderBy>,
+    ) -> Result<Vec<String>, Refusal> {
+        self.enter()?;
+        let out = self.set_expr_inner(body, scope, order_by);
+        self.leave();
+        out
+    }
+
+    fn set_expr_inner(
+        &mut self,
+        body: &SetExpr,
+        scope: &Scope<'_, 'p>,
+        order_by: Option<&OrderBy>,
+    ) -> Result<Vec<String>, Refusal> {
+        match body {
+            SetExpr::Select(s) => self.select(s, scope, order_by),
+            SetExpr::Query(q) => {
+                let cols = self.query(q, scope)?;
+                self.outer_order_by(order_by, &cols, scope)?;
+                Ok(cols)
+            }
+            SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                if !matches!(
+                    op,
+                    SetOperator::Union | SetOperator::Except | SetOperator::Intersect
+                ) || !matches!(
+                    set_quantifier,
+                    SetQuantifier::All | SetQuantifier::Distinct | SetQuantifier::None
+                ) {
+                    return unsupported("this set operation");
+                }
+                let cols = self.set_expr(left, scope, None)?;
+                self.set_expr(right, scope, None)?;
+                self.outer_order_by(order_by, &cols, scope)?;
+                Ok(cols)
+            }
+            SetExpr::Values(v) => {
+                for row in &v.rows {
+                    for e in row.iter() {
+                        self.expr(e, scope)?;
+                    }
+                }
+                self.outer_order_by(order_by, &[], scope)?;
+                Ok(Vec::new())
+            }
+            SetExpr::Table(t) => {
+                let Some(name) = &t.table_name else {
+                    return unsupported("TABLE without a name");
+                };
+                let mut parts = Vec::new();
+                if let Some(s) = &t.schema_name {
+                    parts.push(self.norm(s, NameKind::Relation));
+                }
+                parts.push(self.norm(name, NameKind::Relation));
+                if parts.len() == 1 && scope.cte(&parts[0]).is_some() {
+                    return Ok(scope.cte(&parts[0]).cloned().unwrap_or_default());
+                }
+                if let Source::Table {
+                    key,
+                    columns: Some(_),
+                } = self.table_source(&parts)?
+                {
+                    return refuse(
+                        Rule::ColumnNotAllowed,
+                        format!("`TABLE {key}` reads every column of {key}; name the allowed columns in a SELECT"),
+                    );
+                }
+                self.outer_order_by(order_by, &[], scope)?;
+                Ok(Vec::new())
+            }
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+                refuse(
+                    Rule::SelectOnly,
+                    "data-modifying statements are refused, in a WITH clause too",
+                )
+            }
+        }
+    }
+
+    /// ORDER BY of a set operation or parenthesised query: output names, positions, or
+    /// expressions over no relation.
+    fn outer_order_by(
+        &mut self,
+        order_by: Option<&OrderBy>,
+        output: &[String],
+        scope: &Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        let Some(ob) = order_by else { return Ok(()) };
+        let OrderByKind::Expressions(items) = &ob.kind else {
+            return unsupported("ORDER BY ALL");
+        };
+        if ob.interpolate.is_some() {
+            return unsupported("INTERPOLATE");
+        }
+        for item in items {
+            if item.with_fill.is_some() {
+                return unsupported("WITH FILL");
+            }
+            match &item.expr {
+                Expr::Identifier(i) if output.contains(&self.norm(i, NameKind::Column)) => {}
+                Expr::Value(_) => {}
+                e => self.expr(e, scope)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn select(
+        &mut self,
+        s: &Select,
+        parent: &Scope<'_, 'p>,
+        order_by: Option<&OrderBy>,
+    ) -> Result<Vec<String>, Refusal> {
+        if s.into.is_some() {
+            return refuse(
+                Rule::SelectInto,
+                "SELECT … INTO creates a table or writes a file; it is refused",
+            );
+        }
+        if !s.optimizer_hints.is_empty() {
+            return unsupported("an optimizer hint");
+        }
+        if s.top.is_some()
+            || s.exclude.is_some()
+            || !s.lateral_views.is_empty()
+            || s.prewhere.is_some()
+            || !s.connect_by.is_empty()
+            || !s.cluster_by.is_empty()
+            || !s.distribute_by.is_empty()
+            || !s.sort_by.is_empty()
+            || s.qualify.is_some()
+            || s.value_table_mode.is_some()
+            || !matches!(s.flavor, sqlparser::ast::SelectFlavor::Standard)
+        {
+            return unsupported("this SELECT clause");
+        }
+        if let Some(m) = &s.select_modifiers {
+            if m.sql_calc_found_rows || m.high_priority || m.sql_buffer_result {
+                return unsupported("this SELECT modifier");
+            }
+        }
+        let mut scope = Scope::child(parent);
+        for twj in &s.from {
+            self.from_item(twj, &mut scope)?;
+        }
+        if let Some(sqlparser::ast::Distinct::On(exprs)) = &s.distinct {
+            for e in exprs {
+                self.expr(e, &scope)?;
+            }
+        }
+        let mut known = Vec::new();
+        for item in &s.projection {
+            match item {
+                SelectItem::UnnamedExpr(e) => {
+                    self.expr(e, &scope)?;
+                    match e {
+                        Expr::Identifier(i) => known.push(self.norm(i, NameKind::Column)),
+                        Expr::CompoundIdentifier(parts) => {
+                            if let Some(last) = parts.last() {
+                                known.push(self.norm(last, NameKind::Column));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    self.expr(expr, &scope)?;
+                    let a = self.norm(alias, NameKind::Column);
+                    scope.aliases.push(a.clone());
+                    known.push(a);
+                }
+                SelectItem::ExprWithAliases { .. } => return unsupported("several aliases"),
+                SelectItem::Wildcard(opts) => {
+                    wildcard_options(opts)?;
+                    if let Some(r) = scope.relations.iter().find(|r| restricted(r).is_some()) {
+                        return refuse(
+                            Rule::ColumnNotAllowed,
+                            star_message(&r.name, restricted(r)),
+                        );
+                    }
+                }
+                SelectItem::QualifiedWildcard(kind, opts) => {
+                    wildcard_options(opts)?;
+                    let SelectItemQualifiedWildcardKind::ObjectName(name) = kind else {
+                        return unsupported("`expression.*`");
+                    };
+                    self.qualified_star(name, &scope)?;
+                }
+            }
+        }
+        if let Some(w) = &s.selection {
+            self.expr(w, &scope)?;
+        }
+        match &s.group_by {
+            GroupByExpr::All(_) => return unsupported("GROUP BY ALL"),
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                for e in exprs {
+                    self.expr(e, &scope)?;
+                }
+                for m in modifiers {
+                    if let sqlparser::ast::GroupByWithModifier::GroupingSets(e) = m {
+                        self.expr(e, &scope)?;
+                    } else if matches!(m, sqlparser::ast::GroupByWithModifier::Totals) {
+                        return unsupported("WITH TOTALS");
+                    }
+                }
+            }
+        }
+        if let Some(h) = &s.having {
+            self.expr(h, &scope)?;
+        }
+        for w in &s.named_window {
+            match &w.1 {
+                sqlparser::ast::NamedWindowExpr::WindowSpec(spec) => {
+                    self.window_spec(spec, &scope)?
+                }
+                sqlparser::ast::NamedWindowExpr::NamedWindow(_) => {}
+            }
+        }
+        if let Some(ob) = order_by {
+            let OrderByKind::Expressions(items) = &ob.kind else {
+                return unsupported("ORDER BY ALL");
+            };
+            if ob.interpolate.is_some() {
+                return unsupported("INTERPOLATE");
+            }
+            for item in items {
+                if item.with_fill.is_some() {
+                    return unsupported("WITH FILL");
+                }
+                match &item.expr {
+                    // A bare output alias: every dialect takes it for the alias.
+                    Expr::Identifier(i)
+                        if scope.aliases.contains(&self.norm(i, NameKind::Column)) => {}
+                    e => self.expr(e, &scope)?,
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    fn from_item(
+        &mut self,
+        twj: &TableWithJoins,
+        scope: &mut Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        let first = scope.relations.len();
+        self.table_factor(&twj.relation, scope)?;
+        for join in &twj.joins {
+            if join.global {
+                return unsupported("GLOBAL JOIN");
+            }
+            let left_end = scope.relations.len();
+            self.table_factor(&join.relation, scope)?;
+            let constraint = match &join.join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c)
+                | JoinOperator::CrossJoin(c)
+                | JoinOperator::StraightJoin(c) => c,
+                _ => return unsupported("this kind of join"),
+            };
+            match constraint {
+                JoinConstraint::On(e) => self.expr(e, scope)?,
+                JoinConstraint::Using(cols) => {
+                    for c in cols {
+                        let [ObjectNamePart::Identifier(i)] = c.0.as_slice() else {
+                            return unsupported("a qualified USING column");
+                        };
+                        self.column(i, scope)?;
+                    }
+                }
+                JoinConstraint::Natural => {
+                    // Joins on every shared column, hidden ones included.
+                    if let Some(r) = scope.relations[first..]
+                        .iter()
+                        .find(|r| restricted(r).is_some())
+                    {
+                        return refuse(
+                            Rule::ColumnNotAllowed,
+                            format!(
+                                "NATURAL JOIN would compare every column of {}, hidden ones included; join with ON and the allowed columns",
+                                r.name
+                            ),
+                        );
+                    }
+                    let _ = left_end;
+                }
+                JoinConstraint::None => {}
+                JoinConstraint::UsingAlias(..) => return unsupported("USING … AS"),
+            }
+        }
+        Ok(())
+    }
+
+    fn table_factor(
+        &mut self,
+        t: &TableFactor,
+        scope: &mut Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        match t {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                with_hints,
+                version,
+                with_ordinality: _,
+                partitions,
+                json_path,
+                sample,
+                index_directives: _,
+                inheritance: _,
+            } => {
+                if args.is_some() {
+                    return refuse(
+                        Rule::TableFunction,
+                        "table-valued functions are refused in FROM; read the allowed tables",
+                    );
+                }
+                if !with_hints.is_empty()
+                    || version.is_some()
+                    || !partitions.is_empty()
+                    || json_path.is_some()
+                    || sample.is_some()
+                {
+                    return unsupported("this table clause");
+                }
+                let parts = self.name_parts(name, NameKind::Relation)?;
+                let source = match parts.as_slice() {
+                    [one] if scope.cte(one).is_some() => Source::Derived {
+                        known: scope.cte(one).cloned().unwrap_or_default(),
+                    },
+                    _ => self.table_source(&parts)?,
+                };
+                let (rel_name, schema) = match alias {
+                    Some(a) => (self.norm(&a.name, NameKind::Relation), None),
+                    None => (
+                        parts.last().cloned().unwrap_or_default(),
+                        (parts.len() == 2).then(|| parts[0].clone()),
+                    ),
+                };
+                let source = match (alias, source) {
+                    (Some(a), Source::Table { key, columns }) if !a.columns.is_empty() => {
+                        // Renamed columns of a real table: which ones they are is positional
+                        // and unknown here.
+                        if columns.is_some() {
+                            return refuse(
+                                Rule::ColumnNotAllowed,
+                                format!("renaming the columns of {key} is refused; name its allowed columns"),
+                            );
+                        }
+                        Source::Table { key, columns }
+                    }
+                    (Some(a), Source::Derived { .. }) if !a.columns.is_empty() => {
+                        Source::Derived {
+                            known: a
+                                .columns
+                                .iter()
+                                .map(|c| self.norm(&c.name, NameKind::Column))
+                                .collect(),
+                        }
+                    }
+                    (_, s) => s,
+                };
+                scope.relations.push(Relation {
+                    name: rel_name,
+                    schema,
+                    source,
+                });
+                Ok(())
+            }
+            TableFactor::Derived {
+                lateral: _,
+                subquery,
+                alias,
+                sample,
+            } => {
+                if sample.is_some() {
+                    return unsupported("TABLESAMPLE");
+                }
+                // Earlier FROM items stay visible (as with LATERAL): wider than some databases,
+                // so only ever stricter.
+                let known = self.query(subquery, scope)?;
+                let (name, known) = match alias {
+                    Some(a) => {
+                        let renamed: Vec<String> = a
+                            .columns
+                            .iter()
+                            .map(|c| self.norm(&c.name, NameKind::Column))
+                            .collect();
+                        (
+                            self.norm(&a.name, NameKind::Relation),
+                            if renamed.is_empty() { known } else { renamed },
+                        )
+                    }
+                    None => (String::new(), known),
+                };
+                scope.relations.push(Relation {
+                    name,
+                    schema: None,
+                    source: Source::Derived { known },
+                });
+                Ok(())
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    return unsupported("an alias on a parenthesised join");
+                }
+                self.from_item(table_with_joins, scope)
+            }
+            _ => refuse(
+                Rule::TableFunction,
+                "table-valued functions and this kind of FROM item are refused; read the allowed tables",
+            ),
+        }
+    }
+
+    // ---- columns ---------------------------------------------------------------------------
+
+    /// An unqualified name: resolved innermost scope first; every restricted table it could
+    /// reach must allow it, up to the first scope where it is known to exist.
+    pub fn column(&self, ident: &Ident, scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        if ident.value.starts_with('@') || ident.value.starts_with('$') {
+            return refuse(
+                Rule::VariableNotAllowed,
+                format!("`{}`: variables are refused", ident.value),
+            );
+        }
+        let name = self.norm(ident, NameKind::Column);
+        for s in scope.chain() {
+            let mut found = false;
+            for r in &s.relations {
+                match &r.source {
+                    Source::Table {
+                        key,
+                        columns: Some(cols),
+                    } if !cols.contains(&name) => {
+                        return refuse(Rule::ColumnNotAllowed, column_message(&name, key, cols));
+                    }
+                    Source::Derived { known } if known.contains(&name) => found = true,
+                    _ => {}
+                }
+            }
+            if found {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The relations `qualifier` names: those of the innermost scope that has one.
+    fn qualified_relations<'a>(
+        &self,
+        qualifier: &[&Ident],
+        scope: &'a Scope<'_, 'p>,
+    ) -> Result<Vec<&'a Relation<'p>>, Refusal> {
+        let (schema, name) = match qualifier {
+            [t] => (None, self.norm(t, NameKind::Relation)),
+            [s, t] => (
+                Some(self.norm(s, NameKind::Relation)),
+                self.norm(t, NameKind::Relation),
+            ),
+            _ => return unsupported("a name with this many parts"),
+        };
+        for s in scope.chain() {
+            let found: Vec<&Relation<'p>> = s
+                .relations
+                .iter()
+                .filter(|r| r.name == name && (schema.is_none() || r.schema == schema))
+                .collect();
+            if !found.is_empty() {
+                return Ok(found);
+            }
+        }
+        let shown: Vec<&str> = qualifier.iter().map(|i| i.value.as_str()).collect();
+        refuse(
+            Rule::Unsupported,
+            format!(
+                "`{}` is not a table or alias of this query",
+                shown.join(".")
+            ),
+        )
+    }
+
+    fn qualified(&self, parts: &[Ident], scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        if parts
+            .first()
+            .is_some_and(|p| p.value.starts_with('@') || p.value.starts_with('$'))
+        {
+            return refuse(
+                Rule::VariableNotAllowed,
+                format!("`{}`: variables are refused", parts[0].value),
+            );
+        }
+        let Some((column, qualifier)) = parts.split_last() else {
+            return unsupported("an empty name");
+        };
+        let qualifier: Vec<&Ident> = qualifier.iter().collect();
+        let name = self.norm(column, NameKind::Column);
+        for r in self.qualified_relations(&qualifier, scope)? {
+            if let Source::Table {
+                key,
+                columns: Some(cols),
+            } = &r.source
+                && !cols.contains(&name)
+            {
+                return refuse(Rule::ColumnNotAllowed, column_message(&name, key, cols));
+            }
+        }
+        Ok(())
+    }
+
+    fn qualified_star(&self, name: &ObjectName, scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        let idents: Vec<&Ident> = name
+            .0
+            .iter()
+            .filter_map(|p| match p {
+                ObjectNamePart::Identifier(i) => Some(i),
+                ObjectNamePart::Function(_) => None,
+            })
+            .collect();
+        if idents.len() != name.0.len() {
+            return unsupported("a function in a name");
+        }
+        for r in self.qualified_relations(&idents, scope)? {
+            if let Some(cols) = restricted(r) {
+                return refuse(Rule::ColumnNotAllowed, star_message(&r.name, Some(cols)));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- expressions -----------------------------------------------------------------------
+
+    /// Resolves every name, subquery and function in `e`.
+    pub fn expr(&mut self, e: &Expr, scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        self.enter()?;
+        let out = self.expr_inner(e, scope);
+        self.leave();
+        out
+    }
+
+    fn exprs<'e>(
+        &mut self,
+        es: impl IntoIterator<Item = &'e Expr>,
+        scope: &Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        for e in es {
+            self.expr(e, scope)?;
+        }
+        Ok(())
+    }
+
+    fn expr_inner(&mut self, e: &Expr, scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        match e {
+            Expr::Identifier(i) => self.column(i, scope),
+            Expr::CompoundIdentifier(parts) => self.qualified(parts, scope),
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                self.expr(root, scope)?;
+                for a in access_chain {
+                    match a {
+                        // A field name of a composite value, not a column.
+                        sqlparser::ast::AccessExpr::Dot(Expr::Identifier(_)) => {}
+                        sqlparser::ast::AccessExpr::Dot(_) => {
+                            return unsupported("this field access");
+                        }
+                        sqlparser::ast::AccessExpr::Subscript(s) => self.subscript(s, scope)?,
+                    }
+                }
+                Ok(())
+            }
+            Expr::JsonAccess { value, path } => {
+                self.expr(value, scope)?;
+                for p in &path.path {
+                    match p {
+                        JsonPathElem::Dot { .. } => {}
+                        JsonPathElem::Bracket { key } => self.expr(key, scope)?,
+                        #[allow(unreachable_patterns)]
+                        _ => return unsupported("this JSON path"),
+                    }
+                }
+                Ok(())
+            }
+            Expr::IsFalse(x)
+            | Expr::IsNotFalse(x)
+            | Expr::IsTrue(x)
+            | Expr::IsNotTrue(x)
+            | Expr::IsNull(x)
+            | Expr::IsNotNull(x)
+            | Expr::IsUnknown(x)
+            | Expr::IsNotUnknown(x)
+            | Expr::Nested(x)
+            | Expr::Collate { expr: x, .. }
+            | Expr::IsJson { expr: x, .. }
+            | Expr::IsNormalized { expr: x, .. } => self.expr(x, scope),
+            Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b) => {
+                self.exprs([a.as_ref(), b.as_ref()], scope)
+            }
+            Expr::In {
+                expr,
+                target,
+                negated: _,
+                global,
+            } => {
+                if *global {
+                    return unsupported("GLOBAL IN");
+                }
+                self.expr(expr, scope)?;
+                match target {
+                    sqlparser::ast::InTarget::List(list) => self.exprs(list, scope),
+                    sqlparser::ast::InTarget::Subquery(q) => self.query(q, scope).map(|_| ()),
+                    _ => unsupported("IN over this kind of target"),
+                }
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => self.exprs([expr.as_ref(), low.as_ref(), high.as_ref()], scope),
+            Expr::BinaryOp { left, op, right } => {
+                operator_allowed(op)?;
+                self.exprs([left.as_ref(), right.as_ref()], scope)
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::SimilarTo {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            } => {
+                self.exprs([expr.as_ref(), pattern.as_ref()], scope)?;
+                self.exprs(escape_char.iter().map(|b| b.as_ref()), scope)
+            }
+            Expr::RLike { expr, pattern, .. } => {
+                self.exprs([expr.as_ref(), pattern.as_ref()], scope)
+            }
+            Expr::AnyOp {
+                left,
+                compare_op,
+                right,
+                ..
+            }
+            | Expr::AllOp {
+                left,
+                compare_op,
+                right,
+            } => {
+                operator_allowed(compare_op)?;
+                self.exprs([left.as_ref(), right.as_ref()], scope)
+            }
+            Expr::UnaryOp { op, expr } => match op {
+                UnaryOperator::Plus
+                | UnaryOperator::Minus
+                | UnaryOperator::Not
+                | UnaryOperator::BitwiseNot
+                | UnaryOperator::PGAbs
+                | UnaryOperator::PGSquareRoot
+                | UnaryOperator::PGCubeRoot => self.expr(expr, scope),
+                _ => unsupported("this unary operator"),
+            },
+            Expr::Convert {
+                expr,
+                data_type,
+                styles,
+                ..
+            } => {
+                if let Some(t) = data_type {
+                    cast_allowed(t)?;
+                }
+                self.expr(expr, scope)?;
+                self.exprs(styles, scope)
+            }
+            Expr::Cast {
+                expr,
+                data_type,
+                format,
+                kind: _,
+            } => {
+                if format.is_some() {
+                    return unsupported("CAST … FORMAT");
+                }
+                cast_allowed(data_type)?;
+                self.expr(expr, scope)
+            }
+            Expr::AtTimeZone {
+                timestamp,
+                time_zone,
+            } => self.exprs([timestamp.as_ref(), time_zone.as_ref()], scope),
+            Expr::Extract { expr, .. } => self.expr(expr, scope),
+            Expr::Ceil { expr, .. } | Expr::Floor { expr, .. } => self.expr(expr, scope),
+            Expr::Position { expr, r#in } => self.exprs([expr.as_ref(), r#in.as_ref()], scope),
+            Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                self.expr(expr, scope)?;
+                self.exprs(
+                    substring_from
+                        .iter()
+                        .chain(substring_for.iter())
+                        .map(|b| b.as_ref()),
+                    scope,
+                )
+            }
+            Expr::Trim {
+                expr,
+                trim_what,
+                trim_characters,
+                ..
+            } => {
+                self.expr(expr, scope)?;
+                self.exprs(trim_what.iter().map(|b| b.as_ref()), scope)?;
+                self.exprs(trim_characters.iter().flatten(), scope)
+            }
+            Expr::Overlay {
+                expr,
+                overlay_what,
+                overlay_from,
+                overlay_for,
+            } => {
+                self.exprs(
+                    [expr.as_ref(), overlay_what.as_ref(), overlay_from.as_ref()],
+                    scope,
+                )?;
+                self.exprs(overlay_for.iter().map(|b| b.as_ref()), scope)
+            }
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(p) => refuse(
+                    Rule::VariableNotAllowed,
+                    format!("`{p}`: parameters are refused; write the value"),
+                ),
+                _ => Ok(()),
+            },
+            Expr::Prefixed { value, .. } => match value.as_ref() {
+                Expr::Value(_) => self.expr(value, scope),
+                _ => unsupported("this prefixed expression"),
+            },
+            Expr::TypedString(ts) => cast_allowed(&ts.data_type),
+            Expr::Function(f) => self.function(f, scope),
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                self.exprs(operand.iter().map(|b| b.as_ref()), scope)?;
+                for c in conditions {
+                    self.exprs([&c.condition, &c.result], scope)?;
+                }
+                self.exprs(else_result.iter().map(|b| b.as_ref()), scope)
+            }
+            Expr::Exists { subquery, .. } => self.query(subquery, scope).map(|_| ()),
+            Expr::Subquery(q) => self.query(q, scope).map(|_| ()),
+            Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
+                self.exprs(sets.iter().flatten(), scope)
+            }
+            Expr::Tuple(items) => self.exprs(items, scope),
+            Expr::Array(a) => self.exprs(&a.elem, scope),
+            Expr::Interval(i) => self.expr(&i.value, scope),
+            _ => unsupported("this kind of expression"),
+        }
+    }
+
+    fn subscript(
+        &mut self,
+        s: &sqlparser::ast::Subscript,
+        scope: &Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        match s {
+            sqlparser::ast::Subscript::Index { index } => self.expr(index, scope),
+            sqlparser::ast::Subscript::Slice {
+                lower_bound,
+                upper_bound,
+                stride,
+            } => self.exprs(
+                lower_bound.iter().chain(upper_bound).chain(stride),
+                scope,
+            ),
+        }
+    }
+
+    fn window_spec(
+        &mut self,
+        spec: &sqlparser::ast::WindowSpec,
+        scope: &Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        self.exprs(&spec.partition_by, scope)?;
+        for o in &spec.order_by {
+            if o.with_fill.is_some() {
+                return unsupported("WITH FILL");
+            }
+            self.expr(&o.expr, scope)?;
+        }
+        if let Some(frame) = &spec.window_frame {
+            for b in std::iter::once(&frame.start_bound).chain(frame.end_bound.iter()) {
+                if let WindowFrameBound::Preceding(Some(e)) | WindowFrameBound::Following(Some(e)) =
+                    b
+                {
+                    self.expr(e, scope)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn function(
+        &mut self,
+        f: &sqlparser::ast::Function,
+        scope: &Scope<'_, 'p>,
+    ) -> Result<(), Refusal> {
+        let parts = self.name_parts(&f.name, NameKind::Column)?;
+        let shown = parts.join(".");
+        let name = match parts.as_slice() {
+            [one] => one.to_ascii_lowercase(),
+            _ => {
+                return refuse(
+                    Rule::FunctionNotAllowed,
+                    format!(
+                        "`{shown}`: schema-qualified functions are refused; call built-in functions by name"
+                    ),
+                );
+            }
+        };
+        // A quoted name in PostgreSQL is exact: `"LOWER"` is not `lower`.
+        let allowed = parts[0] == name
+            && !self.policy.denied_functions.contains(&name)
+            && !functions::never_allowed(&name)
+            && (functions::built_in(self.dialect, &name)
+                || self.policy.allowed_functions.contains(&name));
+        if !allowed {
+            return refuse(
+                Rule::FunctionNotAllowed,
+                format!(
+                    "the function `{shown}` is not allowed; use built-in aggregate, string, math, date or JSON functions"
+                ),
+            );
+        }
+        if f.uses_odbc_syntax || !matches!(f.parameters, FunctionArguments::None) {
+            return unsupported("this function call syntax");
+        }
+        match &f.args {
+            FunctionArguments::None => {}
+            FunctionArguments::Subquery(q) => {
+                self.query(q, scope)?;
+            }
+            FunctionArguments::List(list) => {
+                for arg in &list.args {
+                    let arg = match arg {
+                        FunctionArg::Unnamed(a) => a,
+                        FunctionArg::Named { arg, .. } => arg,
+                        FunctionArg::ExprNamed { .. } => {
+                            return unsupported("this named argument");
+                        }
+                    };
+                    match arg {
+                        FunctionArgExpr::Expr(e) => self.expr(e, scope)?,
+                        FunctionArgExpr::Wildcard if functions::takes_star(&name) => {}
+                        FunctionArgExpr::QualifiedWildcard(q) => self.qualified_star(q, scope)?,
+                        _ => {
+                            return refuse(
+                                Rule::ColumnNotAllowed,
+                                format!("`{name}(*)` is not allowed; name the columns"),
+                            );
+                        }
+                    }
+                }
+                for clause in &list.clauses {
+                    match clause {
+                        FunctionArgumentClause::OrderBy(items) => {
+                            for o in items {
+                                self.expr(&o.expr, scope)?;
+                            }
+                        }
+                        FunctionArgumentClause::Limit(e) | FunctionArgumentClause::Where(e) => {
+                            self.expr(e, scope)?
+                        }
+                        FunctionArgumentClause::IgnoreOrRespectNulls(_)
+                        | FunctionArgumentClause::Separator(_)
+                        | FunctionArgumentClause::JsonNullClause(_) => {}
+                        _ => return unsupported("this function argument clause"),
+                    }
+                }
+            }
+        }
+        for o in &f.within_group {
+            self.expr(&o.expr, scope)?;
+        }
+        if let Some(filter) = &f.filter {
+            self.expr(filter, scope)?;
+        }
+        match &f.over {
+            None | Some(WindowType::NamedWindow(_)) => {}
+            Some(WindowType::WindowSpec(spec)) => self.window_spec(spec, scope)?,
+        }
+        Ok(())
+    }
+}
+
+/// The policy keys a table name may match: `table`, `schema.table`, and for SQLite `main.t`
+/// as `t`. (SQLite searches `main` for unqualified names: temp tables cannot be made through
+/// the tools and attaching is off. PostgreSQL's depends on `search_path`, so `public.t` is not
+/// taken for `t`.)
+pub(crate) fn key_candidates(dialect: SqlDialect, parts: &[String]) -> Vec<String> {
+    match parts {
+        [t] => vec![t.clone()],
+        [s, t] if dialect == SqlDialect::Sqlite && s.eq_ignore_ascii_case("main") => {
+            vec![format!("main.{t}"), t.clone()]
+        }
+        [s, t] => vec![format!("{s}.{t}")],
+        _ => vec![],
+    }
+}
+
+fn restricted<'a, 'p>(r: &'a Relation<'p>) -> Option<&'p BTreeSet<String>> {
+    match &r.source {
+        Source::Table { columns, .. } => *columns,
+        Source::Derived { .. } => None,
+    }
+}
+
+fn wildcard_options(o: &sqlparser::ast::WildcardAdditionalOptions) -> Result<(), Refusal> {
+    if o.opt_ilike.is_some()
+        || o.opt_exclude.is_some()
+        || o.opt_except.is_some()
+        || o.opt_replace.is_some()
+        || o.opt_rename.is_some()
+        || o.opt_alias.is_some()
+    {
+        return unsupported("`*` with options");
+    }
+    Ok(())
+}
+
+fn list(cols: &BTreeSet<String>) -> String {
+    cols.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+}
+
+fn column_message(name: &str, table: &str, cols: &BTreeSet<String>) -> String {
+    format!(
+        "column `{name}` is not allowed on {table}; allowed columns: {}",
+        list(cols)
+    )
+}
+
+fn star_message(name: &str, cols: Option<&BTreeSet<String>>) -> String {
+    format!(
+        "`*` and whole-row references are not allowed on {name}: name the columns ({})",
+        cols.map(list).unwrap_or_default()
+    )
+}
+
+fn cast_allowed(t: &sqlparser::ast::DataType) -> Result<(), Refusal> {
+    if functions::type_allowed(t) {
+        Ok(())
+    } else {
+        refuse(
+            Rule::TypeNotAllowed,
+            format!("casting to `{t}` is not allowed; cast to plain number, text, date or JSON types"),
+        )
+    }
+}
+
+fn operator_allowed(op: &BinaryOperator) -> Result<(), Refusal> {
+    use BinaryOperator as B;
+    match op {
+        B::Plus
+        | B::Minus
+        | B::Multiply
+        | B::Divide
+        | B::Modulo
+        | B::StringConcat
+        | B::Gt
+        | B::Lt
+        | B::GtEq
+        | B::LtEq
+        | B::Spaceship
+        | B::Eq
+        | B::NotEq
+        | B::And
+        | B::Or
+        | B::Xor
+        | B::BitwiseOr
+        | B::BitwiseAnd
+        | B::BitwiseXor
+        | B::MyIntegerDivide
+        | B::Regexp
+        | B::Glob
+        | B::PGBitwiseXor
+        | B::PGBitwiseShiftLeft
+        | B::PGBitwiseShiftRight
+        | B::PGExp
+        | B::PGOverlap
+        | B::PGRegexMatch
+        | B::PGRegexIMatch
+        | B::PGRegexNotMatch
+        | B::PGRegexNotIMatch
+        | B::PGLikeMatch
+        | B::PGILikeMatch
+        | B::PGNotLikeMatch
+        | B::PGNotILikeMatch
+        | B::PGStartsWith
+        | B::Arrow
+        | B::LongArrow
+        | B::HashArrow
+        | B::HashLongArrow
+        | B::AtArrow
+        | B::ArrowAt
+        | B::HashMinus
+        | B::Question
+        | B::QuestionAnd
+        | B::QuestionPipe
+        | B::Overlaps
+        | B::Is
+        | B::IsNot => Ok(()),
+        _ => refuse(
+            Rule::Unsupported,
+            format!("the operator `{op}` is not allowed"),
+        ),
+    }
+}
