@@ -14,6 +14,7 @@ pub(crate) struct RawDatabase {
     pub kind: String,
     pub path: Option<String>,
     pub url_env: Option<String>,
+    pub write_url_env: Option<String>,
     #[serde(default)]
     pub tables: Vec<String>,
     #[serde(default)]
@@ -157,6 +158,9 @@ pub struct DatabaseConfig {
     /// Refuse to use a connection that can do more than read the allowed tables (default
     /// false: warn loudly).
     pub strict_roles: bool,
+    /// For PostgreSQL and MySQL with writable tables: the variable holding the URL of a
+    /// separate write role for `sql_execute` (default: the read URL).
+    pub write_url_env: Option<String>,
     /// Tables `sql_execute` may write (after approval); empty: none.
     pub writable_tables: BTreeSet<String>,
     /// Rows one write may change at most, in its preview and when it runs (default 10).
@@ -284,6 +288,30 @@ pub(crate) fn databases(
             }
             tables.insert(t, Some(cols.iter().map(|c| c.to_lowercase()).collect()));
         }
+        if let Some(w) = &d.write_url_env {
+            if matches!(location, DatabaseLocation::Sqlite(_)) {
+                return Err(Error::invalid(
+                    field("write_url_env"),
+                    "a sqlite database is one file: it has no separate write URL",
+                ));
+            }
+            if d.writable_tables.is_empty() || w.trim().is_empty() {
+                return Err(Error::invalid(
+                    field("write_url_env"),
+                    "write_url_env names the write role's URL variable, for writable_tables",
+                ));
+            }
+        }
+        if d.strict_roles == Some(true)
+            && !d.writable_tables.is_empty()
+            && d.write_url_env.is_none()
+            && !matches!(location, DatabaseLocation::Sqlite(_))
+        {
+            return Err(Error::invalid(
+                field("write_url_env"),
+                "with strict_roles and writable_tables, give writes their own role: set write_url_env",
+            ));
+        }
         let max_rows = d.max_rows.unwrap_or(100);
         if !(1..=10_000).contains(&max_rows) {
             return Err(Error::invalid(
@@ -313,6 +341,7 @@ pub(crate) fn databases(
                     .map(|f| f.trim().to_ascii_lowercase())
                     .collect(),
                 strict_roles: d.strict_roles.unwrap_or(false),
+                write_url_env: d.write_url_env,
                 writable_tables: d.writable_tables.iter().map(|t| t.to_lowercase()).collect(),
                 max_affected_rows: d.max_affected_rows.unwrap_or(10).max(1),
                 allow_without_where: d.allow_without_where.unwrap_or(false),

@@ -751,8 +751,30 @@ databases = ["shop"]
         assert!(error_of(&agent("max_steps = 0")).starts_with("agents.a.max_steps:"));
         assert!(error_of(&agent("step_timeout = \"0s\"")).starts_with("agents.a.step_timeout:"));
         assert!(
-            error_of("[databases.d]\nkind = \"mysql\"\ntables = [\"t\"]")
+            error_of("[databases.d]\nkind = \"oracle\"\ntables = [\"t\"]")
                 .starts_with("databases.d.kind:")
+        );
+        assert!(
+            error_of("[databases.d]\nkind = \"mysql\"\ntables = [\"t\"]")
+                .starts_with("databases.d.url_env:")
+        );
+        let my = Config::from_toml(
+            "[databases.d]\nkind = \"mysql\"\nurl_env = \"U\"\nwrite_url_env = \"W\"\ntables = [\"t\"]\nwritable_tables = [\"t\"]\nallowed_functions = [\"My_Fn\"]",
+        )
+        .unwrap();
+        let d = &my.databases["d"];
+        assert_eq!(d.location.url_env(), Some("U"));
+        assert_eq!(d.write_url_env.as_deref(), Some("W"));
+        assert!(d.allowed_functions.contains("my_fn"));
+        assert!(!d.strict_roles);
+        assert!(
+            error_of("[databases.d]\nkind = \"sqlite\"\npath = \"x\"\ntables = [\"t\"]\nwritable_tables = [\"t\"]\nwrite_url_env = \"W\"")
+                .starts_with("databases.d.write_url_env:")
+        );
+        assert!(
+            error_of("[databases.d]\nkind = \"postgres\"\nurl_env = \"U\"\ntables = [\"t\"]\nwritable_tables = [\"t\"]\nstrict_roles = true")
+                .starts_with("databases.d.write_url_env:"),
+            "strict roles need a separate write role"
         );
         assert!(
             error_of("[databases.d]\nkind = \"sqlite\"\npath = \"x\"")

@@ -28,7 +28,20 @@ pub async fn build(
             ),
             None => None,
         };
-        let opened = Database::open(name, db, url.as_deref())
+        let write_url = match &db.write_url_env {
+            Some(var) => Some(
+                std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty())
+                    .ok_or_else(|| {
+                        Failure::Config(format!(
+                            "databases.{name}.write_url_env: the environment variable {var} is not set"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let opened = Database::open_with(name, db, url.as_deref(), write_url.as_deref())
             .await
             .map_err(Failure::Config)?;
         databases.insert(name.clone(), Arc::new(opened));

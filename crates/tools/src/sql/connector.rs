@@ -259,9 +259,7 @@ pub(crate) fn row_ids(rows: &[Value], keys: &[String]) -> Result<Vec<Value>, Rea
                         .map(|(_, v)| v)
                 })
                 .cloned()
-                .ok_or_else(|| {
-                    ReadError::Database(format!("the row has no key column `{k}`"))
-                })?;
+                .ok_or_else(|| ReadError::Database(format!("the row has no key column `{k}`")))?;
             tuple.push(v);
         }
         let v = Value::Array(tuple);
@@ -310,7 +308,9 @@ pub(crate) fn check_rows(
         }
         (_, Some(ids)) => {
             let Some(want) = &expected.row_ids_sha256 else {
-                return Err(changed_since_preview("the preview recorded no row identities"));
+                return Err(changed_since_preview(
+                    "the preview recorded no row identities",
+                ));
             };
             if &ids_digest(ids) != want || rows != ids.len() as u64 {
                 return Err(changed_since_preview(&format!(
@@ -340,12 +340,23 @@ fn narrow(rows: Vec<Value>, visible: Option<&BTreeSet<String>>, cap: usize) -> V
 }
 
 impl Database {
-    /// Opens pools for `config`; `url` is the server's URL (from its environment variable).
-    /// Errors never repeat the URL.
+    /// Opens pools for `config`; `url` is the server's URL (from its environment variable),
+    /// used for writes too. Errors never repeat the URL.
     pub async fn open(
         name: &str,
         config: &DatabaseConfig,
         url: Option<&str>,
+    ) -> Result<Self, String> {
+        Self::open_with(name, config, url, None).await
+    }
+
+    /// Like [`Database::open`], with `write_url` (from `write_url_env`) for a separate write
+    /// role.
+    pub async fn open_with(
+        name: &str,
+        config: &DatabaseConfig,
+        url: Option<&str>,
+        write_url: Option<&str>,
     ) -> Result<Self, String> {
         if let Some(f) = config
             .allowed_functions
@@ -361,12 +372,14 @@ impl Database {
             max_rows: config.max_rows,
             allowed_functions: config.allowed_functions.clone(),
             denied_functions: config.denied_functions.clone(),
+            known_columns: Default::default(),
         };
         let writable = !config.writable_tables.is_empty();
         let opened = Opened {
             name,
             config,
             allowed: config.tables.keys().cloned().collect(),
+            write_url,
         };
         let (dialect, pool, write_pool) = match &config.location {
             DatabaseLocation::Sqlite(path) => {
@@ -425,15 +438,42 @@ impl Database {
         self.dialect
     }
 
+    /// The read policy with the current columns of its column-restricted tables, read from
+    /// the database, so unqualified names are resolved as the database will.
+    async fn policy_now(&self) -> Result<std::borrow::Cow<'_, ReadPolicy>, ReadError> {
+        let restricted: Vec<&String> = self
+            .policy
+            .tables
+            .iter()
+            .filter_map(|(k, c)| c.as_ref().map(|_| k))
+            .collect();
+        if restricted.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&self.policy));
+        }
+        let mut policy = self.policy.clone();
+        for key in restricted {
+            let columns = match &self.pool {
+                Pool::Sqlite(p) => sqlite::columns_of(p, key).await,
+                Pool::Postgres(p) => postgres::columns_of(p, key).await,
+                Pool::Mysql(p) => mysql::columns_of(p, key).await,
+            }
+            .map_err(db_error)?;
+            // A table the catalog does not show stays unknown: resolved the strict way.
+            if !columns.is_empty() {
+                policy.known_columns.insert(key.clone(), columns);
+            }
+        }
+        Ok(std::borrow::Cow::Owned(policy))
+    }
+
     /// Validates and runs one read.
     pub async fn read(&self, sql: &str) -> Result<Rows, ReadError> {
-        let validated = super::validate(sql, self.dialect, &self.policy)?;
+        let policy = self.policy_now().await?;
+        let validated = super::validate(sql, self.dialect, &policy)?;
         let max_rows = self.policy.max_rows as usize;
         let collected = match &self.pool {
             Pool::Sqlite(p) => sqlite::read(p, &validated.sql, self.timeout, max_rows).await?,
-            Pool::Postgres(p) => {
-                postgres::read(p, &validated.sql, self.timeout, max_rows).await?
-            }
+            Pool::Postgres(p) => postgres::read(p, &validated.sql, self.timeout, max_rows).await?,
             Pool::Mysql(p) => mysql::read(p, &validated.sql, self.timeout, max_rows).await?,
         };
         Ok(Rows {
@@ -550,6 +590,16 @@ pub(crate) struct Opened<'a> {
     pub config: &'a DatabaseConfig,
     /// The allow-listed tables (for the role checks).
     pub allowed: BTreeSet<String>,
+    /// A separate write role's URL, if configured.
+    pub write_url: Option<&'a str>,
+}
+
+impl Opened<'_> {
+    /// Whether reads and writes share one role (writable tables, no separate write URL): the
+    /// read connection can then write those tables, as expected.
+    pub fn shared_role(&self) -> bool {
+        !self.config.writable_tables.is_empty() && self.write_url.is_none()
+    }
 }
 
 /// Logs what a tool connection may do beyond reading the allowed tables; with `strict`, refuses
@@ -558,8 +608,19 @@ pub(crate) fn report_roles(
     name: &str,
     findings: &[super::roles::RoleFinding],
     strict: bool,
+    shared_role: bool,
 ) -> Result<(), sqlx::Error> {
-    for f in findings {
+    let findings: Vec<&super::roles::RoleFinding> = findings
+        .iter()
+        .filter(|f| !(shared_role && f.what == super::roles::CAN_WRITE))
+        .collect();
+    if shared_role {
+        tracing::info!(
+            database = name,
+            "reads and writes share one database role; set write_url_env for a separate write role"
+        );
+    }
+    for f in &findings {
         tracing::warn!(
             database = name,
             finding = f.what,

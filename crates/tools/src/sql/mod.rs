@@ -10,7 +10,8 @@ mod validate;
 mod write;
 
 pub use connector::{
-    Database, Executed, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rows, SQLITE_MAX_VALUE_BYTES,
+    Database, Executed, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rows,
+    SQLITE_MAX_VALUE_BYTES,
 };
 pub use functions::never_allowed;
 pub use validate::{

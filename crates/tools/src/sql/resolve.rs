@@ -17,11 +17,11 @@
 use super::functions;
 use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, refuse};
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause,
-    FunctionArguments, GroupByExpr, Ident, JoinConstraint, JoinOperator, JsonPathElem,
-    ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select, SelectItem,
-    SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableFactor,
-    TableWithJoins, UnaryOperator, Value, WindowFrameBound, WindowType,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments,
+    GroupByExpr, Ident, JoinConstraint, JoinOperator, JsonPathElem, ObjectName, ObjectNamePart,
+    OrderBy, OrderByKind, Query, Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    SetOperator, SetQuantifier, TableFactor, TableWithJoins, UnaryOperator, Value,
+    WindowFrameBound, WindowType,
 };
 use std::collections::BTreeSet;
 
@@ -31,10 +31,12 @@ pub(crate) const MAX_DEPTH: usize = 64;
 /// Where a relation's rows come from.
 #[derive(Debug, Clone)]
 pub(crate) enum Source<'p> {
-    /// An allow-listed table: its policy key and, if restricted, its allowed columns.
+    /// An allow-listed table: its policy key, if restricted its allowed columns, and if known
+    /// all its columns.
     Table {
         key: String,
         columns: Option<&'p BTreeSet<String>>,
+        all: Option<&'p BTreeSet<String>>,
     },
     /// A CTE, derived table or `VALUES`: already checked; `known` are columns it is known to
     /// have (it may have more).
@@ -60,6 +62,8 @@ pub(crate) struct Scope<'s, 'p> {
     pub relations: Vec<Relation<'p>>,
     /// Output aliases of the SELECT, for bare names in its ORDER BY.
     aliases: Vec<String>,
+    /// CTE names of enclosing scopes are not visible from here (MySQL/MariaDB CTE bodies).
+    cte_barrier: bool,
 }
 
 impl<'s, 'p> Scope<'s, 'p> {
@@ -76,8 +80,15 @@ impl<'s, 'p> Scope<'s, 'p> {
     }
 
     fn cte(&self, name: &str) -> Option<&Vec<String>> {
-        self.chain()
-            .find_map(|s| s.ctes.iter().rev().find(|(n, _)| n == name).map(|(_, c)| c))
+        for s in self.chain() {
+            if let Some((_, c)) = s.ctes.iter().rev().find(|(n, _)| n == name) {
+                return Some(c);
+            }
+            if s.cte_barrier {
+                return None;
+            }
+        }
+        None
     }
 }
 
@@ -95,6 +106,8 @@ pub(crate) struct Resolver<'p> {
     depth: usize,
     /// Allow-listed tables read (their policy keys).
     pub tables: BTreeSet<String>,
+    /// Column references resolved so far.
+    pub columns_seen: usize,
 }
 
 fn unsupported<T>(what: &str) -> Result<T, Refusal> {
@@ -121,6 +134,7 @@ impl<'p> Resolver<'p> {
             dialect,
             depth: 0,
             tables: BTreeSet::new(),
+            columns_seen: 0,
         }
     }
 
@@ -200,8 +214,9 @@ impl<'p> Resolver<'p> {
     pub fn table_source(&mut self, parts: &[String]) -> Result<Source<'p>, Refusal> {
         let key = self.table_key(parts)?;
         let columns = self.policy.tables.get(&key).and_then(|c| c.as_ref());
+        let all = self.policy.known_columns.get(&key);
         self.tables.insert(key.clone());
-        Ok(Source::Table { key, columns })
+        Ok(Source::Table { key, columns, all })
     }
 
     // ---- queries -------------------------------------------------------------------------
@@ -243,18 +258,26 @@ impl<'p> Resolver<'p> {
                     .iter()
                     .map(|c| self.norm(&c.name, NameKind::Column))
                     .collect();
+                // Visible in its own body only with RECURSIVE; its columns are those it is
+                // given, if any.
                 if with.recursive {
-                    // Visible in its own body; its columns are those it is given, if any.
                     scope.ctes.push((name.clone(), renamed.clone()));
-                    let known = self.query(&cte.query, &scope)?;
-                    scope.ctes.pop();
-                    let cols = if renamed.is_empty() { known } else { renamed };
-                    scope.ctes.push((name, cols));
-                } else {
-                    let known = self.query(&cte.query, &scope)?;
-                    let cols = if renamed.is_empty() { known } else { renamed };
-                    scope.ctes.push((name, cols));
                 }
+                let known = if self.dialect == SqlDialect::Mysql {
+                    // MariaDB resolves a CTE body's names without the CTEs of enclosing
+                    // WITH clauses: only this WITH's are visible there.
+                    let mut body = Scope::child(&scope);
+                    body.ctes = scope.ctes.clone();
+                    body.cte_barrier = true;
+                    self.query(&cte.query, &body)?
+                } else {
+                    self.query(&cte.query, &scope)?
+                };
+                if with.recursive {
+                    scope.ctes.pop();
+                }
+                let cols = if renamed.is_empty() { known } else { renamed };
+                scope.ctes.push((name, cols));
             }
         }
         let columns = self.set_expr(&q.body, &scope, q.order_by.as_ref())?;
@@ -355,11 +378,14 @@ impl<'p> Resolver<'p> {
                 if let Source::Table {
                     key,
                     columns: Some(_),
+                    ..
                 } = self.table_source(&parts)?
                 {
                     return refuse(
                         Rule::ColumnNotAllowed,
-                        format!("`TABLE {key}` reads every column of {key}; name the allowed columns in a SELECT"),
+                        format!(
+                            "`TABLE {key}` reads every column of {key}; name the allowed columns in a SELECT"
+                        ),
                     );
                 }
                 self.outer_order_by(order_by, &[], scope)?;
@@ -431,14 +457,14 @@ impl<'p> Resolver<'p> {
         {
             return unsupported("this SELECT clause");
         }
-        if let Some(m) = &s.select_modifiers {
-            if m.sql_calc_found_rows || m.high_priority || m.sql_buffer_result {
-                return unsupported("this SELECT modifier");
-            }
+        if let Some(m) = &s.select_modifiers
+            && (m.sql_calc_found_rows || m.high_priority || m.sql_buffer_result)
+        {
+            return unsupported("this SELECT modifier");
         }
         let mut scope = Scope::child(parent);
         for twj in &s.from {
-            self.from_item(twj, &mut scope)?;
+            self.from_clause_item(twj, &mut scope)?;
         }
         if let Some(sqlparser::ast::Distinct::On(exprs)) = &s.distinct {
             for e in exprs {
@@ -536,7 +562,7 @@ impl<'p> Resolver<'p> {
         Ok(known)
     }
 
-    fn from_item(
+    fn from_clause_item(
         &mut self,
         twj: &TableWithJoins,
         scope: &mut Scope<'_, 'p>,
@@ -594,11 +620,7 @@ impl<'p> Resolver<'p> {
         Ok(())
     }
 
-    fn table_factor(
-        &mut self,
-        t: &TableFactor,
-        scope: &mut Scope<'_, 'p>,
-    ) -> Result<(), Refusal> {
+    fn table_factor(&mut self, t: &TableFactor, scope: &mut Scope<'_, 'p>) -> Result<(), Refusal> {
         match t {
             TableFactor::Table {
                 name,
@@ -642,26 +664,30 @@ impl<'p> Resolver<'p> {
                     ),
                 };
                 let source = match (alias, source) {
-                    (Some(a), Source::Table { key, columns }) if !a.columns.is_empty() => {
+                    (Some(a), Source::Table { key, columns, .. }) if !a.columns.is_empty() => {
                         // Renamed columns of a real table: which ones they are is positional
                         // and unknown here.
                         if columns.is_some() {
                             return refuse(
                                 Rule::ColumnNotAllowed,
-                                format!("renaming the columns of {key} is refused; name its allowed columns"),
+                                format!(
+                                    "renaming the columns of {key} is refused; name its allowed columns"
+                                ),
                             );
                         }
-                        Source::Table { key, columns }
-                    }
-                    (Some(a), Source::Derived { .. }) if !a.columns.is_empty() => {
-                        Source::Derived {
-                            known: a
-                                .columns
-                                .iter()
-                                .map(|c| self.norm(&c.name, NameKind::Column))
-                                .collect(),
+                        Source::Table {
+                            key,
+                            columns,
+                            all: None,
                         }
                     }
+                    (Some(a), Source::Derived { .. }) if !a.columns.is_empty() => Source::Derived {
+                        known: a
+                            .columns
+                            .iter()
+                            .map(|c| self.norm(&c.name, NameKind::Column))
+                            .collect(),
+                    },
                     (_, s) => s,
                 };
                 scope.relations.push(Relation {
@@ -711,7 +737,7 @@ impl<'p> Resolver<'p> {
                 if alias.is_some() {
                     return unsupported("an alias on a parenthesised join");
                 }
-                self.from_item(table_with_joins, scope)
+                self.from_clause_item(table_with_joins, scope)
             }
             _ => refuse(
                 Rule::TableFunction,
@@ -724,7 +750,8 @@ impl<'p> Resolver<'p> {
 
     /// An unqualified name: resolved innermost scope first; every restricted table it could
     /// reach must allow it, up to the first scope where it is known to exist.
-    pub fn column(&self, ident: &Ident, scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+    pub fn column(&mut self, ident: &Ident, scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        self.columns_seen += 1;
         if ident.value.starts_with('@') || ident.value.starts_with('$') {
             return refuse(
                 Rule::VariableNotAllowed,
@@ -732,16 +759,63 @@ impl<'p> Resolver<'p> {
             );
         }
         let name = self.norm(ident, NameKind::Column);
+        // Bare keywords that are functions (MySQL parses them as names).
+        if ident.quote_style.is_none()
+            && (matches!(
+                name.as_str(),
+                "current_user"
+                    | "session_user"
+                    | "system_user"
+                    | "current_role"
+                    | "current_schema"
+                    | "current_catalog"
+            ) || (self.dialect == SqlDialect::Postgres && name == "user"))
+        {
+            return refuse(
+                Rule::FunctionNotAllowed,
+                format!(
+                    "`{}` reveals the database's users or settings; it is not allowed",
+                    ident.value
+                ),
+            );
+        }
+        let as_relation = self.norm(ident, NameKind::Relation);
+        // A name that is also a restricted relation's may be a whole-row reference to it.
+        for s in scope.chain() {
+            for r in &s.relations {
+                if let Source::Table {
+                    key,
+                    columns: Some(cols),
+                    ..
+                } = &r.source
+                    && r.name == as_relation
+                    && !cols.contains(&name)
+                {
+                    return refuse(
+                        Rule::ColumnNotAllowed,
+                        format!(
+                            "`{}` names the whole row of {key}, whose columns are restricted; name its allowed columns ({})",
+                            ident.value,
+                            list(cols)
+                        ),
+                    );
+                }
+            }
+        }
         for s in scope.chain() {
             let mut found = false;
             for r in &s.relations {
                 match &r.source {
+                    // Known not to have it: not here.
+                    Source::Table { all: Some(all), .. } if !all.contains(&name) => {}
                     Source::Table {
                         key,
                         columns: Some(cols),
+                        ..
                     } if !cols.contains(&name) => {
                         return refuse(Rule::ColumnNotAllowed, column_message(&name, key, cols));
                     }
+                    Source::Table { all: Some(_), .. } => found = true,
                     Source::Derived { known } if known.contains(&name) => found = true,
                     _ => {}
                 }
@@ -787,7 +861,8 @@ impl<'p> Resolver<'p> {
         )
     }
 
-    fn qualified(&self, parts: &[Ident], scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+    fn qualified(&mut self, parts: &[Ident], scope: &Scope<'_, 'p>) -> Result<(), Refusal> {
+        self.columns_seen += 1;
         if parts
             .first()
             .is_some_and(|p| p.value.starts_with('@') || p.value.starts_with('$'))
@@ -806,6 +881,7 @@ impl<'p> Resolver<'p> {
             if let Source::Table {
                 key,
                 columns: Some(cols),
+                ..
             } = &r.source
                 && !cols.contains(&name)
             {
@@ -914,15 +990,42 @@ impl<'p> Resolver<'p> {
                 match target {
                     sqlparser::ast::InTarget::List(list) => self.exprs(list, scope),
                     sqlparser::ast::InTarget::Subquery(q) => self.query(q, scope).map(|_| ()),
+                    // SQLite's `x IN name`: every row of a table or CTE.
+                    sqlparser::ast::InTarget::Table { name, args: None } => {
+                        let parts = self.name_parts(name, NameKind::Relation)?;
+                        match parts.as_slice() {
+                            [one] if scope.cte(one).is_some() => Ok(()),
+                            _ => match self.table_source(&parts)? {
+                                Source::Table {
+                                    key,
+                                    columns: Some(_),
+                                    ..
+                                } => refuse(
+                                    Rule::ColumnNotAllowed,
+                                    format!(
+                                        "`IN {key}` reads every column of {key}; use IN (SELECT allowed_column FROM {key})"
+                                    ),
+                                ),
+                                _ => Ok(()),
+                            },
+                        }
+                    }
                     _ => unsupported("IN over this kind of target"),
                 }
             }
             Expr::Between {
                 expr, low, high, ..
             } => self.exprs([expr.as_ref(), low.as_ref(), high.as_ref()], scope),
-            Expr::BinaryOp { left, op, right } => {
-                operator_allowed(op)?;
-                self.exprs([left.as_ref(), right.as_ref()], scope)
+            Expr::BinaryOp { .. } => {
+                // Long chains (`a OR b OR …`, `1 + 1 + …`) nest to the left: walk that spine
+                // in a loop, so their length does not count as depth.
+                let mut cur = e;
+                while let Expr::BinaryOp { left, op, right } = cur {
+                    operator_allowed(op)?;
+                    self.expr(right, scope)?;
+                    cur = left;
+                }
+                self.expr(cur, scope)
             }
             Expr::Like {
                 expr,
@@ -1088,10 +1191,7 @@ impl<'p> Resolver<'p> {
                 lower_bound,
                 upper_bound,
                 stride,
-            } => self.exprs(
-                lower_bound.iter().chain(upper_bound).chain(stride),
-                scope,
-            ),
+            } => self.exprs(lower_bound.iter().chain(upper_bound).chain(stride), scope),
         }
     }
 
@@ -1227,7 +1327,7 @@ pub(crate) fn key_candidates(dialect: SqlDialect, parts: &[String]) -> Vec<Strin
     }
 }
 
-fn restricted<'a, 'p>(r: &'a Relation<'p>) -> Option<&'p BTreeSet<String>> {
+fn restricted<'p>(r: &Relation<'p>) -> Option<&'p BTreeSet<String>> {
     match &r.source {
         Source::Table { columns, .. } => *columns,
         Source::Derived { .. } => None,
@@ -1248,7 +1348,10 @@ fn wildcard_options(o: &sqlparser::ast::WildcardAdditionalOptions) -> Result<(),
 }
 
 fn list(cols: &BTreeSet<String>) -> String {
-    cols.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+    cols.iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn column_message(name: &str, table: &str, cols: &BTreeSet<String>) -> String {
@@ -1271,7 +1374,9 @@ fn cast_allowed(t: &sqlparser::ast::DataType) -> Result<(), Refusal> {
     } else {
         refuse(
             Rule::TypeNotAllowed,
-            format!("casting to `{t}` is not allowed; cast to plain number, text, date or JSON types"),
+            format!(
+                "casting to `{t}` is not allowed; cast to plain number, text, date or JSON types"
+            ),
         )
     }
 }

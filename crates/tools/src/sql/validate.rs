@@ -49,6 +49,12 @@ pub struct ReadPolicy {
     pub allowed_functions: BTreeSet<String>,
     /// Functions refused even if the built-in allow-list has them (lower case).
     pub denied_functions: BTreeSet<String>,
+    /// Every column of column-restricted tables, where known (the connectors read them from
+    /// the database before each read): an unqualified name such a table does not have cannot
+    /// be one of its columns, so it is resolved elsewhere. Unknown: every restricted table the
+    /// name could reach must allow it. Names as the database compares them (PostgreSQL exact,
+    /// SQLite and MySQL lower case).
+    pub known_columns: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl ReadPolicy {
@@ -60,6 +66,7 @@ impl ReadPolicy {
             max_rows,
             allowed_functions: BTreeSet::new(),
             denied_functions: BTreeSet::new(),
+            known_columns: BTreeMap::new(),
         }
     }
 }

@@ -16,8 +16,7 @@ use super::resolve::{Relation, Resolver, Scope, Source};
 use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, parse_one, refuse};
 use sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, ObjectName, ObjectNamePart,
-    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value, Visit,
-    Visitor,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value, Visit, Visitor,
 };
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
@@ -361,11 +360,16 @@ fn validate_write_once(
     let visible_columns = policy.read.tables.get(&table).cloned().flatten();
     let mut scope = Scope::default();
     scope.relations.push(Relation {
-        name: table_name.last().cloned().unwrap_or_default().to_ascii_lowercase(),
+        name: table_name
+            .last()
+            .cloned()
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
         schema: None,
         source: Source::Table {
             key: table.clone(),
             columns: policy.read.tables.get(&table).and_then(|c| c.as_ref()),
+            all: policy.read.known_columns.get(&table),
         },
     });
     let insert_rows = match &statement {
@@ -393,10 +397,14 @@ fn validate_write_once(
             resolver.expr(&a.value, &scope)?;
         }
     }
-    if let Some(w) = &selection {
-        resolver.expr(w, &scope)?;
-    }
-    let meaningful = selection.as_ref().is_some_and(|w| !always_true(w));
+    let meaningful = match &selection {
+        Some(w) => {
+            let before = resolver.columns_seen;
+            resolver.expr(w, &scope)?;
+            resolver.columns_seen > before && !always_true(w)
+        }
+        None => false,
+    };
     if kind != WriteKind::Insert && !meaningful && !policy.allow_without_where {
         return refuse(
             Rule::MissingWhere,

@@ -19,6 +19,7 @@ fn config(location: DatabaseLocation) -> DatabaseConfig {
         denied_functions: Default::default(),
         allowed_functions: Default::default(),
         strict_roles: false,
+        write_url_env: None,
         writable_tables: Default::default(),
         max_affected_rows: 10,
         allow_without_where: false,
@@ -301,7 +302,10 @@ async fn a_write_whose_rows_changed_since_its_preview_does_not_run() {
         .await
         .unwrap();
     pool.close().await;
-    let err = db.execute(&approve(w), "idem-x", &expected(&p)).await.unwrap_err();
+    let err = db
+        .execute(&approve(w), "idem-x", &expected(&p))
+        .await
+        .unwrap_err();
     match &err {
         ReadError::Refused(r) => assert_eq!(r.rule, Rule::RowsChangedSincePreview, "{err}"),
         other => panic!("{other:?}"),
@@ -326,7 +330,10 @@ async fn max_affected_rows_caps_previews_and_writes() {
         rows_affected: 2,
         row_ids_sha256: None,
     };
-    let err = db.execute(&approve(w), "idem-y", &forged).await.unwrap_err();
+    let err = db
+        .execute(&approve(w), "idem-y", &forged)
+        .await
+        .unwrap_err();
     match &err {
         ReadError::Refused(r) => assert_eq!(r.rule, Rule::TooManyRows, "{err}"),
         other => panic!("{other:?}"),

@@ -185,7 +185,10 @@ async fn writes_wait_for_approval_and_carry_their_idempotency_key() {
         args.clone(),
     )
     .unwrap();
-    let out = t.execute(&approved, "warden:apr_h", &serde_json::Value::Null).await.unwrap();
+    let out = t
+        .execute(&approved, "warden:apr_h", &serde_json::Value::Null)
+        .await
+        .unwrap();
     assert_eq!(out["status"], 201);
     assert_eq!(seen.lock().unwrap().as_slice(), ["warden:apr_h"]);
     // A refused destination is refused at proposal time already.

@@ -5,8 +5,10 @@
 
 mod connector;
 mod http;
+mod redteam;
 mod roles;
 mod sql_corpus;
 mod sql_scoping;
 mod sql_validator;
 mod sql_write;
+mod tidy;

@@ -5,7 +5,7 @@
 //!   (`customers`, `orders`, `products`) and forbidden (`payroll`, `secrets`, `users`) names,
 //!   so CTEs shadow real tables. CTEs (some `RECURSIVE`, with an anchor `UNION ALL` a recursive
 //!   part) sit in every place a query can: derived tables, scalar subqueries, `EXISTS` / `IN`,
-//!   `JOIN … ON`, set operations, subqueries and CTE bodies. The oracle resolves every table
+//!   `JOIN … ON`, set operations, `ORDER BY`, subqueries and CTE bodies, names in any case. The oracle resolves every table
 //!   reference with real scoping; the validator must accept exactly the queries whose real
 //!   tables are all allowed, refuse the others with `table_not_allowed`, and report the real
 //!   tables it read.
@@ -69,7 +69,11 @@ fn tables_policy() -> ReadPolicy {
 
 fn config() -> ProptestConfig {
     ProptestConfig {
-        cases: 256,
+        // 256 cases (a few seconds in a debug build) unless PROPTEST_CASES says otherwise.
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(256),
         // The trees are big: give shrinking room to reach a small statement.
         max_shrink_iters: 20_000,
         ..ProptestConfig::default()
@@ -83,6 +87,27 @@ fn config() -> ProptestConfig {
 struct Query {
     with: Option<With>,
     body: Body,
+    /// `ORDER BY (subquery)`, in the scope of the body.
+    order: Option<Box<Query>>,
+}
+
+/// How a name is spelled: every database folds the case of CTE names, and the policy's
+/// table names are lower case.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    Lower,
+    Upper,
+    Title,
+}
+
+impl Case {
+    fn spell(self, name: &str) -> String {
+        match self {
+            Case::Lower => name.to_string(),
+            Case::Upper => name.to_uppercase(),
+            Case::Title => name[..1].to_uppercase() + &name[1..],
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -94,9 +119,16 @@ struct With {
 #[derive(Debug, Clone)]
 struct Cte {
     name: &'static str,
+    case: Case,
     /// A column list, `name(id)`.
     columns: bool,
     body: CteBody,
+}
+
+impl Cte {
+    fn spelled(&self) -> String {
+        self.case.spell(self.name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -136,13 +168,24 @@ struct Select {
 #[derive(Debug, Clone)]
 struct FromClause {
     first: Factor,
-    joins: Vec<(Factor, Cond)>,
+    joins: Vec<(Factor, Join)>,
+}
+
+#[derive(Debug, Clone)]
+enum Join {
+    /// `, factor`
+    Comma,
+    /// `JOIN factor ON cond`
+    Inner(Cond),
+    /// `LEFT JOIN factor ON cond`
+    Left(Cond),
 }
 
 #[derive(Debug, Clone)]
 enum Factor {
     Table {
         name: &'static str,
+        case: Case,
         alias: Option<&'static str>,
     },
     Derived {
@@ -178,7 +221,7 @@ impl Display for Query {
                 if i > 0 {
                     f.write_str(", ")?;
                 }
-                write!(f, "{}", cte.name)?;
+                f.write_str(&cte.spelled())?;
                 if cte.columns {
                     f.write_str("(id)")?;
                 }
@@ -190,7 +233,7 @@ impl Display for Query {
                         alias,
                         cond,
                     } => {
-                        write!(f, "{anchor} UNION ALL SELECT 1 FROM {}", cte.name)?;
+                        write!(f, "{anchor} UNION ALL SELECT 1 FROM {}", cte.spelled())?;
                         if let Some(a) = alias {
                             write!(f, " AS {a}")?;
                         }
@@ -213,6 +256,9 @@ impl Display for Query {
             };
             write!(f, " {op} {s}")?;
         }
+        if let Some(q) = &self.order {
+            write!(f, " ORDER BY ({q})")?;
+        }
         Ok(())
     }
 }
@@ -233,8 +279,12 @@ impl Display for Select {
         }
         if let Some(from) = &self.from {
             write!(f, " FROM {}", from.first)?;
-            for (factor, on) in &from.joins {
-                write!(f, " JOIN {factor} ON {on}")?;
+            for (factor, join) in &from.joins {
+                match join {
+                    Join::Comma => write!(f, ", {factor}")?,
+                    Join::Inner(on) => write!(f, " JOIN {factor} ON {on}")?,
+                    Join::Left(on) => write!(f, " LEFT JOIN {factor} ON {on}")?,
+                }
             }
         }
         if let Some(c) = &self.cond {
@@ -247,11 +297,16 @@ impl Display for Select {
 impl Display for Factor {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
-            Factor::Table { name, alias: None } => f.write_str(name),
             Factor::Table {
                 name,
+                case,
+                alias: None,
+            } => f.write_str(&case.spell(name)),
+            Factor::Table {
+                name,
+                case,
                 alias: Some(a),
-            } => write!(f, "{name} AS {a}"),
+            } => write!(f, "{} AS {a}", case.spell(name)),
             Factor::Derived { query, alias } => write!(f, "({query}) AS {alias}"),
         }
     }
@@ -268,13 +323,34 @@ impl Display for Cond {
     }
 }
 
-/// How CTE names from enclosing `WITH` clauses are seen from inside a CTE body.
+/// How a dialect resolves names, as far as the oracle needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scoping {
-    /// SQLite, PostgreSQL, the SQL standard: they are visible.
+    /// SQLite, PostgreSQL, the SQL standard: the CTEs of enclosing `WITH` clauses are visible
+    /// inside a CTE body, and unquoted names ignore case.
     Standard,
-    /// MariaDB: they are not (see the module documentation).
+    /// MariaDB: they are not (see the module documentation), and table names are
+    /// case-sensitive (as on Linux). MariaDB matches CTE names ignoring case; the oracle
+    /// takes a CTE only for the same spelling, so that a name whose case differs must be an
+    /// allowed table (none is: the policy's names are lower case).
     MariaDb,
+}
+
+impl Scoping {
+    fn same(self, a: &str, b: &str) -> bool {
+        match self {
+            Scoping::Standard => a.eq_ignore_ascii_case(b),
+            Scoping::MariaDb => a == b,
+        }
+    }
+
+    /// The table a real name reads.
+    fn table(self, name: &str) -> String {
+        match self {
+            Scoping::Standard => name.to_ascii_lowercase(),
+            Scoping::MariaDb => name.to_string(),
+        }
+    }
 }
 
 fn scoping(d: SqlDialect) -> Scoping {
@@ -285,63 +361,64 @@ fn scoping(d: SqlDialect) -> Scoping {
 }
 
 /// The real tables a query reads: every table name that no visible CTE binds.
-fn real_tables(q: &Query, s: Scoping) -> BTreeSet<&'static str> {
+fn real_tables(q: &Query, s: Scoping) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     query_reads(q, s, &[], &mut out);
     out
 }
 
-fn query_reads(q: &Query, s: Scoping, visible: &[&'static str], out: &mut BTreeSet<&'static str>) {
+fn query_reads(q: &Query, s: Scoping, visible: &[String], out: &mut BTreeSet<String>) {
     let mut body_scope = visible.to_vec();
     if let Some(w) = &q.with {
+        let names: Vec<String> = w.ctes.iter().map(Cte::spelled).collect();
         for (i, cte) in w.ctes.iter().enumerate() {
             let mut inside = match s {
                 Scoping::Standard => visible.to_vec(),
                 Scoping::MariaDb => Vec::new(),
             };
-            inside.extend(w.ctes[..i].iter().map(|c| c.name));
+            inside.extend(names[..i].iter().cloned());
             if w.recursive {
-                inside.push(cte.name);
+                inside.push(names[i].clone());
             }
             match &cte.body {
                 CteBody::Query(q) => query_reads(q, s, &inside, out),
                 CteBody::Recursive { anchor, cond, .. } => {
                     select_reads(anchor, s, &inside, out);
-                    table_reads(cte.name, &inside, out);
+                    table_reads(&names[i], s, &inside, out);
                     if let Some(c) = cond {
                         cond_reads(c, s, &inside, out);
                     }
                 }
             }
         }
-        body_scope.extend(w.ctes.iter().map(|c| c.name));
+        body_scope.extend(names);
     }
     select_reads(&q.body.first, s, &body_scope, out);
     for (_, sel) in &q.body.rest {
         select_reads(sel, s, &body_scope, out);
     }
-}
-
-fn table_reads(name: &'static str, visible: &[&'static str], out: &mut BTreeSet<&'static str>) {
-    if !visible.contains(&name) {
-        out.insert(name);
+    if let Some(order) = &q.order {
+        query_reads(order, s, &body_scope, out);
     }
 }
 
-fn select_reads(
-    sel: &Select,
-    s: Scoping,
-    visible: &[&'static str],
-    out: &mut BTreeSet<&'static str>,
-) {
+fn table_reads(name: &str, s: Scoping, visible: &[String], out: &mut BTreeSet<String>) {
+    if !visible.iter().any(|v| s.same(v, name)) {
+        out.insert(s.table(name));
+    }
+}
+
+fn select_reads(sel: &Select, s: Scoping, visible: &[String], out: &mut BTreeSet<String>) {
     if let Item::Scalar(q) = &sel.item {
         query_reads(q, s, visible, out);
     }
     if let Some(from) = &sel.from {
         factor_reads(&from.first, s, visible, out);
-        for (factor, on) in &from.joins {
+        for (factor, join) in &from.joins {
             factor_reads(factor, s, visible, out);
-            cond_reads(on, s, visible, out);
+            if let Join::Inner(on) | Join::Left(on) = join {
+                cond_reads(on, s, visible, out);
+            }
         }
     }
     if let Some(c) = &sel.cond {
@@ -349,19 +426,14 @@ fn select_reads(
     }
 }
 
-fn factor_reads(
-    factor: &Factor,
-    s: Scoping,
-    visible: &[&'static str],
-    out: &mut BTreeSet<&'static str>,
-) {
+fn factor_reads(factor: &Factor, s: Scoping, visible: &[String], out: &mut BTreeSet<String>) {
     match factor {
-        Factor::Table { name, .. } => table_reads(name, visible, out),
+        Factor::Table { name, case, .. } => table_reads(&case.spell(name), s, visible, out),
         Factor::Derived { query, .. } => query_reads(query, s, visible, out),
     }
 }
 
-fn cond_reads(c: &Cond, s: Scoping, visible: &[&'static str], out: &mut BTreeSet<&'static str>) {
+fn cond_reads(c: &Cond, s: Scoping, visible: &[String], out: &mut BTreeSet<String>) {
     match c {
         Cond::True => {}
         Cond::Exists(q) | Cond::In(q) => query_reads(q, s, visible, out),
@@ -385,14 +457,20 @@ fn table() -> impl Strategy<Value = &'static str> + Clone {
     prop_oneof![4 => select(&ALLOWED[..]), 1 => select(&FORBIDDEN[..])]
 }
 
+fn case() -> impl Strategy<Value = Case> + Clone {
+    prop_oneof![6 => Just(Case::Lower), 1 => Just(Case::Upper), 1 => Just(Case::Title)]
+}
+
 fn leaf_query() -> impl Strategy<Value = Query> {
-    option::weighted(0.8, (table(), option::weighted(0.3, name()))).prop_map(|table| Query {
+    let table = (table(), case(), option::weighted(0.3, name()));
+    option::weighted(0.8, table).prop_map(|table| Query {
         with: None,
+        order: None,
         body: Body {
             first: Select {
                 item: Item::One,
-                from: table.map(|(name, alias)| FromClause {
-                    first: Factor::Table { name, alias },
+                from: table.map(|(name, case, alias)| FromClause {
+                    first: Factor::Table { name, case, alias },
                     joins: Vec::new(),
                 }),
                 cond: None,
@@ -419,19 +497,23 @@ fn cond(inner: BoxedStrategy<Query>) -> BoxedStrategy<Cond> {
 
 fn select_of(inner: BoxedStrategy<Query>) -> BoxedStrategy<Select> {
     let factor = prop_oneof![
-        3 => (table(), option::weighted(0.4, name()))
-            .prop_map(|(name, alias)| Factor::Table { name, alias }),
+        3 => (table(), case(), option::weighted(0.4, name()))
+            .prop_map(|(name, case, alias)| Factor::Table { name, case, alias }),
         1 => (inner.clone(), name())
             .prop_map(|(q, alias)| Factor::Derived { query: Box::new(q), alias }),
     ]
     .boxed();
-    let from =
-        (factor.clone(), vec((factor, cond(inner.clone())), 0..=1)).prop_map(|(first, join)| {
-            FromClause {
-                first,
-                joins: join.into_iter().collect(),
-            }
-        });
+    let join = prop_oneof![
+        1 => Just(Join::Comma),
+        2 => cond(inner.clone()).prop_map(Join::Inner),
+        1 => cond(inner.clone()).prop_map(Join::Left),
+    ];
+    let from = (factor.clone(), option::weighted(0.4, (factor, join))).prop_map(|(first, join)| {
+        FromClause {
+            first,
+            joins: join.into_iter().collect(),
+        }
+    });
     let item = prop_oneof![
         3 => Just(Item::One),
         1 => Just(Item::Column),
@@ -467,18 +549,17 @@ fn with_of(inner: BoxedStrategy<Query>) -> BoxedStrategy<With> {
             (
                 Just(recursive),
                 Just(names),
-                vec(body.clone(), n),
-                vec(prop::bool::weighted(0.2), n),
+                vec((body.clone(), case(), prop::bool::weighted(0.2)), n),
             )
         })
-        .prop_map(|(recursive, names, bodies, columns)| With {
+        .prop_map(|(recursive, names, ctes)| With {
             recursive,
             ctes: names
                 .into_iter()
-                .zip(bodies)
-                .zip(columns)
-                .map(|((name, body), columns)| Cte {
+                .zip(ctes)
+                .map(|(name, (body, case, columns))| Cte {
                     name,
+                    case,
                     columns,
                     body,
                 })
@@ -498,13 +579,15 @@ fn query() -> impl Strategy<Value = Query> {
             Just(SetOp::Except),
         ];
         (
-            option::weighted(0.6, with_of(inner)),
+            option::weighted(0.6, with_of(inner.clone())),
             select.clone(),
             vec((op, select), 0..=1),
+            option::weighted(0.1, inner),
         )
-            .prop_map(|(with, first, rest)| Query {
+            .prop_map(|(with, first, rest, order)| Query {
                 with,
                 body: Body { first, rest },
+                order: order.map(Box::new),
             })
     })
 }
@@ -513,17 +596,15 @@ fn query() -> impl Strategy<Value = Query> {
 fn check_tables(q: &Query, d: SqlDialect) -> Result<(), String> {
     let sql = q.to_string();
     let real = real_tables(q, scoping(d));
-    let forbidden: Vec<&str> = real
+    let forbidden: Vec<&String> = real
         .iter()
-        .copied()
-        .filter(|t| !ALLOWED.contains(t))
+        .filter(|t| !ALLOWED.contains(&t.as_str()))
         .collect();
     match validate(&sql, d, &tables_policy()) {
         Ok(v) if forbidden.is_empty() => {
-            let expected: BTreeSet<String> = real.iter().map(|t| t.to_string()).collect();
-            if v.tables != expected {
+            if v.tables != real {
                 return Err(format!(
-                    "{d:?} reported tables {:?} for `{sql}`; it reads {expected:?}",
+                    "{d:?} reported tables {:?} for `{sql}`; it reads {real:?}",
                     v.tables
                 ));
             }
@@ -1103,7 +1184,7 @@ const DEEP_CASES: [DeepCase; 15] = [
     }),
     // Long rather than nested in the text, but parsed into a left-deep tree.
     ("additions (x8)", |n| {
-        format!("SELECT 1{}", " + 1".repeat(8 * n))
+        format!("SELECT 1{}", "+1".repeat(8 * n))
     }),
     ("ORs (x8)", |n| {
         format!(
@@ -1115,7 +1196,7 @@ const DEEP_CASES: [DeepCase; 15] = [
         format!("SELECT 1{}", " UNION SELECT 1".repeat(8 * n))
     }),
     ("additions (x60)", |n| {
-        format!("SELECT 1{}", " + 1".repeat(60 * n))
+        format!("SELECT 1{}", "+1".repeat(60 * n))
     }),
 ];
 

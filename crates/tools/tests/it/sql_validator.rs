@@ -16,7 +16,6 @@ fn policy() -> ReadPolicy {
     let mut p = ReadPolicy::new(tables, 100);
     p.denied_functions = ["lower".to_string()].into();
     p
-
 }
 
 fn accepted(sql: &str) -> String {
@@ -123,9 +122,18 @@ fn comments_cannot_hide_a_second_statement() {
     let out = accepted("SELECT /* ; DELETE FROM orders */ name FROM customers");
     assert!(!out.contains("DELETE"), "{out}");
     refused("SELECT 1 /* */; DELETE FROM orders", Rule::OneStatement);
-    refused(
+    for d in [SqlDialect::Sqlite, SqlDialect::Postgres] {
+        refused_in(
+            d,
+            "SELECT * FROM customers WHERE name = ''; DROP TABLE orders; --'",
+            Rule::OneStatement,
+        );
+    }
+    // MySQL needs a space after `--`: the quote opens a string that never ends.
+    refused_in(
+        SqlDialect::Mysql,
         "SELECT * FROM customers WHERE name = ''; DROP TABLE orders; --'",
-        Rule::OneStatement,
+        Rule::Syntax,
     );
 }
 
@@ -205,7 +213,12 @@ fn only_allowed_tables_even_through_unions_subqueries_and_ctes() {
         "SELECT * FROM public.customers",
         Rule::TableNotAllowed,
     );
-    validate("SELECT * FROM main.customers", SqlDialect::Sqlite, &policy()).unwrap();
+    validate(
+        "SELECT * FROM main.customers",
+        SqlDialect::Sqlite,
+        &policy(),
+    )
+    .unwrap();
     refused("SELECT * FROM \"Users\"", Rule::TableNotAllowed);
     let err = validate("SELECT * FROM users", SqlDialect::Sqlite, &policy()).unwrap_err();
     assert!(
@@ -330,9 +343,15 @@ fn denied_functions_are_refused_anywhere() {
         "SELECT sqlite_version()",
         Rule::FunctionNotAllowed,
     );
-    refused("SELECT secret_fn(id) FROM customers", Rule::FunctionNotAllowed);
+    refused(
+        "SELECT secret_fn(id) FROM customers",
+        Rule::FunctionNotAllowed,
+    );
     // Configuration may take a built-in function away.
-    refused("SELECT lower(name) FROM customers", Rule::FunctionNotAllowed);
+    refused(
+        "SELECT lower(name) FROM customers",
+        Rule::FunctionNotAllowed,
+    );
     refused(
         "SELECT name FROM customers ORDER BY (SELECT pg_sleep(1))",
         Rule::FunctionNotAllowed,

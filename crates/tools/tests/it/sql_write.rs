@@ -15,7 +15,12 @@ fn policy(allow_without_where: bool) -> WritePolicy {
     tables.insert("employees".to_string(), Some(cols));
     let mut p = WritePolicy::new(
         ReadPolicy::new(tables, 100),
-        ["orders".to_string(), "employees".to_string(), "audit_log".to_string()].into(),
+        [
+            "orders".to_string(),
+            "employees".to_string(),
+            "audit_log".to_string(),
+        ]
+        .into(),
     );
     p.allow_without_where = allow_without_where;
     p
@@ -51,7 +56,10 @@ fn one_write_on_a_writable_table_is_accepted_with_its_preview_queries() {
             "SELECT * FROM orders WHERE id = 452"
         );
         let keyed = w.returning(&["id".to_string()]);
-        assert!(keyed.ends_with("RETURNING id") || keyed.contains("RETURNING"), "{keyed}");
+        assert!(
+            keyed.ends_with("RETURNING id") || keyed.contains("RETURNING"),
+            "{keyed}"
+        );
         let w = validate_write(
             "DELETE FROM orders WHERE status = 'draft'",
             d,
@@ -168,7 +176,14 @@ fn update_and_delete_need_a_meaningful_where_unless_allowed() {
     }
     for d in ALL {
         assert!(validate_write("DELETE FROM orders", d, &policy(true)).is_ok());
-        assert!(validate_write("DELETE FROM orders WHERE id = 1 AND 1 = 1", d, &policy(false)).is_ok());
+        assert!(
+            validate_write(
+                "DELETE FROM orders WHERE id = 1 AND 1 = 1",
+                d,
+                &policy(false)
+            )
+            .is_ok()
+        );
     }
 }
 

@@ -10,9 +10,8 @@
 //! for found rows) must equal theirs.
 
 use super::{
-    Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError,
-    WriteContext, check_rows, db_error, idempotency_table, key_assigned, no_primary_key,
-    now_millis, row_ids,
+    Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError, WriteContext,
+    check_rows, db_error, idempotency_table, key_assigned, no_primary_key, now_millis, row_ids,
 };
 use crate::sql::WriteKind;
 use futures_util::TryStreamExt;
@@ -23,7 +22,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Session settings every tool connection gets.
-async fn configure(conn: &mut MySqlConnection, timeout: Duration, read_only: bool) -> Result<(), sqlx::Error> {
+async fn configure(
+    conn: &mut MySqlConnection,
+    timeout: Duration,
+    read_only: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "SET SESSION sql_mode = 'PIPES_AS_CONCAT,NO_BACKSLASH_ESCAPES,NO_ENGINE_SUBSTITUTION,STRICT_ALL_TABLES'",
     )
@@ -70,6 +73,7 @@ pub(crate) fn open(
     let timeout = o.config.statement_timeout;
     let allowed = o.allowed.clone();
     let strict = o.config.strict_roles;
+    let shared = o.shared_role();
     let read_name = name.clone();
     let read = MySqlPoolOptions::new()
         .max_connections(4)
@@ -80,16 +84,23 @@ pub(crate) fn open(
             Box::pin(async move {
                 configure(conn, timeout, true).await?;
                 let findings = crate::sql::roles::check_mysql(conn, &allowed).await?;
-                super::report_roles(&name, &findings, strict)
+                super::report_roles(&name, &findings, strict, shared)
             })
         })
         .connect_lazy_with(options.clone());
+    let write_options = match o.write_url {
+        Some(w) => MySqlConnectOptions::from_str(w)
+            .map_err(|_| format!("databases.{}: the write URL is not valid", o.name))?,
+        None => options.clone(),
+    };
     let write = writable.then(|| {
         MySqlPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _| Box::pin(async move { configure(conn, timeout, false).await }))
-            .connect_lazy_with(options)
+            .after_connect(move |conn, _| {
+                Box::pin(async move { configure(conn, timeout, false).await })
+            })
+            .connect_lazy_with(write_options)
     });
     Ok((read, write))
 }
@@ -193,7 +204,9 @@ async fn read_in(
 ) -> Result<Collector, ReadError> {
     // Validated just before; its columns name the JSON fields.
     let statement = (&mut *conn)
-        .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(sql.to_owned())))
+        .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
+            sql.to_owned(),
+        )))
         .await
         .map_err(|e| timeout_or(e, timeout))?;
     let columns: Vec<String> = statement
@@ -217,6 +230,26 @@ async fn read_in(
     stream(conn, wrapped, &[], max_rows, timeout).await
 }
 
+/// Every column of a table (lower case); empty if unknown.
+pub(crate) async fn columns_of(
+    pool: &sqlx::MySqlPool,
+    key: &str,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let (schema, table) = match key.split_once('.') {
+        Some((s, t)) => (Some(s), t),
+        None => (None, key),
+    };
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+         WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+}
+
 /// `[schema,] table` of the write, for the catalog (`None` schema: the current database).
 fn table_parts(ctx: &WriteContext<'_>) -> (Option<String>, String) {
     match ctx.write.table_name.as_slice() {
@@ -226,7 +259,10 @@ fn table_parts(ctx: &WriteContext<'_>) -> (Option<String>, String) {
     }
 }
 
-async fn keys(conn: &mut MySqlConnection, ctx: &WriteContext<'_>) -> Result<Vec<String>, ReadError> {
+async fn keys(
+    conn: &mut MySqlConnection,
+    ctx: &WriteContext<'_>,
+) -> Result<Vec<String>, ReadError> {
     let (schema, table) = table_parts(ctx);
     let keys: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(column_name AS CHAR) FROM information_schema.key_column_usage \
@@ -288,7 +324,10 @@ async fn columns(
         Some(v) => v.iter().cloned().collect(),
         None => all_columns(conn, ctx).await?,
     };
-    shown.extend(rest.into_iter().filter(|c| !keys.iter().any(|k| k.eq_ignore_ascii_case(c))));
+    shown.extend(
+        rest.into_iter()
+            .filter(|c| !keys.iter().any(|k| k.eq_ignore_ascii_case(c))),
+    );
     Ok((keys, shown))
 }
 
@@ -354,7 +393,10 @@ async fn preview_in(
             )
             .await?;
             if found.rows.len() > cap {
-                return Err(super::too_many(found.rows.len() as u64, ctx.max_affected_rows));
+                return Err(super::too_many(
+                    found.rows.len() as u64,
+                    ctx.max_affected_rows,
+                ));
             }
             found.rows
         }
@@ -402,12 +444,21 @@ pub(crate) async fn execute(
         .await
         .map_err(db_error)?;
     let out = execute_in(&mut conn, ctx, idempotency_key, expected).await;
-    let end = if matches!(out, Ok(Executed { already_applied: false, .. })) {
+    let end = if matches!(
+        out,
+        Ok(Executed {
+            already_applied: false,
+            ..
+        })
+    ) {
         "COMMIT"
     } else {
         "ROLLBACK"
     };
-    sqlx::query(end).execute(&mut *conn).await.map_err(db_error)?;
+    sqlx::query(end)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
     out
 }
 

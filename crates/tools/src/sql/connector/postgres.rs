@@ -5,9 +5,9 @@
 //! fill Warden's memory.
 
 use super::{
-    Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError,
-    WriteContext, check_rows, db_error, idempotency_table, key_assigned, no_primary_key,
-    now_millis, preview_columns, row_ids,
+    Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError, WriteContext,
+    check_rows, db_error, idempotency_table, key_assigned, no_primary_key, now_millis,
+    preview_columns, row_ids,
 };
 use crate::sql::WriteKind;
 use futures_util::TryStreamExt;
@@ -27,6 +27,7 @@ pub(crate) fn open(
         .application_name("warden-sql");
     let allowed = o.allowed.clone();
     let strict = o.config.strict_roles;
+    let shared = o.shared_role();
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(5))
@@ -35,12 +36,27 @@ pub(crate) fn open(
             let name = name.clone();
             Box::pin(async move {
                 let findings = crate::sql::roles::check_postgres(conn, &allowed).await?;
-                super::report_roles(&name, &findings, strict)
+                super::report_roles(&name, &findings, strict, shared)
             })
         })
         .connect_lazy_with(options);
-    // Writes use the same connection settings; each write runs in its own transaction.
-    let write = writable.then(|| pool.clone());
+    // Writes use their own role's URL if given, else the read pool; each write runs in its
+    // own transaction.
+    let write = match (writable, o.write_url) {
+        (false, _) => None,
+        (true, None) => Some(pool.clone()),
+        (true, Some(w)) => {
+            let options = PgConnectOptions::from_str(w)
+                .map_err(|_| format!("databases.{}: the write URL is not valid", o.name))?
+                .application_name("warden-sql-write");
+            Some(
+                PgPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_lazy_with(options),
+            )
+        }
+    };
     Ok((pool, write))
 }
 
@@ -111,6 +127,21 @@ pub(crate) async fn read(
     out
 }
 
+/// Every column of a table (as the catalog stores them), system columns included; empty if
+/// unknown.
+pub(crate) async fn columns_of(
+    pool: &sqlx::PgPool,
+    key: &str,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = to_regclass($1) AND NOT attisdropped",
+    )
+    .bind(key)
+    .fetch_all(pool)
+    .await?;
+    Ok(names.into_iter().collect())
+}
+
 /// The table's name as written, quoted, for the catalog (`regclass` resolves it as the
 /// statement does).
 fn regclass(ctx: &WriteContext<'_>) -> String {
@@ -175,12 +206,21 @@ pub(crate) async fn preview(
             )
             .await?;
             if found.rows.len() > cap {
-                return Err(super::too_many(found.rows.len() as u64, ctx.max_affected_rows));
+                return Err(super::too_many(
+                    found.rows.len() as u64,
+                    ctx.max_affected_rows,
+                ));
             }
             found.rows
         }
     };
-    let after = collect(&mut tx, &ctx.write.returning(&columns), cap + 1, ctx.timeout).await?;
+    let after = collect(
+        &mut tx,
+        &ctx.write.returning(&columns),
+        cap + 1,
+        ctx.timeout,
+    )
+    .await?;
     let triggers = triggers(&mut tx, ctx).await?;
     tx.rollback().await.map_err(db_error)?;
     Ok(RawPreview {
@@ -199,12 +239,20 @@ pub(crate) async fn execute(
     expected: &Expected,
 ) -> Result<Executed, ReadError> {
     let table = idempotency_table();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
-    )))
-    .execute(pool)
-    .await
-    .map_err(db_error)?;
+    // Created on first use; a role without CREATE on the schema may have it made beforehand.
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(table)
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+    if exists.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )))
+        .execute(pool)
+        .await
+        .map_err(db_error)?;
+    }
     let mut tx = begin(pool, ctx.timeout, false).await?;
     let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT applied_at FROM {table} WHERE key = $1"

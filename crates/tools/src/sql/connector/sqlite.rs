@@ -136,16 +136,38 @@ pub(crate) async fn read(
     disarm(&mut conn, deadline, timeout, out).await
 }
 
+/// Every column of a table (lower case), its implicit row id included; empty if unknown.
+pub(crate) async fn columns_of(
+    pool: &sqlx::SqlitePool,
+    key: &str,
+) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
+    let table = key.rsplit('.').next().unwrap_or(key);
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+        .bind(table)
+        .fetch_all(pool)
+        .await?;
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    Ok(names
+        .into_iter()
+        .map(|n| n.to_ascii_lowercase())
+        .chain(["rowid", "oid", "_rowid_"].map(String::from))
+        .collect())
+}
+
 /// The primary-key columns of the table, or `rowid` for a rowid table without one.
-async fn keys(conn: &mut SqliteConnection, ctx: &WriteContext<'_>) -> Result<Vec<String>, ReadError> {
+async fn keys(
+    conn: &mut SqliteConnection,
+    ctx: &WriteContext<'_>,
+) -> Result<Vec<String>, ReadError> {
     let table = ctx.write.table_name.last().cloned().unwrap_or_default();
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
-    )
-    .bind(&table)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT name, pk FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")
+            .bind(&table)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?;
     if rows.is_empty() {
         let exists: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
@@ -192,22 +214,25 @@ async fn preview_in(
     let cap = ctx.max_affected_rows as usize;
     {
         let mut tx = conn.begin().await.map_err(db_error)?;
-        let key_columns = keys(&mut *tx, ctx).await?;
+        let key_columns = keys(&mut tx, ctx).await?;
         key_assigned(ctx, &key_columns)?;
         let columns = preview_columns(ctx.write, &key_columns);
         let before = match ctx.write.kind {
             WriteKind::Insert => Vec::new(),
             _ => {
-                let found = collect(&mut *tx, &ctx.write.select_targets(&columns, false), cap + 1)
-                    .await?;
+                let found =
+                    collect(&mut tx, &ctx.write.select_targets(&columns, false), cap + 1).await?;
                 if found.rows.len() > cap {
-                    return Err(super::too_many(found.rows.len() as u64, ctx.max_affected_rows));
+                    return Err(super::too_many(
+                        found.rows.len() as u64,
+                        ctx.max_affected_rows,
+                    ));
                 }
                 found.rows
             }
         };
-        let after = collect(&mut *tx, &ctx.write.returning(&columns), cap + 1).await?;
-        let triggers = triggers(&mut *tx, ctx).await?;
+        let after = collect(&mut tx, &ctx.write.returning(&columns), cap + 1).await?;
+        let triggers = triggers(&mut tx, ctx).await?;
         tx.rollback().await.map_err(db_error)?;
         Ok(RawPreview {
             rows_affected: after.rows.len() as u64,
@@ -246,10 +271,7 @@ async fn execute_in(
         .await
         .map_err(db_error)?;
         // IMMEDIATE: the write lock first, so nothing changes between the check and the write.
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db_error)?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
         let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT applied_at FROM {table} WHERE key = ?1"
         )))
@@ -263,7 +285,7 @@ async fn execute_in(
                 already_applied: true,
             });
         }
-        let key_columns = keys(&mut *tx, ctx).await?;
+        let key_columns = keys(&mut tx, ctx).await?;
         key_assigned(ctx, &key_columns)?;
         // Validated, and approved by a verified signature over exactly these arguments;
         // `RETURNING` the keys of the rows it changed, checked before commit.
