@@ -464,7 +464,7 @@ impl<'p> Resolver<'p> {
         }
         let mut scope = Scope::child(parent);
         for twj in &s.from {
-            self.from_clause_item(twj, &mut scope)?;
+            self.join_tree(twj, &mut scope)?;
         }
         if let Some(sqlparser::ast::Distinct::On(exprs)) = &s.distinct {
             for e in exprs {
@@ -562,7 +562,7 @@ impl<'p> Resolver<'p> {
         Ok(known)
     }
 
-    fn from_clause_item(
+    fn join_tree(
         &mut self,
         twj: &TableWithJoins,
         scope: &mut Scope<'_, 'p>,
@@ -737,7 +737,7 @@ impl<'p> Resolver<'p> {
                 if alias.is_some() {
                     return unsupported("an alias on a parenthesised join");
                 }
-                self.from_clause_item(table_with_joins, scope)
+                self.join_tree(table_with_joins, scope)
             }
             _ => refuse(
                 Rule::TableFunction,
@@ -802,12 +802,15 @@ impl<'p> Resolver<'p> {
                 }
             }
         }
+        // MySQL compares column names ignoring case beyond ASCII too: a non-ASCII name is never
+        // taken as absent from a table's known columns.
+        let may_skip = self.dialect != SqlDialect::Mysql || name.is_ascii();
         for s in scope.chain() {
             let mut found = false;
             for r in &s.relations {
                 match &r.source {
                     // Known not to have it: not here.
-                    Source::Table { all: Some(all), .. } if !all.contains(&name) => {}
+                    Source::Table { all: Some(all), .. } if may_skip && !all.contains(&name) => {}
                     Source::Table {
                         key,
                         columns: Some(cols),

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
 mod connector;
+mod connector_mysql;
 mod http;
 mod redteam;
 mod roles;

@@ -11,10 +11,18 @@ fn policy(known: bool) -> ReadPolicy {
     let mut tables = BTreeMap::new();
     tables.insert("customers".to_string(), Some(set(&["id", "name"])));
     tables.insert("orders".to_string(), None);
+    tables.insert("clients".to_string(), Some(set(&["id", "nom"])));
+    tables.insert("gcust".to_string(), Some(set(&["id", "name"])));
     let mut p = ReadPolicy::new(tables, 100);
     if known {
         p.known_columns
             .insert("customers".into(), set(&["id", "name", "email", "ssn"]));
+        p.known_columns
+            .insert("clients".into(), set(&["id", "nom", "numéro_sécu"]));
+        p.known_columns.insert(
+            "gcust".into(),
+            set(&["id", "name", "ssn", "rowid", "oid", "_rowid_"]),
+        );
     }
     p
 }

@@ -187,6 +187,9 @@ enum Factor {
         name: &'static str,
         case: Case,
         alias: Option<&'static str>,
+        /// Name instead one of the CTEs visible here (by standard scoping), if any: see
+        /// `retarget`.
+        pick: Option<Index>,
     },
     Derived {
         query: Box<Query>,
@@ -301,11 +304,13 @@ impl Display for Factor {
                 name,
                 case,
                 alias: None,
+                ..
             } => f.write_str(&case.spell(name)),
             Factor::Table {
                 name,
                 case,
                 alias: Some(a),
+                ..
             } => write!(f, "{} AS {a}", case.spell(name)),
             Factor::Derived { query, alias } => write!(f, "({query}) AS {alias}"),
         }
@@ -457,20 +462,30 @@ fn table() -> impl Strategy<Value = &'static str> + Clone {
     prop_oneof![4 => select(&ALLOWED[..]), 1 => select(&FORBIDDEN[..])]
 }
 
+/// Whether a table reference is turned into a reference to a visible CTE.
+fn pick() -> impl Strategy<Value = Option<Index>> + Clone {
+    option::weighted(0.4, any::<Index>())
+}
+
 fn case() -> impl Strategy<Value = Case> + Clone {
     prop_oneof![6 => Just(Case::Lower), 1 => Just(Case::Upper), 1 => Just(Case::Title)]
 }
 
 fn leaf_query() -> impl Strategy<Value = Query> {
-    let table = (table(), case(), option::weighted(0.3, name()));
+    let table = (table(), case(), option::weighted(0.3, name()), pick());
     option::weighted(0.8, table).prop_map(|table| Query {
         with: None,
         order: None,
         body: Body {
             first: Select {
                 item: Item::One,
-                from: table.map(|(name, case, alias)| FromClause {
-                    first: Factor::Table { name, case, alias },
+                from: table.map(|(name, case, alias, pick)| FromClause {
+                    first: Factor::Table {
+                        name,
+                        case,
+                        alias,
+                        pick,
+                    },
                     joins: Vec::new(),
                 }),
                 cond: None,
@@ -497,8 +512,8 @@ fn cond(inner: BoxedStrategy<Query>) -> BoxedStrategy<Cond> {
 
 fn select_of(inner: BoxedStrategy<Query>) -> BoxedStrategy<Select> {
     let factor = prop_oneof![
-        3 => (table(), case(), option::weighted(0.4, name()))
-            .prop_map(|(name, case, alias)| Factor::Table { name, case, alias }),
+        3 => (table(), case(), option::weighted(0.4, name()), pick())
+            .prop_map(|(name, case, alias, pick)| Factor::Table { name, case, alias, pick }),
         1 => (inner.clone(), name())
             .prop_map(|(q, alias)| Factor::Derived { query: Box::new(q), alias }),
     ]
@@ -568,7 +583,89 @@ fn with_of(inner: BoxedStrategy<Query>) -> BoxedStrategy<With> {
         .boxed()
 }
 
+/// Points the table references that have a `pick` at one of the CTEs visible there (by
+/// standard scoping), so that queries often name CTEs where they are, or in some dialect are
+/// not, visible; names drawn at random alone rarely meet their CTE.
+fn retarget(q: &mut Query, visible: &[&'static str]) {
+    let mut body_scope = visible.to_vec();
+    if let Some(w) = &mut q.with {
+        let names: Vec<&'static str> = w.ctes.iter().map(|c| c.name).collect();
+        let recursive = w.recursive;
+        for (i, cte) in w.ctes.iter_mut().enumerate() {
+            let mut inside = visible.to_vec();
+            inside.extend(&names[..i]);
+            if recursive {
+                inside.push(names[i]);
+            }
+            match &mut cte.body {
+                CteBody::Query(q) => retarget(q, &inside),
+                CteBody::Recursive { anchor, cond, .. } => {
+                    retarget_select(anchor, &inside);
+                    if let Some(c) = cond {
+                        retarget_cond(c, &inside);
+                    }
+                }
+            }
+        }
+        body_scope.extend(names);
+    }
+    retarget_select(&mut q.body.first, &body_scope);
+    for (_, sel) in &mut q.body.rest {
+        retarget_select(sel, &body_scope);
+    }
+    if let Some(order) = &mut q.order {
+        retarget(order, &body_scope);
+    }
+}
+
+fn retarget_select(sel: &mut Select, visible: &[&'static str]) {
+    if let Item::Scalar(q) = &mut sel.item {
+        retarget(q, visible);
+    }
+    if let Some(from) = &mut sel.from {
+        let factors =
+            std::iter::once(&mut from.first).chain(from.joins.iter_mut().map(|j| &mut j.0));
+        for factor in factors {
+            match factor {
+                Factor::Table {
+                    name,
+                    pick: Some(p),
+                    ..
+                } if !visible.is_empty() => *name = visible[p.index(visible.len())],
+                Factor::Table { .. } => {}
+                Factor::Derived { query, .. } => retarget(query, visible),
+            }
+        }
+        for (_, join) in &mut from.joins {
+            if let Join::Inner(on) | Join::Left(on) = join {
+                retarget_cond(on, visible);
+            }
+        }
+    }
+    if let Some(c) = &mut sel.cond {
+        retarget_cond(c, visible);
+    }
+}
+
+fn retarget_cond(c: &mut Cond, visible: &[&'static str]) {
+    match c {
+        Cond::True => {}
+        Cond::Exists(q) | Cond::In(q) => retarget(q, visible),
+        Cond::And(a, b) => {
+            retarget_cond(a, visible);
+            retarget_cond(b, visible);
+        }
+    }
+}
+
 fn query() -> impl Strategy<Value = Query> {
+    query_tree().prop_map(|mut q| {
+        retarget(&mut q, &[]);
+        q
+    })
+}
+
+fn query_tree() -> impl Strategy<Value = Query> {
     // About a third of the queries are accepted; most have a WITH; the median is 400 bytes.
     leaf_query().prop_recursive(3, 16, 3, |inner| {
         let select = select_of(inner.clone());

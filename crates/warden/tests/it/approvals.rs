@@ -9,7 +9,7 @@ use std::time::Duration;
 use warden_testkit::{MockUpstream, Reply, WardenProcess, run_cli};
 use warden_tools::approval::{Decision, DecisionMessage, arguments_sha256, parse_private_key};
 
-fn keygen(dir: &Path, name: &str) -> String {
+pub(crate) fn keygen(dir: &Path, name: &str) -> String {
     let (code, out, err) = run_cli(
         &bin(),
         dir,
@@ -177,7 +177,7 @@ tools = ["http_request"]
 }
 
 /// The approval id a task waits on, from its reply's reason ("approval ID waits for a decision").
-fn awaited_approval(out: &Value) -> String {
+pub(crate) fn awaited_approval(out: &Value) -> String {
     out["reason"]
         .as_str()
         .unwrap()
@@ -187,7 +187,7 @@ fn awaited_approval(out: &Value) -> String {
         .to_owned()
 }
 
-fn message(a: &Value, decision: Decision) -> DecisionMessage {
+pub(crate) fn message(a: &Value, decision: Decision) -> DecisionMessage {
     DecisionMessage {
         approval_id: a["id"].as_str().unwrap().into(),
         agent_id: a["agent"].as_str().unwrap().into(),

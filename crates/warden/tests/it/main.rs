@@ -18,6 +18,7 @@ mod postgres;
 mod proxy;
 mod redaction;
 mod resilience;
+mod sql_firewall;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;

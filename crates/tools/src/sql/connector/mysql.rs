@@ -247,7 +247,15 @@ pub(crate) async fn columns_of(
     .bind(table)
     .fetch_all(pool)
     .await?;
-    Ok(names.into_iter().map(|n| n.to_ascii_lowercase()).collect())
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    // `_rowid` names an integer primary key in MySQL and MariaDB.
+    Ok(names
+        .into_iter()
+        .map(|n| n.to_ascii_lowercase())
+        .chain(["_rowid".to_owned()])
+        .collect())
 }
 
 /// `[schema,] table` of the write, for the catalog (`None` schema: the current database).

@@ -136,13 +136,14 @@ pub(crate) async fn read(
     disarm(&mut conn, deadline, timeout, out).await
 }
 
-/// Every column of a table (lower case), its implicit row id included; empty if unknown.
+/// Every column of a table (lower case), generated and hidden ones (`table_xinfo`) and the
+/// implicit row id included; empty if unknown.
 pub(crate) async fn columns_of(
     pool: &sqlx::SqlitePool,
     key: &str,
 ) -> Result<std::collections::BTreeSet<String>, sqlx::Error> {
     let table = key.rsplit('.').next().unwrap_or(key);
-    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_xinfo(?1)")
         .bind(table)
         .fetch_all(pool)
         .await?;
