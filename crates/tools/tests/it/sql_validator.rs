@@ -422,3 +422,186 @@ fn every_refusal_names_its_rule() {
         "refused (select_only): only SELECT is allowed, not DELETE"
     );
 }
+
+/// The bypasses found against the released binary (issue 11), and their variants, per dialect.
+#[test]
+fn the_known_bypasses_are_refused_in_every_dialect() {
+    // A CTE defined in an inner scope never hides a real table of an outer one.
+    for sql in [
+        "SELECT * FROM payroll WHERE EXISTS (WITH payroll AS (SELECT 1) SELECT 1 FROM payroll)",
+        "SELECT (WITH payroll AS (SELECT 1 AS x) SELECT x FROM payroll), salary FROM payroll",
+        "SELECT * FROM payroll, (WITH payroll AS (SELECT 1) SELECT * FROM payroll) p",
+        "WITH x AS (WITH payroll AS (SELECT 1) SELECT 1) SELECT * FROM payroll",
+        "SELECT * FROM customers WHERE id IN (WITH payroll AS (SELECT 1 AS id) SELECT id FROM payroll) UNION SELECT * FROM payroll",
+        "WITH payroll AS (SELECT * FROM payroll) SELECT * FROM payroll",
+    ] {
+        refused(sql, Rule::TableNotAllowed);
+    }
+    // Aliases never grant access to a hidden column; whole rows of a restricted table stay out.
+    for sql in [
+        "SELECT email AS email FROM employees",
+        "SELECT salary AS name FROM employees",
+        "SELECT e.name FROM employees e WHERE e.salary > 0",
+        "SELECT name FROM (SELECT salary AS name FROM employees) t",
+        "SELECT (SELECT salary FROM employees LIMIT 1) AS name FROM customers",
+        "SELECT e FROM employees e",
+        "SELECT name FROM customers WHERE EXISTS (SELECT 1 FROM employees e WHERE e.salary > 10)",
+    ] {
+        refused(sql, Rule::ColumnNotAllowed);
+    }
+    for d in [SqlDialect::Postgres] {
+        for sql in [
+            "SELECT row_to_json(e) FROM employees e",
+            "SELECT to_jsonb(e) FROM employees e",
+            "SELECT json_agg(e) FROM employees e",
+            "SELECT (e).salary FROM employees e",
+            "SELECT row_to_json(e.*) FROM employees e",
+            "SELECT e::text FROM employees e",
+        ] {
+            refused_in(d, sql, Rule::ColumnNotAllowed);
+        }
+    }
+    // Functions by allow-list: what a deny-list forgot is refused too.
+    for sql in [
+        "SELECT version()",
+        "SELECT query_to_xml('select * from payroll', true, true, '')",
+        "SELECT table_to_xmlschema('payroll', true, true, '')",
+        "SELECT schema_to_xml('public', true, true, '')",
+        "SELECT ts_stat('select salary::text::tsvector from payroll')",
+        "SELECT update_everything() FROM customers",
+        "SELECT public.my_function(1)",
+        "SELECT current_setting('data_directory')",
+        "SELECT inet_server_addr()",
+        "SELECT pg_backend_pid()",
+        "SELECT txid_current()",
+    ] {
+        refused_in(SqlDialect::Postgres, sql, Rule::FunctionNotAllowed);
+    }
+    for sql in [
+        "SELECT current_user",
+        "SELECT session_user",
+        "SELECT user",
+        "SELECT current_schema",
+    ] {
+        match validate(sql, SqlDialect::Postgres, &policy()) {
+            Err(e) => assert!(
+                matches!(e.rule, Rule::FunctionNotAllowed | Rule::Syntax),
+                "{sql}: {e}"
+            ),
+            Ok(v) => panic!("accepted {sql} as {}", v.sql),
+        }
+    }
+    for sql in [
+        "SELECT SLEEP(5)",
+        "SELECT BENCHMARK(100000000, MD5('x'))",
+        "SELECT LOAD_FILE('/etc/passwd')",
+        "SELECT USER()",
+        "SELECT DATABASE()",
+        "SELECT CURRENT_USER",
+        "SELECT GET_LOCK('x', 10)",
+        "SELECT name FROM customers WHERE id = 1 AND SLEEP(5) = 0",
+    ] {
+        refused_in(SqlDialect::Mysql, sql, Rule::FunctionNotAllowed);
+    }
+    refused_in(
+        SqlDialect::Mysql,
+        "SELECT @@version",
+        Rule::VariableNotAllowed,
+    );
+    refused_in(
+        SqlDialect::Mysql,
+        "SELECT name FROM customers WHERE @x := 1",
+        Rule::Unsupported,
+    );
+    refused_in(
+        SqlDialect::Mysql,
+        "SELECT /*!50000 version() */ 1",
+        Rule::ExecutableComment,
+    );
+    for sql in [
+        "SELECT sqlite_version()",
+        "SELECT randomblob(1000000000)",
+        "SELECT changes()",
+    ] {
+        refused_in(SqlDialect::Sqlite, sql, Rule::FunctionNotAllowed);
+    }
+    // Casts to catalog types.
+    for sql in [
+        "SELECT 'payroll'::regclass",
+        "SELECT CAST('pg_sleep' AS regproc)",
+        "SELECT 'x'::regtype",
+        "SELECT '1'::oid",
+    ] {
+        refused_in(SqlDialect::Postgres, sql, Rule::TypeNotAllowed);
+    }
+    // `TABLE name` is a relation like any other; quoted names are exact where the database
+    // makes them exact.
+    refused_in(
+        SqlDialect::Postgres,
+        "SELECT * FROM (TABLE pg_authid) p",
+        Rule::SystemCatalog,
+    );
+    refused_in(
+        SqlDialect::Postgres,
+        "SELECT * FROM (TABLE payroll) p",
+        Rule::TableNotAllowed,
+    );
+    refused_in(
+        SqlDialect::Postgres,
+        "SELECT * FROM (TABLE employees) p",
+        Rule::ColumnNotAllowed,
+    );
+    refused_in(
+        SqlDialect::Postgres,
+        "SELECT * FROM \"Orders\"",
+        Rule::TableNotAllowed,
+    );
+    refused_in(
+        SqlDialect::Mysql,
+        "SELECT * FROM `Orders`",
+        Rule::TableNotAllowed,
+    );
+    validate("SELECT * FROM \"Orders\"", SqlDialect::Sqlite, &policy()).unwrap();
+    // Unicode case folding is not the databases': the Kelvin sign is not a `k`.
+    for d in BOTH {
+        match validate("SELECT * FROM \u{212A}ustomers", d, &policy()) {
+            Err(e) => assert!(
+                matches!(e.rule, Rule::Syntax | Rule::TableNotAllowed),
+                "{d:?}: {e}"
+            ),
+            Ok(v) => panic!("{d:?} accepted {}", v.sql),
+        }
+    }
+}
+
+#[test]
+fn known_columns_resolve_unqualified_names_to_the_right_table() {
+    let mut p = policy();
+    p.known_columns.insert(
+        "employees".into(),
+        ["id", "name", "city", "salary", "ssn"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+    );
+    for d in BOTH {
+        // `total` is not a column of employees: it belongs to orders.
+        validate(
+            "SELECT name, total FROM employees JOIN orders ON orders.id = employees.id",
+            d,
+            &p,
+        )
+        .unwrap();
+        for sql in [
+            "SELECT salary FROM employees JOIN orders ON orders.id = employees.id",
+            "SELECT name FROM orders o JOIN employees e ON o.id = e.id WHERE ssn = '1'",
+            "SELECT e FROM employees e JOIN orders o ON o.id = e.id",
+            "SELECT (SELECT max(salary) FROM orders) FROM employees",
+        ] {
+            match validate(sql, d, &p) {
+                Err(e) => assert_eq!(e.rule, Rule::ColumnNotAllowed, "{d:?} {sql}: {e}"),
+                Ok(v) => panic!("{d:?} accepted {sql} as {}", v.sql),
+            }
+        }
+    }
+}

