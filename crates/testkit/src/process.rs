@@ -107,6 +107,11 @@ impl WardenProcess {
         w
     }
 
+    /// The running `warden serve`'s process id (for memory and signal checks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     fn command(bin: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(bin);
         cmd.env_clear()

@@ -343,7 +343,14 @@ impl SqlExecute {
         }
         if !p.triggers.is_empty() {
             preview["triggers"] = json!(p.triggers);
-            preview["note"] = json!("triggers on this table run too and may change other rows");
+        }
+        if !p.cascades.is_empty() {
+            preview["cascades"] = json!(p.cascades);
+        }
+        if !p.triggers.is_empty() || !p.cascades.is_empty() {
+            preview["note"] = json!(
+                "triggers on this table and foreign keys that cascade from it run too: other rows may change"
+            );
         }
         Ok(Proposal {
             rows_affected: p.rows_affected,

@@ -81,6 +81,9 @@ pub struct Preview {
     pub row_ids_sha256: String,
     /// Triggers on the written table (they may change other rows too).
     pub triggers: Vec<String>,
+    /// Tables whose foreign keys cascade (or set null/default) from the written one: a write
+    /// may change their rows too.
+    pub cascades: Vec<String>,
 }
 
 /// What an approved write must match when it runs: what its preview recorded.
@@ -131,53 +134,111 @@ pub(crate) fn db_error(e: sqlx::Error) -> ReadError {
     ReadError::Database(e.to_string())
 }
 
-/// Rows kept while fetching: at most `max_rows`, and at most [`MAX_RESULT_BYTES`] of JSON.
+/// Rows kept while fetching: at most `max_rows`, and at most `max_bytes` of JSON.
 pub(crate) struct Collector {
     pub rows: Vec<Value>,
     bytes: usize,
     max_rows: usize,
+    max_bytes: usize,
+    /// Rows fetched, kept or not.
+    pub seen: usize,
+    /// Keep fetching (and counting) past the byte budget, up to `max_rows`.
+    count_past_bytes: bool,
     pub truncated: bool,
 }
 
 impl Collector {
+    /// For reads: stops at `max_rows` rows or [`MAX_RESULT_BYTES`].
     pub fn new(max_rows: usize) -> Self {
         Self {
             rows: Vec::new(),
             bytes: 0,
             max_rows,
+            max_bytes: MAX_RESULT_BYTES,
+            seen: 0,
+            count_past_bytes: false,
             truncated: false,
+        }
+    }
+
+    /// For preview rows shown to the approver: keeps [`MAX_RESULT_BYTES`] of them but counts
+    /// every row up to `max_rows`.
+    pub fn counting(max_rows: usize) -> Self {
+        Self {
+            count_past_bytes: true,
+            ..Self::new(max_rows)
+        }
+    }
+
+    /// For primary keys (small): up to `max_rows` of them, 16 MiB at most.
+    pub fn keys(max_rows: usize) -> Self {
+        Self {
+            max_bytes: 16 << 20,
+            ..Self::new(max_rows)
         }
     }
 
     /// Keeps `row` if it fits; false when fetching should stop.
     pub fn push(&mut self, row: Value) -> bool {
-        if self.rows.len() >= self.max_rows {
+        self.seen += 1;
+        if self.seen > self.max_rows {
             self.truncated = true;
             return false;
         }
-        self.bytes += row.to_string().len() + 1;
-        if self.bytes > MAX_RESULT_BYTES {
+        let size = row.to_string().len() + 1;
+        if self.truncated || self.bytes + size > self.max_bytes {
             self.truncated = true;
-            return false;
+            return self.count_past_bytes;
         }
+        self.bytes += size;
         self.rows.push(row);
         true
     }
 
     /// Keeps a row the server sent as JSON text, cut at `MAX_RESULT_BYTES + 1` bytes.
     pub fn push_text(&mut self, text: &str) -> bool {
-        if text.len() > MAX_RESULT_BYTES {
-            self.truncated = true;
-            return false;
-        }
-        match serde_json::from_str(text) {
-            Ok(v) => self.push(v),
-            Err(_) => {
+        // Binary values (MySQL `BIT`, blobs) may put raw control bytes in the server's JSON.
+        let parsed = serde_json::from_str(text).or_else(|_| {
+            let escaped: String = text
+                .chars()
+                .map(|c| match c {
+                    '\u{0}'..='\u{1f}' => format!("\\u{:04x}", c as u32),
+                    c => c.to_string(),
+                })
+                .collect();
+            serde_json::from_str(&escaped)
+        });
+        match parsed {
+            Ok(v) if text.len() <= MAX_RESULT_BYTES => self.push(v),
+            // Not JSON (MariaDB writes `BIT` values unquoted): the row's text as it came.
+            Err(_) if text.len() <= MAX_RESULT_BYTES => {
+                let mut row = Map::new();
+                row.insert("_row".into(), Value::String(text.to_owned()));
+                self.push(Value::Object(row))
+            }
+            // Cut on the server: counted, not kept.
+            _ => {
+                self.seen += 1;
                 self.truncated = true;
-                false
+                self.count_past_bytes && self.seen <= self.max_rows
             }
         }
     }
+}
+
+pub(crate) fn duplicate_columns() -> ReadError {
+    ReadError::Refused(Refusal {
+        rule: Rule::Unsupported,
+        message: "two result columns have the same name; give each a distinct alias (AS)".into(),
+    })
+}
+
+/// Whether two of `names` are the same (ignoring ASCII case).
+pub(crate) fn has_duplicates<'a>(names: impl Iterator<Item = &'a str>) -> bool {
+    let mut seen = BTreeSet::new();
+    names
+        .into_iter()
+        .any(|n| !seen.insert(n.to_ascii_lowercase()))
 }
 
 /// What a backend needs to preview or run a write.
@@ -190,10 +251,13 @@ pub(crate) struct WriteContext<'a> {
 /// What a backend's preview found, before the columns are narrowed to the allowed ones.
 pub(crate) struct RawPreview {
     pub rows_affected: u64,
+    /// Sorted primary keys of the rows an `UPDATE`/`DELETE` targets.
+    pub row_ids: Vec<Value>,
     pub before: Vec<Value>,
     pub after: Vec<Value>,
     pub key_columns: Vec<String>,
     pub triggers: Vec<String>,
+    pub cascades: Vec<String>,
 }
 
 pub(crate) fn too_many(rows: u64, cap: u64) -> ReadError {
@@ -229,14 +293,12 @@ pub(crate) fn key_assigned(ctx: &WriteContext<'_>, keys: &[String]) -> Result<()
     Ok(())
 }
 
-/// The columns a preview fetches: the keys and the allowed columns, or everything.
+/// The columns a preview fetches: the keys and the allowed columns, or everything (and
+/// SQLite's rowid when it is the key, which `*` leaves out).
 pub(crate) fn preview_columns(write: &ValidatedWrite, keys: &[String]) -> Vec<String> {
     match &write.visible_columns {
-        None => {
-            let mut c: Vec<String> = keys.to_vec();
-            c.push("*".into());
-            c
-        }
+        None if keys == ["rowid"] => vec!["rowid".into(), "*".into()],
+        None => vec!["*".into()],
         Some(v) => {
             let mut c: Vec<String> = keys.to_vec();
             c.extend(v.iter().filter(|x| !keys.contains(x)).cloned());
@@ -525,7 +587,7 @@ impl Database {
         }
         let ids = match write.kind {
             WriteKind::Insert => Vec::new(),
-            _ => row_ids(&raw.before, &raw.key_columns)?,
+            _ => raw.row_ids.clone(),
         };
         let cap = self.policy.max_rows as usize;
         let visible = write.visible_columns.as_ref();
@@ -539,6 +601,7 @@ impl Database {
             row_ids: if keys_visible { ids } else { Vec::new() },
             key_columns: raw.key_columns,
             triggers: raw.triggers,
+            cascades: raw.cascades,
         })
     }
 

@@ -331,7 +331,7 @@ impl<'p> Resolver<'p> {
             SetExpr::Select(s) => self.select(s, scope, order_by),
             SetExpr::Query(q) => {
                 let cols = self.query(q, scope)?;
-                self.outer_order_by(order_by, &cols, scope)?;
+                self.outer_order_by(order_by, &cols, scope, false)?;
                 Ok(cols)
             }
             SetExpr::SetOperation {
@@ -351,7 +351,9 @@ impl<'p> Resolver<'p> {
                 }
                 let cols = self.set_expr(left, scope, None)?;
                 self.set_expr(right, scope, None)?;
-                self.outer_order_by(order_by, &cols, scope)?;
+                // Every dialect takes a bare name in a set operation's ORDER BY for one of its
+                // output columns (or fails): it cannot reach the inputs.
+                self.outer_order_by(order_by, &cols, scope, true)?;
                 Ok(cols)
             }
             SetExpr::Values(v) => {
@@ -360,7 +362,7 @@ impl<'p> Resolver<'p> {
                         self.expr(e, scope)?;
                     }
                 }
-                self.outer_order_by(order_by, &[], scope)?;
+                self.outer_order_by(order_by, &[], scope, false)?;
                 Ok(Vec::new())
             }
             SetExpr::Table(t) => {
@@ -388,7 +390,7 @@ impl<'p> Resolver<'p> {
                         ),
                     );
                 }
-                self.outer_order_by(order_by, &[], scope)?;
+                self.outer_order_by(order_by, &[], scope, false)?;
                 Ok(Vec::new())
             }
             SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
@@ -400,13 +402,16 @@ impl<'p> Resolver<'p> {
         }
     }
 
-    /// ORDER BY of a set operation or parenthesised query: output names, positions, or
-    /// expressions over no relation.
+    /// ORDER BY of a set operation or parenthesised query: output names and positions only.
+    /// (PostgreSQL moves the ORDER BY of `(SELECT …) ORDER BY e` into the inner SELECT, and
+    /// MariaDB resolves it against the inner FROM: any other expression could reach columns
+    /// the outer scope cannot see.)
     fn outer_order_by(
         &mut self,
         order_by: Option<&OrderBy>,
         output: &[String],
-        scope: &Scope<'_, 'p>,
+        _scope: &Scope<'_, 'p>,
+        any_bare_name: bool,
     ) -> Result<(), Refusal> {
         let Some(ob) = order_by else { return Ok(()) };
         let OrderByKind::Expressions(items) = &ob.kind else {
@@ -420,9 +425,17 @@ impl<'p> Resolver<'p> {
                 return unsupported("WITH FILL");
             }
             match &item.expr {
-                Expr::Identifier(i) if output.contains(&self.norm(i, NameKind::Column)) => {}
-                Expr::Value(_) => {}
-                e => self.expr(e, scope)?,
+                Expr::Identifier(i)
+                    if any_bare_name || output.contains(&self.norm(i, NameKind::Column)) => {}
+                Expr::Value(v) if matches!(v.value, Value::Number(..)) => {}
+                // Names nothing, subqueries included: cannot reach a column.
+                e if !mentions_name(e) => self.expr(e, _scope)?,
+                _ => {
+                    return refuse(
+                        Rule::Unsupported,
+                        "the ORDER BY of a UNION or of a parenthesised query may name only its output columns or their positions; move it inside the SELECT",
+                    );
+                }
             }
         }
         Ok(())
@@ -801,6 +814,17 @@ impl<'p> Resolver<'p> {
                     );
                 }
             }
+        }
+        // A name no relation in reach could have is not a column here: the database would
+        // resolve it somewhere this query does not show (or fail).
+        if scope.chain().all(|s| s.relations.is_empty()) {
+            return refuse(
+                Rule::Unsupported,
+                format!(
+                    "`{}` is not a column of any table or alias this query reads",
+                    ident.value
+                ),
+            );
         }
         // MySQL compares column names ignoring case beyond ASCII too: a non-ASCII name is never
         // taken as absent from a table's known columns.
@@ -1313,6 +1337,51 @@ impl<'p> Resolver<'p> {
         }
         Ok(())
     }
+}
+
+/// Whether `e` names a column, a relation or `*` anywhere (subqueries included).
+pub(crate) fn mentions_name(e: &Expr) -> bool {
+    use sqlparser::ast::{Visit, Visitor};
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
+            if matches!(
+                e,
+                Expr::Identifier(_)
+                    | Expr::CompoundIdentifier(_)
+                    | Expr::Wildcard(_)
+                    | Expr::QualifiedWildcard(..)
+            ) {
+                self.0 = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+        fn pre_visit_relation(&mut self, _: &ObjectName) -> std::ops::ControlFlow<()> {
+            self.0 = true;
+            std::ops::ControlFlow::Break(())
+        }
+        fn pre_visit_query(&mut self, q: &Query) -> std::ops::ControlFlow<()> {
+            // `SELECT *` or a FROM anywhere inside reaches relations.
+            if let SetExpr::Select(s) = q.body.as_ref()
+                && (!s.from.is_empty()
+                    || s.projection.iter().any(|i| {
+                        matches!(
+                            i,
+                            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                        )
+                    }))
+            {
+                self.0 = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(false);
+    let _ = e.visit(&mut f);
+    f.0
 }
 
 /// The policy keys a table name may match: `table`, `schema.table`, and for SQLite `main.t`

@@ -16,10 +16,9 @@ use super::resolve::{Relation, Resolver, Scope, Source};
 use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, parse_one, refuse};
 use sqlparser::ast::{
     AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, ObjectName, ObjectNamePart,
-    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value, Visit, Visitor,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value,
 };
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
 
 /// What a write may touch.
 #[derive(Debug, Clone)]
@@ -389,7 +388,20 @@ fn validate_write_once(
             for t in targets {
                 match t.0.last() {
                     Some(ObjectNamePart::Identifier(i)) => {
-                        assigned.push(i.value.to_ascii_lowercase())
+                        let c = i.value.to_ascii_lowercase();
+                        // A hidden column's change could not be shown in the preview.
+                        if let Some(v) = &visible_columns
+                            && !v.contains(&c)
+                        {
+                            return refuse(
+                                Rule::ColumnNotAllowed,
+                                format!(
+                                    "column `{c}` of {table} is not visible to the tools, so its change cannot be previewed; allowed columns: {}",
+                                    v.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                                ),
+                            );
+                        }
+                        assigned.push(c)
                     }
                     _ => return refuse(Rule::Unsupported, "SET must name columns"),
                 }
@@ -517,18 +529,5 @@ fn always_true(e: &Expr) -> bool {
 
 /// Whether `e` names a column anywhere (subqueries included).
 fn mentions_column(e: &Expr) -> bool {
-    struct Finder(bool);
-    impl Visitor for Finder {
-        type Break = ();
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut f = Finder(false);
-    let _ = e.visit(&mut f);
-    f.0
+    super::resolve::mentions_name(e)
 }

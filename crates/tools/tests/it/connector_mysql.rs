@@ -1185,3 +1185,17 @@ async fn postgres_a_write_on_rows_of_more_than_64_kb_previews_every_row_and_runs
     })
     .await;
 }
+
+#[tokio::test]
+async fn postgres_two_result_columns_of_one_name_are_not_merged() {
+    on_postgres(|_admin, _schema, url| async move {
+        let db = Database::open("shop", &pg_config(), Some(&url)).await.unwrap();
+        // As on MariaDB: refused, so the model never sees one column under the other's name.
+        let sql = "SELECT o.id, c.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 4";
+        match db.read(sql).await {
+            Err(ReadError::Refused(r)) => assert_eq!(r.rule, Rule::Unsupported),
+            other => panic!("order 4 (id 4, customer 5) came back as {other:?}"),
+        }
+    })
+    .await;
+}

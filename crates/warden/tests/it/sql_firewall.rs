@@ -460,39 +460,9 @@ tools = ["sql_execute"]
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     }
 
-    /// The `warden serve` process's id, found by its config file's path in its command line
-    /// (`WardenProcess` does not expose its child's id).
+    /// The `warden serve` process's id.
     fn pid(&self) -> u32 {
-        let dir = self
-            .w
-            .data_dir
-            .parent()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            if args.iter().any(|a| a == "serve")
-                && args
-                    .iter()
-                    .any(|a| a.starts_with(&dir) && a.ends_with("warden.toml"))
-            {
-                found.push(pid);
-            }
-        }
-        assert_eq!(found.len(), 1, "one warden serve for {dir}: {found:?}");
-        found[0]
+        self.w.pid().expect("warden serve is running")
     }
 }
 

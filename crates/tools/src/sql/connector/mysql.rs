@@ -146,8 +146,9 @@ fn json_projection(columns: &[String], qualifier: &str) -> String {
             format!("{}, {col}", literal(c))
         })
         .collect();
+    // As text whatever the values: binary ones would make the JSON binary too.
     format!(
-        "LEFT(JSON_OBJECT({}), {})",
+        "CONVERT(LEFT(JSON_OBJECT({}), {}) USING utf8mb4)",
         pairs.join(", "),
         MAX_RESULT_BYTES + 1
     )
@@ -157,10 +158,9 @@ async fn stream(
     conn: &mut MySqlConnection,
     sql: String,
     binds: &[Value],
-    max_rows: usize,
+    mut out: Collector,
     timeout: Duration,
 ) -> Result<Collector, ReadError> {
-    let mut out = Collector::new(max_rows);
     let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
     for b in binds {
         q = match b {
@@ -214,20 +214,14 @@ async fn read_in(
         .iter()
         .map(|c| c.name().to_owned())
         .collect();
-    let distinct: std::collections::BTreeSet<String> =
-        columns.iter().map(|c| c.to_ascii_lowercase()).collect();
-    if distinct.len() != columns.len() {
-        return Err(ReadError::Refused(crate::sql::Refusal {
-            rule: crate::sql::Rule::Unsupported,
-            message: "two result columns have the same name; give each a distinct alias (AS)"
-                .into(),
-        }));
+    if super::has_duplicates(columns.iter().map(String::as_str)) {
+        return Err(super::duplicate_columns());
     }
     let wrapped = format!(
         "SELECT {} FROM ({sql}) AS q",
         json_projection(&columns, "q")
     );
-    stream(conn, wrapped, &[], max_rows, timeout).await
+    stream(conn, wrapped, &[], Collector::new(max_rows), timeout).await
 }
 
 /// Every column of a table (lower case); empty if unknown.
@@ -389,47 +383,96 @@ async fn preview_in(
     let cap = ctx.max_affected_rows as usize;
     let (keys, shown) = columns(conn, ctx).await?;
     let projection = json_projection(&shown, "");
-    let before = match ctx.write.kind {
-        WriteKind::Insert => Vec::new(),
+    let (before, ids) = match ctx.write.kind {
+        WriteKind::Insert => (Vec::new(), Vec::new()),
         _ => {
+            // The target rows' keys first, locked: counted, and the write refused before it
+            // runs if there are too many.
             let found = stream(
                 conn,
-                ctx.write.select_projection(&projection, true),
+                ctx.write
+                    .select_projection(&json_projection(&keys, ""), true),
                 &[],
-                cap + 1,
+                Collector::keys(cap + 1),
                 ctx.timeout,
             )
             .await?;
-            if found.rows.len() > cap {
-                return Err(super::too_many(
-                    found.rows.len() as u64,
-                    ctx.max_affected_rows,
-                ));
+            if found.seen > cap {
+                return Err(super::too_many(found.seen as u64, ctx.max_affected_rows));
             }
-            found.rows
+            let ids = row_ids(&found.rows, &keys)?;
+            let before = stream(
+                conn,
+                ctx.write.select_projection(&projection, false),
+                &[],
+                Collector::counting(cap + 1),
+                ctx.timeout,
+            )
+            .await?;
+            (before.rows, ids)
         }
     };
-    // Validated; rolled back by the caller.
-    let done = sqlx::query(sqlx::AssertSqlSafe(ctx.write.sql.clone()))
-        .execute(&mut *conn)
-        .await
-        .map_err(|e| timeout_or(e, ctx.timeout))?;
+    let mariadb = is_mariadb(conn).await?;
+    // Validated; rolled back by the caller. MariaDB returns inserted rows (`RETURNING` comes
+    // last in an INSERT); MySQL has no RETURNING: its preview shows the statement's values.
+    let (rows_affected, inserted) = if ctx.write.kind == WriteKind::Insert && mariadb {
+        let returning = format!("{} RETURNING {projection}", ctx.write.sql);
+        let out = stream(
+            conn,
+            returning,
+            &[],
+            Collector::counting(cap + 1),
+            ctx.timeout,
+        )
+        .await?;
+        (out.seen as u64, out.rows)
+    } else {
+        let done = sqlx::query(sqlx::AssertSqlSafe(ctx.write.sql.clone()))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| timeout_or(e, ctx.timeout))?;
+        (done.rows_affected(), Vec::new())
+    };
     let after = match ctx.write.kind {
         WriteKind::Update => {
-            let ids = row_ids(&before, &keys)?;
             let (sql, binds) = by_keys(ctx, &projection, &keys, &ids);
-            stream(conn, sql, &binds, cap + 1, ctx.timeout).await?.rows
+            stream(conn, sql, &binds, Collector::counting(cap + 1), ctx.timeout)
+                .await?
+                .rows
         }
-        _ => Vec::new(),
+        WriteKind::Insert => inserted,
+        WriteKind::Delete => Vec::new(),
     };
     let triggers = triggers(conn, ctx).await?;
+    let (schema, table) = table_parts(ctx);
+    let cascades: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT CAST(table_name AS CHAR) FROM information_schema.referential_constraints \
+         WHERE constraint_schema = COALESCE(?, DATABASE()) AND referenced_table_name = ? \
+         AND (delete_rule IN ('CASCADE', 'SET NULL', 'SET DEFAULT') \
+              OR update_rule IN ('CASCADE', 'SET NULL', 'SET DEFAULT')) ORDER BY 1",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)?;
     Ok(RawPreview {
-        rows_affected: done.rows_affected(),
+        rows_affected,
+        row_ids: ids,
         before,
         after,
         key_columns: keys,
         triggers,
+        cascades,
     })
+}
+
+async fn is_mariadb(conn: &mut MySqlConnection) -> Result<bool, ReadError> {
+    let version: String = sqlx::query_scalar("SELECT VERSION()")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    Ok(version.to_ascii_lowercase().contains("mariadb"))
 }
 
 pub(crate) async fn execute(
@@ -503,12 +546,12 @@ async fn execute_in(
                 ctx.write
                     .select_projection(&json_projection(&keys, ""), true),
                 &[],
-                ctx.max_affected_rows as usize + 1,
+                Collector::keys(ctx.max_affected_rows as usize + 1),
                 ctx.timeout,
             )
             .await?;
             let ids = row_ids(&found.rows, &keys)?;
-            check_rows(ctx, expected, Some(&ids), ids.len() as u64)?;
+            check_rows(ctx, expected, Some(&ids), found.seen as u64)?;
             Some(ids.len() as u64)
         }
     };

@@ -12,6 +12,7 @@ use super::{
 use crate::sql::WriteKind;
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Column, Executor, Statement};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -96,10 +97,9 @@ fn timeout_or(e: sqlx::Error, timeout: Duration) -> ReadError {
 async fn collect(
     conn: &mut PgConnection,
     sql: &str,
-    max_rows: usize,
+    mut out: Collector,
     timeout: Duration,
 ) -> Result<Collector, ReadError> {
-    let mut out = Collector::new(max_rows);
     // Validated (or built by Warden around a validated statement); a data-modifying statement
     // cannot be a subquery, so it goes in a CTE.
     let wrapped = format!(
@@ -122,9 +122,28 @@ pub(crate) async fn read(
     max_rows: usize,
 ) -> Result<Collector, ReadError> {
     let mut tx = begin(pool, timeout, true).await?;
-    let out = collect(&mut tx, sql, max_rows, timeout).await;
+    let out = read_in(&mut tx, sql, max_rows, timeout).await;
     let _ = tx.rollback().await;
     out
+}
+
+async fn read_in(
+    conn: &mut PgConnection,
+    sql: &str,
+    max_rows: usize,
+    timeout: Duration,
+) -> Result<Collector, ReadError> {
+    // Two result columns of one name would be merged by `to_jsonb`: refused instead.
+    let statement = (&mut *conn)
+        .prepare(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
+            sql.to_owned(),
+        )))
+        .await
+        .map_err(|e| timeout_or(e, timeout))?;
+    if super::has_duplicates(statement.columns().iter().map(|c| c.name())) {
+        return Err(super::duplicate_columns());
+    }
+    collect(conn, sql, Collector::new(max_rows), timeout).await
 }
 
 /// Every column of a table (as the catalog stores them), system columns included; empty if
@@ -195,40 +214,49 @@ pub(crate) async fn preview(
     };
     key_assigned(ctx, &key_columns)?;
     let columns = preview_columns(ctx.write, &key_columns);
-    let before = match ctx.write.kind {
-        WriteKind::Insert => Vec::new(),
+    let (before, ids) = match ctx.write.kind {
+        WriteKind::Insert => (Vec::new(), Vec::new()),
         _ => {
-            let found = collect(
-                &mut tx,
-                &ctx.write.select_targets(&columns, false),
-                cap + 1,
-                ctx.timeout,
-            )
-            .await?;
-            if found.rows.len() > cap {
-                return Err(super::too_many(
-                    found.rows.len() as u64,
-                    ctx.max_affected_rows,
-                ));
+            // The target rows' keys first: counted, and the write refused before it runs if
+            // there are too many.
+            let targets = ctx.write.select_targets(&key_columns, false);
+            let found = collect(&mut tx, &targets, Collector::keys(cap + 1), ctx.timeout).await?;
+            if found.seen > cap {
+                return Err(super::too_many(found.seen as u64, ctx.max_affected_rows));
             }
-            found.rows
+            let ids = row_ids(&found.rows, &key_columns)?;
+            let shown = ctx.write.select_targets(&columns, false);
+            let before =
+                collect(&mut tx, &shown, Collector::counting(cap + 1), ctx.timeout).await?;
+            (before.rows, ids)
         }
     };
     let after = collect(
         &mut tx,
         &ctx.write.returning(&columns),
-        cap + 1,
+        Collector::counting(cap + 1),
         ctx.timeout,
     )
     .await?;
     let triggers = triggers(&mut tx, ctx).await?;
+    let cascades: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT conrelid::regclass::text FROM pg_constraint \
+         WHERE confrelid = $1::regclass AND contype = 'f' \
+         AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd')) ORDER BY 1",
+    )
+    .bind(regclass(ctx))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(db_error)?;
     tx.rollback().await.map_err(db_error)?;
     Ok(RawPreview {
-        rows_affected: after.rows.len() as u64,
+        rows_affected: after.seen as u64,
+        row_ids: ids,
         before,
         after: after.rows,
         key_columns,
         triggers,
+        cascades,
     })
 }
 
@@ -282,11 +310,11 @@ pub(crate) async fn execute(
     let changed = collect(
         &mut tx,
         &ctx.write.returning(&returning),
-        ctx.max_affected_rows as usize + 1,
+        Collector::keys(ctx.max_affected_rows as usize + 1),
         ctx.timeout,
     )
     .await?;
-    let rows = changed.rows.len() as u64;
+    let rows = changed.seen as u64;
     let ids = match ctx.write.kind {
         WriteKind::Insert => None,
         _ => Some(row_ids(&changed.rows, &key_columns)?),

@@ -108,15 +108,22 @@ async fn disarm<T>(
     }
 }
 
+/// Streams the rows of `sql` into `out`; with `distinct`, refuses two result columns of one
+/// name (they would be merged into one JSON field).
 async fn collect(
     conn: &mut SqliteConnection,
     sql: &str,
-    max_rows: usize,
+    mut out: Collector,
+    distinct: bool,
 ) -> Result<Collector, ReadError> {
-    let mut out = Collector::new(max_rows);
     // Validated: printed from the checked tree (or built by Warden around it).
     let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).fetch(&mut *conn);
+    let mut first = true;
     while let Some(row) = rows.try_next().await.map_err(db_error)? {
+        if first && distinct && super::has_duplicates(row.columns().iter().map(|c| c.name())) {
+            return Err(super::duplicate_columns());
+        }
+        first = false;
         if !out.push(sqlite_row(&row)) {
             break;
         }
@@ -132,7 +139,7 @@ pub(crate) async fn read(
 ) -> Result<Collector, ReadError> {
     let mut conn = pool.acquire().await.map_err(db_error)?;
     let deadline = arm(&mut conn, timeout).await?;
-    let out = collect(&mut conn, sql, max_rows).await;
+    let out = collect(&mut conn, sql, Collector::new(max_rows), true).await;
     disarm(&mut conn, deadline, timeout, out).await
 }
 
@@ -213,36 +220,63 @@ async fn preview_in(
     ctx: &WriteContext<'_>,
 ) -> Result<RawPreview, ReadError> {
     let cap = ctx.max_affected_rows as usize;
-    {
-        let mut tx = conn.begin().await.map_err(db_error)?;
-        let key_columns = keys(&mut tx, ctx).await?;
-        key_assigned(ctx, &key_columns)?;
-        let columns = preview_columns(ctx.write, &key_columns);
-        let before = match ctx.write.kind {
-            WriteKind::Insert => Vec::new(),
-            _ => {
-                let found =
-                    collect(&mut tx, &ctx.write.select_targets(&columns, false), cap + 1).await?;
-                if found.rows.len() > cap {
-                    return Err(super::too_many(
-                        found.rows.len() as u64,
-                        ctx.max_affected_rows,
-                    ));
-                }
-                found.rows
+    let mut tx = conn.begin().await.map_err(db_error)?;
+    let key_columns = keys(&mut tx, ctx).await?;
+    key_assigned(ctx, &key_columns)?;
+    let columns = preview_columns(ctx.write, &key_columns);
+    let (before, ids) = match ctx.write.kind {
+        WriteKind::Insert => (Vec::new(), Vec::new()),
+        _ => {
+            // The target rows' keys first: counted, and the write refused before it runs if
+            // there are too many.
+            let targets = ctx.write.select_targets(&key_columns, false);
+            let found = collect(&mut tx, &targets, Collector::keys(cap + 1), false).await?;
+            if found.seen > cap {
+                return Err(super::too_many(found.seen as u64, ctx.max_affected_rows));
             }
-        };
-        let after = collect(&mut tx, &ctx.write.returning(&columns), cap + 1).await?;
-        let triggers = triggers(&mut tx, ctx).await?;
-        tx.rollback().await.map_err(db_error)?;
-        Ok(RawPreview {
-            rows_affected: after.rows.len() as u64,
-            before,
-            after: after.rows,
-            key_columns,
-            triggers,
-        })
-    }
+            let ids = row_ids(&found.rows, &key_columns)?;
+            let shown = ctx.write.select_targets(&columns, false);
+            let before = collect(&mut tx, &shown, Collector::counting(cap + 1), false).await?;
+            (before.rows, ids)
+        }
+    };
+    let after = collect(
+        &mut tx,
+        &ctx.write.returning(&columns),
+        Collector::counting(cap + 1),
+        false,
+    )
+    .await?;
+    let triggers = triggers(&mut tx, ctx).await?;
+    let cascades = cascades(&mut tx, ctx).await?;
+    tx.rollback().await.map_err(db_error)?;
+    Ok(RawPreview {
+        rows_affected: after.seen as u64,
+        row_ids: ids,
+        before,
+        after: after.rows,
+        key_columns,
+        triggers,
+        cascades,
+    })
+}
+
+/// Tables whose foreign keys act on this one's changes (cascade, set null, set default).
+async fn cascades(
+    conn: &mut SqliteConnection,
+    ctx: &WriteContext<'_>,
+) -> Result<Vec<String>, ReadError> {
+    let table = ctx.write.table_name.last().cloned().unwrap_or_default();
+    sqlx::query_scalar(
+        "SELECT DISTINCT m.name FROM sqlite_schema m, pragma_foreign_key_list(m.name) f \
+         WHERE m.type = 'table' AND f.\"table\" = ?1 COLLATE NOCASE \
+         AND (f.on_delete IN ('CASCADE', 'SET NULL', 'SET DEFAULT') \
+              OR f.on_update IN ('CASCADE', 'SET NULL', 'SET DEFAULT')) ORDER BY 1",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error)
 }
 
 pub(crate) async fn execute(
@@ -293,10 +327,11 @@ async fn execute_in(
         let changed = collect(
             &mut tx,
             &ctx.write.returning(&key_columns),
-            ctx.max_affected_rows as usize + 1,
+            Collector::keys(ctx.max_affected_rows as usize + 1),
+            false,
         )
         .await?;
-        let rows = changed.rows.len() as u64;
+        let rows = changed.seen as u64;
         let ids = match ctx.write.kind {
             WriteKind::Insert => None,
             _ => Some(row_ids(&changed.rows, &key_columns)?),
