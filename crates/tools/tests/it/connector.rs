@@ -340,3 +340,65 @@ async fn max_affected_rows_caps_previews_and_writes() {
     }
     assert_eq!(total(&path, 1).await, 10.0);
 }
+
+#[tokio::test]
+async fn a_long_sqlite_proposal_is_cut_at_its_timeout_and_releases_the_write_lock() {
+    let (_dir, db, path) = writable_db(10).await;
+    let joins: Vec<String> = (0..20).map(|i| format!("orders o{i}")).collect();
+    let w = db
+        .validate_write(&format!(
+            "UPDATE orders SET total = (SELECT count(*) FROM {}) WHERE id = 1",
+            joins.join(", ")
+        ))
+        .unwrap();
+    let started = std::time::Instant::now();
+    match db.preview(&w).await {
+        Err(ReadError::Timeout(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "cut at its 300 ms timeout, not after {:?}",
+        started.elapsed()
+    );
+    // The write lock is free again: another writer gets it at once.
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .busy_timeout(Duration::from_millis(0)),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE orders SET total = 11 WHERE id = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert_eq!(total(&path, 1).await, 11.0);
+}
+
+#[tokio::test]
+async fn one_sqlite_value_cannot_take_more_than_its_limit() {
+    let (_dir, db) = sqlite_db().await;
+    // 900 MB asked for: SQLite's per-value limit (1 MiB) stops it.
+    match db
+        .read("SELECT length(printf('%.*c', 900000000, 'x')) AS n FROM orders")
+        .await
+    {
+        Ok(rows) => assert!(rows.rows.iter().all(|r| r["n"].is_null()), "{rows:?}"),
+        Err(ReadError::Database(m)) => assert!(m.contains("too big"), "{m}"),
+        Err(other) => panic!("{other:?}"),
+    }
+    let big = warden_tools::sql::SQLITE_MAX_VALUE_BYTES;
+    match db
+        .read(&format!(
+            "SELECT length(replace(printf('%.*c', {}, 'x'), 'x', 'yy')) AS n FROM orders",
+            big / 2 + 1
+        ))
+        .await
+    {
+        Ok(rows) => assert!(rows.rows.iter().all(|r| r["n"].is_null()), "{rows:?}"),
+        Err(ReadError::Database(m)) => assert!(m.contains("too big"), "{m}"),
+        Err(other) => panic!("{other:?}"),
+    }
+}
