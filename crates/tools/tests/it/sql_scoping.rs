@@ -3,38 +3,44 @@
 //!
 //! - **Tables**: table names, CTE names and aliases are drawn from one pool of allowed
 //!   (`customers`, `orders`, `products`) and forbidden (`payroll`, `secrets`, `users`) names,
-//!   so CTEs shadow real tables. CTEs (some `RECURSIVE`, with an anchor `UNION ALL` a recursive
-//!   part) sit in every place a query can: derived tables, scalar subqueries, `EXISTS` / `IN`,
-//!   `JOIN … ON`, set operations, `ORDER BY`, subqueries and CTE bodies, names in any case. The oracle resolves every table
-//!   reference with real scoping; the validator must accept exactly the queries whose real
-//!   tables are all allowed, refuse the others with `table_not_allowed`, and report the real
-//!   tables it read.
+//!   so CTEs shadow real tables, and many table references are pointed at a CTE visible
+//!   there. CTEs (some `RECURSIVE`, with an anchor `UNION ALL` a recursive part) sit in every
+//!   place a query can: derived tables, scalar subqueries, `EXISTS` / `IN`, `JOIN … ON`, set
+//!   operations, `ORDER BY`, subqueries and CTE bodies; names come in any case. The oracle
+//!   resolves every table reference with real scoping; the validator must accept exactly the
+//!   queries whose real tables are all allowed, refuse the others with `table_not_allowed`,
+//!   report the real tables it read, and print a statement that validates to itself.
 //! - **Columns**: with `employees` restricted to `id, name` (hidden: `email, salary`), select
 //!   lists and `WHERE` clauses name allowed and hidden columns, qualified or not, outer
-//!   references from correlated subqueries included, with aliases named like hidden columns
-//!   and derived tables or CTEs that rename columns. Accepted iff no hidden column of
-//!   `employees` can be what a name refers to.
+//!   references from correlated subqueries and whole-row references (`SELECT e FROM employees
+//!   e`, PostgreSQL's) included, with aliases named like hidden columns and derived tables or
+//!   CTEs that rename columns. Accepted iff no hidden column of `employees` can be what a name
+//!   refers to, and refused with `column_not_allowed` otherwise.
 //! - **Depth**: queries nested 500 levels (and very long operator chains) are refused with
 //!   `too_complex` or accepted, without a stack overflow or a hang (each in a child process,
-//!   so a crash fails this test only).
+//!   so a crash fails that test only).
 //!
-//! Scoping, as checked against SQLite 3.40, PostgreSQL 15 and MariaDB 10.11 by hand:
-//! a CTE is visible in the later CTEs of its `WITH`, in itself only if the `WITH` is
-//! `RECURSIVE`, and in the `WITH`'s main body with all its subqueries, unless an inner `WITH`
-//! binds the name again; never outside. Where the databases differ the oracle takes the
-//! reading that reaches a real table (a name it counts as real must be allowed):
+//! Scoping, as checked against SQLite 3.40, PostgreSQL 15 and MariaDB 10.11 by hand: a CTE
+//! is visible in the later CTEs of its `WITH`, in itself only if the `WITH` is `RECURSIVE`,
+//! and in the `WITH`'s main body with all its subqueries, unless an inner `WITH` binds the
+//! name again; never outside. Where the databases differ, the oracle takes the reading that
+//! reaches a real table (a name it counts as real must be allowed, so it only refuses more):
 //!
 //! - A forward reference (`WITH a AS (SELECT * FROM b), b AS (…)`) is the real `b` for
-//!   PostgreSQL and MariaDB without `RECURSIVE`; SQLite takes the CTE. Real.
+//!   PostgreSQL and MariaDB; SQLite takes the CTE. With `RECURSIVE` all three take the CTE
+//!   (MySQL's manual says a CTE cannot see later ones). Real, either way.
 //! - A self-reference without `RECURSIVE` is the real table for PostgreSQL and MariaDB; SQLite
 //!   makes it recursive (or fails on a "circular reference"). Real.
 //! - MariaDB does not see the CTEs of an enclosing `WITH` from inside the body of a CTE of a
-//!   nested `WITH`: in `WITH b AS (SELECT 5) SELECT * FROM (WITH c AS (SELECT * FROM b) SELECT
-//!   * FROM c) t` it reads the real table `b`, where SQLite and PostgreSQL read the CTE. So for
-//!   `SqlDialect::Mysql` the oracle counts a name in a CTE body as a CTE only when the CTE's
-//!   own `WITH` (an earlier sibling, or itself if `RECURSIVE`) or a `WITH` inside the body
-//!   binds it. (MariaDB does see them in a few shapes, e.g. a `WITH` that is directly the body
-//!   of an outer CTE; counting those as real too only refuses more.)
+//!   nested `WITH`: in `WITH b AS (SELECT 5 AS x) SELECT x FROM (WITH c AS (SELECT x FROM b)
+//!   SELECT x FROM c) t` it reads the real table `b`, where SQLite and PostgreSQL read the
+//!   CTE. So for `SqlDialect::Mysql` the oracle counts a name in a CTE body as a CTE only when
+//!   the CTE's own `WITH` (an earlier sibling, or itself if `RECURSIVE`) or a `WITH` inside
+//!   the body binds it. (MariaDB does see them in a few shapes, e.g. from a `WITH` that is
+//!   directly the body of an outer CTE; counting those as real too only refuses more.)
+//! - MariaDB's table names are case-sensitive (on Linux), its CTE names not; SQLite and
+//!   PostgreSQL fold the case of unquoted names. For `SqlDialect::Mysql` the oracle takes a
+//!   name as a CTE's only if spelled the same, and a real `CUSTOMERS` is not `customers`.
 
 use proptest::collection::vec;
 use proptest::option;
@@ -200,7 +206,6 @@ enum Factor {
 #[derive(Debug, Clone)]
 enum Item {
     One,
-    Column,
     Scalar(Box<Query>),
 }
 
@@ -277,7 +282,6 @@ impl Display for Select {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match &self.item {
             Item::One => f.write_str("SELECT 1")?,
-            Item::Column => f.write_str("SELECT id")?,
             Item::Scalar(q) => write!(f, "SELECT ({q})")?,
         }
         if let Some(from) = &self.from {
@@ -531,7 +535,6 @@ fn select_of(inner: BoxedStrategy<Query>) -> BoxedStrategy<Select> {
     });
     let item = prop_oneof![
         3 => Just(Item::One),
-        1 => Just(Item::Column),
         1 => inner.clone().prop_map(|q| Item::Scalar(Box::new(q))),
     ];
     (
@@ -683,8 +686,9 @@ fn query_tree() -> impl Strategy<Value = Query> {
         )
             .prop_map(|(with, first, rest, order)| Query {
                 with,
+                // The ORDER BY of a UNION may name only output columns.
+                order: order.filter(|_| rest.is_empty()).map(Box::new),
                 body: Body { first, rest },
-                order: order.map(Box::new),
             })
     })
 }
@@ -776,6 +780,8 @@ enum Qual {
     Emp,
     /// `customers` (only where it is in scope).
     Cust,
+    /// Not a column: `employees` or its alias alone, which PostgreSQL reads as the whole row.
+    WholeRow,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -817,7 +823,8 @@ struct Outer {
     cte: bool,
     name: &'static str,
     renames: Option<Vec<&'static str>>,
-    items: Vec<(Index, bool, Option<&'static str>)>,
+    /// A derived column (`None`: the whole row, `name` alone), qualified or not, and its alias.
+    items: Vec<(Option<Index>, bool, Option<&'static str>)>,
     pred: Option<(Index, bool)>,
 }
 
@@ -837,6 +844,7 @@ impl Inner {
             Qual::Bare => r.col.to_string(),
             Qual::Emp => format!("{}.{}", self.qualifier(), r.col),
             Qual::Cust => format!("customers.{}", r.col),
+            Qual::WholeRow => self.qualifier().to_string(),
         }
     }
 
@@ -844,14 +852,24 @@ impl Inner {
     fn outputs(&self) -> Vec<&'static str> {
         match &self.items {
             Items::Star | Items::QualifiedStar => COLUMNS.to_vec(),
-            Items::Columns(cols) => cols.iter().map(|(r, a)| a.unwrap_or(r.col)).collect(),
+            Items::Columns(cols) => cols
+                .iter()
+                .map(|(r, a)| match (a, r.qual) {
+                    (Some(a), _) => *a,
+                    (None, Qual::WholeRow) => self.qualifier(),
+                    (None, _) => r.col,
+                })
+                .collect(),
         }
     }
 
-    /// Whether it may read a hidden column of `employees`: `*`, or a hidden name that is not
-    /// qualified by `customers` (a bare one may be `employees`' in every place it appears).
+    /// Whether it may read a hidden column of `employees`: `*`, the whole row, or a hidden
+    /// name that is not qualified by `customers` (a bare one may be `employees`' in every place
+    /// it appears).
     fn reads_hidden(&self) -> bool {
-        let hidden = |r: &ColRef| r.qual != Qual::Cust && HIDDEN.contains(&r.col);
+        let hidden = |r: &ColRef| {
+            r.qual == Qual::WholeRow || (r.qual != Qual::Cust && HIDDEN.contains(&r.col))
+        };
         let pred = match self.pred {
             Some(Pred::Eq(r) | Pred::Exists(r)) => hidden(&r),
             None => false,
@@ -932,7 +950,10 @@ impl Display for ColQuery {
             if n > 0 {
                 f.write_str(", ")?;
             }
-            f.write_str(&col(i, *qualified))?;
+            match i {
+                Some(i) => f.write_str(&col(i, *qualified))?,
+                None => f.write_str(o.name)?,
+            }
             if let Some(a) = alias {
                 write!(f, " AS {a}")?;
             }
@@ -959,9 +980,10 @@ impl fmt::Debug for ColQuery {
 fn col_ref() -> impl Strategy<Value = ColRef> {
     (
         prop_oneof![
-            2 => Just(Qual::Bare),
-            2 => Just(Qual::Emp),
-            1 => Just(Qual::Cust),
+            4 => Just(Qual::Bare),
+            4 => Just(Qual::Emp),
+            2 => Just(Qual::Cust),
+            1 => Just(Qual::WholeRow),
         ],
         select(&COLUMNS[..]),
     )
@@ -1016,7 +1038,7 @@ fn inner() -> impl Strategy<Value = Inner> {
 fn col_query() -> impl Strategy<Value = ColQuery> {
     let outer_items = vec(
         (
-            any::<Index>(),
+            option::weighted(0.9, any::<Index>()),
             any::<bool>(),
             option::weighted(0.4, select(&OUT_NAMES[..])),
         ),
@@ -1157,9 +1179,12 @@ fn cte_scoping_examples() {
 fn mariadb_does_not_see_outer_ctes_in_nested_cte_bodies() {
     let policy = tables_policy();
     for sql in [
-        "WITH payroll AS (SELECT 1) SELECT 1 FROM (WITH c AS (SELECT 1 FROM payroll) SELECT 1 FROM c) AS t",
+        "WITH payroll AS (SELECT 1) \
+         SELECT 1 FROM (WITH c AS (SELECT 1 FROM payroll) SELECT 1 FROM c) AS t",
         "WITH payroll AS (SELECT 1) SELECT (WITH c AS (SELECT 1 FROM payroll) SELECT 1 FROM c)",
-        "WITH payroll AS (SELECT 1), c AS (SELECT 1 FROM (WITH d AS (SELECT 1 FROM payroll) SELECT 1 FROM d) AS t) SELECT 1 FROM c",
+        "WITH payroll AS (SELECT 1), \
+         c AS (SELECT 1 FROM (WITH d AS (SELECT 1 FROM payroll) SELECT 1 FROM d) AS t) \
+         SELECT 1 FROM c",
     ] {
         match validate(sql, SqlDialect::Mysql, &policy) {
             Ok(v) => panic!("Mysql accepted `{sql}` as `{}`", v.sql),
@@ -1206,7 +1231,8 @@ fn column_examples() {
     );
     verdict("SELECT salary.id FROM employees AS salary", true);
     verdict(
-        "SELECT e.name FROM employees AS e JOIN customers ON customers.id = e.id WHERE customers.email = 1",
+        "SELECT e.name FROM employees AS e JOIN customers ON customers.id = e.id \
+         WHERE customers.email = 1",
         true,
     );
     // Aliases grant nothing: WHERE sees the table's columns.
@@ -1220,10 +1246,15 @@ fn column_examples() {
         false,
     );
     verdict("SELECT * FROM employees", false);
+    // PostgreSQL reads a relation's name alone as its whole row.
+    verdict("SELECT e FROM employees AS e", false);
+    verdict("SELECT employees FROM employees", false);
+    verdict("SELECT t FROM (SELECT name FROM employees) AS t", true);
     verdict("SELECT e.* FROM employees AS e", false);
     // A bare name in a correlated subquery may be the outer table's.
     verdict(
-        "SELECT name FROM employees WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = salary)",
+        "SELECT name FROM employees \
+         WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = salary)",
         false,
     );
     verdict(
