@@ -32,7 +32,11 @@ use warden_config::{DatabaseConfig, DatabaseLocation};
 pub const MAX_RESULT_BYTES: usize = 64 * 1024;
 
 /// The largest single value (string or blob) a SQLite statement may build, in bytes.
-pub const SQLITE_MAX_VALUE_BYTES: i32 = 1 << 20;
+pub const SQLITE_MAX_VALUE_BYTES: i32 = 256 << 10;
+
+/// The most columns a SQLite result may have: with [`SQLITE_MAX_VALUE_BYTES`], one row takes
+/// at most 64 MiB of Warden's memory.
+pub const SQLITE_MAX_COLUMNS: i32 = 256;
 
 /// The table where approved writes record their idempotency key, in the same transaction.
 const IDEMPOTENCY_TABLE: &str = "warden_idempotency";

@@ -38,9 +38,9 @@ pub(crate) enum Source<'p> {
         columns: Option<&'p BTreeSet<String>>,
         all: Option<&'p BTreeSet<String>>,
     },
-    /// A CTE, derived table or `VALUES`: already checked; `known` are columns it is known to
-    /// have (it may have more).
-    Derived { known: Vec<String> },
+    /// A CTE, derived table or `VALUES`: already checked. (Its columns are not used to stop a
+    /// name's lookup: scopes here may be wider than the database's.)
+    Derived,
 }
 
 /// A relation a `FROM` clause brings into scope.
@@ -143,11 +143,20 @@ impl<'p> Resolver<'p> {
     /// case-sensitive (as on Linux), its column names not. Only ASCII is folded, as the
     /// databases do.
     fn norm(&self, ident: &Ident, kind: NameKind) -> String {
-        match (self.dialect, kind) {
+        let name = match (self.dialect, kind) {
             (SqlDialect::Postgres, _) if ident.quote_style.is_some() => ident.value.clone(),
             (SqlDialect::Mysql, NameKind::Relation) => ident.value.clone(),
             _ => ident.value.to_ascii_lowercase(),
+        };
+        // PostgreSQL cuts every name to 63 bytes (NAMEDATALEN - 1), at a character boundary.
+        if self.dialect == SqlDialect::Postgres && name.len() > 63 {
+            let mut end = 63;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            return name[..end].to_owned();
         }
+        name
     }
 
     fn name_parts(&self, name: &ObjectName, kind: NameKind) -> Result<Vec<String>, Refusal> {
@@ -664,9 +673,7 @@ impl<'p> Resolver<'p> {
                 }
                 let parts = self.name_parts(name, NameKind::Relation)?;
                 let source = match parts.as_slice() {
-                    [one] if scope.cte(one).is_some() => Source::Derived {
-                        known: scope.cte(one).cloned().unwrap_or_default(),
-                    },
+                    [one] if scope.cte(one).is_some() => Source::Derived,
                     _ => self.table_source(&parts)?,
                 };
                 let (rel_name, schema) = match alias {
@@ -694,13 +701,6 @@ impl<'p> Resolver<'p> {
                             all: None,
                         }
                     }
-                    (Some(a), Source::Derived { .. }) if !a.columns.is_empty() => Source::Derived {
-                        known: a
-                            .columns
-                            .iter()
-                            .map(|c| self.norm(&c.name, NameKind::Column))
-                            .collect(),
-                    },
                     (_, s) => s,
                 };
                 scope.relations.push(Relation {
@@ -720,26 +720,16 @@ impl<'p> Resolver<'p> {
                     return unsupported("TABLESAMPLE");
                 }
                 // Earlier FROM items stay visible (as with LATERAL): wider than some databases,
-                // so only ever stricter.
-                let known = self.query(subquery, scope)?;
-                let (name, known) = match alias {
-                    Some(a) => {
-                        let renamed: Vec<String> = a
-                            .columns
-                            .iter()
-                            .map(|c| self.norm(&c.name, NameKind::Column))
-                            .collect();
-                        (
-                            self.norm(&a.name, NameKind::Relation),
-                            if renamed.is_empty() { known } else { renamed },
-                        )
-                    }
-                    None => (String::new(), known),
+                // which the column checks allow for.
+                self.query(subquery, scope)?;
+                let name = match alias {
+                    Some(a) => self.norm(&a.name, NameKind::Relation),
+                    None => String::new(),
                 };
                 scope.relations.push(Relation {
                     name,
                     schema: None,
-                    source: Source::Derived { known },
+                    source: Source::Derived,
                 });
                 Ok(())
             }
@@ -805,6 +795,48 @@ pub(crate) fn mentions_name(e: &Expr) -> bool {
     f.0
 }
 
+/// The first call in `e` (subqueries included) whose value depends on the moment it runs.
+pub(crate) fn time_dependent_call(e: &Expr) -> Option<String> {
+    use sqlparser::ast::{Visit, Visitor};
+    const MOMENT: &[&str] = &[
+        "now",
+        "sysdate",
+        "curdate",
+        "curtime",
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "localtime",
+        "localtimestamp",
+        "utc_date",
+        "utc_time",
+        "utc_timestamp",
+        "unix_timestamp",
+        "rand",
+        "random",
+        "uuid",
+        "microsecond",
+        "second",
+    ];
+    struct Finder(Option<String>);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
+            if let Expr::Function(f) = e {
+                let name = f.name.to_string().to_ascii_lowercase();
+                if MOMENT.contains(&name.as_str()) {
+                    self.0 = Some(name);
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(None);
+    let _ = e.visit(&mut f);
+    f.0
+}
+
 /// The policy keys a table name may match: `table`, `schema.table`, and for SQLite `main.t`
 /// as `t`. (SQLite searches `main` for unqualified names: temp tables cannot be made through
 /// the tools and attaching is off. PostgreSQL's depends on `search_path`, so `public.t` is not
@@ -823,7 +855,7 @@ pub(crate) fn key_candidates(dialect: SqlDialect, parts: &[String]) -> Vec<Strin
 fn restricted<'p>(r: &Relation<'p>) -> Option<&'p BTreeSet<String>> {
     match &r.source {
         Source::Table { columns, .. } => *columns,
-        Source::Derived { .. } => None,
+        Source::Derived => None,
     }
 }
 

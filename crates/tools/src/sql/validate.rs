@@ -173,6 +173,9 @@ pub struct ValidatedRead {
 /// Statement text accepted at most, in bytes.
 pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
 
+/// Operators (and `AND`/`OR`/`NOT`) one statement may have.
+pub const MAX_OPERATORS: usize = 4096;
+
 /// Parses `sql` in `dialect` into exactly one statement (stacked queries are refused). The
 /// text is bounded in size and the parser in recursion depth, so neither can exhaust memory or
 /// the stack.
@@ -194,6 +197,47 @@ pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Ref
         );
     }
     let parser_dialect = dialect.parser();
+    // Chains of operators parse in a loop but nest one level per operator: printing and
+    // dropping them recurses that deep. Long statements have their operators counted first.
+    if sql.len() > MAX_STATEMENT_BYTES / 8 {
+        let tokens = sqlparser::tokenizer::Tokenizer::new(parser_dialect.as_ref(), sql)
+            .tokenize()
+            .map_err(|e| Refusal {
+                rule: Rule::Syntax,
+                message: format!("the statement does not parse: {e}"),
+            })?;
+        use sqlparser::tokenizer::Token;
+        let operators = tokens
+            .iter()
+            .filter(|t| {
+                !matches!(
+                    t,
+                    Token::Word(_)
+                        | Token::Number(..)
+                        | Token::SingleQuotedString(_)
+                        | Token::DoubleQuotedString(_)
+                        | Token::Whitespace(_)
+                        | Token::Comma
+                        | Token::LParen
+                        | Token::RParen
+                        | Token::Period
+                        | Token::SemiColon
+                )
+            })
+            .count()
+            + tokens
+                .iter()
+                .filter(|t| matches!(t, Token::Word(w) if matches!(w.keyword, sqlparser::keywords::Keyword::AND | sqlparser::keywords::Keyword::OR | sqlparser::keywords::Keyword::NOT)))
+                .count();
+        if operators > MAX_OPERATORS {
+            return refuse(
+                Rule::TooComplex,
+                format!(
+                    "the statement has more than {MAX_OPERATORS} operators; split it or use IN (…)"
+                ),
+            );
+        }
+    }
     let parser = Parser::new(parser_dialect.as_ref())
         .with_recursion_limit(super::resolve::MAX_DEPTH / 2)
         .try_with_sql(sql);
@@ -229,6 +273,7 @@ pub fn validate(
     let first = validate_once(sql, dialect, policy)?;
     match validate_once(&first.sql, dialect, policy) {
         Ok(again) if again == first => Ok(first),
+        Err(r) if r.rule == Rule::TooComplex => Err(r),
         _ => refuse(
             Rule::Unsupported,
             "the statement does not print back to itself; rewrite it more plainly",

@@ -409,6 +409,20 @@ fn validate_write_once(
             resolver.expr(&a.value, &scope)?;
         }
     }
+    // MySQL locks the target rows with one statement and writes with another: a WHERE whose
+    // value changes between them (the clock, randomness) could write rows other than those
+    // locked and previewed.
+    if dialect == SqlDialect::Mysql
+        && let Some(w) = &selection
+        && let Some(f) = super::resolve::time_dependent_call(w)
+    {
+        return refuse(
+            Rule::FunctionNotAllowed,
+            format!(
+                "`{f}` changes from one moment to the next: it may not choose the rows a write changes; compare with a fixed value"
+            ),
+        );
+    }
     let meaningful = match &selection {
         Some(w) => {
             let before = resolver.columns_seen;

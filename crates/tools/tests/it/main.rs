@@ -7,6 +7,7 @@ mod connector;
 mod connector_mysql;
 mod http;
 mod redteam;
+mod redteam2;
 mod roles;
 mod sql_corpus;
 mod sql_scoping;

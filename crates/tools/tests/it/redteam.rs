@@ -79,6 +79,7 @@ fn assert_refused(sql: &str, dialect: SqlDialect, policy: &ReadPolicy) {
 /// - PostgreSQL and MariaDB, as an ordering oracle: `ORDER BY ssn = 'SSN-111' DESC` puts the
 ///   matching row first; with `LIMIT 1` in a derived table, one bit or one row per query.
 ///   Confirmed with psql and the mariadb CLI (rows came back in ssn order, not id order).
+///
 /// SQLite rejects a top-level parenthesised SELECT, so it is not affected.
 #[test]
 fn parenthesised_query_order_by_is_checked_against_the_inner_from() {

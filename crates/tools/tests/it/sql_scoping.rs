@@ -1362,6 +1362,9 @@ fn run_deep_case(name: &str) {
                 match validate(&sql, d, &tables_policy()) {
                     Ok(_) => {}
                     Err(e) if e.rule == Rule::TooComplex => {}
+                    // Past the parser's recursion limit, sqlparser reports some deep chains
+                    // (`NOT NOT …`, nested CASE) as syntax errors: refused all the same.
+                    Err(e) if e.rule == Rule::Syntax => {}
                     Err(e) => {
                         let mut m = e.message.clone();
                         m.truncate(200);

@@ -1,6 +1,7 @@
 //! SQLite: runs in Warden's own process, so its limits are Warden's memory. Every connection
 //! caps the size of one value ([`SQLITE_MAX_VALUE_BYTES`]: `printf('%.*c', 900000000, 'x')`
-//! fails instead of allocating a gigabyte), the statement text, and attaching databases; a
+//! fails instead of allocating a gigabyte) and the columns of a result (so one row stays under
+//! 64 MiB), the statement text, and attaching databases; a
 //! progress handler stops any statement at its timeout (previews and approved writes too, so a
 //! proposal cannot hold the write lock past it); rows are streamed and cut while fetching.
 
@@ -31,6 +32,7 @@ async fn limit(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
         ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_SQL_LENGTH, 1 << 20);
         ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_ATTACHED, 0);
         ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_COMPOUND_SELECT, 64);
+        ffi::sqlite3_limit(raw, ffi::SQLITE_LIMIT_COLUMN, super::SQLITE_MAX_COLUMNS);
     }
     Ok(())
 }

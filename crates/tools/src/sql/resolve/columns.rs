@@ -79,11 +79,13 @@ impl<'p> Resolver<'p> {
         // MySQL compares column names ignoring case beyond ASCII too: a non-ASCII name is never
         // taken as absent from a table's known columns.
         let may_skip = self.dialect != SqlDialect::Mysql || name.is_ascii();
+        // Every restricted table in reach must allow the name, at every level: the scopes here
+        // may be wider than the database's (a derived table sees earlier FROM items, an ON
+        // clause the whole FROM), so no level is taken as where the database stops looking.
         for s in scope.chain() {
-            let mut found = false;
             for r in &s.relations {
                 match &r.source {
-                    // Known not to have it: not here.
+                    // Known not to have it: not there.
                     Source::Table { all: Some(all), .. } if may_skip && !all.contains(&name) => {}
                     Source::Table {
                         key,
@@ -92,13 +94,8 @@ impl<'p> Resolver<'p> {
                     } if !cols.contains(&name) => {
                         return refuse(Rule::ColumnNotAllowed, column_message(&name, key, cols));
                     }
-                    Source::Table { all: Some(_), .. } => found = true,
-                    Source::Derived { known } if known.contains(&name) => found = true,
                     _ => {}
                 }
-            }
-            if found {
-                return Ok(());
             }
         }
         Ok(())
@@ -118,15 +115,15 @@ impl<'p> Resolver<'p> {
             ),
             _ => return unsupported("a name with this many parts"),
         };
-        for s in scope.chain() {
-            let found: Vec<&Relation<'p>> = s
-                .relations
-                .iter()
-                .filter(|r| r.name == name && (schema.is_none() || r.schema == schema))
-                .collect();
-            if !found.is_empty() {
-                return Ok(found);
-            }
+        // Every relation of that name in reach, not only the innermost: the scopes here may be
+        // wider than the database's.
+        let found: Vec<&Relation<'p>> = scope
+            .chain()
+            .flat_map(|s| s.relations.iter())
+            .filter(|r| r.name == name && (schema.is_none() || r.schema == schema))
+            .collect();
+        if !found.is_empty() {
+            return Ok(found);
         }
         let shown: Vec<&str> = qualifier.iter().map(|i| i.value.as_str()).collect();
         refuse(

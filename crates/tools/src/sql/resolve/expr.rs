@@ -3,11 +3,17 @@
 
 use super::{NameKind, Resolver, Scope, Source, unsupported};
 use crate::sql::functions;
-use crate::sql::validate::{Refusal, Rule, refuse};
+use crate::sql::validate::{Refusal, Rule, SqlDialect, refuse};
 use sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments,
     JsonPathElem, UnaryOperator, Value, WindowFrameBound, WindowType,
 };
+
+/// MySQL's character-set introducers.
+const CHARSETS: &[&str] = &[
+    "_utf8", "_utf8mb3", "_utf8mb4", "_latin1", "_binary", "_ascii", "_ucs2", "_utf16", "_utf16le",
+    "_utf32", "_latin2", "_cp1252",
+];
 
 impl<'p> Resolver<'p> {
     // ---- expressions -----------------------------------------------------------------------
@@ -249,10 +255,18 @@ impl<'p> Resolver<'p> {
                 ),
                 _ => Ok(()),
             },
-            Expr::Prefixed { value, .. } => match value.as_ref() {
-                Expr::Value(_) => self.expr(value, scope),
-                _ => unsupported("this prefixed expression"),
-            },
+            // MySQL character-set introducers (`_utf8mb4'x'`); any other word before a string
+            // is a column and an alias in MariaDB and SQLite (`_secret 'x'`).
+            Expr::Prefixed { prefix, value }
+                if self.dialect == SqlDialect::Mysql
+                    && matches!(value.as_ref(), Expr::Value(_))
+                    && CHARSETS.contains(&prefix.value.to_ascii_lowercase().as_str()) =>
+            {
+                Ok(())
+            }
+            Expr::Prefixed { .. } => {
+                unsupported("a word before a string (write `column AS alias`)")
+            }
             Expr::TypedString(ts) => cast_allowed(&ts.data_type),
             Expr::Function(f) => self.function(f, scope),
             Expr::Case {
