@@ -115,6 +115,28 @@ fn time(sql: &str, d: SqlDialect, policy: &ReadPolicy) -> (Duration, Duration, S
     (times[RUNS / 2], times[RUNS * 99 / 100], outcome)
 }
 
+/// p50 of parsing `sql` alone with sqlparser (the floor: validation parses twice).
+fn parse_p50(sql: &str, d: SqlDialect) -> Duration {
+    use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
+    let dialect: Box<dyn Dialect> = match d {
+        SqlDialect::Sqlite => Box::new(SQLiteDialect {}),
+        SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
+        SqlDialect::Mysql => Box::new(MySqlDialect {}),
+    };
+    let mut times: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let start = Instant::now();
+            let out =
+                sqlparser::parser::Parser::parse_sql(dialect.as_ref(), std::hint::black_box(sql));
+            let t = start.elapsed();
+            std::hint::black_box(out).ok();
+            t
+        })
+        .collect();
+    times.sort();
+    times[RUNS / 2]
+}
+
 fn us(t: Duration) -> String {
     format!("{:.1} µs", t.as_secs_f64() * 1e6)
 }
@@ -128,17 +150,22 @@ fn main() {
         ("long (~8 KB)", &|_| long.clone()),
         ("nested 50 deep", &|_| nested.clone()),
     ];
-    println!("| query | bytes | dialect | outcome | p50 | p99 |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| query | bytes | dialect | outcome | p50 | p99 | sqlparser parse alone, p50 | ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, sql) in queries {
         for d in [SqlDialect::Sqlite, SqlDialect::Postgres, SqlDialect::Mysql] {
             let sql = sql(d);
             let (p50, p99, outcome) = time(&sql, d, &policy);
+            let parse = parse_p50(&sql, d);
             println!(
-                "| {name} | {} | {d:?} | {outcome} | {} | {} |",
+                "| {name} | {} | {d:?} | {outcome} | {} | {} | {} | {:.1}× |",
                 sql.len(),
                 us(p50),
-                us(p99)
+                us(p99),
+                us(parse),
+                p50.as_secs_f64() / parse.as_secs_f64()
             );
         }
     }

@@ -173,8 +173,9 @@ pub struct ValidatedRead {
 /// Statement text accepted at most, in bytes.
 pub const MAX_STATEMENT_BYTES: usize = 64 * 1024;
 
-/// Operators (and `AND`/`OR`/`NOT`) one statement may have.
-pub const MAX_OPERATORS: usize = 4096;
+/// Operators (and `AND`/`OR`/`NOT`) one statement may have: each nests its tree one level,
+/// and comparing, printing and dropping the tree recurse that deep.
+pub const MAX_OPERATORS: usize = 1024;
 
 /// Parses `sql` in `dialect` into exactly one statement (stacked queries are refused). The
 /// text is bounded in size and the parser in recursion depth, so neither can exhaust memory or
@@ -199,7 +200,8 @@ pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Ref
     let parser_dialect = dialect.parser();
     // Chains of operators parse in a loop but nest one level per operator: printing and
     // dropping them recurses that deep. Long statements have their operators counted first.
-    if sql.len() > MAX_STATEMENT_BYTES / 8 {
+    // (A shorter statement cannot hold that many: each operator takes two bytes at least.)
+    if sql.len() > 2 * MAX_OPERATORS {
         let tokens = sqlparser::tokenizer::Tokenizer::new(parser_dialect.as_ref(), sql)
             .tokenize()
             .map_err(|e| Refusal {
@@ -263,25 +265,9 @@ pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Ref
     Ok(statements.remove(0))
 }
 
-/// Validates `sql` against `policy`. The statement that runs is printed from the checked tree
-/// and validated once more as printed, so what runs is exactly what was checked.
+/// Validates `sql` against `policy`. The statement that runs is printed from the checked tree,
+/// and the printed text must parse back to exactly that tree, so what runs is what was checked.
 pub fn validate(
-    sql: &str,
-    dialect: SqlDialect,
-    policy: &ReadPolicy,
-) -> Result<ValidatedRead, Refusal> {
-    let first = validate_once(sql, dialect, policy)?;
-    match validate_once(&first.sql, dialect, policy) {
-        Ok(again) if again == first => Ok(first),
-        Err(r) if r.rule == Rule::TooComplex => Err(r),
-        _ => refuse(
-            Rule::Unsupported,
-            "the statement does not print back to itself; rewrite it more plainly",
-        ),
-    }
-}
-
-fn validate_once(
     sql: &str,
     dialect: SqlDialect,
     policy: &ReadPolicy,
@@ -298,10 +284,28 @@ fn validate_once(
     let mut resolver = Resolver::new(policy, dialect);
     resolver.query(query, &Scope::default())?;
     cap_limit(query, policy.max_rows)?;
+    let printed = statement.to_string();
+    prints_back(&statement, &printed, dialect)?;
     Ok(ValidatedRead {
-        sql: statement.to_string(),
+        sql: printed,
         tables: resolver.tables,
     })
+}
+
+/// Refuses a statement whose printed text would not parse back to the tree that was checked.
+pub(crate) fn prints_back(
+    statement: &Statement,
+    printed: &str,
+    dialect: SqlDialect,
+) -> Result<(), Refusal> {
+    match parse_one(printed, dialect) {
+        Ok(again) if &again == statement => Ok(()),
+        Err(r) if r.rule == Rule::TooComplex => Err(r),
+        _ => refuse(
+            Rule::Unsupported,
+            "the statement does not print back to itself; rewrite it more plainly",
+        ),
+    }
 }
 
 /// Adds `LIMIT max` or caps a larger one; refuses `FETCH` (use `LIMIT`).

@@ -191,20 +191,16 @@ fn conflict<T>(what: &str) -> Result<T, Refusal> {
     )
 }
 
-/// Validates `sql` against `policy`.
+/// Validates `sql` against `policy`. The printed statement must parse back to exactly the tree
+/// that was checked.
 pub fn validate_write(
     sql: &str,
     dialect: SqlDialect,
     policy: &WritePolicy,
 ) -> Result<ValidatedWrite, Refusal> {
-    let first = validate_write_once(sql, dialect, policy)?;
-    match validate_write_once(&first.sql, dialect, policy) {
-        Ok(again) if again.sql == first.sql => Ok(first),
-        _ => refuse(
-            Rule::Unsupported,
-            "the statement does not print back to itself; rewrite it more plainly",
-        ),
-    }
+    let write = validate_write_once(sql, dialect, policy)?;
+    super::validate::prints_back(&write.statement, &write.sql, dialect)?;
+    Ok(write)
 }
 
 fn validate_write_once(
