@@ -419,26 +419,16 @@ impl<'p> Resolver<'p> {
         &mut self,
         order_by: Option<&OrderBy>,
         output: &[String],
-        _scope: &Scope<'_, 'p>,
+        scope: &Scope<'_, 'p>,
         any_bare_name: bool,
     ) -> Result<(), Refusal> {
-        let Some(ob) = order_by else { return Ok(()) };
-        let OrderByKind::Expressions(items) = &ob.kind else {
-            return unsupported("ORDER BY ALL");
-        };
-        if ob.interpolate.is_some() {
-            return unsupported("INTERPOLATE");
-        }
-        for item in items {
-            if item.with_fill.is_some() {
-                return unsupported("WITH FILL");
-            }
-            match &item.expr {
+        for expr in order_by_exprs(order_by)? {
+            match expr {
                 Expr::Identifier(i)
                     if any_bare_name || output.contains(&self.norm(i, NameKind::Column)) => {}
                 Expr::Value(v) if matches!(v.value, Value::Number(..)) => {}
                 // Names nothing, subqueries included: cannot reach a column.
-                e if !mentions_name(e) => self.expr(e, _scope)?,
+                e if !mentions_name(e) => self.expr(e, scope)?,
                 _ => {
                     return refuse(
                         Rule::Unsupported,
@@ -562,23 +552,11 @@ impl<'p> Resolver<'p> {
                 sqlparser::ast::NamedWindowExpr::NamedWindow(_) => {}
             }
         }
-        if let Some(ob) = order_by {
-            let OrderByKind::Expressions(items) = &ob.kind else {
-                return unsupported("ORDER BY ALL");
-            };
-            if ob.interpolate.is_some() {
-                return unsupported("INTERPOLATE");
-            }
-            for item in items {
-                if item.with_fill.is_some() {
-                    return unsupported("WITH FILL");
-                }
-                match &item.expr {
-                    // A bare output alias: every dialect takes it for the alias.
-                    Expr::Identifier(i)
-                        if scope.aliases.contains(&self.norm(i, NameKind::Column)) => {}
-                    e => self.expr(e, &scope)?,
-                }
+        for expr in order_by_exprs(order_by)? {
+            match expr {
+                // A bare output alias: every dialect takes it for the alias.
+                Expr::Identifier(i) if scope.aliases.contains(&self.norm(i, NameKind::Column)) => {}
+                e => self.expr(e, &scope)?,
             }
         }
         Ok(known)
@@ -748,6 +726,26 @@ impl<'p> Resolver<'p> {
             ),
         }
     }
+}
+
+/// The expressions of an ORDER BY (none without one), refusing its exotic forms.
+fn order_by_exprs(order_by: Option<&OrderBy>) -> Result<Vec<&Expr>, Refusal> {
+    let Some(ob) = order_by else {
+        return Ok(Vec::new());
+    };
+    let OrderByKind::Expressions(items) = &ob.kind else {
+        return unsupported("ORDER BY ALL");
+    };
+    if ob.interpolate.is_some() {
+        return unsupported("INTERPOLATE");
+    }
+    items
+        .iter()
+        .map(|item| match item.with_fill {
+            Some(_) => unsupported("WITH FILL"),
+            None => Ok(&item.expr),
+        })
+        .collect()
 }
 
 /// Whether `e` names a column, a relation or `*` anywhere (subqueries included).
