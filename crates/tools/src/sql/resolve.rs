@@ -8,11 +8,14 @@
 //! Visibility here is never wider than in any of the three databases, so a name taken for a
 //! CTE is a CTE there too.
 //!
-//! Columns: on a table with a column allow-list every column reference must be an allowed
-//! column of it. A reference is resolved like the database does (innermost scope first); where
-//! the schema is unknown (a real table may or may not have the column) every restricted table
-//! the reference could reach must allow it. Aliases never grant access; `*`, `t.*` and
-//! whole-row references (`t`, `row_to_json(t)`) to such a table are refused.
+//! Columns: on a table with a column allow-list every column reference that could be one of
+//! its columns must be an allowed one. Column scopes here are wider than the databases' (a
+//! derived table sees earlier FROM items, an ON clause the whole FROM), so no scope is taken as
+//! where the database stops looking: every restricted table in reach, at every level, must
+//! allow an unqualified name, unless its known column list (read from the catalog) says it
+//! lacks it; a qualifier matches every relation of that name in reach. Aliases never grant
+//! access; `*`, `t.*` and whole-row references (`t`, `row_to_json(t)`) to such a table are
+//! refused.
 
 use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, refuse};
 use sqlparser::ast::{
