@@ -824,7 +824,11 @@ pub(crate) fn time_dependent_call(e: &Expr) -> Option<String> {
         type Break = ();
         fn pre_visit_expr(&mut self, e: &Expr) -> std::ops::ControlFlow<()> {
             if let Expr::Function(f) = e {
-                let name = f.name.to_string().to_ascii_lowercase();
+                // The name as the database reads it: quotes do not hide `now`.
+                let name = match f.name.0.last() {
+                    Some(ObjectNamePart::Identifier(i)) => i.value.to_ascii_lowercase(),
+                    _ => f.name.to_string().to_ascii_lowercase(),
+                };
                 if MOMENT.contains(&name.as_str()) {
                     self.0 = Some(name);
                     return std::ops::ControlFlow::Break(());

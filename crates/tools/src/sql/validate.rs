@@ -199,46 +199,11 @@ pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Ref
     }
     let parser_dialect = dialect.parser();
     // Chains of operators parse in a loop but nest one level per operator: printing and
-    // dropping them recurses that deep. Long statements have their operators counted first.
-    // (A shorter statement cannot hold that many: each operator takes two bytes at least.)
-    if sql.len() > 2 * MAX_OPERATORS {
-        let tokens = sqlparser::tokenizer::Tokenizer::new(parser_dialect.as_ref(), sql)
-            .tokenize()
-            .map_err(|e| Refusal {
-                rule: Rule::Syntax,
-                message: format!("the statement does not parse: {e}"),
-            })?;
-        use sqlparser::tokenizer::Token;
-        let operators = tokens
-            .iter()
-            .filter(|t| {
-                !matches!(
-                    t,
-                    Token::Word(_)
-                        | Token::Number(..)
-                        | Token::SingleQuotedString(_)
-                        | Token::DoubleQuotedString(_)
-                        | Token::Whitespace(_)
-                        | Token::Comma
-                        | Token::LParen
-                        | Token::RParen
-                        | Token::Period
-                        | Token::SemiColon
-                )
-            })
-            .count()
-            + tokens
-                .iter()
-                .filter(|t| matches!(t, Token::Word(w) if matches!(w.keyword, sqlparser::keywords::Keyword::AND | sqlparser::keywords::Keyword::OR | sqlparser::keywords::Keyword::NOT)))
-                .count();
-        if operators > MAX_OPERATORS {
-            return refuse(
-                Rule::TooComplex,
-                format!(
-                    "the statement has more than {MAX_OPERATORS} operators; split it or use IN (…)"
-                ),
-            );
-        }
+    // dropping them recurses that deep, and sqlparser copies the whole left side at each
+    // MySQL `DIV` and SQLite `GLOB`/`REGEXP`/`MATCH` (quadratic, and recursive). Statements
+    // long enough to hold many have their operators counted before they are parsed.
+    if sql.len() > MAX_OPERATORS {
+        count_operators(sql, parser_dialect.as_ref())?;
     }
     let parser = Parser::new(parser_dialect.as_ref())
         .with_recursion_limit(super::resolve::MAX_DEPTH / 2)
@@ -265,9 +230,95 @@ pub(crate) fn parse_one(sql: &str, dialect: SqlDialect) -> Result<Statement, Ref
     Ok(statements.remove(0))
 }
 
+/// Operators sqlparser copies its left side for, at each occurrence.
+const COPYING_OPERATORS: &[sqlparser::keywords::Keyword] = {
+    use sqlparser::keywords::Keyword as K;
+    &[K::DIV, K::GLOB, K::REGEXP, K::RLIKE, K::MATCH]
+};
+
+/// Operators one statement may chain that sqlparser copies (see [`COPYING_OPERATORS`]).
+const MAX_COPYING_OPERATORS: usize = 32;
+
+/// Refuses a statement with more than [`MAX_OPERATORS`] operators (symbols and word
+/// operators) or more than [`MAX_COPYING_OPERATORS`] of the copying kind.
+fn count_operators(sql: &str, dialect: &dyn Dialect) -> Result<(), Refusal> {
+    use sqlparser::keywords::Keyword as K;
+    use sqlparser::tokenizer::Token;
+    let tokens = sqlparser::tokenizer::Tokenizer::new(dialect, sql)
+        .tokenize()
+        .map_err(|e| Refusal {
+            rule: Rule::Syntax,
+            message: format!("the statement does not parse: {e}"),
+        })?;
+    let mut operators = 0;
+    let mut copying = 0;
+    for t in &tokens {
+        match t {
+            Token::Word(w) => {
+                if COPYING_OPERATORS.contains(&w.keyword) {
+                    copying += 1;
+                    operators += 1;
+                } else if matches!(
+                    w.keyword,
+                    K::AND
+                        | K::OR
+                        | K::NOT
+                        | K::XOR
+                        | K::LIKE
+                        | K::ILIKE
+                        | K::SIMILAR
+                        | K::IS
+                        | K::IN
+                        | K::BETWEEN
+                        | K::COLLATE
+                        | K::MOD
+                ) {
+                    operators += 1;
+                }
+            }
+            Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::Whitespace(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::SemiColon => {}
+            _ => operators += 1,
+        }
+    }
+    if operators > MAX_OPERATORS || copying > MAX_COPYING_OPERATORS {
+        return refuse(
+            Rule::TooComplex,
+            format!(
+                "the statement has too many operators (at most {MAX_OPERATORS}, and {MAX_COPYING_OPERATORS} of DIV, GLOB, REGEXP, MATCH); split it or use IN (…)"
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Validates `sql` against `policy`. The statement that runs is printed from the checked tree,
-/// and the printed text must parse back to exactly that tree, so what runs is what was checked.
+/// and the printed text is validated again and must print to itself, so what runs is what was
+/// checked. (Trees are never compared or copied: both recurse as deep as a tree nests.)
 pub fn validate(
+    sql: &str,
+    dialect: SqlDialect,
+    policy: &ReadPolicy,
+) -> Result<ValidatedRead, Refusal> {
+    let first = validate_once(sql, dialect, policy)?;
+    match validate_once(&first.sql, dialect, policy) {
+        Ok(again) if again == first => Ok(first),
+        Err(r) if r.rule == Rule::TooComplex => Err(r),
+        _ => refuse(
+            Rule::Unsupported,
+            "the statement does not print back to itself; rewrite it more plainly",
+        ),
+    }
+}
+
+fn validate_once(
     sql: &str,
     dialect: SqlDialect,
     policy: &ReadPolicy,
@@ -284,28 +335,10 @@ pub fn validate(
     let mut resolver = Resolver::new(policy, dialect);
     resolver.query(query, &Scope::default())?;
     cap_limit(query, policy.max_rows)?;
-    let printed = statement.to_string();
-    prints_back(&statement, &printed, dialect)?;
     Ok(ValidatedRead {
-        sql: printed,
+        sql: statement.to_string(),
         tables: resolver.tables,
     })
-}
-
-/// Refuses a statement whose printed text would not parse back to the tree that was checked.
-pub(crate) fn prints_back(
-    statement: &Statement,
-    printed: &str,
-    dialect: SqlDialect,
-) -> Result<(), Refusal> {
-    match parse_one(printed, dialect) {
-        Ok(again) if &again == statement => Ok(()),
-        Err(r) if r.rule == Rule::TooComplex => Err(r),
-        _ => refuse(
-            Rule::Unsupported,
-            "the statement does not print back to itself; rewrite it more plainly",
-        ),
-    }
 }
 
 /// Adds `LIMIT max` or caps a larger one; refuses `FETCH` (use `LIMIT`).

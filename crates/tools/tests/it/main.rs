@@ -8,6 +8,7 @@ mod connector_mysql;
 mod http;
 mod redteam;
 mod redteam2;
+mod redteam3;
 mod roles;
 mod sql_corpus;
 mod sql_scoping;
