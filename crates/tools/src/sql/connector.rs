@@ -353,6 +353,23 @@ pub(crate) fn changed_since_preview(detail: &str) -> ReadError {
     })
 }
 
+/// The rows an approved write changed, as its `RETURNING` keys (`changed`), against its
+/// preview's; returns their count.
+pub(crate) fn check_returned(
+    ctx: &WriteContext<'_>,
+    expected: &Expected,
+    changed: &Collector,
+    keys: &[String],
+) -> Result<u64, ReadError> {
+    let rows = changed.seen as u64;
+    let ids = match ctx.write.kind {
+        WriteKind::Insert => None,
+        _ => Some(row_ids(&changed.rows, keys)?),
+    };
+    check_rows(ctx, expected, ids.as_deref(), rows)?;
+    Ok(rows)
+}
+
 /// Compares the rows an approved write is about to change with its preview's.
 pub(crate) fn check_rows(
     ctx: &WriteContext<'_>,
@@ -589,10 +606,8 @@ impl Database {
         if raw.rows_affected > w.max_affected_rows {
             return Err(too_many(raw.rows_affected, w.max_affected_rows));
         }
-        let ids = match write.kind {
-            WriteKind::Insert => Vec::new(),
-            _ => raw.row_ids.clone(),
-        };
+        // Empty for an INSERT: its rows have no identity before they are written.
+        let ids = raw.row_ids;
         let cap = self.policy.max_rows as usize;
         let visible = write.visible_columns.as_ref();
         let keys_visible = visible.is_none_or(|v| raw.key_columns.iter().all(|k| v.contains(k)));

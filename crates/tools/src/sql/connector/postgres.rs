@@ -6,8 +6,8 @@
 
 use super::{
     Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError, WriteContext,
-    check_rows, db_error, idempotency_table, key_assigned, no_primary_key, now_millis,
-    preview_columns, row_ids,
+    db_error, idempotency_table, key_assigned, no_primary_key, now_millis, preview_columns,
+    row_ids,
 };
 use crate::sql::WriteKind;
 use futures_util::TryStreamExt;
@@ -314,12 +314,7 @@ pub(crate) async fn execute(
         ctx.timeout,
     )
     .await?;
-    let rows = changed.seen as u64;
-    let ids = match ctx.write.kind {
-        WriteKind::Insert => None,
-        _ => Some(row_ids(&changed.rows, &key_columns)?),
-    };
-    check_rows(ctx, expected, ids.as_deref(), rows)?;
+    let rows = super::check_returned(ctx, expected, &changed, &key_columns)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {table} (key, applied_at) VALUES ($1, $2)"
     )))

@@ -6,9 +6,8 @@
 //! proposal cannot hold the write lock past it); rows are streamed and cut while fetching.
 
 use super::{
-    Collector, Executed, Expected, Opened, RawPreview, ReadError, WriteContext, check_rows,
-    db_error, idempotency_table, key_assigned, no_primary_key, now_millis, preview_columns,
-    row_ids,
+    Collector, Executed, Expected, Opened, RawPreview, ReadError, WriteContext, db_error,
+    idempotency_table, key_assigned, no_primary_key, now_millis, preview_columns, row_ids,
 };
 use crate::sql::WriteKind;
 use futures_util::TryStreamExt;
@@ -333,12 +332,7 @@ async fn execute_in(
             false,
         )
         .await?;
-        let rows = changed.seen as u64;
-        let ids = match ctx.write.kind {
-            WriteKind::Insert => None,
-            _ => Some(row_ids(&changed.rows, &key_columns)?),
-        };
-        check_rows(ctx, expected, ids.as_deref(), rows)?;
+        let rows = super::check_returned(ctx, expected, &changed, &key_columns)?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO {table} (key, applied_at) VALUES (?1, ?2)"
         )))
