@@ -192,6 +192,16 @@ impl Instance {
                 events,
                 reply,
             } => {
+                if record.status == status::AWAITING_APPROVAL {
+                    // A new task would strand the write that waits: refused, not queued (a
+                    // queued task would run on a conversation the decision may change).
+                    let waiting = record.status_reason.as_deref().unwrap_or("a write waits");
+                    let _ = reply.send(Err(AgentError::ApprovalPending(format!(
+                        "agent `{}` is awaiting approval ({waiting}): decide it, or reset the agent (which withdraws it), before giving it a new task",
+                        self.id
+                    ))));
+                    return false;
+                }
                 let task = Task::new(self.inner.clone(), &self.definition, record, caller, events);
                 let (result, state) = task.start(content).await;
                 self.finish(result, state, reply)
@@ -233,7 +243,11 @@ impl Instance {
                         false
                     }
                     Err(e) => {
-                        let lost = matches!(e, AgentError::Store(_));
+                        let lost = matches!(e, AgentError::LeaseLost(_));
+                        if !lost {
+                            // The store may be ahead of memory: read it again next time.
+                            self.held = None;
+                        }
                         let _ = reply.send(Err(e));
                         lost
                     }
@@ -248,18 +262,23 @@ impl Instance {
         state: Option<AgentRecord>,
         reply: oneshot::Sender<Result<Outcome, AgentError>>,
     ) -> bool {
-        let lost = matches!(result, Err(AgentError::Store(_)));
+        let lost = matches!(result, Err(AgentError::LeaseLost(_)));
+        let known = state.is_some();
         if let Some(s) = state {
             self.held = Some(s);
         }
+        let unsure = result.is_err() && !known;
         let _ = reply.send(result);
-        if lost {
-            // The state in memory may be ahead of the store: read it again next time.
+        if lost || unsure {
+            // The state in memory may differ from the store: read it again next time.
             self.held = None;
         }
         lost
     }
 }
+
+/// The start of the status reason of a task a restart interrupted.
+pub(crate) const INTERRUPTED: &str = "interrupted by a restart";
 
 /// Marks the task a crashed holder left `running` as interrupted: an `interrupted` step, and
 /// the agent `failed` (resumable). `record` must be held (just acquired).
@@ -267,7 +286,8 @@ pub(crate) async fn mark_interrupted(
     inner: &Inner,
     record: AgentRecord,
 ) -> Result<AgentRecord, AgentError> {
-    let reason = "interrupted by a restart; POST …/resume continues the task";
+    let reason = format!("{INTERRUPTED}; POST …/resume continues the task");
+    let reason = reason.as_str();
     let data = serde_json::json!({"reason": reason});
     let key_id = record.owner_key_id.clone();
     runner::commit_marker(

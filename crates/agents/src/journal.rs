@@ -62,6 +62,8 @@ pub(crate) struct Replay {
     pub recent_calls: Vec<(String, String)>,
     /// Journal position of the last model step (approval ids derive from it).
     pub model_seq: i64,
+    /// The answer, if the task's last content step is one (journalled, maybe never released).
+    pub answer: Option<String>,
 }
 
 /// Rebuilds a task's conversation from its journal steps: the task becomes the user message,
@@ -72,6 +74,10 @@ pub(crate) fn replay(steps: &[StepRecord]) -> Replay {
     for s in steps {
         let data: Value = serde_json::from_str(&s.data).unwrap_or(Value::Null);
         match s.kind.as_str() {
+            kind::ANSWER => {
+                r.answer = data["content"].as_str().map(str::to_owned);
+                continue;
+            }
             kind::TASK => {
                 let content = data["content"].as_str().unwrap_or_default();
                 r.messages.push(json!({"role": "user", "content": content}));
@@ -95,8 +101,9 @@ pub(crate) fn replay(steps: &[StepRecord]) -> Replay {
                     "content": data["result"].as_str().unwrap_or_default(),
                 }));
             }
-            _ => {}
+            _ => continue,
         }
+        r.answer = None;
     }
     r
 }

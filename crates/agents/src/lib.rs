@@ -14,6 +14,8 @@
 //! configuration does not classify as a read.
 
 mod actor;
+mod approval_state;
+mod approvals;
 mod journal;
 mod notify;
 mod runner;
@@ -24,9 +26,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use warden_config::AgentDefinition;
 use warden_gateway::Gateway;
-use warden_store::{AgentRecord, StepRecord, Store, UsageWriterHandle};
+use warden_store::{AgentRecord, StepRecord, Store};
 use warden_tools::Catalog;
 
+pub use approval_state::{ApprovalState, ToolOutcome};
+pub use approvals::Settled;
 pub use notify::Webhook;
 
 /// Statuses an agent can be in.
@@ -134,9 +138,25 @@ pub enum AgentError {
     /// The request holds data the key's redaction policy blocks.
     #[error("{0}")]
     Blocked(String),
-    /// The store is unavailable (or the lease was lost to another node).
+    /// The store is unavailable, or holds what it should not.
     #[error("the agent store is unavailable: {0}")]
     Store(String),
+    /// Another holder (a newer instance, another node) took the agent over: this one must not
+    /// write again.
+    #[error("the lease on agent `{0}` was lost to a newer holder")]
+    LeaseLost(String),
+    /// The audit log cannot record the step, so it did not go on (fail closed). The task is
+    /// `failed` and can be resumed once the log is back.
+    #[error(
+        "the audit log cannot record this agent's work ({0}); the task stopped and can be resumed"
+    )]
+    AuditUnavailable(String),
+    /// The agent waits for a decision on a write: a new task would strand it.
+    #[error("{0}")]
+    ApprovalPending(String),
+    /// The agent is read-only and the call is a write.
+    #[error("{0}")]
+    ReadOnly(String),
     /// The agent's actor stopped (shutting down).
     #[error("the agent is shutting down; retry")]
     Stopped,
@@ -156,7 +176,16 @@ pub enum AgentError {
 
 impl From<warden_store::Error> for AgentError {
     fn from(e: warden_store::Error) -> Self {
-        AgentError::Store(e.to_string())
+        match e {
+            warden_store::Error::LeaseLost(id) => AgentError::LeaseLost(id),
+            other => AgentError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<warden_gateway::Unrecorded> for AgentError {
+    fn from(e: warden_gateway::Unrecorded) -> Self {
+        AgentError::AuditUnavailable(e.0)
     }
 }
 
@@ -166,10 +195,9 @@ pub struct Deps {
     pub gateway: Arc<Gateway>,
     /// State and journal.
     pub store: Arc<dyn Store>,
-    /// Where usage rows of the agents' model calls go.
-    pub usage: UsageWriterHandle,
-    /// The audit log; `None` when off.
-    pub audit: Option<warden_audit::AuditLog>,
+    /// Usage rows and audit records of the agents' model calls, steps, tool calls and
+    /// approvals: the same accounting path and fail-closed policy as the HTTP handlers.
+    pub recorder: warden_gateway::Recorder,
     /// Stamped on usage rows.
     pub deployment: String,
     /// The redaction policy, for tasks and tool results.
@@ -203,6 +231,8 @@ pub(crate) struct Inner {
     pub(crate) idle: Duration,
     /// This process, for the lease owner column.
     pub(crate) node: String,
+    /// Approvals this process has dispatched and not yet settled (the reconciler leaves them).
+    pub(crate) in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A page of an agent's history.
@@ -242,210 +272,9 @@ impl Agents {
                 live: Mutex::new(HashMap::new()),
                 idle,
                 node,
+                in_flight: Mutex::new(Default::default()),
             }),
         }
-    }
-
-    /// Records a signed decision on an approval request: the approver must exist and may
-    /// decide on the tool, the request must still be waiting and not expired, and the
-    /// signature must verify over the request's message (id, agent, tool, the arguments'
-    /// hash, the decision, the expiry). Then the agent continues in the background: with the
-    /// write (run once), or with the denial.
-    pub async fn decide(
-        &self,
-        approval_id: &str,
-        approver: &str,
-        decision: warden_tools::approval::Decision,
-        comment: Option<String>,
-        signature: &str,
-    ) -> Result<warden_store::ApprovalRecord, AgentError> {
-        use warden_tools::approval::{DecisionError, DecisionMessage, verify_decision};
-        let store = &self.inner.deps.store;
-        let a = store
-            .approval(approval_id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
-        let now = warden_core::time::unix_millis() as i64;
-        if a.state != "awaiting_approval" {
-            return Err(AgentError::ApprovalNotPending(a.id, a.state));
-        }
-        if now >= a.expires_at {
-            store
-                .transition_approval(&a.id, "awaiting_approval", "expired", None, None, now)
-                .await?;
-            runner::audit_approval(&self.inner, &a, "expired", None, None).await;
-            return Err(AgentError::ApprovalNotPending(a.id, "expired".into()));
-        }
-        // The hash is recomputed from the stored arguments, never taken on trust.
-        let arguments: serde_json::Value = serde_json::from_str(&a.arguments)
-            .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
-        let message = DecisionMessage {
-            approval_id: a.id.clone(),
-            agent_id: a.agent_id.clone(),
-            tool: a.tool.clone(),
-            arguments_sha256: warden_tools::approval::arguments_sha256(&arguments),
-            decision,
-            expires_at_ms: a.expires_at,
-        };
-        match verify_decision(
-            &self.inner.defs.approvers,
-            approver,
-            &message,
-            signature,
-            now,
-            (),
-        ) {
-            Ok(_) => {}
-            Err(e @ (DecisionError::UnknownApprover(_) | DecisionError::NotAllowed { .. })) => {
-                return Err(AgentError::ApproverRefused(e.to_string()));
-            }
-            Err(DecisionError::Expired) => {
-                return Err(AgentError::ApprovalNotPending(a.id, "expired".into()));
-            }
-            Err(e @ DecisionError::BadSignature) => {
-                return Err(AgentError::BadSignature(e.to_string()));
-            }
-        }
-        let new_state = match decision {
-            warden_tools::approval::Decision::Approve => "approved",
-            warden_tools::approval::Decision::Deny => "denied",
-        };
-        let record = warden_store::DecisionRecord {
-            new_state: new_state.into(),
-            approver: approver.to_owned(),
-            decision: decision.as_str().into(),
-            comment,
-            signature: signature.trim().to_owned(),
-            at: now,
-        };
-        if !store
-            .transition_approval(
-                &a.id,
-                "awaiting_approval",
-                new_state,
-                Some(&record),
-                None,
-                now,
-            )
-            .await?
-        {
-            return Err(AgentError::ApprovalNotPending(a.id, "decided".into()));
-        }
-        let decided = store
-            .approval(&a.id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))?;
-        runner::audit_approval(
-            &self.inner,
-            &decided,
-            new_state,
-            Some(record.signature.clone()),
-            record.comment.clone(),
-        )
-        .await;
-        metrics::counter!("warden_approvals_total", "state" => new_state).increment(1);
-        let agents = self.clone();
-        let agent_id = decided.agent_id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = agents.continue_after_decision(&agent_id).await {
-                tracing::warn!(agent = %agent_id, error = %e, "agent could not continue after a decision");
-            }
-        });
-        Ok(decided)
-    }
-
-    /// Continues an agent waiting for approval, as its owner.
-    pub async fn continue_after_decision(&self, agent_id: &str) -> Result<Outcome, AgentError> {
-        let store = &self.inner.deps.store;
-        let record = store
-            .agent(agent_id)
-            .await?
-            .ok_or_else(|| AgentError::NotFound(agent_id.to_owned()))?;
-        let owner = store
-            .list_keys()
-            .await?
-            .into_iter()
-            .find(|k| k.id == record.owner_key_id)
-            .ok_or_else(|| AgentError::Store("the agent's key no longer exists".into()))?;
-        let caller = Caller {
-            key_id: owner.id,
-            key_name: owner.name,
-            admin: false,
-            request_id: String::new(),
-        };
-        let (reply, answer) = oneshot::channel();
-        self.send(
-            agent_id,
-            &record.definition,
-            &record.name,
-            actor::Command::Continue { caller, reply },
-        )?;
-        answer.await.map_err(|_| AgentError::Stopped)?
-    }
-
-    /// After a restart: agents waiting for an approval that was decided (or expired) while
-    /// no process ran them continue now. Returns how many were continued.
-    pub async fn continue_decided(&self) -> Result<usize, AgentError> {
-        let store = &self.inner.deps.store;
-        let mut agents = std::collections::BTreeSet::new();
-        for state in ["approved", "denied"] {
-            for a in store.list_approvals(Some(state), 500).await? {
-                agents.insert(a.agent_id);
-            }
-        }
-        let mut n = 0;
-        for id in agents {
-            if store
-                .agent(&id)
-                .await?
-                .is_some_and(|r| r.status == status::AWAITING_APPROVAL)
-            {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = me.continue_after_decision(&id).await {
-                        tracing::warn!(agent = %id, error = %e, "could not continue after a decision");
-                    }
-                });
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// A human settles a write whose outcome a crash left unknown: `succeeded` or `failed`,
-    /// with a note (kept in the approval's result and the audit log).
-    pub async fn resolve(
-        &self,
-        approval_id: &str,
-        succeeded: bool,
-        note: &str,
-    ) -> Result<warden_store::ApprovalRecord, AgentError> {
-        let store = &self.inner.deps.store;
-        let a = store
-            .approval(approval_id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
-        let to = if succeeded { "succeeded" } else { "failed" };
-        let result = serde_json::json!({"resolved_by_human": to, "note": note}).to_string();
-        let now = warden_core::time::unix_millis() as i64;
-        if !store
-            .transition_approval(&a.id, "outcome_unknown", to, None, Some(&result), now)
-            .await?
-        {
-            return Err(AgentError::ApprovalNotPending(a.id, a.state));
-        }
-        runner::audit_approval(
-            &self.inner,
-            &a,
-            to,
-            None,
-            Some(format!("resolved by a human: {note}")),
-        )
-        .await;
-        store
-            .approval(&a.id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))
     }
 
     /// Marks the tasks that a crashed process left `running` as interrupted (resumable).

@@ -8,8 +8,7 @@
 
 mod writes;
 
-pub(crate) use writes::audit_approval;
-
+use crate::approval_state::ToolOutcome;
 use crate::journal::{self, ToolCallRequest, kind};
 use crate::{AgentError, Caller, Event, Inner, Outcome, status};
 use serde_json::{Value, json};
@@ -26,7 +25,7 @@ use warden_tools::{Catalog, Classification, ToolError};
 /// Output tokens asked for per model call at most.
 const MAX_OUTPUT_TOKENS: u64 = 4096;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     warden_core::time::unix_millis() as i64
 }
 
@@ -70,6 +69,8 @@ pub(crate) struct Task {
     recent: Vec<(String, String)>,
     /// Journal position of the current model step (approval ids derive from it).
     model_seq: i64,
+    /// The first journal step whose audit record could not be written (caught up on resume).
+    audit_missing_from: Option<i64>,
 }
 
 impl Task {
@@ -101,6 +102,7 @@ impl Task {
             model_steps: 0,
             recent: Vec::new(),
             model_seq: 0,
+            audit_missing_from: None,
         }
     }
 
@@ -142,18 +144,15 @@ impl Task {
             .store
             .commit_step(&self.record.id, self.record.epoch, &step, &update)
             .await?;
-        if self.record.status != new_status {
-            self.emit(Event::State {
-                status: new_status.to_owned(),
-            })
-            .await;
-        }
+        let changed = self.record.status != new_status;
         self.record.status = update.status;
         self.record.status_reason = update.status_reason;
         self.record.task_id = update.task_id;
         self.record.steps = seq;
         self.record.last_verified_at = Some(step.finished_at);
-        audit_step(
+        metrics::counter!("warden_agent_steps_total", "kind" => kind.to_owned()).increment(1);
+        // Nothing of the step is released before its audit record is durable.
+        let audited = audit_step(
             &self.inner,
             &self.record.id,
             &self.task_id,
@@ -165,7 +164,16 @@ impl Task {
             &self.caller.key_id,
         )
         .await;
-        metrics::counter!("warden_agent_steps_total", "kind" => kind.to_owned()).increment(1);
+        if let Err(e) = audited {
+            self.audit_missing_from.get_or_insert(seq);
+            return Err(e);
+        }
+        if changed {
+            self.emit(Event::State {
+                status: new_status.to_owned(),
+            })
+            .await;
+        }
         Ok(seq)
     }
 
@@ -193,7 +201,7 @@ impl Task {
             )
             .await
         {
-            return (Err(e), None);
+            return self.stopped_unrecorded(e).await;
         }
         let messages = vec![json!({"role": "user", "content": redacted})];
         self.run(messages, Vec::new()).await
@@ -211,6 +219,9 @@ impl Task {
             Ok(s) => s,
             Err(e) => return (Err(e.into()), None),
         };
+        if let Err(e) = catch_up_audit(&self.inner, &self.record, &steps).await {
+            return (Err(e), None);
+        }
         let replay = journal::replay(&steps);
         // The journal holds placeholders whose values are gone with the old process: keep
         // their numbers reserved so new values get new ones.
@@ -223,12 +234,26 @@ impl Task {
         self.recent = replay.recent_calls;
         self.model_seq = replay.model_seq;
         let started = now_ms();
+        if let Some(masked) = replay.answer {
+            // The answer was journalled but never released (its audit record failed): release
+            // it now instead of asking the model again.
+            let data = json!({"model_steps_replayed": replay.model_steps, "answer_released": true});
+            if let Err(e) = self
+                .commit(kind::RESUMED, data, None, started, status::IDLE, None)
+                .await
+            {
+                return self.stopped_unrecorded(e).await;
+            }
+            let outcome = self.outcome("answered", None, Some(self.exchange.restore_text(&masked)));
+            self.emit(Event::Done(outcome.clone())).await;
+            return (Ok(outcome), Some(self.record));
+        }
         let data = json!({"model_steps_replayed": replay.model_steps, "pending_tool_calls": replay.pending_calls.len()});
         if let Err(e) = self
             .commit(kind::RESUMED, data, None, started, status::RUNNING, None)
             .await
         {
-            return (Err(e), None);
+            return self.stopped_unrecorded(e).await;
         }
         self.run(replay.messages, replay.pending_calls).await
     }
@@ -245,7 +270,7 @@ impl Task {
                 self.emit(Event::Done(outcome.clone())).await;
                 return (Ok(outcome), Some(self.record));
             }
-            Err(Stop::Store(e)) => return (Err(e), None),
+            Err(Stop::Store(e)) => return self.stopped_unrecorded(e).await,
             Err(Stop::AwaitingApproval(id)) => {
                 let reason = format!("approval {id} waits for a decision");
                 if self.record.status != status::AWAITING_APPROVAL {
@@ -293,7 +318,7 @@ impl Task {
             )
             .await
         {
-            return (Err(e), None);
+            return self.stopped_unrecorded(e).await;
         }
         if let Some(hook) = self.inner.defs.webhooks.get(&self.definition) {
             hook.notify(json!({
@@ -304,6 +329,57 @@ impl Task {
         let outcome = self.outcome(result, Some(reason), None);
         self.emit(Event::Done(outcome.clone())).await;
         (Ok(outcome), Some(self.record))
+    }
+
+    /// A task stopped by an error. If the audit log refused a record, the task is marked
+    /// `failed` in the journal (resumable once the log is back), with the first step whose
+    /// record is missing, so that the resume writes those records first; nothing more of the
+    /// task is released. Other errors (the store, a lost lease) are returned as they are.
+    async fn stopped_unrecorded(
+        self,
+        e: AgentError,
+    ) -> (Result<Outcome, AgentError>, Option<AgentRecord>) {
+        let AgentError::AuditUnavailable(detail) = &e else {
+            return (Err(e), None);
+        };
+        metrics::counter!("warden_agent_stops_total", "result" => "audit_unavailable").increment(1);
+        let reason = format!(
+            "audit_unavailable: {detail}; POST …/resume continues the task once the log is back"
+        );
+        let data = json!({"reason": reason, "audit_missing_from_seq": self.audit_missing_from});
+        let now = now_ms();
+        let update = AgentUpdate {
+            status: status::FAILED.into(),
+            status_reason: Some(reason),
+            task_id: Some(self.task_id.clone()),
+            task: self.record.task.clone(),
+            tokens_used: self.record.tokens_used,
+        };
+        let step = NewStep {
+            task_id: self.task_id.clone(),
+            kind: kind::FAILED.into(),
+            data: data.to_string(),
+            tokens: None,
+            started_at: now,
+            finished_at: now,
+        };
+        // Journalled without an audit record (the log is what failed); the resume writes it.
+        match self
+            .inner
+            .deps
+            .store
+            .commit_step(&self.record.id, self.record.epoch, &step, &update)
+            .await
+        {
+            Ok(seq) => {
+                let mut record = self.record;
+                record.status = update.status;
+                record.status_reason = update.status_reason;
+                record.steps = seq;
+                (Err(e), Some(record))
+            }
+            Err(store) => (Err(store.into()), None),
+        }
     }
 
     fn outcome(&self, result: &str, reason: Option<String>, answer: Option<String>) -> Outcome {
@@ -417,7 +493,7 @@ impl Task {
                     latency_ms,
                     &failure.redactions,
                 )
-                .await;
+                .await?;
                 return Err(Stop::Failed(format!(
                     "model call failed: {}",
                     failure.error
@@ -439,7 +515,7 @@ impl Task {
             latency_ms,
             &success.redactions,
         )
-        .await;
+        .await?;
         let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let message = parsed
             .pointer("/choices/0/message")
@@ -505,7 +581,21 @@ impl Task {
             let started = now_ms();
             let clock = std::time::Instant::now();
             let tool = self.catalog.get(&call.name).map(|(t, _)| t);
+            let read_only = self.def.permissions == warden_config::Permissions::ReadOnly;
             let (outcome, summary, result) = match (tool, classification) {
+                (Some(_), Classification::Write) if read_only => {
+                    // Configuration cannot give a read-only agent a write tool; this holds
+                    // even if it did (an unknown tool, or a write call of a mixed tool).
+                    let message = format!(
+                        "this agent is read-only: `{}` with these arguments is a write, and it may not ask for one",
+                        call.name
+                    );
+                    (
+                        ToolOutcome::Refused,
+                        message.clone(),
+                        json!({"error": message}).to_string(),
+                    )
+                }
                 (None, _) => {
                     let known: Vec<Value> = self.catalog.openai_tools();
                     let names: Vec<&str> = known
@@ -518,7 +608,7 @@ impl Task {
                         names.join(", ")
                     );
                     (
-                        "error",
+                        ToolOutcome::Error,
                         message.clone(),
                         json!({"error": message}).to_string(),
                     )
@@ -531,7 +621,7 @@ impl Task {
                         Err(e) => {
                             let message = format!("the arguments are not JSON: {e}");
                             (
-                                "error",
+                                ToolOutcome::Error,
                                 message.clone(),
                                 json!({"error": message}).to_string(),
                             )
@@ -547,13 +637,13 @@ impl Task {
                             Ok(Ok(v)) => {
                                 let rows = v["row_count"].as_u64();
                                 let summary = rows.map_or("ok".to_owned(), |n| format!("{n} rows"));
-                                ("ok", summary, v.to_string())
+                                (ToolOutcome::Ok, summary, v.to_string())
                             }
                             Ok(Err(e)) => {
                                 let outcome = match &e {
-                                    ToolError::Refused { .. } => "refused",
-                                    ToolError::Timeout(_) => "timeout",
-                                    _ => "error",
+                                    ToolError::Refused { .. } => ToolOutcome::Refused,
+                                    ToolError::Timeout(_) => ToolOutcome::Timeout,
+                                    _ => ToolOutcome::Error,
                                 };
                                 (
                                     outcome,
@@ -580,35 +670,46 @@ impl Task {
                 .redact_text(&summary)
                 .map(|s| s.into_inner())
                 .unwrap_or_else(|_| "withheld".into());
+            // One hash for the call everywhere (journal, audit, approval): SHA-256 of its
+            // canonical JSON; arguments that are not JSON are hashed as they came.
+            let arguments_sha256 = match serde_json::from_str::<Value>(&call.arguments) {
+                Ok(v) => warden_tools::approval::arguments_sha256(&v),
+                Err(_) => {
+                    use sha2::Digest;
+                    warden_core::hex(&sha2::Sha256::digest(call.arguments.as_bytes()))
+                }
+            };
+            // The record is durable before the result is journalled and shown to the model:
+            // if it cannot be written, the task stops here and the call runs again on resume
+            // (a read), or finds its approval's state (a write).
+            let event = warden_audit::Event::ToolCall {
+                agent_id: self.record.id.clone(),
+                task_id: self.task_id.clone(),
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                classification: classification.as_str().into(),
+                arguments_sha256: arguments_sha256.clone(),
+                outcome: outcome.as_str().into(),
+                summary: summary.clone(),
+                latency_ms,
+            };
+            self.inner
+                .deps
+                .recorder
+                .event(event)
+                .await
+                .map_err(AgentError::from)?;
             let data = json!({
                 "call_id": call.id, "tool": call.name, "classification": classification.as_str(),
-                "arguments": call.arguments, "outcome": outcome, "summary": summary,
+                "arguments": call.arguments, "arguments_sha256": arguments_sha256,
+                "outcome": outcome.as_str(), "summary": summary,
                 "result": result, "latency_ms": latency_ms,
             });
             self.commit(kind::TOOL, data, None, started, status::RUNNING, None)
                 .await?;
-            if let Some(audit) = &self.inner.deps.audit {
-                use sha2::Digest;
-                let event = warden_audit::Event::ToolCall {
-                    agent_id: self.record.id.clone(),
-                    task_id: self.task_id.clone(),
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    classification: classification.as_str().into(),
-                    arguments_sha256: warden_core::hex(&sha2::Sha256::digest(
-                        call.arguments.as_bytes(),
-                    )),
-                    outcome: outcome.into(),
-                    summary: summary.clone(),
-                    latency_ms,
-                };
-                if let Err(e) = audit.append(event).await {
-                    tracing::error!(error = %e, "audit record of a tool call failed");
-                }
-            }
             self.emit(Event::ToolResult {
                 tool: call.name.clone(),
-                outcome: outcome.into(),
+                outcome: outcome.as_str().into(),
                 summary: self.exchange.restore_text(&summary),
             })
             .await;
@@ -627,7 +728,7 @@ impl Task {
         usage: Option<warden_gateway::Usage>,
         latency_ms: i64,
         redactions: &std::collections::BTreeMap<String, u32>,
-    ) {
+    ) -> Result<(), AgentError> {
         let record = warden_gateway::CallRecord {
             request_id,
             key_id: &self.caller.key_id,
@@ -641,15 +742,12 @@ impl Task {
             user: None,
             session: Some(&self.task_id),
         };
-        let row = record.usage_row(meta, usage);
-        if let Some(audit) = &self.inner.deps.audit
-            && let Err(e) = audit
-                .append(record.audit_event(&row, meta, redactions))
-                .await
-        {
-            tracing::error!(error = %e, "audit record of an agent's model call failed");
-        }
-        self.inner.deps.usage.record(row).await;
+        self.inner
+            .deps
+            .recorder
+            .model_call(&record, meta, usage, redactions)
+            .await?;
+        Ok(())
     }
 }
 
@@ -665,10 +763,7 @@ pub(crate) async fn audit_step(
     reason: Option<&str>,
     tokens: Option<i64>,
     key_id: &str,
-) {
-    let Some(audit) = &inner.deps.audit else {
-        return;
-    };
+) -> Result<(), AgentError> {
     let event = warden_audit::Event::AgentStep {
         agent_id: agent_id.to_owned(),
         task_id: task_id.to_owned(),
@@ -679,9 +774,51 @@ pub(crate) async fn audit_step(
         tokens,
         key_id: key_id.to_owned(),
     };
-    if let Err(e) = audit.append(event).await {
-        tracing::error!(error = %e, "audit record of an agent step failed");
+    inner.deps.recorder.event(event).await?;
+    Ok(())
+}
+
+/// Before a task goes on after the audit log failed: the audit records of the journal steps
+/// that were committed without one (from the first missing step to the `failed` marker that
+/// stopped the task) are written now, so the log misses no step.
+async fn catch_up_audit(
+    inner: &Inner,
+    record: &AgentRecord,
+    steps: &[warden_store::StepRecord],
+) -> Result<(), AgentError> {
+    let Some(marker) = steps
+        .iter()
+        .rev()
+        .find(|s| s.kind == kind::FAILED && s.data.contains("\"audit_missing_from_seq\""))
+    else {
+        return Ok(());
+    };
+    let data: Value = serde_json::from_str(&marker.data).unwrap_or(Value::Null);
+    // Already caught up if a later step was committed (and audited) after the marker.
+    if steps.iter().any(|s| s.seq > marker.seq) {
+        return Ok(());
     }
+    let from = data["audit_missing_from_seq"]
+        .as_i64()
+        .unwrap_or(marker.seq);
+    for s in steps
+        .iter()
+        .filter(|s| s.seq >= from && s.seq <= marker.seq)
+    {
+        audit_step(
+            inner,
+            &record.id,
+            &s.task_id,
+            s.seq,
+            &s.kind,
+            &record.status,
+            Some("recorded late: the audit log was unavailable when the step was committed"),
+            s.tokens,
+            &record.owner_key_id,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Commits a marker step outside a task's loop (a reset, an interruption found after a
@@ -728,7 +865,7 @@ pub(crate) async fn commit_marker(
         None,
         key_id,
     )
-    .await;
+    .await?;
     Ok(AgentRecord {
         status: update.status,
         status_reason: update.status_reason,
@@ -744,7 +881,11 @@ pub(crate) async fn reset(
     record: &AgentRecord,
     caller: &Caller,
 ) -> Result<AgentRecord, AgentError> {
-    let data = json!({"previous_status": record.status});
+    // A write of the task that has not run never will: withdrawn first (audited), so a
+    // decision made later finds it closed instead of stranding it `approved`.
+    let withdrawn =
+        crate::approvals::withdraw_task_approvals(inner, record, "the agent was reset").await?;
+    let data = json!({"previous_status": record.status, "approvals_withdrawn": withdrawn});
     commit_marker(
         inner,
         record,

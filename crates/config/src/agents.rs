@@ -474,6 +474,24 @@ pub(crate) fn agents(
                 ));
             }
         };
+        // A read-only agent gets no tool that exists to write; `http_request` stays, for its
+        // reads only (its writes are refused at run time, whatever configuration says).
+        if permissions == Permissions::ReadOnly {
+            if a.tools.iter().any(|t| t == "sql_execute") {
+                return Err(Error::invalid(
+                    field("tools"),
+                    "`sql_execute` is a write tool and this agent is read-only (the default): set permissions = \"read-write\" to let it propose writes for approval",
+                ));
+            }
+            if let Some(t) = a.write_tools.first() {
+                return Err(Error::invalid(
+                    field("write_tools"),
+                    format!(
+                        "`{t}` would be a write tool and this agent is read-only (the default): set permissions = \"read-write\""
+                    ),
+                ));
+            }
+        }
         let max_steps = a.max_steps.unwrap_or(10);
         if !(1..=200).contains(&max_steps) {
             return Err(Error::invalid(

@@ -748,6 +748,28 @@ databases = ["shop"]
         assert!(error_of(&agent("tools = [\"sql_query\"]")).starts_with("agents.a.databases:"));
         assert!(error_of(&agent("databases = [\"nope\"]")).starts_with("agents.a.databases:"));
         assert!(error_of(&agent("permissions = \"root\"")).starts_with("agents.a.permissions:"));
+        // A read-only agent (the default) may not be given a write tool, named or forced.
+        let writable = "[databases.shop]\nkind = \"sqlite\"\npath = \"x\"\ntables = [\"t\"]\nwritable_tables = [\"t\"]\n[agents.a]\nsystem_prompt = \"p\"\nmodel = \"m\"\ndatabases = [\"shop\"]\n";
+        let e = error_of(&format!(
+            "{writable}tools = [\"sql_query\", \"sql_execute\"]"
+        ));
+        assert!(
+            e.starts_with("agents.a.tools:") && e.contains("read-only"),
+            "{e}"
+        );
+        let e = error_of(&format!(
+            "{writable}tools = [\"sql_query\"]\nwrite_tools = [\"sql_query\"]"
+        ));
+        assert!(
+            e.starts_with("agents.a.write_tools:") && e.contains("read-only"),
+            "{e}"
+        );
+        assert!(
+            Config::from_toml(&format!(
+                "{writable}tools = [\"sql_query\", \"sql_execute\"]\npermissions = \"read-write\""
+            ))
+            .is_ok()
+        );
         assert!(error_of(&agent("max_steps = 0")).starts_with("agents.a.max_steps:"));
         assert!(error_of(&agent("step_timeout = \"0s\"")).starts_with("agents.a.step_timeout:"));
         assert!(

@@ -47,6 +47,10 @@ pub enum ErrorCode {
     AgentNotResumable,
     /// The approval request is no longer waiting for a decision.
     ApprovalNotPending,
+    /// The agent waits for a decision on a write; it takes no new task until then.
+    ApprovalPending,
+    /// The agent is read-only; the call is a write.
+    AgentReadOnly,
     /// The approver is unknown or may not decide on this tool.
     ApproverForbidden,
     /// The decision's signature does not verify over this approval request.
@@ -61,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 28] = [
         Self::InvalidRequest,
         Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
@@ -83,6 +87,8 @@ impl ErrorCode {
         Self::AgentForbidden,
         Self::AgentNotResumable,
         Self::ApprovalNotPending,
+        Self::ApprovalPending,
+        Self::AgentReadOnly,
         Self::ApproverForbidden,
         Self::BadSignature,
         Self::StoreUnavailable,
@@ -99,8 +105,9 @@ impl ErrorCode {
             Self::ModelNotAllowed
             | Self::AdminRequired
             | Self::AgentForbidden
-            | Self::ApproverForbidden => 403,
-            Self::AgentNotResumable | Self::ApprovalNotPending => 409,
+            | Self::ApproverForbidden
+            | Self::AgentReadOnly => 403,
+            Self::AgentNotResumable | Self::ApprovalNotPending | Self::ApprovalPending => 409,
             Self::BadSignature => 400,
             Self::RateLimitExceeded | Self::BudgetExceeded => 429,
             Self::ModelNotFound | Self::NotFound => 404,
@@ -138,6 +145,8 @@ impl ErrorCode {
             Self::AgentForbidden => "agent_forbidden",
             Self::AgentNotResumable => "agent_not_resumable",
             Self::ApprovalNotPending => "approval_not_pending",
+            Self::ApprovalPending => "approval_pending",
+            Self::AgentReadOnly => "agent_read_only",
             Self::ApproverForbidden => "approver_forbidden",
             Self::BadSignature => "bad_signature",
             Self::StoreUnavailable => "store_unavailable",
@@ -161,10 +170,12 @@ impl ErrorCode {
             Self::ModelNotAllowed
             | Self::AdminRequired
             | Self::AgentForbidden
-            | Self::ApproverForbidden => "permission_error",
-            Self::AgentNotResumable | Self::ApprovalNotPending | Self::BadSignature => {
-                "invalid_request_error"
-            }
+            | Self::ApproverForbidden
+            | Self::AgentReadOnly => "permission_error",
+            Self::AgentNotResumable
+            | Self::ApprovalNotPending
+            | Self::ApprovalPending
+            | Self::BadSignature => "invalid_request_error",
             Self::UpstreamRateLimited | Self::RateLimitExceeded => "rate_limit_error",
             Self::BudgetExceeded => "insufficient_quota",
             Self::UpstreamUnavailable

@@ -59,6 +59,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/approvals", get(handlers::approvals::list))
         .route("/v1/approvals/{id}", get(handlers::approvals::get))
         .route(
+            "/v1/approvals/{id}/preview",
+            get(handlers::approvals::live_preview),
+        )
+        .route(
             "/v1/approvals/{id}/decision",
             post(handlers::approvals::decide),
         )

@@ -4,7 +4,7 @@ use http::HeaderValue;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use warden_gateway::Gateway;
-use warden_store::{Store, UsageWriterHandle};
+use warden_store::Store;
 
 /// What handlers need; handed to them as `Arc<AppState>`.
 pub struct AppState {
@@ -12,12 +12,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The model pipeline.
     pub gateway: Arc<Gateway>,
-    /// Where usage rows go (written off the request path).
-    pub usage: UsageWriterHandle,
-    /// The audit log; `None` when `audit.enabled = false`.
-    pub audit: Option<warden_audit::AuditLog>,
-    /// Answer even when the audit log cannot record (`audit.fail_open`); default false.
-    pub audit_fail_open: bool,
+    /// Usage rows and audit records, with the fail-closed policy (shared with the agents).
+    pub recorder: warden_gateway::Recorder,
     /// Value of `x-warden-deployment` on every response.
     pub deployment: HeaderValue,
     /// Largest request body accepted.

@@ -40,11 +40,36 @@ pub enum Error {
     /// A row could not be decoded: the schema and the code disagree.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A unique insert or a conditional write lost to a row that is already there (for
+    /// example an approval id that exists): the caller's request, not the database, is at
+    /// fault, and retrying it unchanged fails again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A row the operation needs does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
 }
 
 impl From<sqlx::Error> for Error {
+    /// Keeps what the database could tell: a unique violation is a [`Error::Conflict`] (named
+    /// by its constraint, never its values), a missing row [`Error::NotFound`], an
+    /// undecodable one [`Error::Corrupt`]; connection, I/O, pool and other database errors are
+    /// [`Error::Unavailable`].
     fn from(e: sqlx::Error) -> Self {
-        Error::Unavailable(e.to_string())
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                Error::Conflict(match d.constraint() {
+                    Some(c) => format!("unique constraint `{c}`"),
+                    None => "a unique constraint".into(),
+                })
+            }
+            sqlx::Error::RowNotFound => Error::NotFound("no row matched".into()),
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. } => Error::Corrupt(e.to_string()),
+            _ => Error::Unavailable(e.to_string()),
+        }
     }
 }
 

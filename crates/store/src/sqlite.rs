@@ -698,7 +698,14 @@ impl Store for SqliteStore {
         .bind(a.created_at)
         .bind(a.expires_at)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                Error::Conflict(format!("an approval with id `{}` already exists", a.id))
+            } else {
+                e.into()
+            }
+        })?;
         Ok(())
     }
 

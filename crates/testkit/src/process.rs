@@ -32,9 +32,17 @@ pub struct WardenProcess {
 mod tempfile_dir {
     /// A temporary directory removed on drop (std only, to keep the kit lean).
     pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        /// The path, no longer removed on drop (a restarted process takes it over).
+        pub fn keep(mut self) -> std::path::PathBuf {
+            std::mem::take(&mut self.0)
+        }
+    }
     impl Drop for Dir {
         fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            if !self.0.as_os_str().is_empty() {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
         }
     }
 }
@@ -105,6 +113,25 @@ impl WardenProcess {
         };
         w.wait_ready();
         w
+    }
+
+    /// Starts `serve` again in the same directory with the same configuration and
+    /// environment, once this process has exited (after `signal("KILL")` and `wait_exit`).
+    pub fn restart(mut self) -> Self {
+        let dir = self
+            ._dir
+            .take()
+            .map(tempfile_dir::Dir::keep)
+            .expect("a process started by WardenProcess owns its directory");
+        let config = self
+            .config
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).expect("config file"));
+        let env: Vec<(String, String)> = std::mem::take(&mut self.env);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let bin = self.bin.clone();
+        drop(self);
+        Self::start_in(&bin, dir, config.as_deref(), &env)
     }
 
     /// The running `warden serve`'s process id (for memory and signal checks).

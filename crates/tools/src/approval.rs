@@ -47,6 +47,54 @@ pub fn arguments_sha256(arguments: &Value) -> String {
     hex(&Sha256::digest(canonical_json(arguments).as_bytes()))
 }
 
+/// The largest integer magnitude that survives RFC 8785's IEEE-754 doubles exactly (2^53).
+pub const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Checks that canonical JSON carries every number of `arguments` exactly, so that the bytes
+/// hashed, shown, signed and run are one: RFC 8785 writes numbers as IEEE-754 doubles, and an
+/// integer beyond 2^53 (`9007199254740993`) would be signed as another (`…992`). Returns the
+/// JSON pointer of the first number that would change. Write arguments with such a number are
+/// refused; a model can send it as a string.
+pub fn inexact_number(arguments: &Value) -> Option<String> {
+    fn walk(v: &Value, path: &mut String) -> bool {
+        match v {
+            Value::Number(n) => {
+                let exact = if let Some(u) = n.as_u64() {
+                    u <= MAX_EXACT_INTEGER
+                } else if let Some(i) = n.as_i64() {
+                    i.unsigned_abs() <= MAX_EXACT_INTEGER
+                } else {
+                    // A float: serde_json already holds it as the double that is signed and run.
+                    n.as_f64().is_some_and(f64::is_finite)
+                };
+                !exact
+            }
+            Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("/{i}"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            Value::Object(map) => map.iter().any(|(k, item)| {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(arguments, &mut path).then_some(path)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -89,6 +137,83 @@ impl DecisionMessage {
         use ed25519_dalek::Signer;
         hex(&key.sign(&self.bytes()).to_bytes())
     }
+}
+
+/// What an approver signs to settle a write whose outcome a crash left unknown: the same
+/// binding as a decision (id, agent, tool, arguments' hash) plus the outcome and the SHA-256 of
+/// the note, so neither can be changed after signing. A transport key alone settles nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolutionMessage {
+    /// The approval request.
+    pub approval_id: String,
+    /// The agent that asked.
+    pub agent_id: String,
+    /// The tool.
+    pub tool: String,
+    /// SHA-256 of the canonical arguments (hex).
+    pub arguments_sha256: String,
+    /// Whether the write took effect (`succeeded`) or not (`failed`).
+    pub succeeded: bool,
+    /// The approver's note.
+    pub note: String,
+}
+
+impl ResolutionMessage {
+    /// The exact bytes signed (versioned, line-separated; the note enters as its hash).
+    pub fn bytes(&self) -> Vec<u8> {
+        format!(
+            "warden-resolution-v1\napproval:{}\nagent:{}\ntool:{}\narguments-sha256:{}\noutcome:{}\nnote-sha256:{}\n",
+            self.approval_id,
+            self.agent_id,
+            self.tool,
+            self.arguments_sha256,
+            if self.succeeded { "succeeded" } else { "failed" },
+            hex(&Sha256::digest(self.note.as_bytes())),
+        )
+        .into_bytes()
+    }
+
+    /// Signs with an approver's private key; returns the hex signature.
+    pub fn sign(&self, key: &SigningKey) -> String {
+        use ed25519_dalek::Signer;
+        hex(&key.sign(&self.bytes()).to_bytes())
+    }
+}
+
+/// Checks a resolution: the approver exists, may decide on the tool, and signed `message`.
+pub fn verify_resolution(
+    approvers: &BTreeMap<String, Approver>,
+    approver: &str,
+    message: &ResolutionMessage,
+    signature_hex: &str,
+) -> Result<(), DecisionError> {
+    let a = approver_for(approvers, approver, &message.tool)?;
+    check_signature(a, &message.bytes(), signature_hex)
+}
+
+fn approver_for<'a>(
+    approvers: &'a BTreeMap<String, Approver>,
+    approver: &str,
+    tool: &str,
+) -> Result<&'a Approver, DecisionError> {
+    let a = approvers
+        .get(approver)
+        .ok_or_else(|| DecisionError::UnknownApprover(approver.to_owned()))?;
+    if !a.tools.iter().any(|t| t == tool) {
+        return Err(DecisionError::NotAllowed {
+            approver: approver.to_owned(),
+            tool: tool.to_owned(),
+        });
+    }
+    Ok(a)
+}
+
+fn check_signature(a: &Approver, bytes: &[u8], signature_hex: &str) -> Result<(), DecisionError> {
+    let sig = unhex(signature_hex.trim()).ok_or(DecisionError::BadSignature)?;
+    let arr: [u8; 64] = sig.try_into().map_err(|_| DecisionError::BadSignature)?;
+    a.key
+        .verify_strict(bytes, &Signature::from_bytes(&arr))
+        .map_err(|_| DecisionError::BadSignature)
 }
 
 /// A configured approver.
@@ -190,23 +315,11 @@ pub fn verify_decision<T>(
     now_ms: i64,
     call: T,
 ) -> Result<Approved<T>, DecisionError> {
-    let a = approvers
-        .get(approver)
-        .ok_or_else(|| DecisionError::UnknownApprover(approver.to_owned()))?;
-    if !a.tools.iter().any(|t| t == &message.tool) {
-        return Err(DecisionError::NotAllowed {
-            approver: approver.to_owned(),
-            tool: message.tool.clone(),
-        });
-    }
+    let a = approver_for(approvers, approver, &message.tool)?;
     if now_ms >= message.expires_at_ms {
         return Err(DecisionError::Expired);
     }
-    let bytes = unhex(signature_hex.trim()).ok_or(DecisionError::BadSignature)?;
-    let arr: [u8; 64] = bytes.try_into().map_err(|_| DecisionError::BadSignature)?;
-    a.key
-        .verify_strict(&message.bytes(), &Signature::from_bytes(&arr))
-        .map_err(|_| DecisionError::BadSignature)?;
+    check_signature(a, &message.bytes(), signature_hex)?;
     Ok(Approved {
         call,
         approver: approver.to_owned(),
@@ -315,5 +428,56 @@ mod tests {
             verify_decision(&approvers, "alice", &message, &sig, 5, ()),
             Err(DecisionError::NotAllowed { .. })
         ));
+    }
+
+    #[test]
+    fn integers_beyond_two_to_the_53_are_found_and_others_pass() {
+        // Two argument sets that RFC 8785 would sign alike.
+        let a: Value = serde_json::from_str(r#"{"order_id": 9007199254740993}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"order_id": 9007199254740992}"#).unwrap();
+        assert_eq!(arguments_sha256(&a), arguments_sha256(&b));
+        assert_eq!(inexact_number(&a).as_deref(), Some("/order_id"));
+        assert_eq!(inexact_number(&b), None);
+        let deep: Value =
+            serde_json::from_str(r#"{"x": [1, {"a/b": -9007199254740993}]}"#).unwrap();
+        assert_eq!(inexact_number(&deep).as_deref(), Some("/x/1/a~1b"));
+        let fine = json!({"n": 9007199254740992u64, "m": -9007199254740992i64, "f": 0.1, "s": "9007199254740993"});
+        assert_eq!(inexact_number(&fine), None);
+    }
+
+    #[test]
+    fn a_resolution_binds_its_outcome_and_note() {
+        let (key, approvers, m) = setup();
+        let r = ResolutionMessage {
+            approval_id: m.approval_id.clone(),
+            agent_id: m.agent_id.clone(),
+            tool: m.tool.clone(),
+            arguments_sha256: m.arguments_sha256.clone(),
+            succeeded: true,
+            note: "checked the table: row 452 is cancelled".into(),
+        };
+        let sig = r.sign(&key);
+        assert_eq!(verify_resolution(&approvers, "alice", &r, &sig), Ok(()));
+        let flipped = ResolutionMessage {
+            succeeded: false,
+            ..r.clone()
+        };
+        assert_eq!(
+            verify_resolution(&approvers, "alice", &flipped, &sig),
+            Err(DecisionError::BadSignature)
+        );
+        let renoted = ResolutionMessage {
+            note: "other".into(),
+            ..r.clone()
+        };
+        assert_eq!(
+            verify_resolution(&approvers, "alice", &renoted, &sig),
+            Err(DecisionError::BadSignature)
+        );
+        // A decision's signature is not a resolution's.
+        assert_eq!(
+            verify_resolution(&approvers, "alice", &r, &m.sign(&key)),
+            Err(DecisionError::BadSignature)
+        );
     }
 }

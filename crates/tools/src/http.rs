@@ -7,7 +7,7 @@
 //! capped.
 
 use crate::approval::Approved;
-use crate::tool::{Proposal, Tool, ToolError, WriteTool};
+use crate::tool::{Proposal, Settlement, Tool, ToolError, WriteTool};
 use async_trait::async_trait;
 use reqwest::Url;
 use serde_json::{Value, json};
@@ -321,6 +321,15 @@ impl WriteTool for HttpRequest {
     ) -> Result<Value, ToolError> {
         let (method, url, body) = Self::parse(approved.call())?;
         self.send(method, url, body, Some(idempotency_key)).await
+    }
+
+    /// An HTTP server cannot be asked whether a request reached it, nor fenced: unknown.
+    async fn settle(
+        &self,
+        _arguments: &Value,
+        _idempotency_key: &str,
+    ) -> Result<Settlement, ToolError> {
+        Ok(Settlement::Unknown)
     }
 }
 

@@ -10,5 +10,5 @@ pub mod sql;
 mod tool;
 
 pub use tool::{
-    Catalog, Classification, Proposal, SqlExecute, SqlQuery, Tool, ToolError, WriteTool,
+    Catalog, Classification, Proposal, Settlement, SqlExecute, SqlQuery, Tool, ToolError, WriteTool,
 };

@@ -50,6 +50,23 @@ pub enum ToolError {
     Failed(String),
 }
 
+/// How a dispatched write ended, found out after the fact (a crash left it `outcome_unknown`):
+/// see [`WriteTool::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// It was applied.
+    Applied {
+        /// Rows it changed, as the write recorded them (0 when a Warden older than the record
+        /// of counts applied it).
+        rows_affected: u64,
+    },
+    /// It was not applied, and never will be: the target was fenced against it, so the call,
+    /// still running or retried, cannot take effect.
+    NotApplied,
+    /// The tool cannot tell (an HTTP call): a human must find out.
+    Unknown,
+}
+
 /// A tool an agent may call.
 #[async_trait]
 pub trait Tool: Send + Sync {
@@ -77,6 +94,15 @@ pub trait WriteTool: Send + Sync {
         idempotency_key: &str,
         preview: &Value,
     ) -> Result<Value, ToolError>;
+    /// Settles whether the call with these arguments and `idempotency_key`, dispatched but
+    /// interrupted, was applied: definitively ([`Settlement::NotApplied`] means it can never
+    /// take effect later), or [`Settlement::Unknown`] from a tool that cannot tell. An error
+    /// decides nothing (a write still in progress is [`ToolError::Timeout`]): try again later.
+    async fn settle(
+        &self,
+        arguments: &Value,
+        idempotency_key: &str,
+    ) -> Result<Settlement, ToolError>;
 }
 
 /// The database a SQL tool call names (or the only one there is) and its statement.
@@ -165,7 +191,7 @@ impl Tool for SqlQuery {
             Err(ReadError::Timeout(t)) => Err(ToolError::Timeout(format!(
                 "the statement ran longer than {t:?}; make it cheaper"
             ))),
-            Err(ReadError::Database(m)) => Err(ToolError::Failed(m)),
+            Err(e) => Err(SqlExecute::refused(e)),
         }
     }
 }
@@ -324,6 +350,11 @@ impl SqlExecute {
             },
             ReadError::Timeout(t) => ToolError::Timeout(format!("{t:?}")),
             ReadError::Database(m) => ToolError::Failed(m),
+            e @ ReadError::InProgress(_) => ToolError::Timeout(e.to_string()),
+            e @ ReadError::SettledNotApplied => ToolError::Refused {
+                rule: "settled_not_applied".into(),
+                message: e.to_string(),
+            },
         }
     }
 
@@ -389,6 +420,17 @@ impl SqlExecute {
         let (db, _) = self.target(arguments)?;
         db.was_applied(idempotency_key).await.map_err(Self::refused)
     }
+
+    /// Settles for good whether the write with these arguments and idempotency key was applied
+    /// (see [`Database::settle`]): never [`Settlement::Unknown`].
+    pub async fn settle(
+        &self,
+        arguments: &Value,
+        idempotency_key: &str,
+    ) -> Result<Settlement, ToolError> {
+        let (db, _) = self.target(arguments)?;
+        db.settle(idempotency_key).await.map_err(Self::refused)
+    }
 }
 
 #[async_trait]
@@ -404,6 +446,14 @@ impl WriteTool for SqlExecute {
         preview: &Value,
     ) -> Result<Value, ToolError> {
         self.execute_sql(approved, idempotency_key, preview).await
+    }
+
+    async fn settle(
+        &self,
+        arguments: &Value,
+        idempotency_key: &str,
+    ) -> Result<Settlement, ToolError> {
+        SqlExecute::settle(self, arguments, idempotency_key).await
     }
 }
 

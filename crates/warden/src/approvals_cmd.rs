@@ -140,28 +140,75 @@ pub async fn run(command: ApprovalsCommand) -> Result<(), Failure> {
             id,
             outcome,
             note,
-        } => {
-            let body = json!({"outcome": outcome, "note": note});
-            let v = call(
-                &remote,
-                reqwest::Method::POST,
-                &format!("/v1/approvals/{id}/resolve"),
-                Some(body),
-            )
-            .await?;
-            println!("{}", v["state"].as_str().unwrap_or("?"));
-        }
-        ApprovalsCommand::Show { remote, id } => {
-            let v = call(
-                &remote,
-                reqwest::Method::GET,
-                &format!("/v1/approvals/{id}"),
-                None,
-            )
-            .await?;
+            approver,
+            key_file,
+        } => resolve(remote, id, outcome, note, approver, key_file).await?,
+        ApprovalsCommand::Show { remote, id, live } => {
+            let path = if live {
+                format!("/v1/approvals/{id}/preview")
+            } else {
+                format!("/v1/approvals/{id}")
+            };
+            let v = call(&remote, reqwest::Method::GET, &path, None).await?;
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
     }
+    Ok(())
+}
+
+fn read_key(key_file: &std::path::Path) -> Result<ed25519_dalek::SigningKey, Failure> {
+    let text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("cannot read the private key {}", key_file.display()))?;
+    parse_private_key(&text).map_err(|e| Failure::Config(format!("{}: {e}", key_file.display())))
+}
+
+/// `warden approvals resolve`: fetch, sign the resolution locally, submit.
+async fn resolve(
+    remote: Remote,
+    id: String,
+    outcome: String,
+    note: String,
+    approver: String,
+    key_file: PathBuf,
+) -> Result<(), Failure> {
+    let key = read_key(&key_file)?;
+    let succeeded = match outcome.as_str() {
+        "succeeded" => true,
+        "failed" => false,
+        other => {
+            return Err(Failure::Config(format!(
+                "--outcome must be succeeded or failed, not `{other}`"
+            )));
+        }
+    };
+    let a = call(
+        &remote,
+        reqwest::Method::GET,
+        &format!("/v1/approvals/{id}"),
+        None,
+    )
+    .await?;
+    let message = warden_tools::approval::ResolutionMessage {
+        approval_id: id.clone(),
+        agent_id: a["agent"].as_str().unwrap_or_default().to_owned(),
+        tool: a["tool"].as_str().unwrap_or_default().to_owned(),
+        arguments_sha256: a["arguments_sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        succeeded,
+        note: note.clone(),
+    };
+    let body = json!({"approver": approver, "outcome": outcome, "note": note,
+                      "signature": message.sign(&key)});
+    let v = call(
+        &remote,
+        reqwest::Method::POST,
+        &format!("/v1/approvals/{id}/resolve"),
+        Some(body),
+    )
+    .await?;
+    println!("{}", v["state"].as_str().unwrap_or("?"));
     Ok(())
 }
 
@@ -174,10 +221,7 @@ pub async fn decide(
     decision: Decision,
     comment: Option<String>,
 ) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(&key_file)
-        .with_context(|| format!("cannot read the private key {}", key_file.display()))?;
-    let key = parse_private_key(&text)
-        .map_err(|e| Failure::Config(format!("{}: {e}", key_file.display())))?;
+    let key = read_key(&key_file)?;
     let a = call(
         &remote,
         reqwest::Method::GET,

@@ -184,13 +184,23 @@ pub enum ApprovalsCommand {
         /// What you checked.
         #[arg(long)]
         note: String,
+        /// The approver's name (as in `[approvers.NAME]`).
+        #[arg(long)]
+        approver: String,
+        /// The approver's private key file (from `warden approvals keygen`).
+        #[arg(long = "key")]
+        key_file: std::path::PathBuf,
         #[command(flatten)]
         remote: Remote,
     },
-    /// Shows one request with its preview.
+    /// Shows one request with its (redacted) preview.
     Show {
         /// The approval id.
         id: String,
+        /// Compute the preview again with the real values (admin), and say whether it still
+        /// matches the stored one.
+        #[arg(long)]
+        live: bool,
         #[command(flatten)]
         remote: Remote,
     },

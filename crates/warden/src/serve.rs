@@ -19,6 +19,19 @@ use warden_store::{Store, UsageWriter};
 const KEY_FILE_POLL: Duration = Duration::from_secs(1);
 /// After a graceful stop, how long finished streams get to queue their usage rows.
 const USAGE_SETTLE: Duration = Duration::from_millis(100);
+/// How often writes left `dispatched` are looked for and settled.
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+
+/// The longest step timeout of any agent definition (a minute without agents).
+fn longest_step(config: &warden_config::Config) -> Duration {
+    config
+        .agents
+        .values()
+        .map(|d| d.step_timeout * 2)
+        .max()
+        .unwrap_or(Duration::from_secs(60))
+}
+
 /// How long the usage writer may take to drain at shutdown.
 const USAGE_DRAIN: Duration = Duration::from_secs(10);
 
@@ -85,17 +98,23 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         None
     };
     let (usage_writer, usage) = UsageWriter::new(store.clone());
+    // Retries at shutdown end before the drain wait does, so the writer can say what it lost.
+    let usage_writer = usage_writer.shutdown_grace(USAGE_DRAIN - Duration::from_secs(2));
     let (close_usage, usage_closed) = tokio::sync::oneshot::channel::<()>();
     let usage_task = tokio::spawn(usage_writer.run(async move {
         let _ = usage_closed.await;
     }));
+    let recorder = warden_gateway::Recorder::new(
+        audit.as_ref().map(|a| a.log.clone()),
+        usage,
+        config.audit.fail_open,
+    );
     let agents = crate::agents_setup::build(
         &config,
         warden_agents::Deps {
             gateway: gateway.clone(),
             store: store.clone(),
-            usage: usage.clone(),
-            audit: audit.as_ref().map(|a| a.log.clone()),
+            recorder: recorder.clone(),
             deployment: deployment.clone(),
             redactor: gateway.redactor(),
         },
@@ -105,14 +124,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     // is the only node; on PostgreSQL only tasks idle for twice the longest step timeout.
     let stale_after = match config.store.backend {
         warden_config::StoreBackend::Sqlite => None,
-        warden_config::StoreBackend::Postgres { .. } => Some(
-            config
-                .agents
-                .values()
-                .map(|d| d.step_timeout * 2)
-                .max()
-                .unwrap_or(Duration::from_secs(60)),
-        ),
+        warden_config::StoreBackend::Postgres { .. } => Some(longest_step(&config)),
     };
     match agents.recover_interrupted(stale_after).await {
         Ok(0) => {}
@@ -121,6 +133,17 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             "tasks interrupted by a restart are marked resumable"
         ),
         Err(e) => tracing::error!(error = %e, "could not mark interrupted agent tasks"),
+    }
+    // Writes a crash left `dispatched` are settled by asking their targets (an SQL write by
+    // its idempotency key) before anything else runs; then every RECONCILE_EVERY.
+    let settle_after = stale_after.unwrap_or(Duration::ZERO);
+    match agents.reconcile(settle_after).await {
+        Ok(s) if s.is_empty() => {}
+        Ok(s) => tracing::warn!(
+            writes = s.len(),
+            "writes interrupted by a restart were settled"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not settle interrupted writes yet"),
     }
     match agents.continue_decided().await {
         Ok(0) => {}
@@ -133,9 +156,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     let state = Arc::new(AppState {
         store,
         gateway: gateway.clone(),
-        usage,
-        audit: audit.as_ref().map(|a| a.log.clone()),
-        audit_fail_open: config.audit.fail_open,
+        recorder,
         deployment: deployment
             .parse()
             .context("deployment is not a valid header value")?,
@@ -155,6 +176,19 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         tokio::spawn(copier);
     }
     tokio::spawn(watch_key_files(gateway.clone(), stop_rx.clone()));
+    if let Some(agents) = &state.agents {
+        let mut stop = stop_rx.clone();
+        // A write is settled by the reconciler only when it has been dispatched for longer
+        // than any step may take (so a write still running elsewhere is left alone).
+        let min_age = stale_after.unwrap_or(longest_step(&config));
+        tokio::spawn(
+            agents
+                .clone()
+                .run_reconciler(RECONCILE_EVERY, min_age, async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                }),
+        );
+    }
     tokio::spawn(signals(gateway.clone(), stop_tx));
 
     let listener = tokio::net::TcpListener::bind(config.server.listen)

@@ -1,11 +1,25 @@
-//! Write calls of a task: proposed for a human's signed approval, executed at most once
-//! when approved, and the audit records of each approval step.
+//! Write calls of a task: proposed for a human's signed approval (the preview redacted before
+//! it is stored, journalled or sent), executed at most once when approved (the approval
+//! verified again, audited and consumed as it is dispatched), or answered with the denial, the
+//! expiry, the withdrawal, or the settlement of a write a crash interrupted.
 
 use super::{Stop, Task, now_ms};
+use crate::approval_state::{ApprovalState, ToolOutcome, state_of};
+use crate::approvals::{audit_approval, audited_transition, settle_dispatched};
 use crate::journal::{ToolCallRequest, kind};
-use crate::{AgentError, Event, Inner, status};
+use crate::{AgentError, Event, status};
 use serde_json::{Value, json};
+use warden_redact::Exchange;
+use warden_store::ApprovalRecord;
 use warden_tools::ToolError;
+
+/// What a write call tells the model: its outcome, a short summary and the result text.
+type Answer = (ToolOutcome, String, String);
+
+fn refusal(outcome: ToolOutcome, message: String) -> Result<Answer, Stop> {
+    let text = json!({"error": message}).to_string();
+    Ok((outcome, message, text))
+}
 
 /// The approval id of a write call: derived from where it stands in the journal, so the
 /// same call finds its approval again after a restart, and two calls never share one.
@@ -16,281 +30,376 @@ pub(crate) fn approval_id(agent_id: &str, task_id: &str, model_seq: i64, call_id
     format!("apr_{}", &warden_core::hex(&digest)[..24])
 }
 
+/// A preview as it may be stored, journalled, shown and sent: every value masked by the
+/// task's redaction policy (a value the policy blocks is withheld). The real values are
+/// shown only to an admin, by computing the preview again (`Agents::live_preview`).
+pub(crate) fn redact_preview(exchange: &mut Exchange, preview: &Value) -> Value {
+    match preview {
+        Value::String(text) => match exchange.redact_text(text) {
+            Ok(masked) => Value::String(masked.into_inner()),
+            Err(blocked) => Value::String(format!("<withheld: {}>", blocked.types.join(", "))),
+        },
+        // Numbers are scanned as their text (a card or phone number stored as an integer).
+        Value::Number(n) => {
+            let text = n.to_string();
+            match exchange.redact_text(&text).map(|m| m.into_inner()) {
+                Ok(masked) if masked == text => preview.clone(),
+                Ok(masked) => Value::String(masked),
+                Err(blocked) => Value::String(format!("<withheld: {}>", blocked.types.join(", "))),
+            }
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| redact_preview(exchange, v)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    // Row hashes and ids are Warden's own, not company data: kept for checks.
+                    let keep = matches!(k.as_str(), "row_ids_sha256" | "rows_affected" | "kind");
+                    let v = if keep {
+                        v.clone()
+                    } else {
+                        redact_preview(exchange, v)
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Bool(_) | Value::Null => preview.clone(),
+    }
+}
+
 impl Task {
     /// A write call: proposed for approval the first time (the task then waits), executed
-    /// once when approved (the approval verified again and consumed as it is dispatched),
-    /// or answered with the denial, the expiry, or an outcome left unknown by a crash.
-    pub(super) async fn write_call(
-        &mut self,
-        call: &ToolCallRequest,
-    ) -> Result<(&'static str, String, String), Stop> {
-        let refusal = |outcome: &'static str, message: String| {
-            Ok((
-                outcome,
-                message.clone(),
-                json!({"error": message}).to_string(),
-            ))
-        };
+    /// once when approved, or answered with the state its approval reached.
+    pub(super) async fn write_call(&mut self, call: &ToolCallRequest) -> Result<Answer, Stop> {
         let Some(tool) = self.catalog.write_tool(&call.name) else {
             return refusal(
-                "needs_approval",
+                ToolOutcome::NeedsApproval,
                 "this tool changes data and needs a human's signed approval, which this agent cannot ask for".into(),
             );
         };
         // Writes run exactly as proposed and approved: the arguments are not restored.
         let args: Value = match serde_json::from_str(&call.arguments) {
             Ok(a) => a,
-            Err(e) => return refusal("error", format!("the arguments are not JSON: {e}")),
-        };
-        let store = self.inner.deps.store.clone();
-        let id = approval_id(&self.record.id, &self.task_id, self.model_seq, &call.id);
-        let now = now_ms();
-        let existing = store.approval(&id).await.map_err(AgentError::from)?;
-        let Some(a) = existing else {
-            let proposal = match tool.propose(&args).await {
-                Ok(p) => p,
-                Err(e) => {
-                    let outcome = if matches!(e, ToolError::Refused { .. }) {
-                        "refused"
-                    } else {
-                        "error"
-                    };
-                    return Ok((
-                        outcome,
-                        e.to_string(),
-                        json!({"error": e.to_string()}).to_string(),
-                    ));
-                }
-            };
-            let record = warden_store::ApprovalRecord {
-                id: id.clone(),
-                agent_id: self.record.id.clone(),
-                task_id: self.task_id.clone(),
-                call_id: call.id.clone(),
-                tool: call.name.clone(),
-                arguments: warden_tools::approval::canonical_json(&args),
-                arguments_sha256: warden_tools::approval::arguments_sha256(&args),
-                requested_by: self.caller.key_id.clone(),
-                preview: proposal.preview.to_string(),
-                state: "awaiting_approval".into(),
-                approver: None,
-                decision: None,
-                comment: None,
-                signature: None,
-                decided_at: None,
-                idempotency_key: format!("warden:{id}"),
-                result: None,
-                created_at: now,
-                expires_at: now + self.def.approval_ttl.as_millis() as i64,
-                updated_at: now,
-            };
-            store
-                .insert_approval(&record)
-                .await
-                .map_err(AgentError::from)?;
-            let reason = format!("approval {id} waits for a decision");
-            let data = json!({"approval_id": id, "tool": call.name, "arguments": call.arguments, "preview": proposal.preview});
-            self.commit(
-                kind::APPROVAL,
-                data,
-                None,
-                now,
-                status::AWAITING_APPROVAL,
-                Some(reason),
-            )
-            .await?;
-            audit_approval(
-                &self.inner,
-                &record,
-                "awaiting_approval",
-                None,
-                Some(format!("{} rows previewed", proposal.rows_affected)),
-            )
-            .await;
-            metrics::counter!("warden_approvals_total", "state" => "requested").increment(1);
-            if let Some(hook) = self.inner.defs.webhooks.get(&self.definition) {
-                hook.notify(json!({
-                    "event": "approval_requested", "approval_id": id, "agent": self.record.id,
-                    "tool": call.name, "preview": proposal.preview, "expires_at_ms": record.expires_at,
-                    "text": format!("Agent {} asks to run {} ({} rows would change). Decide: warden approve {id} --approver NAME --key FILE", self.record.id, call.name, proposal.rows_affected),
-                }));
+            Err(e) => {
+                return refusal(
+                    ToolOutcome::Error,
+                    format!("the arguments are not JSON: {e}"),
+                );
             }
-            self.emit(Event::ToolResult {
-                tool: call.name.clone(),
-                outcome: "needs_approval".into(),
-                summary: format!(
-                    "approval {id}: {} rows would change",
-                    proposal.rows_affected
-                ),
-            })
-            .await;
-            return Err(Stop::AwaitingApproval(id));
         };
-        let result_of =
-            |a: &warden_store::ApprovalRecord| a.result.clone().unwrap_or_else(|| "{}".into());
-        match a.state.as_str() {
-            "awaiting_approval" if now >= a.expires_at => {
-                let _ = store
-                    .transition_approval(&id, "awaiting_approval", "expired", None, None, now)
-                    .await;
-                audit_approval(&self.inner, &a, "expired", None, None).await;
+        // What is hashed, shown, signed and run is one byte string: a number canonical JSON
+        // would round is refused rather than signed as another.
+        if let Some(at) = warden_tools::approval::inexact_number(&args) {
+            return refusal(
+                ToolOutcome::Refused,
+                format!(
+                    "the number at `{at}` is beyond what an approval can bind exactly (integers up to 2^53); send it as a string"
+                ),
+            );
+        }
+        let id = approval_id(&self.record.id, &self.task_id, self.model_seq, &call.id);
+        let existing = self
+            .inner
+            .deps
+            .store
+            .approval(&id)
+            .await
+            .map_err(AgentError::from)?;
+        let Some(a) = existing else {
+            return self.propose(call, &tool, &args, id).await;
+        };
+        self.answer_approval(call, &tool, &args, a).await
+    }
+
+    /// First time: validated and previewed by the tool, recorded as an approval request
+    /// (audited first), journalled with its redacted preview; the task then waits.
+    async fn propose(
+        &mut self,
+        call: &ToolCallRequest,
+        tool: &std::sync::Arc<dyn warden_tools::WriteTool>,
+        args: &Value,
+        id: String,
+    ) -> Result<Answer, Stop> {
+        let proposal = match tool.propose(args).await {
+            Ok(p) => p,
+            Err(e) => {
+                let outcome = if matches!(e, ToolError::Refused { .. }) {
+                    ToolOutcome::Refused
+                } else {
+                    ToolOutcome::Error
+                };
+                return refusal(outcome, e.to_string());
+            }
+        };
+        let preview = redact_preview(&mut self.exchange, &proposal.preview);
+        let now = now_ms();
+        let record = ApprovalRecord {
+            id: id.clone(),
+            agent_id: self.record.id.clone(),
+            task_id: self.task_id.clone(),
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments: warden_tools::approval::canonical_json(args),
+            arguments_sha256: warden_tools::approval::arguments_sha256(args),
+            requested_by: self.caller.key_id.clone(),
+            preview: preview.to_string(),
+            state: ApprovalState::AwaitingApproval.as_str().into(),
+            approver: None,
+            decision: None,
+            comment: None,
+            signature: None,
+            decided_at: None,
+            idempotency_key: format!("warden:{id}"),
+            result: None,
+            created_at: now,
+            expires_at: now + self.def.approval_ttl.as_millis() as i64,
+            updated_at: now,
+        };
+        // Audited before it exists: a request nobody could see in the log is never made.
+        audit_approval(
+            &self.inner,
+            &record,
+            ApprovalState::AwaitingApproval,
+            None,
+            Some(format!("{} rows previewed", proposal.rows_affected)),
+        )
+        .await?;
+        self.inner
+            .deps
+            .store
+            .insert_approval(&record)
+            .await
+            .map_err(AgentError::from)?;
+        metrics::counter!("warden_approvals_total", "state" => "requested").increment(1);
+        let reason = format!("approval {id} waits for a decision");
+        let data = json!({"approval_id": id, "tool": call.name, "arguments": call.arguments,
+                          "arguments_sha256": record.arguments_sha256, "preview": preview});
+        self.commit(
+            kind::APPROVAL,
+            data,
+            None,
+            now,
+            status::AWAITING_APPROVAL,
+            Some(reason),
+        )
+        .await?;
+        if let Some(hook) = self.inner.defs.webhooks.get(&self.definition) {
+            hook.notify(json!({
+                "event": "approval_requested", "approval_id": id, "agent": self.record.id,
+                "tool": call.name, "preview": preview, "expires_at_ms": record.expires_at,
+                "text": format!("Agent {} asks to run {} ({} rows would change). Decide: warden approve {id} --approver NAME --key FILE", self.record.id, call.name, proposal.rows_affected),
+            }));
+        }
+        self.emit(Event::ToolResult {
+            tool: call.name.clone(),
+            outcome: ToolOutcome::NeedsApproval.as_str().into(),
+            summary: format!(
+                "approval {id}: {} rows would change",
+                proposal.rows_affected
+            ),
+        })
+        .await;
+        Err(Stop::AwaitingApproval(id))
+    }
+
+    /// The call's approval exists: answer by its state (and run it, if approved).
+    async fn answer_approval(
+        &mut self,
+        call: &ToolCallRequest,
+        tool: &std::sync::Arc<dyn warden_tools::WriteTool>,
+        args: &Value,
+        a: ApprovalRecord,
+    ) -> Result<Answer, Stop> {
+        let result_of = |a: &ApprovalRecord| a.result.clone().unwrap_or_else(|| "{}".into());
+        let now = now_ms();
+        match state_of(&a)? {
+            ApprovalState::AwaitingApproval if now >= a.expires_at => {
+                audited_transition(
+                    &self.inner,
+                    &a,
+                    ApprovalState::AwaitingApproval,
+                    ApprovalState::Expired,
+                    None,
+                    None,
+                    None,
+                )
+                .await?;
                 refusal(
-                    "denied",
+                    ToolOutcome::Denied,
                     "the approval request expired without a decision; do not retry it unasked"
                         .into(),
                 )
             }
-            "awaiting_approval" => Err(Stop::AwaitingApproval(id)),
-            "approved" => {
-                // Verified again, now: the signature over this request, the approver's right,
-                // the expiry, and the arguments' hash recomputed from what will run.
-                let approvers = &self.inner.defs.approvers;
-                let message = warden_tools::approval::DecisionMessage {
-                    approval_id: a.id.clone(),
-                    agent_id: a.agent_id.clone(),
-                    tool: a.tool.clone(),
-                    arguments_sha256: warden_tools::approval::arguments_sha256(&args),
-                    decision: warden_tools::approval::Decision::Approve,
-                    expires_at_ms: a.expires_at,
-                };
-                let verified = warden_tools::approval::verify_decision(
-                    approvers,
-                    a.approver.as_deref().unwrap_or_default(),
-                    &message,
-                    a.signature.as_deref().unwrap_or_default(),
-                    now,
-                    args.clone(),
-                );
-                let proof = match verified {
-                    Ok(p) => p,
-                    Err(e) => {
-                        let detail = format!("the approval no longer verifies: {e}");
-                        let _ = store
-                            .transition_approval(
-                                &id,
-                                "approved",
-                                "failed",
-                                None,
-                                Some(&json!({"error": detail}).to_string()),
-                                now,
-                            )
-                            .await;
-                        audit_approval(&self.inner, &a, "failed", None, Some(detail.clone())).await;
-                        return refusal("error", detail);
-                    }
-                };
-                // Consumed as the dispatch is recorded: a replayed approval finds nothing.
-                if !store
-                    .transition_approval(&id, "approved", "dispatched", None, None, now)
-                    .await
-                    .map_err(AgentError::from)?
-                {
-                    return refusal("outcome_unknown", "the approval was already used".into());
-                }
-                audit_approval(&self.inner, &a, "dispatched", None, None).await;
-                // What the approver saw: the write must change exactly those rows.
-                let previewed = serde_json::from_str::<Value>(&a.preview).unwrap_or(Value::Null);
-                match tool.execute(&proof, &a.idempotency_key, &previewed).await {
-                    Ok(v) => {
-                        let text = v.to_string();
-                        store
-                            .transition_approval(
-                                &id,
-                                "dispatched",
-                                "succeeded",
-                                None,
-                                Some(&text),
-                                now_ms(),
-                            )
-                            .await
-                            .map_err(AgentError::from)?;
-                        audit_approval(
-                            &self.inner,
-                            &a,
-                            "succeeded",
-                            None,
-                            Some(format!("{} rows changed", v["rows_affected"])),
-                        )
-                        .await;
-                        metrics::counter!("warden_approvals_total", "state" => "succeeded")
-                            .increment(1);
-                        Ok(("ok", format!("{} rows changed", v["rows_affected"]), text))
-                    }
-                    Err(e) => {
-                        let text = json!({"error": e.to_string()}).to_string();
-                        store
-                            .transition_approval(
-                                &id,
-                                "dispatched",
-                                "failed",
-                                None,
-                                Some(&text),
-                                now_ms(),
-                            )
-                            .await
-                            .map_err(AgentError::from)?;
-                        audit_approval(&self.inner, &a, "failed", None, Some(e.to_string())).await;
-                        Ok(("error", e.to_string(), text))
-                    }
-                }
+            ApprovalState::AwaitingApproval => Err(Stop::AwaitingApproval(a.id)),
+            ApprovalState::Approved => self.dispatch(call, tool, args, a).await,
+            ApprovalState::Dispatched => {
+                // Found dispatched without a result: a crash during the write. Never run
+                // again; the target is asked whether it took effect.
+                let settled = settle_dispatched(&self.inner, &a).await?;
+                Box::pin(self.answer_approval(call, tool, args, settled)).await
             }
-            "dispatched" => {
-                // Found dispatched without a result: a crash during the write. Never retried
-                // on its own; a human resolves it.
-                let text = json!({"error": format!("the outcome of this write is unknown (interrupted); a human must resolve approval {id}")}).to_string();
-                let _ = store
-                    .transition_approval(
-                        &id,
-                        "dispatched",
-                        "outcome_unknown",
-                        None,
-                        Some(&text),
-                        now,
-                    )
-                    .await;
-                audit_approval(&self.inner, &a, "outcome_unknown", None, None).await;
-                Ok(("outcome_unknown", "outcome unknown".into(), text))
-            }
-            "denied" => refusal(
-                "denied",
+            ApprovalState::Denied => refusal(
+                ToolOutcome::Denied,
                 format!(
                     "denied by {}: {}",
                     a.approver.as_deref().unwrap_or("?"),
                     a.comment.as_deref().unwrap_or("no reason given")
                 ),
             ),
-            "expired" => refusal(
-                "denied",
+            ApprovalState::Expired => refusal(
+                ToolOutcome::Denied,
                 "the approval request expired without a decision".into(),
             ),
-            "succeeded" => Ok(("ok", "done".into(), result_of(&a))),
-            _ => Ok(("error", a.state.clone(), result_of(&a))),
+            ApprovalState::Withdrawn => refusal(
+                ToolOutcome::Denied,
+                "the approval request was withdrawn".into(),
+            ),
+            ApprovalState::Succeeded => Ok((ToolOutcome::Ok, "done".into(), result_of(&a))),
+            ApprovalState::NotApplied => Ok((
+                ToolOutcome::Error,
+                "not applied (interrupted by a restart; nothing changed)".into(),
+                result_of(&a),
+            )),
+            ApprovalState::OutcomeUnknown => Ok((
+                ToolOutcome::OutcomeUnknown,
+                "outcome unknown".into(),
+                result_of(&a),
+            )),
+            ApprovalState::Failed => Ok((ToolOutcome::Error, "failed".into(), result_of(&a))),
         }
     }
-}
 
-/// Writes the audit record of an approval's step.
-pub(crate) async fn audit_approval(
-    inner: &Inner,
-    a: &warden_store::ApprovalRecord,
-    state: &str,
-    signature: Option<String>,
-    detail: Option<String>,
-) {
-    let Some(audit) = &inner.deps.audit else {
-        return;
-    };
-    let event = warden_audit::Event::Approval {
-        approval_id: a.id.clone(),
-        agent_id: a.agent_id.clone(),
-        tool: a.tool.clone(),
-        arguments_sha256: a.arguments_sha256.clone(),
-        state: state.to_owned(),
-        approver: a.approver.clone(),
-        signature,
-        detail,
-    };
-    if let Err(e) = audit.append(event).await {
-        tracing::error!(error = %e, "audit record of an approval failed");
+    /// Runs an approved write once: the signature verified again over the stored (canonical)
+    /// arguments, which must be the call's; the dispatch audited, then recorded (consuming the
+    /// approval); the tool run with the idempotency key; the result audited and recorded.
+    async fn dispatch(
+        &mut self,
+        call: &ToolCallRequest,
+        tool: &std::sync::Arc<dyn warden_tools::WriteTool>,
+        args: &Value,
+        a: ApprovalRecord,
+    ) -> Result<Answer, Stop> {
+        let now = now_ms();
+        // What runs is what was approved: the stored canonical arguments.
+        let approved_args: Value = serde_json::from_str(&a.arguments)
+            .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
+        let hash = warden_tools::approval::arguments_sha256(&approved_args);
+        let message = warden_tools::approval::DecisionMessage {
+            approval_id: a.id.clone(),
+            agent_id: a.agent_id.clone(),
+            tool: a.tool.clone(),
+            arguments_sha256: hash.clone(),
+            decision: warden_tools::approval::Decision::Approve,
+            expires_at_ms: a.expires_at,
+        };
+        let verified = if hash != a.arguments_sha256
+            || hash != warden_tools::approval::arguments_sha256(args)
+            || call.name != a.tool
+        {
+            Err("the call is not the one approved".to_owned())
+        } else {
+            warden_tools::approval::verify_decision(
+                &self.inner.defs.approvers,
+                a.approver.as_deref().unwrap_or_default(),
+                &message,
+                a.signature.as_deref().unwrap_or_default(),
+                now,
+                approved_args,
+            )
+            .map_err(|e| e.to_string())
+        };
+        let proof = match verified {
+            Ok(p) => p,
+            Err(e) => {
+                let detail = format!("the approval no longer verifies: {e}");
+                let text = json!({"error": detail}).to_string();
+                audited_transition(
+                    &self.inner,
+                    &a,
+                    ApprovalState::Approved,
+                    ApprovalState::Failed,
+                    None,
+                    Some(&text),
+                    Some(detail.clone()),
+                )
+                .await?;
+                return refusal(ToolOutcome::Error, detail);
+            }
+        };
+        // Audited, then consumed as the dispatch is recorded: a replayed approval finds
+        // nothing, and no write runs unrecorded.
+        if !audited_transition(
+            &self.inner,
+            &a,
+            ApprovalState::Approved,
+            ApprovalState::Dispatched,
+            None,
+            None,
+            None,
+        )
+        .await?
+        {
+            return refusal(
+                ToolOutcome::OutcomeUnknown,
+                "the approval was already used".into(),
+            );
+        }
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(a.id.clone());
+        // What the approver saw: the write must change exactly those rows.
+        let previewed = serde_json::from_str::<Value>(&a.preview).unwrap_or(Value::Null);
+        let ran = tool.execute(&proof, &a.idempotency_key, &previewed).await;
+        let answer = self.record_result(&a, ran).await;
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&a.id);
+        answer
+    }
+
+    /// Records a dispatched write's result: audited, then the approval moved to `succeeded`
+    /// or `failed`. If either cannot be written the task stops; the approval stays
+    /// `dispatched` and is settled by asking the target.
+    async fn record_result(
+        &mut self,
+        a: &ApprovalRecord,
+        ran: Result<Value, ToolError>,
+    ) -> Result<Answer, Stop> {
+        let (to, text, answer) = match ran {
+            Ok(v) => {
+                let summary = format!("{} rows changed", v["rows_affected"]);
+                let text = v.to_string();
+                (
+                    ApprovalState::Succeeded,
+                    text.clone(),
+                    (ToolOutcome::Ok, summary, text),
+                )
+            }
+            Err(e) => {
+                let text = json!({"error": e.to_string()}).to_string();
+                (
+                    ApprovalState::Failed,
+                    text.clone(),
+                    (ToolOutcome::Error, e.to_string(), text),
+                )
+            }
+        };
+        audited_transition(
+            &self.inner,
+            a,
+            ApprovalState::Dispatched,
+            to,
+            None,
+            Some(&text),
+            Some(answer.1.clone()),
+        )
+        .await?;
+        Ok(answer)
     }
 }

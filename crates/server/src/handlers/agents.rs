@@ -40,6 +40,22 @@ impl From<AgentError> for ApiError {
                     "the agent store is unavailable; retry later",
                 );
             }
+            AgentError::LeaseLost(_) => {
+                tracing::warn!(error = %e, "agent lease lost");
+                return ApiError::new(
+                    ErrorCode::StoreUnavailable,
+                    "the agent moved to another instance; retry",
+                );
+            }
+            AgentError::AuditUnavailable(detail) => {
+                tracing::error!(error = %detail, "agent work refused: the audit log cannot record");
+                return ApiError::new(
+                    ErrorCode::AuditUnavailable,
+                    "the audit log cannot record this agent's work, so the task stopped (failed, resumable); resume it once the log is back",
+                );
+            }
+            AgentError::ApprovalPending(_) => ErrorCode::ApprovalPending,
+            AgentError::ReadOnly(_) => ErrorCode::AgentReadOnly,
             AgentError::Stopped => ErrorCode::StoreUnavailable,
             AgentError::ApprovalNotFound(_) => ErrorCode::NotFound,
             AgentError::ApprovalNotPending(..) => ErrorCode::ApprovalNotPending,

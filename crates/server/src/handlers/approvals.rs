@@ -2,8 +2,11 @@
 //!
 //! - `GET /v1/approvals?state=awaiting_approval&limit=50`
 //! - `GET /v1/approvals/{id}` — with the preview of what would change
+//! - `GET /v1/approvals/{id}/preview` — the preview computed again, with the real values
 //! - `POST /v1/approvals/{id}/decision` `{"approver", "decision": "approve"|"deny",
 //!   "comment", "signature"}` — verified, single use; the agent then continues
+//! - `POST /v1/approvals/{id}/resolve` `{"approver", "outcome", "note", "signature"}` — a
+//!   signed settlement of an unknown outcome
 
 use crate::auth::AdminKey;
 use crate::{ApiError, AppState};
@@ -77,6 +80,18 @@ pub(crate) async fn list(
                 format!("bad query string: {}", e.body_text()),
             )
         })?;
+        if let Some(st) = &q.state
+            && warden_agents::ApprovalState::parse(st).is_none()
+        {
+            let known: Vec<&str> = warden_agents::ApprovalState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect();
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("`state` must be one of: {}", known.join(", ")),
+            ));
+        }
         let rows = state
             .store
             .list_approvals(q.state.as_deref(), q.limit.unwrap_or(50).clamp(1, 500))
@@ -163,12 +178,15 @@ pub(crate) async fn decide(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResolveBody {
+    approver: String,
     outcome: String,
     note: String,
+    signature: String,
 }
 
-/// `POST /v1/approvals/{id}/resolve` `{"outcome": "succeeded"|"failed", "note"}`: a human
-/// settles a write whose outcome a crash left unknown.
+/// `POST /v1/approvals/{id}/resolve` `{"approver", "outcome": "succeeded"|"failed", "note",
+/// "signature"}`: an approver settles a write whose outcome a crash left unknown, signing the
+/// resolution (approval, agent, tool, arguments' hash, outcome, note) like a decision.
 pub(crate) async fn resolve(
     State(state): State<Arc<AppState>>,
     _admin: AdminKey,
@@ -179,7 +197,10 @@ pub(crate) async fn resolve(
         let Json(b) = body.map_err(|e| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
-                format!("the body is not valid: {}", e.body_text()),
+                format!(
+                    "the body is not valid: {} (expected {{\"approver\", \"outcome\", \"note\", \"signature\"}})",
+                    e.body_text()
+                ),
             )
         })?;
         let succeeded = match b.outcome.as_str() {
@@ -192,12 +213,43 @@ pub(crate) async fn resolve(
                 ));
             }
         };
+        if b.note.trim().is_empty() || b.note.len() > 2000 {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "`note` is 1 to 2000 characters: say how you checked",
+            ));
+        }
         let agents = state
             .agents
             .as_ref()
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
-        let a = agents.resolve(&id, succeeded, &b.note).await?;
+        let a = agents
+            .resolve(&id, &b.approver, succeeded, &b.note, &b.signature)
+            .await?;
         Ok::<_, ApiError>(Json(approval_json(&a)).into_response())
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/approvals/{id}/preview`: what the write would change, computed again now with the
+/// real values (the stored preview is redacted), for an admin about to decide; `matches` says
+/// whether it still changes exactly the rows of the stored preview.
+pub(crate) async fn live_preview(
+    State(state): State<Arc<AppState>>,
+    _admin: AdminKey,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        let agents = state
+            .agents
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
+        let (preview, matches) = agents.live_preview(&id).await?;
+        Ok::<_, ApiError>(
+            Json(json!({"object": "approval.preview", "id": id, "live": true,
+                        "matches_stored_preview": matches, "preview": preview}))
+            .into_response(),
+        )
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use warden_core::ErrorCode;
 use warden_gateway::{CacheControl, Call, Caller, Endpoint, Meta, Reply, Usage};
-use warden_store::{KeyRecord, UsageRow};
+use warden_store::KeyRecord;
 
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(
@@ -131,9 +131,9 @@ impl Record {
         }
     }
 
-    /// Records the request: a usage row (off the request path) and an audit record, which is
-    /// durable before this returns. If the audit log cannot take it, the caller must not send
-    /// the answer (fail closed): the error to send instead is returned.
+    /// Records the request through the one accounting path: an audit record, durable before
+    /// this returns, and a usage row (off the request path). If the audit log cannot take it,
+    /// the caller must not send the answer (fail closed): the error to send instead is returned.
     async fn finish(
         self,
         meta: &Meta,
@@ -143,29 +143,16 @@ impl Record {
     ) -> Result<(), ApiError> {
         self.count(status);
         let record = self.call_record(status);
-        let row = record.usage_row(meta, usage);
-        if let Some(audit) = &self.state.audit {
-            let event = record.audit_event(&row, meta, redactions);
-            if let Err(e) = audit.append(event).await {
-                if self.state.audit_fail_open {
-                    tracing::error!(request_id = %row.request_id, error = %e,
-                        "audit record failed; answering anyway (audit.fail_open)");
-                    self.state.usage.record(row).await;
-                    return Ok(());
-                }
-                tracing::error!(request_id = %row.request_id, error = %e, "audit record failed; refusing");
-                self.state
-                    .usage
-                    .record(UsageRow { status: 503, ..row })
-                    .await;
-                return Err(ApiError::new(
+        self.state
+            .recorder
+            .model_call(&record, meta, usage, redactions)
+            .await
+            .map_err(|_| {
+                ApiError::new(
                     ErrorCode::AuditUnavailable,
                     "the audit log cannot record this request, so it is refused; retry later",
-                ));
-            }
-        }
-        self.state.usage.record(row).await;
-        Ok(())
+                )
+            })
     }
 }
 

@@ -52,9 +52,7 @@ async fn app() -> App {
     let state = Arc::new(AppState {
         store: store.clone(),
         gateway: Arc::new(gateway),
-        usage,
-        audit: None,
-        audit_fail_open: false,
+        recorder: warden_gateway::Recorder::new(None, usage, false),
         deployment: "unit-1".parse().unwrap(),
         max_body_bytes: 1024,
         keys: KeyCache::new(std::time::Duration::from_secs(1)),

@@ -222,3 +222,37 @@ async fn approvals_move_through_their_states_once(store: Arc<dyn Store>, _db: &D
     );
     assert!(store.approval("apr_9").await.unwrap().is_none());
 }
+
+both_backends!(inserting_an_approval_id_twice_is_a_conflict);
+async fn inserting_an_approval_id_twice_is_a_conflict(store: Arc<dyn Store>, _db: &Db) {
+    store.insert_approval(&approval("apr_1", 10)).await.unwrap();
+    let err = store
+        .insert_approval(&approval("apr_1", 20))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(err.to_string().contains("apr_1"), "{err}");
+    // The first request stands, unchanged.
+    let stored = store.approval("apr_1").await.unwrap().unwrap();
+    assert_eq!(stored.created_at, 10);
+    assert_eq!(store.list_approvals(None, 10).await.unwrap().len(), 1);
+}
+
+#[test]
+fn database_errors_keep_their_kind() {
+    assert!(matches!(
+        Error::from(sqlx::Error::RowNotFound),
+        Error::NotFound(_)
+    ));
+    assert!(matches!(
+        Error::from(sqlx::Error::ColumnNotFound("epoch".into())),
+        Error::Corrupt(_)
+    ));
+    for unavailable in [
+        sqlx::Error::PoolTimedOut,
+        sqlx::Error::PoolClosed,
+        sqlx::Error::Io(std::io::Error::other("connection reset")),
+    ] {
+        assert!(matches!(Error::from(unavailable), Error::Unavailable(_)));
+    }
+}

@@ -1,6 +1,12 @@
 use crate::{Db, both_backends};
+use std::collections::HashMap;
 use std::sync::Arc;
-use warden_store::{GroupBy, Store, UsageRow, UsageWriter};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use warden_store::{
+    AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, Error, GroupBy, KeyEvent, KeyRecord,
+    NewKeyRecord, NewStep, StepRecord, Store, UsageGroup, UsageRow, UsageWriter,
+};
 
 fn row(i: usize) -> UsageRow {
     UsageRow {
@@ -141,4 +147,303 @@ async fn the_report_groups_costs_hits_and_refusals(store: Arc<dyn Store>, _db: &
     let first_day = store.usage_report(GroupBy::Key, 0, day).await.unwrap();
     assert_eq!(first_day.len(), 1);
     assert_eq!(first_day[0].requests, 2);
+}
+
+/// A real store whose `insert_usage` fails, before touching the database, the next
+/// `fail_next` times and for as long as `down` is set. Everything else passes through.
+struct Flaky {
+    inner: Arc<dyn Store>,
+    fail_next: AtomicU32,
+    down: AtomicBool,
+    attempts: AtomicU32,
+}
+
+impl Flaky {
+    fn new(inner: Arc<dyn Store>, fail_next: u32) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            fail_next: AtomicU32::new(fail_next),
+            down: AtomicBool::new(false),
+            attempts: AtomicU32::new(0),
+        })
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn attempts(&self) -> u32 {
+        self.attempts.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Flaky {
+    async fn ping(&self) -> Result<(), Error> {
+        self.inner.ping().await
+    }
+    async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error> {
+        self.inner.insert_key(key).await
+    }
+    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
+        self.inner.key_by_hash(hash).await
+    }
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
+        self.inner.list_keys().await
+    }
+    async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error> {
+        self.inner.revoke_keys(name, now).await
+    }
+    async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
+        self.inner.rotate_key(new, old_valid_until).await
+    }
+    async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
+        self.inner.pending_key_events().await
+    }
+    async fn mark_key_events_audited(&self, up_to_id: i64) -> Result<(), Error> {
+        self.inner.mark_key_events_audited(up_to_id).await
+    }
+    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        let counted_down = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if counted_down || self.down.load(Ordering::SeqCst) {
+            return Err(Error::Unavailable("injected failure".into()));
+        }
+        self.inner.insert_usage(rows).await
+    }
+    async fn recent_usage(&self, limit: u32) -> Result<Vec<UsageRow>, Error> {
+        self.inner.recent_usage(limit).await
+    }
+    async fn usage_report(
+        &self,
+        group_by: GroupBy,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<UsageGroup>, Error> {
+        self.inner.usage_report(group_by, from_ms, to_ms).await
+    }
+    async fn acquire_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        owner: &str,
+        now_ms: i64,
+    ) -> Result<AgentRecord, Error> {
+        self.inner
+            .acquire_agent(id, definition, name, owner_key_id, owner, now_ms)
+            .await
+    }
+    async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {
+        self.inner.running_agents().await
+    }
+    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error> {
+        self.inner.agent(id).await
+    }
+    async fn commit_step(
+        &self,
+        id: &str,
+        epoch: i64,
+        step: &NewStep,
+        update: &AgentUpdate,
+    ) -> Result<i64, Error> {
+        self.inner.commit_step(id, epoch, step, update).await
+    }
+    async fn update_agent(&self, id: &str, epoch: i64, update: &AgentUpdate) -> Result<(), Error> {
+        self.inner.update_agent(id, epoch, update).await
+    }
+    async fn agent_steps(
+        &self,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StepRecord>, Error> {
+        self.inner.agent_steps(id, after_seq, limit).await
+    }
+    async fn task_steps(&self, id: &str, task_id: &str) -> Result<Vec<StepRecord>, Error> {
+        self.inner.task_steps(id, task_id).await
+    }
+    async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), Error> {
+        self.inner.insert_approval(approval).await
+    }
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
+        self.inner.approval(id).await
+    }
+    async fn list_approvals(
+        &self,
+        state: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<ApprovalRecord>, Error> {
+        self.inner.list_approvals(state, limit).await
+    }
+    async fn transition_approval(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        decision: Option<&DecisionRecord>,
+        result: Option<&str>,
+        now_ms: i64,
+    ) -> Result<bool, Error> {
+        self.inner
+            .transition_approval(id, from, to, decision, result, now_ms)
+            .await
+    }
+    async fn budget_totals(&self, counters: &[String]) -> Result<HashMap<String, i64>, Error> {
+        self.inner.budget_totals(counters).await
+    }
+}
+
+/// The writer's queue (`usage_writer::QUEUE`) and batch (`BATCH`) sizes.
+const QUEUE: usize = 8192;
+const BATCH: usize = 256;
+
+/// Asserts that exactly the rows `0..n` are stored, each once.
+async fn assert_written_once(store: &Arc<dyn Store>, n: usize) {
+    let rows = store.recent_usage(n as u32 + 1000).await.unwrap();
+    let mut ids: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    ids.sort_unstable();
+    let stored = ids.len();
+    ids.dedup();
+    assert_eq!(stored, ids.len(), "some rows were written twice");
+    let want: Vec<String> = (0..n).map(|i| format!("req-{i}")).collect();
+    let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want, "rows missing or unexpected");
+}
+
+/// Waits until the writer has been refused six times (about 1.6 s of backoff).
+async fn refused_more_than_five_times(flaky: &Flaky) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while flaky.attempts() < 6 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the writer keeps retrying");
+}
+
+both_backends!(a_refused_batch_is_retried_until_written_and_never_dropped);
+async fn a_refused_batch_is_retried_until_written_and_never_dropped(
+    store: Arc<dyn Store>,
+    _db: &Db,
+) {
+    // More failures than the old writer's five attempts: it would have dropped the batch.
+    let flaky = Flaky::new(store.clone(), 6);
+    let (writer, handle) = UsageWriter::new(flaky.clone());
+    let task = tokio::spawn(writer.run(std::future::pending()));
+    let counter = "key:k:day:2026-11-26".to_owned();
+    for i in 0..1000 {
+        handle
+            .record(UsageRow {
+                budget_counters: vec![counter.clone()],
+                budget_tokens: 1,
+                ..row(i)
+            })
+            .await;
+    }
+    drop(handle);
+    task.await.unwrap();
+    assert!(flaky.attempts() > 6, "{} attempts", flaky.attempts());
+    assert_written_once(&store, 1000).await;
+    // The budget counters went with their rows, once.
+    let totals = store
+        .budget_totals(std::slice::from_ref(&counter))
+        .await
+        .unwrap();
+    assert_eq!(totals[&counter], 1000);
+}
+
+both_backends!(senders_wait_while_the_store_refuses_rows);
+async fn senders_wait_while_the_store_refuses_rows(store: Arc<dyn Store>, _db: &Db) {
+    let flaky = Flaky::new(store.clone(), 0);
+    flaky.set_down(true);
+    let (writer, handle) = UsageWriter::new(flaky.clone());
+    let task = tokio::spawn(writer.run(std::future::pending()));
+    // Send until a send waits: the queue is full and the writer holds one refused batch.
+    let mut sent = 0;
+    while tokio::time::timeout(Duration::from_millis(200), handle.record(row(sent)))
+        .await
+        .is_ok()
+    {
+        sent += 1;
+        assert!(sent <= QUEUE + BATCH, "senders never waited");
+    }
+    assert!(sent > QUEUE, "a send waited with {sent} rows queued");
+    let blocked = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.record(row(sent)).await }
+    });
+    // Longer than the five attempts after which a batch used to be dropped.
+    refused_more_than_five_times(&flaky).await;
+    assert!(
+        !blocked.is_finished(),
+        "a sender went on with the queue full"
+    );
+    assert!(store.recent_usage(10).await.unwrap().is_empty());
+    // The store comes back: the waiting sender gets in, and every row is written.
+    flaky.set_down(false);
+    tokio::time::timeout(Duration::from_secs(30), blocked)
+        .await
+        .expect("the waiting sender went on once the store was back")
+        .unwrap();
+    drop(handle);
+    task.await.unwrap();
+    assert_written_once(&store, sent + 1).await;
+}
+
+both_backends!(a_store_back_within_the_shutdown_grace_gets_every_queued_row);
+async fn a_store_back_within_the_shutdown_grace_gets_every_queued_row(
+    store: Arc<dyn Store>,
+    _db: &Db,
+) {
+    let flaky = Flaky::new(store.clone(), 0);
+    flaky.set_down(true);
+    let (writer, handle) = UsageWriter::new(flaky.clone());
+    let writer = writer.shutdown_grace(Duration::from_secs(20));
+    for i in 0..300 {
+        handle.record(row(i)).await;
+    }
+    let (close, closed) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(writer.run(async move { closed.await.unwrap() }));
+    // Shutdown begins while the writer is retrying its first batch.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    close.send(()).unwrap();
+    refused_more_than_five_times(&flaky).await;
+    assert!(!task.is_finished(), "the writer gave up within its grace");
+    flaky.set_down(false);
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("the writer finished once the store was back")
+        .unwrap();
+    assert_written_once(&store, 300).await;
+    handle.record(row(300)).await; // after close: logged and lost, never blocks
+    assert_written_once(&store, 300).await;
+}
+
+both_backends!(at_shutdown_the_writer_gives_up_after_its_grace);
+async fn at_shutdown_the_writer_gives_up_after_its_grace(store: Arc<dyn Store>, _db: &Db) {
+    let flaky = Flaky::new(store.clone(), 0);
+    flaky.set_down(true);
+    let (writer, handle) = UsageWriter::new(flaky.clone());
+    let grace = Duration::from_millis(400);
+    let writer = writer.shutdown_grace(grace);
+    for i in 0..600 {
+        handle.record(row(i)).await;
+    }
+    let start = Instant::now();
+    // Closed from the start: the writer drains, is refused, and stops at the grace.
+    tokio::time::timeout(Duration::from_secs(10), writer.run(async {}))
+        .await
+        .expect("shutdown is not blocked forever");
+    let took = start.elapsed();
+    assert!(took >= grace, "gave up after {took:?}");
+    assert!(took < grace + Duration::from_secs(2), "took {took:?}");
+    assert!(flaky.attempts() >= 3, "{} attempts", flaky.attempts());
+    assert!(store.recent_usage(10).await.unwrap().is_empty());
+    handle.record(row(600)).await; // the writer is gone: logged and lost, never blocks
 }

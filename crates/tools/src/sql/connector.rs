@@ -11,7 +11,12 @@
 //!   counting its target rows (at most `max_affected_rows`, or it is refused before it runs);
 //!   they record the primary keys of the rows it would change.
 //! - Approved writes check, inside their transaction, that they change exactly the previewed
-//!   rows, and record their idempotency key in the same transaction.
+//!   rows, and record their idempotency key (outcome `applied`, with the rows changed) in the
+//!   same transaction.
+//! - A dispatched write whose outcome a crash left unknown is settled for good by a fence
+//!   ([`Database::settle`]): its key is recorded as `fenced` unless the write recorded it, in a
+//!   short transaction that waits (boundedly) for a write still holding the key, so "not
+//!   applied" means the write can never commit later.
 //!
 //! The one place dynamic SQL runs: only validated statements are passed in, and
 //! `AssertSqlSafe` stands right beside each use.
@@ -21,6 +26,7 @@ mod postgres;
 mod sqlite;
 
 use super::{ReadPolicy, Refusal, Rule, SqlDialect, ValidatedWrite, WriteKind, WritePolicy};
+use crate::Settlement;
 use crate::approval::Approved;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -38,8 +44,125 @@ pub const SQLITE_MAX_VALUE_BYTES: i32 = 256 << 10;
 /// at most 64 MiB of Warden's memory.
 pub const SQLITE_MAX_COLUMNS: i32 = 256;
 
-/// The table where approved writes record their idempotency key, in the same transaction.
+/// The table where approved writes record their idempotency key, in the same transaction, with
+/// its outcome (`applied`, or `fenced` by [`Database::settle`]) and the rows the write changed.
+///
+/// Older versions made it with `key` and `applied_at` only. It keeps its name and is migrated
+/// in place, before its first use by a write or a settlement: the missing columns of
+/// [`ADDED_COLUMNS`] are added with `ALTER TABLE … ADD COLUMN` (only when the catalog shows them
+/// missing; a concurrent migration that added them first is fine). `outcome` defaults to
+/// `applied`, which is what every row an older version wrote means (it recorded keys only in
+/// the committed transaction of an applied write), and also what an older node still running
+/// beside a newer one keeps writing; `rows_affected` is NULL where unknown. No row is lost, so
+/// a write applied before the upgrade is still found: a new table name would forget those rows
+/// and let a settlement fence a write that had been applied. Adding a column with a constant
+/// default rewrites no rows on SQLite, PostgreSQL (11+), MariaDB (10.3+) and MySQL (8.0).
 const IDEMPOTENCY_TABLE: &str = "warden_idempotency";
+
+/// The outcome recorded for a key whose write was applied.
+pub(crate) const APPLIED: &str = "applied";
+
+/// The outcome recorded by a settlement for a key whose write was not applied: the write finds
+/// it and does not run.
+pub(crate) const FENCED: &str = "fenced";
+
+/// The columns of the idempotency table that older versions did not make: name, definition.
+pub(crate) const ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("outcome", "outcome VARCHAR(16) NOT NULL DEFAULT 'applied'"),
+    ("rows_affected", "rows_affected BIGINT"),
+];
+
+/// `CREATE TABLE IF NOT EXISTS` for the idempotency table, with `key` as `key_column`.
+pub(crate) fn create_idempotency_table(key_column: &str) -> String {
+    let added: Vec<&str> = ADDED_COLUMNS.iter().map(|(_, d)| *d).collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS {IDEMPOTENCY_TABLE} ({key_column} PRIMARY KEY, applied_at BIGINT NOT NULL, {})",
+        added.join(", ")
+    )
+}
+
+/// The definitions of the columns of [`ADDED_COLUMNS`] that `present` (lower case) lacks.
+pub(crate) fn missing_columns(present: &[String]) -> Vec<&'static str> {
+    ADDED_COLUMNS
+        .iter()
+        .filter(|(name, _)| !present.iter().any(|p| p.eq_ignore_ascii_case(name)))
+        .map(|(_, definition)| *definition)
+        .collect()
+}
+
+/// What the idempotency table records for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// [`APPLIED`] or [`FENCED`].
+    pub outcome: String,
+    /// Rows the write changed (`None` for a fence, or a row an older version wrote).
+    pub rows_affected: Option<i64>,
+}
+
+impl Recorded {
+    /// Reads a row of the idempotency table; a row of a table not migrated yet (no `outcome`
+    /// column) is an applied write whose count is unknown.
+    pub(crate) fn of<R>(row: &R) -> Result<Self, sqlx::Error>
+    where
+        R: sqlx::Row,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        &'static str: sqlx::ColumnIndex<R>,
+    {
+        let outcome = match row.try_get::<String, _>("outcome") {
+            Ok(o) => o,
+            Err(sqlx::Error::ColumnNotFound(_)) => APPLIED.to_owned(),
+            Err(e) => return Err(e),
+        };
+        let rows_affected = match row.try_get::<Option<i64>, _>("rows_affected") {
+            Ok(n) => n,
+            Err(sqlx::Error::ColumnNotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            outcome,
+            rows_affected,
+        })
+    }
+
+    /// Whether the write was applied.
+    pub(crate) fn applied(&self) -> bool {
+        self.outcome == APPLIED
+    }
+
+    /// The settlement this row records.
+    fn settlement(&self) -> Result<Settlement, ReadError> {
+        match self.outcome.as_str() {
+            // A count older versions did not record reads as 0.
+            APPLIED => Ok(Settlement::Applied {
+                rows_affected: self.rows_affected.unwrap_or(0).max(0) as u64,
+            }),
+            FENCED => Ok(Settlement::NotApplied),
+            other => Err(unknown_outcome(other)),
+        }
+    }
+
+    /// What an approved write that finds its key recorded returns: the recorded result of an
+    /// applied write (a retry runs nothing), or an error if the key was fenced.
+    pub(crate) fn replay(&self, expected: &Expected) -> Result<Executed, ReadError> {
+        match self.outcome.as_str() {
+            APPLIED => Ok(Executed {
+                rows_affected: self
+                    .rows_affected
+                    .map_or(expected.rows_affected, |n| n.max(0) as u64),
+                already_applied: true,
+            }),
+            FENCED => Err(ReadError::SettledNotApplied),
+            other => Err(unknown_outcome(other)),
+        }
+    }
+}
+
+fn unknown_outcome(outcome: &str) -> ReadError {
+    ReadError::Database(format!(
+        "the idempotency table records an unknown outcome `{outcome}` for this key"
+    ))
+}
 
 /// A database the SQL tools use.
 pub struct Database {
@@ -132,6 +255,19 @@ pub enum ReadError {
     /// The database refused or failed (message safe to show: no URL).
     #[error("the database answered: {0}")]
     Database(String),
+    /// A settlement waited this long for a transaction that holds the write's idempotency key
+    /// and it did not end: the write may still be running. Nothing was decided; settle again
+    /// later.
+    #[error(
+        "the write with this idempotency key is still in progress (its transaction held the key for more than {0:?}); nothing was decided: settle it again later"
+    )]
+    InProgress(Duration),
+    /// The write's idempotency key was settled as not applied (fenced after its dispatch was
+    /// interrupted): it never runs.
+    #[error(
+        "this write was settled as not applied after its dispatch was interrupted; it will never run: propose it again"
+    )]
+    SettledNotApplied,
 }
 
 pub(crate) fn db_error(e: sqlx::Error) -> ReadError {
@@ -407,19 +543,33 @@ pub(crate) fn check_rows(
     Ok(())
 }
 
-/// Keeps only the allowed columns of preview rows.
+/// Keeps only the allowed columns of preview rows (a row that is not an object, which no
+/// backend makes, is dropped rather than shown whole).
 fn narrow(rows: Vec<Value>, visible: Option<&BTreeSet<String>>, cap: usize) -> Vec<Value> {
     rows.into_iter()
         .take(cap)
-        .map(|r| match (visible, r) {
-            (Some(v), Value::Object(o)) => Value::Object(
+        .filter_map(|r| match (visible, r) {
+            (Some(v), Value::Object(o)) => Some(Value::Object(
                 o.into_iter()
                     .filter(|(k, _)| v.contains(&k.to_ascii_lowercase()))
                     .collect::<Map<String, Value>>(),
-            ),
-            (_, r) => r,
+            )),
+            (Some(_), _) => None,
+            (None, r) => Some(r),
         })
         .collect()
+}
+
+/// An `UPDATE` of a column the read policy hides: its change could not be shown.
+fn hidden_assignment(column: &str, table: &str, visible: &BTreeSet<String>) -> ReadError {
+    let allowed: Vec<&str> = visible.iter().map(String::as_str).collect();
+    ReadError::Refused(Refusal {
+        rule: Rule::ColumnNotAllowed,
+        message: format!(
+            "column `{column}` of {table} is not visible to the tools, so its change cannot be previewed; allowed columns: {}",
+            allowed.join(", ")
+        ),
+    })
 }
 
 impl Database {
@@ -587,17 +737,28 @@ impl Database {
     }
 
     /// What the write would change: it runs in a transaction that is rolled back, with the
-    /// statement timeout, after its target rows were counted.
+    /// statement timeout, after its target rows were counted. Its rows show only the columns
+    /// the read policy allows on the written table, under whichever name the policy lists it
+    /// (its keys only if they are allowed; the row-ids hash identifies the rows either way).
     pub async fn preview(&self, write: &ValidatedWrite) -> Result<Preview, ReadError> {
         let w = self.writer()?;
-        let ctx = WriteContext {
-            write,
-            timeout: self.timeout,
-            max_affected_rows: w.max_affected_rows,
-        };
         if write.kind == WriteKind::Insert && write.insert_rows as u64 > w.max_affected_rows {
             return Err(too_many(write.insert_rows as u64, w.max_affected_rows));
         }
+        let visible = self.visible_columns(w, write).await?;
+        if let Some(v) = &visible
+            && let Some(c) = write.assigned.iter().find(|c| !v.contains(*c))
+        {
+            return Err(hidden_assignment(c, &write.table, v));
+        }
+        // The columns the backends fetch are the write's visible ones.
+        let mut shown = write.clone();
+        shown.visible_columns = visible;
+        let ctx = WriteContext {
+            write: &shown,
+            timeout: self.timeout,
+            max_affected_rows: w.max_affected_rows,
+        };
         let raw = match &w.pool {
             Pool::Sqlite(p) => sqlite::preview(p, &ctx).await?,
             Pool::Postgres(p) => postgres::preview(p, &ctx).await?,
@@ -609,8 +770,12 @@ impl Database {
         // Empty for an INSERT: its rows have no identity before they are written.
         let ids = raw.row_ids;
         let cap = self.policy.max_rows as usize;
-        let visible = write.visible_columns.as_ref();
-        let keys_visible = visible.is_none_or(|v| raw.key_columns.iter().all(|k| v.contains(k)));
+        let visible = shown.visible_columns.as_ref();
+        let keys_visible = visible.is_none_or(|v| {
+            raw.key_columns
+                .iter()
+                .all(|k| v.contains(&k.to_ascii_lowercase()))
+        });
         Ok(Preview {
             sql: write.sql.clone(),
             rows_affected: raw.rows_affected,
@@ -622,6 +787,38 @@ impl Database {
             triggers: raw.triggers,
             cascades: raw.cascades,
         })
+    }
+
+    /// The columns a preview of `write` may show: the intersection of the column lists of every
+    /// read-policy entry that names the written table, as the database resolves names (SQLite's
+    /// `main.t` is `t`; PostgreSQL's `public.t` may be `t`, by `search_path`; MySQL's `db.t` is
+    /// `t` in the current database), and the write's own; `None` (every column) only when none
+    /// of them has a list.
+    async fn visible_columns(
+        &self,
+        w: &Writer,
+        write: &ValidatedWrite,
+    ) -> Result<Option<BTreeSet<String>>, ReadError> {
+        let restricted: Vec<String> = self
+            .policy
+            .tables
+            .iter()
+            .filter(|(_, c)| c.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if restricted.is_empty() {
+            return Ok(write.visible_columns.clone());
+        }
+        let same = match &w.pool {
+            Pool::Sqlite(_) => sqlite::same_table(write, &restricted),
+            Pool::Postgres(p) => postgres::same_table(p, write, &restricted).await?,
+            Pool::Mysql(p) => mysql::same_table(p, write, &restricted).await?,
+        };
+        let lists = same
+            .iter()
+            .filter_map(|k| self.policy.tables.get(k).cloned().flatten())
+            .chain(write.visible_columns.clone());
+        Ok(lists.reduce(|a, b| a.intersection(&b).cloned().collect()))
     }
 
     /// Runs an approved write once: only if it changes exactly the rows of its preview
@@ -647,21 +844,60 @@ impl Database {
     }
 
     /// Whether the write with this idempotency key was applied (resolving an outcome left
-    /// unknown by a crash).
+    /// unknown by a crash). Only a missing idempotency table means that nothing was applied;
+    /// any other failure (a broken connection, a permission refused) is an error. A write still
+    /// in progress reads as not applied: [`Database::settle`] decides for good.
     pub async fn was_applied(&self, idempotency_key: &str) -> Result<bool, ReadError> {
         let Some(w) = &self.write else {
             return Ok(false);
         };
-        let result = match &w.pool {
-            Pool::Sqlite(p) => sqlite::was_applied(p, idempotency_key).await,
-            Pool::Postgres(p) => postgres::was_applied(p, idempotency_key).await,
-            Pool::Mysql(p) => mysql::was_applied(p, idempotency_key).await,
+        let (result, missing) = match &w.pool {
+            Pool::Sqlite(p) => {
+                let r = sqlite::lookup(p, idempotency_key).await;
+                let missing = r.as_ref().is_err_and(sqlite::missing_table);
+                (r, missing)
+            }
+            Pool::Postgres(p) => {
+                let r = postgres::lookup(p, idempotency_key).await;
+                let missing = r.as_ref().is_err_and(postgres::missing_table);
+                (r, missing)
+            }
+            Pool::Mysql(p) => {
+                let r = mysql::lookup(p, idempotency_key).await;
+                let missing = r.as_ref().is_err_and(mysql::missing_table);
+                (r, missing)
+            }
         };
         match result {
-            Ok(n) => Ok(n),
+            Ok(r) => Ok(r.is_some_and(|r| r.applied())),
             // No table yet: nothing was ever applied.
-            Err(sqlx::Error::Database(_)) => Ok(false),
+            Err(_) if missing => Ok(false),
             Err(e) => Err(db_error(e)),
+        }
+    }
+
+    /// Settles for good whether the write with this idempotency key was applied, after its
+    /// dispatch was interrupted (a crash left it `outcome_unknown`), without a human.
+    ///
+    /// A fence, in a short transaction of its own: the key is recorded as `fenced` unless a
+    /// row holds it, waiting at most the statement timeout for a transaction that holds the key
+    /// uncommitted (the write itself, still running) to end. The key's row then decides:
+    /// `applied` is [`Settlement::Applied`] with the rows the write recorded; `fenced` is
+    /// [`Settlement::NotApplied`], and final: the write, if it is still running or retried,
+    /// finds the key taken and cannot commit. A wait that runs out is
+    /// [`ReadError::InProgress`] (nothing decided; settle again later). Never
+    /// [`Settlement::Unknown`].
+    pub async fn settle(&self, idempotency_key: &str) -> Result<Settlement, ReadError> {
+        let w = self.writer()?;
+        let seen = match &w.pool {
+            Pool::Sqlite(p) => sqlite::fence(p, idempotency_key, self.timeout).await?,
+            Pool::Postgres(p) => postgres::fence(p, idempotency_key, self.timeout).await?,
+            Pool::Mysql(p) => mysql::fence(p, idempotency_key, self.timeout).await?,
+        };
+        match seen {
+            // Fenced now: the write had not recorded its key, and now never can.
+            None => Ok(Settlement::NotApplied),
+            Some(r) => r.settlement(),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! The `sql_query` connectors against real databases: a SQLite file, and this machine's
 //! PostgreSQL (skipped loudly without `WARDEN_TEST_POSTGRES_URL`, failing in CI).
 
+use super::connector_mysql::{on_postgres, pg_config, pg_exec, unique_name, with_cleanup};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use warden_config::{DatabaseConfig, DatabaseLocation};
+use warden_tools::Settlement;
 use warden_tools::sql::{Database, ReadError, Rule};
 
 fn config(location: DatabaseLocation) -> DatabaseConfig {
@@ -202,11 +204,17 @@ fn warden_core_millis() -> u128 {
 async fn writable_db(max_affected_rows: u64) -> (tempfile::TempDir, Database, std::path::PathBuf) {
     let (dir, _) = sqlite_db().await;
     let path = dir.path().join("shop.db");
-    let mut c = config(DatabaseLocation::Sqlite(path.clone()));
+    let db = Database::open("shop", &writable_config(&path, max_affected_rows), None)
+        .await
+        .unwrap();
+    (dir, db, path)
+}
+
+fn writable_config(path: &std::path::Path, max_affected_rows: u64) -> DatabaseConfig {
+    let mut c = config(DatabaseLocation::Sqlite(path.to_owned()));
     c.writable_tables = ["orders".to_string()].into();
     c.max_affected_rows = max_affected_rows;
-    let db = Database::open("shop", &c, None).await.unwrap();
-    (dir, db, path)
+    c
 }
 
 fn approve(
@@ -401,4 +409,546 @@ async fn one_sqlite_value_cannot_take_more_than_its_limit() {
         Err(ReadError::Database(m)) => assert!(m.contains("too big"), "{m}"),
         Err(other) => panic!("{other:?}"),
     }
+}
+
+/// A plain connection pool on the SQLite file, as another process would open it.
+async fn sqlite_pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(path))
+        .await
+        .unwrap()
+}
+
+/// Previews and approves `sql`.
+async fn approved(
+    db: &Database,
+    sql: &str,
+) -> (
+    warden_tools::approval::Approved<warden_tools::sql::ValidatedWrite>,
+    warden_tools::sql::Expected,
+) {
+    let w = db.validate_write(sql).unwrap();
+    let p = db.preview(&w).await.unwrap();
+    (approve(w), expected(&p))
+}
+
+#[tokio::test]
+async fn sqlite_settle_finds_applied_writes_and_fences_the_others_for_good() {
+    let (_dir, db, path) = writable_db(10).await;
+    let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE customer_id = 1").await;
+    db.execute(&w, "s-1", &e).await.unwrap();
+    assert_eq!(
+        db.settle("s-1").await.unwrap(),
+        Settlement::Applied { rows_affected: 2 }
+    );
+    // A retry of the applied write runs nothing and reports its recorded count.
+    let again = db.execute(&w, "s-1", &e).await.unwrap();
+    assert_eq!((again.rows_affected, again.already_applied), (2, true));
+    // Never dispatched (or interrupted before it committed): fenced, for good.
+    let (w, e) = approved(&db, "UPDATE orders SET total = 99 WHERE id = 3").await;
+    assert_eq!(db.settle("s-2").await.unwrap(), Settlement::NotApplied);
+    assert_eq!(db.settle("s-2").await.unwrap(), Settlement::NotApplied);
+    match db.execute(&w, "s-2", &e).await {
+        Err(ReadError::SettledNotApplied) => {}
+        other => panic!("a fenced write ran: {other:?}"),
+    }
+    assert_eq!(total(&path, 3).await, 5.0, "nothing changed");
+    assert!(!db.was_applied("s-2").await.unwrap());
+    assert!(db.was_applied("s-1").await.unwrap());
+}
+
+/// Holds the write lock with `key` recorded as applied (a write still running, as the
+/// connector's own transaction would), ending it after `hold` with a commit or a rollback.
+async fn sqlite_hold(
+    path: &std::path::Path,
+    key: &str,
+    hold: Duration,
+    commit: bool,
+) -> tokio::task::JoinHandle<()> {
+    let pool = sqlite_pool(path).await;
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.unwrap();
+    sqlx::query("UPDATE orders SET total = 42 WHERE id = 2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO warden_idempotency (key, applied_at, outcome, rows_affected) VALUES (?1, 0, 'applied', 1)",
+    )
+    .bind(key)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        pool.close().await;
+    })
+}
+
+#[tokio::test]
+async fn sqlite_settle_waits_for_a_write_in_progress() {
+    let (_dir, short, path) = writable_db(10).await;
+    // The table exists once anything was settled or written.
+    assert_eq!(short.settle("s-0").await.unwrap(), Settlement::NotApplied);
+    let mut c = writable_config(&path, 10);
+    c.statement_timeout = Duration::from_secs(10);
+    let patient = Database::open("shop", &c, None).await.unwrap();
+    // Committed while the settlement waits: applied.
+    let holder = sqlite_hold(&path, "s-commit", Duration::from_millis(600), true).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        patient.settle("s-commit").await.unwrap(),
+        Settlement::Applied { rows_affected: 1 }
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400), "it waited");
+    holder.await.unwrap();
+    assert_eq!(total(&path, 2).await, 42.0);
+    // Rolled back while it waits: not applied, and fenced.
+    let holder = sqlite_hold(&path, "s-rollback", Duration::from_millis(600), false).await;
+    assert_eq!(
+        patient.settle("s-rollback").await.unwrap(),
+        Settlement::NotApplied
+    );
+    holder.await.unwrap();
+    // Held past the wait (the statement timeout, 300 ms here): still in progress, nothing
+    // decided; once it ends, the settlement decides.
+    let holder = sqlite_hold(&path, "s-long", Duration::from_secs(3), false).await;
+    match short.settle("s-long").await {
+        Err(ReadError::InProgress(t)) => assert_eq!(t, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
+    holder.await.unwrap();
+    assert_eq!(
+        short.settle("s-long").await.unwrap(),
+        Settlement::NotApplied
+    );
+}
+
+#[tokio::test]
+async fn sqlite_was_applied_and_settle_fail_on_a_broken_idempotency_table() {
+    let (_dir, db, path) = writable_db(10).await;
+    // No table yet: nothing was applied.
+    assert!(!db.was_applied("b-1").await.unwrap());
+    // A table that cannot be read as the idempotency table is an error, never "not applied".
+    let pool = sqlite_pool(&path).await;
+    sqlx::raw_sql("CREATE TABLE warden_idempotency (other TEXT)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    match db.was_applied("b-1").await {
+        Err(ReadError::Database(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(db.settle("b-1").await.is_err());
+    // A file that is no database at all: an error too.
+    std::fs::write(&path, vec![7u8; 8192]).unwrap();
+    match db.was_applied("b-1").await {
+        Err(ReadError::Database(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(db.settle("b-1").await.is_err());
+}
+
+#[tokio::test]
+async fn sqlite_an_idempotency_table_of_an_older_version_is_migrated_in_place() {
+    let (_dir, db, path) = writable_db(10).await;
+    let pool = sqlite_pool(&path).await;
+    sqlx::raw_sql(
+        "CREATE TABLE warden_idempotency (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL);
+         INSERT INTO warden_idempotency VALUES ('old-1', 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // Read as it is, before any migration.
+    assert!(db.was_applied("old-1").await.unwrap());
+    assert!(!db.was_applied("old-2").await.unwrap());
+    // Migrated on first use; the old row is an applied write whose count was not recorded.
+    assert_eq!(
+        db.settle("old-1").await.unwrap(),
+        Settlement::Applied { rows_affected: 0 }
+    );
+    assert_eq!(db.settle("old-2").await.unwrap(), Settlement::NotApplied);
+    let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE id = 1").await;
+    assert!(db.execute(&w, "old-1", &e).await.unwrap().already_applied);
+    assert_eq!(total(&path, 1).await, 10.0);
+    let columns: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('warden_idempotency')")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        columns,
+        ["key", "applied_at", "outcome", "rows_affected"].map(String::from)
+    );
+    pool.close().await;
+}
+
+const SSNS: [&str; 3] = ["078-05-1120", "219-09-9999", "457-55-5462"];
+
+/// A preview on `table` (written as `name` in the statements) shows no `ssn` value, only the
+/// `name` column its read policy allows, and the same count and row-ids hash as the unrestricted
+/// preview of the same write on `all`.
+pub(crate) async fn assert_previews_hide_ssn(restricted: &Database, all: &Database, name: &str) {
+    for sql in [
+        format!("UPDATE {name} SET name = 'Al' WHERE name = 'Ada'"),
+        format!("UPDATE {name} SET name = 'X' WHERE name IN ('Ada', 'Bo')"),
+        format!("DELETE FROM {name} WHERE name = 'Bo'"),
+        format!("INSERT INTO {name} (id, name) VALUES (7, 'Cy')"),
+    ] {
+        let w = restricted
+            .validate_write(&sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let p = restricted
+            .preview(&w)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let text = serde_json::to_string(&json!({
+            "before": p.before, "after": p.after, "row_ids": p.row_ids, "sql": p.sql,
+            "key_columns": p.key_columns, "triggers": p.triggers, "cascades": p.cascades,
+        }))
+        .unwrap();
+        assert!(
+            SSNS.iter().all(|s| !text.contains(s)) && !text.contains("\"ssn\""),
+            "{sql}: {text}"
+        );
+        for row in p.before.iter().chain(&p.after) {
+            let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+            assert_eq!(keys, vec!["name"], "{sql}: {row}");
+        }
+        assert!(p.row_ids.is_empty(), "the key `id` is not allowed: {sql}");
+        assert!(!p.before.is_empty() || !p.after.is_empty(), "{sql}: {p:?}");
+        // The count and the row identities are the unrestricted preview's.
+        let full = all
+            .preview(&all.validate_write(&sql).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (p.rows_affected, &p.row_ids_sha256),
+            (full.rows_affected, &full.row_ids_sha256),
+            "{sql}"
+        );
+        assert!(
+            full.before
+                .iter()
+                .chain(&full.after)
+                .any(|r| r.get("ssn").is_some()),
+            "without a column list the preview shows ssn: {sql}"
+        );
+    }
+    // A write to a hidden column is refused, however the table is named.
+    let w = restricted.validate_write(&format!("UPDATE {name} SET ssn = 'x' WHERE name = 'Ada'"));
+    let refused = match w {
+        Ok(w) => restricted.preview(&w).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    match refused {
+        Err(ReadError::Refused(r)) => assert_eq!(r.rule, Rule::ColumnNotAllowed),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The read policy of `people` (`name` only) and `writable` for writes; `columns` `None`: every
+/// column.
+pub(crate) fn people_config(
+    mut c: DatabaseConfig,
+    writable: &str,
+    columns: Option<&[&str]>,
+) -> DatabaseConfig {
+    c.tables.insert(
+        "people".into(),
+        columns.map(|cs| cs.iter().map(|s| s.to_string()).collect()),
+    );
+    c.writable_tables = [writable.to_string()].into();
+    c
+}
+
+pub(crate) const PEOPLE: &str = "CREATE TABLE people (id BIGINT PRIMARY KEY, name TEXT, ssn TEXT);
+INSERT INTO people VALUES (1, 'Ada', '078-05-1120'), (2, 'Bo', '219-09-9999'), (3, 'Ed', '457-55-5462')";
+
+#[tokio::test]
+async fn sqlite_a_preview_shows_only_the_columns_the_read_policy_allows() {
+    let (dir, _) = sqlite_db().await;
+    let path = dir.path().join("shop.db");
+    let pool = sqlite_pool(&path).await;
+    sqlx::raw_sql(PEOPLE).execute(&pool).await.unwrap();
+    pool.close().await;
+    let base = || config(DatabaseLocation::Sqlite(path.clone()));
+    // The writable table named as the read policy names it, and as `main.people`.
+    for (writable, name) in [("people", "people"), ("main.people", "main.people")] {
+        let restricted = Database::open(
+            "shop",
+            &people_config(base(), writable, Some(&["name"])),
+            None,
+        )
+        .await
+        .unwrap();
+        let all = Database::open("shop", &people_config(base(), writable, None), None)
+            .await
+            .unwrap();
+        assert_previews_hide_ssn(&restricted, &all, name).await;
+    }
+}
+
+// PostgreSQL.
+
+/// `url` with `userinfo` (`user` or `user:password`) before its host.
+pub(crate) fn with_user(url: &str, userinfo: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let host = match rest.find('@') {
+        Some(at) if !rest[..at].contains('/') => &rest[at + 1..],
+        _ => rest,
+    };
+    format!("{}{userinfo}@{host}", &url[..start])
+}
+
+/// A PostgreSQL database for settlements, its wait `timeout`.
+async fn pg_writes(url: &str, timeout: Duration) -> Database {
+    let mut c = pg_config();
+    c.statement_timeout = timeout;
+    Database::open("shop", &c, Some(url)).await.unwrap()
+}
+
+async fn pg_total(admin: &sqlx::PgPool, schema: &str, id: i64) -> String {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT total::text FROM {schema}.orders WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+/// Holds a transaction that changed order 2 and recorded `key` as applied (a write still
+/// running), ending it after `hold`.
+async fn pg_hold(
+    admin: &sqlx::PgPool,
+    schema: &str,
+    key: &str,
+    hold: Duration,
+    commit: bool,
+) -> tokio::task::JoinHandle<()> {
+    let mut tx = admin.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE {schema}.orders SET total = 42 WHERE id = 2"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.warden_idempotency (key, applied_at, outcome, rows_affected) VALUES ($1, 0, 'applied', 1)"
+    )))
+    .bind(key)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+    })
+}
+
+#[tokio::test]
+async fn postgres_settle_finds_applied_writes_and_fences_the_others_for_good() {
+    on_postgres(|admin, schema, url| async move {
+        let db = pg_writes(&url, Duration::from_millis(300)).await;
+        let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE customer_id = 1").await;
+        db.execute(&w, "pg-s-1", &e).await.unwrap();
+        assert_eq!(
+            db.settle("pg-s-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 2 }
+        );
+        let again = db.execute(&w, "pg-s-1", &e).await.unwrap();
+        assert_eq!((again.rows_affected, again.already_applied), (2, true));
+        let (w, e) = approved(&db, "UPDATE orders SET total = 99 WHERE id = 3").await;
+        assert_eq!(db.settle("pg-s-2").await.unwrap(), Settlement::NotApplied);
+        assert_eq!(db.settle("pg-s-2").await.unwrap(), Settlement::NotApplied);
+        match db.execute(&w, "pg-s-2", &e).await {
+            Err(ReadError::SettledNotApplied) => {}
+            other => panic!("a fenced write ran: {other:?}"),
+        }
+        assert_eq!(pg_total(&admin, &schema, 3).await, "5", "nothing changed");
+        assert!(!db.was_applied("pg-s-2").await.unwrap());
+        // Through the tool, as the agents call it.
+        let tool =
+            warden_tools::SqlExecute::new([("shop".to_string(), std::sync::Arc::new(db))].into());
+        let args = json!({"database": "shop", "sql": "UPDATE orders SET total = 99 WHERE id = 3"});
+        assert_eq!(
+            tool.settle(&args, "pg-s-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 2 }
+        );
+        assert_eq!(
+            tool.settle(&args, "pg-s-3").await.unwrap(),
+            Settlement::NotApplied
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_settle_waits_for_a_write_in_progress() {
+    on_postgres(|admin, schema, url| async move {
+        let short = pg_writes(&url, Duration::from_millis(300)).await;
+        let patient = pg_writes(&url, Duration::from_secs(10)).await;
+        assert_eq!(short.settle("pg-0").await.unwrap(), Settlement::NotApplied);
+        let holder = pg_hold(
+            &admin,
+            &schema,
+            "pg-commit",
+            Duration::from_millis(600),
+            true,
+        )
+        .await;
+        let started = std::time::Instant::now();
+        assert_eq!(
+            patient.settle("pg-commit").await.unwrap(),
+            Settlement::Applied { rows_affected: 1 }
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400), "it waited");
+        holder.await.unwrap();
+        assert_eq!(pg_total(&admin, &schema, 2).await, "42");
+        let holder = pg_hold(
+            &admin,
+            &schema,
+            "pg-rollback",
+            Duration::from_millis(600),
+            false,
+        )
+        .await;
+        assert_eq!(
+            patient.settle("pg-rollback").await.unwrap(),
+            Settlement::NotApplied
+        );
+        holder.await.unwrap();
+        let holder = pg_hold(&admin, &schema, "pg-long", Duration::from_secs(3), false).await;
+        match short.settle("pg-long").await {
+            Err(ReadError::InProgress(t)) => assert_eq!(t, Duration::from_millis(300)),
+            other => panic!("{other:?}"),
+        }
+        holder.await.unwrap();
+        assert_eq!(
+            short.settle("pg-long").await.unwrap(),
+            Settlement::NotApplied
+        );
+        // A real write that finds its key fenced while it was waiting to start never runs.
+        let (w, e) = approved(&short, "UPDATE orders SET total = 7 WHERE id = 2").await;
+        assert!(matches!(
+            short.execute(&w, "pg-long", &e).await,
+            Err(ReadError::SettledNotApplied)
+        ));
+        assert_eq!(pg_total(&admin, &schema, 2).await, "42");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_was_applied_and_settle_fail_on_a_permission_error() {
+    on_postgres(|admin, schema, url| async move {
+        let db = pg_writes(&url, Duration::from_millis(300)).await;
+        let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE id = 1").await;
+        db.execute(&w, "pg-p-1", &e).await.unwrap();
+        // A role that may use the tables but not the idempotency table.
+        let role = unique_name();
+        pg_exec(
+            &admin,
+            format!(
+                "CREATE ROLE {role} LOGIN PASSWORD 'pw'; GRANT USAGE ON SCHEMA {schema} TO {role}; \
+                 GRANT SELECT, UPDATE ON {schema}.orders, {schema}.customers TO {role}"
+            ),
+        )
+        .await;
+        let role_url = with_user(&url, &format!("{role}:pw"));
+        let cleanup_admin = admin.clone();
+        let drop_role = format!("DROP OWNED BY {role}; DROP ROLE {role}");
+        with_cleanup(
+            async move {
+                let limited = pg_writes(&role_url, Duration::from_millis(300)).await;
+                match limited.was_applied("pg-p-1").await {
+                    Err(ReadError::Database(m)) => assert!(m.contains("permission"), "{m}"),
+                    other => panic!("{other:?}"),
+                }
+                assert!(limited.settle("pg-p-1").await.is_err());
+                assert!(limited.settle("pg-p-2").await.is_err());
+            },
+            async move { pg_exec(&cleanup_admin, drop_role).await },
+        )
+        .await;
+        assert!(db.was_applied("pg-p-1").await.unwrap());
+        assert!(!db.was_applied("pg-p-2").await.unwrap(), "never fenced");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_an_idempotency_table_of_an_older_version_is_migrated_in_place() {
+    on_postgres(|admin, schema, url| async move {
+        pg_exec(
+            &admin,
+            format!(
+                "CREATE TABLE {schema}.warden_idempotency (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL); \
+                 INSERT INTO {schema}.warden_idempotency VALUES ('old-1', 1)"
+            ),
+        )
+        .await;
+        let db = pg_writes(&url, Duration::from_millis(300)).await;
+        assert!(db.was_applied("old-1").await.unwrap());
+        assert!(!db.was_applied("old-2").await.unwrap());
+        assert_eq!(
+            db.settle("old-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 0 }
+        );
+        assert_eq!(db.settle("old-2").await.unwrap(), Settlement::NotApplied);
+        let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE id = 1").await;
+        assert!(db.execute(&w, "old-1", &e).await.unwrap().already_applied);
+        assert_eq!(pg_total(&admin, &schema, 1).await, "10");
+        let done = db.execute(&w, "new-1", &e).await.unwrap();
+        assert!(!done.already_applied);
+        assert_eq!(
+            db.settle("new-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 1 }
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_preview_shows_only_the_columns_the_read_policy_allows() {
+    on_postgres(|admin, schema, url| async move {
+        pg_exec(
+            &admin,
+            PEOPLE.replace(" people", &format!(" {schema}.people")),
+        )
+        .await;
+        let qualified = format!("{schema}.people");
+        for (writable, name) in [
+            ("people", "people"),
+            (qualified.as_str(), qualified.as_str()),
+        ] {
+            let restricted = Database::open(
+                "shop",
+                &people_config(pg_config(), writable, Some(&["name"])),
+                Some(&url),
+            )
+            .await
+            .unwrap();
+            let all = Database::open(
+                "shop",
+                &people_config(pg_config(), writable, None),
+                Some(&url),
+            )
+            .await
+            .unwrap();
+            assert_previews_hide_ssn(&restricted, &all, name).await;
+        }
+    })
+    .await;
 }

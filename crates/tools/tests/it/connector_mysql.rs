@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use warden_config::{DatabaseConfig, DatabaseLocation};
+use warden_tools::Settlement;
 use warden_tools::sql::{
     Database, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rule, ValidatedWrite,
 };
@@ -19,7 +20,7 @@ use warden_tools::sql::{
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 /// A name no other run (or test of this run) uses: `wtest_<pid>_<millis>_<n>`.
-fn unique_name() -> String {
+pub(crate) fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -57,7 +58,7 @@ fn with_database(url: &str, db: &str) -> String {
 
 /// Runs `body` as its own task so that a failed assertion still reaches `cleanup`, then
 /// fails with the assertion's own panic.
-async fn with_cleanup<B, C>(body: B, cleanup: C)
+pub(crate) async fn with_cleanup<B, C>(body: B, cleanup: C)
 where
     B: std::future::Future<Output = ()> + Send + 'static,
     C: std::future::Future<Output = ()>,
@@ -78,6 +79,12 @@ struct My {
 }
 
 impl My {
+    /// The database's name.
+    fn name(&self) -> String {
+        let path = self.url.rsplit('/').next().unwrap_or_default();
+        path.split('?').next().unwrap_or_default().to_owned()
+    }
+
     async fn exec(&self, sql: &str) {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
             .execute(&self.admin)
@@ -576,6 +583,7 @@ async fn mysql_long_reads_are_cut_at_the_statement_timeout_and_values_stay_bound
                     json_bytes(&rows.rows)
                 ),
                 Err(ReadError::Refused(_) | ReadError::Timeout(_) | ReadError::Database(_)) => {}
+                Err(e) => panic!("{sql}: a read is no settlement: {e}"),
             }
         }
     })
@@ -1016,7 +1024,7 @@ async fn pg_db() -> Option<(sqlx::PgPool, String, String)> {
     Some((admin, schema, scoped))
 }
 
-async fn on_postgres<F, Fut>(body: F)
+pub(crate) async fn on_postgres<F, Fut>(body: F)
 where
     F: FnOnce(sqlx::PgPool, String, String) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -1043,14 +1051,14 @@ async fn pg_orders(admin: &sqlx::PgPool, schema: &str) -> Vec<(i64, i64, String,
     .unwrap()
 }
 
-async fn pg_exec(admin: &sqlx::PgPool, sql: String) {
+pub(crate) async fn pg_exec(admin: &sqlx::PgPool, sql: String) {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(admin)
         .await
         .unwrap();
 }
 
-fn pg_config() -> DatabaseConfig {
+pub(crate) fn pg_config() -> DatabaseConfig {
     config(DatabaseLocation::Postgres {
         url_env: "WARDEN_TEST_POSTGRES_URL".into(),
     })
@@ -1195,6 +1203,240 @@ async fn postgres_two_result_columns_of_one_name_are_not_merged() {
         match db.read(sql).await {
             Err(ReadError::Refused(r)) => assert_eq!(r.rule, Rule::Unsupported),
             other => panic!("order 4 (id 4, customer 5) came back as {other:?}"),
+        }
+    })
+    .await;
+}
+
+// Settlements of dispatched writes, on MariaDB/MySQL.
+
+/// The write database with `timeout` as its statement timeout (and a settlement's wait).
+async fn open_waiting(my: &My, timeout: Duration) -> Database {
+    let mut c = mysql_config();
+    c.statement_timeout = timeout;
+    open(my, &c).await
+}
+
+/// Previews and approves `sql`.
+async fn approved(
+    db: &Database,
+    sql: &str,
+) -> (warden_tools::approval::Approved<ValidatedWrite>, Expected) {
+    let w = db.validate_write(sql).unwrap();
+    let p = db.preview(&w).await.unwrap();
+    (approve(w), expected(&p))
+}
+
+/// Holds a transaction that changed order 2 and recorded `key` as applied (a write still
+/// running), ending it after `hold`.
+async fn my_hold(my: &My, key: &str, hold: Duration, commit: bool) -> tokio::task::JoinHandle<()> {
+    let mut tx = my.admin.begin().await.unwrap();
+    sqlx::query("UPDATE orders SET total = 42 WHERE id = 2")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO warden_idempotency (`key`, applied_at, outcome, rows_affected) VALUES (?, 0, 'applied', 1)",
+    )
+    .bind(key)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+    })
+}
+
+#[tokio::test]
+async fn mysql_settle_finds_applied_writes_and_fences_the_others_for_good() {
+    on_mysql(|my| async move {
+        let db = open(&my, &mysql_config()).await;
+        let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE customer_id = 1").await;
+        db.execute(&w, "my-s-1", &e).await.unwrap();
+        assert_eq!(
+            db.settle("my-s-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 2 }
+        );
+        let again = db.execute(&w, "my-s-1", &e).await.unwrap();
+        assert_eq!((again.rows_affected, again.already_applied), (2, true));
+        let (w, e) = approved(&db, "UPDATE orders SET total = 99 WHERE id = 3").await;
+        assert_eq!(db.settle("my-s-2").await.unwrap(), Settlement::NotApplied);
+        assert_eq!(db.settle("my-s-2").await.unwrap(), Settlement::NotApplied);
+        let audit = my.count("SELECT COUNT(*) FROM audit").await;
+        match db.execute(&w, "my-s-2", &e).await {
+            Err(ReadError::SettledNotApplied) => {}
+            other => panic!("a fenced write ran: {other:?}"),
+        }
+        assert_eq!(
+            my.count("SELECT COUNT(*) FROM orders WHERE total = 99")
+                .await,
+            0
+        );
+        assert_eq!(
+            my.count("SELECT COUNT(*) FROM audit").await,
+            audit,
+            "no trigger ran"
+        );
+        assert!(!db.was_applied("my-s-2").await.unwrap());
+        assert!(db.was_applied("my-s-1").await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mysql_settle_waits_for_a_write_in_progress() {
+    on_mysql(|my| async move {
+        let short = open(&my, &mysql_config()).await;
+        let patient = open_waiting(&my, Duration::from_secs(10)).await;
+        assert_eq!(short.settle("my-0").await.unwrap(), Settlement::NotApplied);
+        let holder = my_hold(&my, "my-commit", Duration::from_millis(600), true).await;
+        let started = Instant::now();
+        assert_eq!(
+            patient.settle("my-commit").await.unwrap(),
+            Settlement::Applied { rows_affected: 1 }
+        );
+        assert!(started.elapsed() >= Duration::from_millis(400), "it waited");
+        holder.await.unwrap();
+        assert_eq!(
+            my.count("SELECT COUNT(*) FROM orders WHERE id = 2 AND total = 42")
+                .await,
+            1
+        );
+        let holder = my_hold(&my, "my-rollback", Duration::from_millis(600), false).await;
+        assert_eq!(
+            patient.settle("my-rollback").await.unwrap(),
+            Settlement::NotApplied
+        );
+        holder.await.unwrap();
+        // Held past the wait (300 ms): still in progress, nothing decided.
+        let holder = my_hold(&my, "my-long", Duration::from_secs(3), false).await;
+        match short.settle("my-long").await {
+            Err(ReadError::InProgress(t)) => assert_eq!(t, TIMEOUT),
+            other => panic!("{other:?}"),
+        }
+        holder.await.unwrap();
+        assert_eq!(
+            short.settle("my-long").await.unwrap(),
+            Settlement::NotApplied
+        );
+        let (w, e) = approved(&short, "UPDATE orders SET total = 7 WHERE id = 2").await;
+        assert!(matches!(
+            short.execute(&w, "my-long", &e).await,
+            Err(ReadError::SettledNotApplied)
+        ));
+        assert_eq!(
+            my.count("SELECT COUNT(*) FROM orders WHERE total = 7")
+                .await,
+            0
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mysql_was_applied_and_settle_fail_on_a_permission_error() {
+    on_mysql(|my| async move {
+        let db = open(&my, &mysql_config()).await;
+        let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE id = 1").await;
+        db.execute(&w, "my-p-1", &e).await.unwrap();
+        // A user who may use the tables but not the idempotency table.
+        let user = unique_name();
+        let name = my.name();
+        my.exec(&format!("CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'"))
+            .await;
+        let admin = my.admin.clone();
+        let drop_user = format!("DROP USER '{user}'@'%'");
+        let url = super::connector::with_user(&my.url, &format!("{user}:pw"));
+        with_cleanup(
+            async move {
+                for t in ["orders", "customers", "logs", "audit"] {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "GRANT SELECT, UPDATE ON `{name}`.`{t}` TO '{user}'@'%'"
+                    )))
+                    .execute(&admin)
+                    .await
+                    .unwrap();
+                }
+                let limited = Database::open("shop", &mysql_config(), Some(&url))
+                    .await
+                    .unwrap();
+                match limited.was_applied("my-p-1").await {
+                    Err(ReadError::Database(m)) => assert!(m.contains("denied"), "{m}"),
+                    other => panic!("{other:?}"),
+                }
+                assert!(limited.settle("my-p-1").await.is_err());
+                assert!(limited.settle("my-p-2").await.is_err());
+            },
+            async {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(drop_user))
+                    .execute(&my.admin)
+                    .await
+                    .unwrap();
+            },
+        )
+        .await;
+        assert!(db.was_applied("my-p-1").await.unwrap());
+        assert!(!db.was_applied("my-p-2").await.unwrap(), "never fenced");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mysql_an_idempotency_table_of_an_older_version_is_migrated_in_place() {
+    on_mysql(|my| async move {
+        my.exec("CREATE TABLE warden_idempotency (`key` VARCHAR(191) PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await;
+        my.exec("INSERT INTO warden_idempotency VALUES ('old-1', 1)").await;
+        let db = open(&my, &mysql_config()).await;
+        assert!(db.was_applied("old-1").await.unwrap());
+        assert!(!db.was_applied("old-2").await.unwrap());
+        assert_eq!(
+            db.settle("old-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 0 }
+        );
+        assert_eq!(db.settle("old-2").await.unwrap(), Settlement::NotApplied);
+        let (w, e) = approved(&db, "UPDATE orders SET total = 0 WHERE id = 1").await;
+        assert!(db.execute(&w, "old-1", &e).await.unwrap().already_applied);
+        assert_eq!(my.count("SELECT COUNT(*) FROM orders WHERE total = 0").await, 0);
+        let done = db.execute(&w, "new-1", &e).await.unwrap();
+        assert!(!done.already_applied);
+        assert_eq!(
+            db.settle("new-1").await.unwrap(),
+            Settlement::Applied { rows_affected: 1 }
+        );
+        assert_eq!(
+            my.count("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = 'warden_idempotency'")
+                .await,
+            4
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mysql_a_preview_shows_only_the_columns_the_read_policy_allows() {
+    use super::connector::{PEOPLE, assert_previews_hide_ssn, people_config};
+    on_mysql(|my| async move {
+        for statement in PEOPLE.split(";\n") {
+            my.exec(statement).await;
+        }
+        let qualified = format!("{}.people", my.name());
+        for (writable, name) in [
+            ("people", "people"),
+            (qualified.as_str(), qualified.as_str()),
+        ] {
+            let restricted = open(
+                &my,
+                &people_config(mysql_config(), writable, Some(&["name"])),
+            )
+            .await;
+            let all = open(&my, &people_config(mysql_config(), writable, None)).await;
+            assert_previews_hide_ssn(&restricted, &all, name).await;
         }
     })
     .await;

@@ -69,6 +69,7 @@ max_rows = 50
 [agents.analyst]
 system_prompt = "You are the shop's data analyst. Answer questions about customers, products and orders by reading the shop database with the sql_query tool (SQLite). To change an order, propose one UPDATE with sql_execute: a human approves it first. Be brief."
 model = "{model}"
+permissions = "read-write"
 tools = ["sql_query", "sql_execute"]
 databases = ["shop"]
 max_steps = 6

@@ -63,13 +63,22 @@ kind = "sqlite"
 path = "{db}"
 tables = ["customers", "orders"]
 writable_tables = ["orders"]
+[http]
+allowed_hosts = ["localhost"]
+allow_private = ["localhost"]
 [agents.ops]
 system_prompt = "You keep the orders in order."
 model = "fast"
-tools = ["sql_query", "sql_execute"]
+permissions = "read-write"
+tools = ["sql_query", "sql_execute", "http_request"]
 databases = ["shop"]
 approval_ttl = "{ttl}"
 webhook_url_env = "OPS_HOOK"
+[agents.viewer]
+system_prompt = "You only look."
+model = "fast"
+tools = ["sql_query", "http_request"]
+databases = ["shop"]
 [approvers.alice]
 public_key = "{alice}"
 tools = ["sql_execute"]
@@ -196,6 +205,41 @@ pub(crate) fn message(a: &Value, decision: Decision) -> DecisionMessage {
         decision,
         expires_at_ms: a["expires_at_ms"].as_i64().unwrap(),
     }
+}
+
+/// Waits until approval `id` is settled and agent `ops/{name}` is at rest; returns both states.
+pub(crate) async fn settled(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    key: &str,
+    id: &str,
+    name: &str,
+) -> (String, String) {
+    let get = |path: String, bearer: &str| {
+        let req = http.get(format!("{url}{path}")).bearer_auth(bearer);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let mut last = (String::new(), String::new());
+    for _ in 0..200 {
+        let a = get(format!("/v1/approvals/{id}"), admin).await;
+        let agent = get(format!("/v1/agents/ops/{name}"), key).await;
+        last = (
+            a["state"]
+                .as_str()
+                .map_or_else(|| a.to_string(), str::to_owned),
+            agent["status"].as_str().unwrap_or("?").to_owned(),
+        );
+        let settled = !matches!(
+            last.0.as_str(),
+            "approved" | "dispatched" | "awaiting_approval"
+        );
+        if settled && last.1 == "idle" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    last
 }
 
 fn write(sql: &str) -> Reply {
@@ -425,6 +469,7 @@ writable_tables = ["orders"]
 [agents.ops]
 system_prompt = "You record orders."
 model = "fast"
+permissions = "read-write"
 tools = ["sql_execute"]
 databases = ["shop"]
 [approvers.alice]
@@ -436,7 +481,7 @@ tools = ["sql_execute"]
     let config = two_provider_config(&a, &b, &extra);
     let http = reqwest::Client::new();
     let mut outcomes = Vec::new();
-    for run in 0..6 {
+    for run in 0..8 {
         let dir = WardenProcess::temp_dir();
         let first = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
         let key = first.create_key("app", &[]);
@@ -495,82 +540,26 @@ tools = ["sql_execute"]
             Reply::Text("recorded".into()),
         ]);
         let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
-        let state_of = || {
-            let req = http
-                .get(format!("{}/v1/agents/ops/crash", second.url))
-                .bearer_auth(&key);
-            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
-        };
-        let mut state = state_of().await;
-        for _ in 0..100 {
-            if state["status"] != "awaiting_approval" && state["status"] != "running" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            state = state_of().await;
-        }
-        if state["status"] == "failed" {
-            // Interrupted mid-continuation: resume, as an operator would.
-            let r: Value = http
-                .post(format!("{}/v1/agents/ops/crash/resume", second.url))
-                .bearer_auth(&key)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            assert_eq!(r["result"], "answered", "run {run}: {r}");
-        }
-        let approval: Value = http
-            .get(format!("{}/v1/approvals/{id}", second.url))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        // No human and no resume: the restart settles the write and the agent goes on.
+        let (final_state, status) = settled(&http, &second.url, &admin, &key, &id, "crash").await;
         let inserted = orders(&db).await.len() - before;
-        let final_state = approval["state"].as_str().unwrap().to_owned();
         eprintln!(
-            "run {run}: killed {wait} ms after the decision; approval {final_state}, rows inserted {inserted}"
+            "run {run}: killed {wait} ms after the decision; approval {final_state}, agent {status}, rows inserted {inserted}"
         );
         assert!(inserted <= 1, "run {run}: the write ran {inserted} times");
         match final_state.as_str() {
             "succeeded" => assert_eq!(inserted, 1, "run {run}"),
-            "outcome_unknown" => {
-                // Never retried on its own; a human resolves it.
-                let (code, out, err) = run_cli(
-                    &bin(),
-                    &second.data_dir,
-                    &[
-                        "approvals",
-                        "resolve",
-                        &id,
-                        "--outcome",
-                        if inserted == 1 { "succeeded" } else { "failed" },
-                        "--note",
-                        "checked the orders table",
-                        "--url",
-                        &second.url,
-                        "--api-key",
-                        &admin,
-                    ],
-                );
-                assert_eq!(code, 0, "{err}");
-                assert!(out.trim() == "succeeded" || out.trim() == "failed");
-            }
+            "not_applied" => assert_eq!(inserted, 0, "run {run}"),
             other => panic!("run {run}: approval ended {other}"),
         }
+        assert_eq!(status, "idle", "run {run}: the agent continued on its own");
         outcomes.push(final_state);
     }
     assert!(outcomes.iter().any(|o| o == "succeeded"), "{outcomes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
+async fn a_write_found_dispatched_after_a_crash_is_settled_by_its_idempotency_key_not_retried() {
     let a = MockUpstream::start().await;
     let b = MockUpstream::start().await;
     let work = tempfile::tempdir().unwrap();
@@ -579,7 +568,7 @@ async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
     let alice = keygen(keys.path(), "alice");
     let extra = format!(
         "[databases.shop]\nkind = \"sqlite\"\npath = \"{}\"\ntables = [\"orders\"]\nwritable_tables = [\"orders\"]\n\
-         [agents.ops]\nsystem_prompt = \"x\"\nmodel = \"fast\"\ntools = [\"sql_execute\"]\ndatabases = [\"shop\"]\n\
+         [agents.ops]\nsystem_prompt = \"x\"\nmodel = \"fast\"\npermissions = \"read-write\"\ntools = [\"sql_execute\"]\ndatabases = [\"shop\"]\n\
          [approvers.alice]\npublic_key = \"{alice}\"\ntools = [\"sql_execute\"]\n",
         db.display()
     );
@@ -623,20 +612,109 @@ async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
         .unwrap();
     store.close().await;
     let before = orders(&db).await.len();
-    a.push([Reply::Text("I will not retry it.".into())]);
+    a.push([Reply::Text(
+        "It was not applied; I will not retry it unasked.".into(),
+    )]);
     let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
-    let r: Value = http
-        .post(format!("{}/v1/agents/ops/x/resume", second.url))
-        .bearer_auth(&key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    // The target tells: no idempotency record, and now none can be made. Settled without a
+    // human, and the agent goes on without a resume.
+    let (state, status) = settled(&http, &second.url, &admin, &key, &id, "x").await;
+    assert_eq!((state.as_str(), status.as_str()), ("not_applied", "idle"));
+    assert_eq!(orders(&db).await.len(), before, "not run again");
+    let told = a.requests().last().unwrap().body.to_string();
+    assert!(told.contains("was not applied"), "{told}");
+    // A not_applied write is final: no resolution, signed or not, changes it.
+    let (code, _, err) = run_cli(
+        &bin(),
+        &second.data_dir,
+        &[
+            "approvals",
+            "resolve",
+            &id,
+            "--outcome",
+            "succeeded",
+            "--note",
+            "x",
+            "--approver",
+            "alice",
+            "--key",
+            keys.path().join("alice.key").to_str().unwrap(),
+            "--url",
+            &second.url,
+            "--api-key",
+            &admin,
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("approval_not_pending"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_write_the_target_cannot_settle_is_resolved_only_by_a_signed_statement() {
+    let s = Setup::start("1h").await;
+    // A POST whose crash mid-dispatch leaves no way to ask the target.
+    s.a.push([Reply::ToolCall {
+        name: "http_request".into(),
+        arguments: json!({"method": "POST", "url": format!("{}/chat/completions", s.hook.base_url().replace("127.0.0.1", "localhost")), "body": {"n": 1}}).to_string(),
+    }]);
+    let out = s.ask("hana", "post it").await;
+    assert_eq!(
+        out["result"],
+        "awaiting_approval",
+        "{out} {:?}",
+        s.a.requests().last().map(|r| r.body.to_string())
+    );
+    let id = awaited_approval(&out);
+    s.w.signal("KILL");
+    let Setup {
+        w,
+        a,
+        admin,
+        key,
+        keys,
+        http,
+        ..
+    } = s;
+    let mut w = w;
+    tokio::task::block_in_place(|| w.wait_exit(Duration::from_secs(5)));
+    let store = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new().filename(w.data_dir.join("warden.db")),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE approvals SET state = 'dispatched', approver = 'bob', decision = 'approve' WHERE id = ?")
+        .bind(&id)
+        .execute(&store)
         .await
         .unwrap();
-    assert_eq!(r["result"], "answered", "{r}");
-    assert_eq!(orders(&db).await.len(), before, "not run again");
+    sqlx::query("UPDATE agents SET status = 'running' WHERE id = 'ops/hana'")
+        .execute(&store)
+        .await
+        .unwrap();
+    store.close().await;
+    a.push([Reply::Text(
+        "The outcome is unknown; a human will check.".into(),
+    )]);
+    let second = w.restart();
+    let (state, status) = settled(&http, &second.url, &admin, &key, &id, "hana").await;
+    assert_eq!(
+        (state.as_str(), status.as_str()),
+        ("outcome_unknown", "idle"),
+        "{}",
+        second.logs()
+    );
+    let told = a.requests().last().unwrap().body.to_string();
+    assert!(told.contains("outcome of this write is unknown"), "{told}");
+    // An admin key alone settles nothing: the body needs an approver's signature.
+    let r = http
+        .post(format!("{}/v1/approvals/{id}/resolve", second.url))
+        .bearer_auth(&admin)
+        .json(&json!({"outcome": "succeeded", "note": "checked"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A signature by an approver without the right to the tool, or over another outcome.
     let approval: Value = http
         .get(format!("{}/v1/approvals/{id}", second.url))
         .bearer_auth(&admin)
@@ -646,9 +724,54 @@ async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
         .json()
         .await
         .unwrap();
-    assert_eq!(approval["state"], "outcome_unknown", "{approval}");
-    let told = a.requests().last().unwrap().body.to_string();
-    assert!(told.contains("outcome of this write is unknown"), "{told}");
+    let resolution = |succeeded: bool, note: &str| warden_tools::approval::ResolutionMessage {
+        approval_id: id.clone(),
+        agent_id: approval["agent"].as_str().unwrap().into(),
+        tool: approval["tool"].as_str().unwrap().into(),
+        arguments_sha256: approval["arguments_sha256"].as_str().unwrap().into(),
+        succeeded,
+        note: note.into(),
+    };
+    let key_of = |name: &str| {
+        parse_private_key(&std::fs::read_to_string(keys.path().join(name)).unwrap()).unwrap()
+    };
+    let post = |approver: &str, outcome: &str, note: &str, sig: String| {
+        let req = http
+            .post(format!("{}/v1/approvals/{id}/resolve", second.url))
+            .bearer_auth(&admin)
+            .json(
+                &json!({"approver": approver, "outcome": outcome, "note": note, "signature": sig}),
+            );
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, body) = post(
+        "alice",
+        "succeeded",
+        "checked",
+        resolution(true, "checked").sign(&key_of("alice.key")),
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (403, Some("approver_forbidden")),
+        "{body}"
+    );
+    let (st, body) = post(
+        "bob",
+        "succeeded",
+        "checked",
+        resolution(false, "checked").sign(&key_of("bob.key")),
+    )
+    .await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (400, Some("bad_signature")),
+        "{body}"
+    );
+    // Bob, who may decide on http_request, signs it with the CLI.
     let (code, out, err) = run_cli(
         &bin(),
         &second.data_dir,
@@ -657,14 +780,212 @@ async fn a_write_found_dispatched_after_a_crash_is_never_retried_on_its_own() {
             "resolve",
             &id,
             "--outcome",
-            "failed",
+            "succeeded",
             "--note",
-            "no such row",
+            "the receiver logged the POST",
+            "--approver",
+            "bob",
+            "--key",
+            keys.path().join("bob.key").to_str().unwrap(),
             "--url",
             &second.url,
             "--api-key",
             &admin,
         ],
     );
-    assert_eq!((code, out.trim()), (0, "failed"), "{err}");
+    assert_eq!((code, out.trim()), (0, "succeeded"), "{err}");
+    let (_, audit, _) = second.cli(&["audit", "search", "--limit", "500"]);
+    assert!(
+        audit.contains("resolved by bob: the receiver logged the POST"),
+        "{audit}"
+    );
+}
+
+fn http_post(s: &Setup, body: Value) -> Reply {
+    let url = format!(
+        "{}/chat/completions",
+        s.hook.base_url().replace("127.0.0.1", "localhost")
+    );
+    Reply::ToolCall {
+        name: "http_request".into(),
+        arguments: json!({"method": "POST", "url": url, "body": body}).to_string(),
+    }
+}
+
+async fn approvals_of(s: &Setup, agent: &str) -> Vec<Value> {
+    let list: Value = s
+        .http
+        .get(format!("{}/v1/approvals?limit=500", s.w.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["agent"] == agent)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_message_while_a_write_waits_is_refused_and_a_reset_withdraws_the_write() {
+    let s = Setup::start("1h").await;
+    let before = orders(&s.db).await;
+    s.a.push([write("UPDATE orders SET total = 99 WHERE id = 1")]);
+    let out = s.ask("pia", "Set order 1 to 99").await;
+    let id = awaited_approval(&out);
+    // A second task would strand the approval: refused, and the approval still waits.
+    let r = s
+        .http
+        .post(format!("{}/v1/agents/ops/pia/messages", s.w.url))
+        .bearer_auth(&s.key)
+        .json(&json!({"content": "something else"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "approval_pending", "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(&id),
+        "{body}"
+    );
+    assert_eq!(s.approval(&id).await["state"], "awaiting_approval");
+    // A reset ends the task and withdraws its write: a later decision finds it closed.
+    let r = s
+        .http
+        .post(format!("{}/v1/agents/ops/pia/reset", s.w.url))
+        .bearer_auth(&s.key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let a = s.approval(&id).await;
+    assert_eq!(a["state"], "withdrawn", "{a}");
+    let (st, body) = s
+        .post_decision(&id, "alice", "alice.key", &message(&a, Decision::Approve))
+        .await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (409, Some("approval_not_pending"))
+    );
+    assert_eq!(orders(&s.db).await, before, "nothing written");
+    // The agent takes new work again.
+    s.a.push([Reply::Text("ok".into())]);
+    assert_eq!(s.ask("pia", "hello").await["result"], "answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integers_canonical_json_would_round_are_refused_in_writes_not_signed_as_others() {
+    let s = Setup::start("1h").await;
+    // 2^53 + 1 would be signed as 2^53: refused before any approval exists.
+    s.a.push([
+        http_post(&s, json!({"order_id": 9007199254740993u64})),
+        Reply::Text("I will send it as a string.".into()),
+    ]);
+    let out = s.ask("ivy", "post order 9007199254740993").await;
+    assert_eq!(out["result"], "answered", "{out}");
+    let told = s.a.requests().last().unwrap().body.to_string();
+    assert!(
+        told.contains("beyond what an approval can bind exactly"),
+        "{told}"
+    );
+    assert!(approvals_of(&s, "ops/ivy").await.is_empty());
+    // 2^53 is exact: the approval carries it, and the journal and the audit record carry the
+    // approval's hash.
+    s.a.push([http_post(&s, json!({"order_id": 9007199254740992u64}))]);
+    let out = s.ask("ivy", "post order 9007199254740992").await;
+    let id = awaited_approval(&out);
+    let a = s.approval(&id).await;
+    assert!(
+        a["arguments_canonical"]
+            .as_str()
+            .unwrap()
+            .contains("9007199254740992"),
+        "{a}"
+    );
+    let hash = a["arguments_sha256"].as_str().unwrap();
+    let history: Value = s
+        .http
+        .get(format!("{}/v1/agents/ops/ivy/history?limit=100", s.w.url))
+        .bearer_auth(&s.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let step = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|st| st["kind"] == "approval")
+        .unwrap()
+        .clone();
+    assert_eq!(step["data"]["arguments_sha256"], hash, "{step}");
+    let (_, audit, _) = s.w.cli(&["audit", "search", "--limit", "500"]);
+    assert!(audit.contains(hash), "the audit record names the same hash");
+    let refused_hash = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"tool_call\"") && l.contains("\"refused\""))
+        .count();
+    assert_eq!(refused_hash, 1, "{audit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_agent_gets_no_write_even_from_a_mixed_tool() {
+    let s = Setup::start("1h").await;
+    s.a.push([
+        http_post(&s, json!({"n": 1})),
+        Reply::Text("I may not.".into()),
+    ]);
+    let r: Value = s
+        .http
+        .post(format!("{}/v1/agents/viewer/vic/messages", s.w.url))
+        .bearer_auth(&s.key)
+        .json(&json!({"content": "post it"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["result"], "answered", "{r}");
+    let told = s.a.requests().last().unwrap().body.to_string();
+    assert!(told.contains("this agent is read-only"), "{told}");
+    assert!(approvals_of(&s, "viewer/vic").await.is_empty());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        s.hook.requests().is_empty(),
+        "nothing was sent to the target"
+    );
+}
+
+#[test]
+fn a_read_only_agent_configured_with_a_write_tool_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.toml");
+    std::fs::write(
+        &config,
+        "[databases.shop]\nkind = \"sqlite\"\npath = \"shop.db\"\ntables = [\"orders\"]\n\
+         writable_tables = [\"orders\"]\n\
+         [agents.ops]\nsystem_prompt = \"x\"\nmodel = \"m\"\ntools = [\"sql_execute\"]\ndatabases = [\"shop\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(
+        &bin(),
+        dir.path(),
+        &["serve", "--config", config.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("agents.ops.tools") && err.contains("read-only"),
+        "{err}"
+    );
 }

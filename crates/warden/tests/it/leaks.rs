@@ -55,18 +55,25 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
     .await
     .unwrap();
     sqlx::raw_sql(
-        "CREATE TABLE people (id INTEGER, email TEXT, ssn TEXT, iban TEXT);
+        "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT, ssn TEXT, iban TEXT);
          INSERT INTO people VALUES (1, 'jane.doe@example.com', '123-45-6789', 'DE89370400440532013000');",
     )
     .execute(&pool)
     .await
     .unwrap();
     pool.close().await;
+    // A write agent whose previews hold those rows, with a webhook that hears of them.
+    let hook = MockUpstream::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let alice = crate::approvals::keygen(keys.path(), "alice");
     let mut extra = format!(
         "[redaction.keys.strict]\nCREDIT_CARD = \"block\"\n\
-         [databases.hr]\nkind = \"sqlite\"\npath = \"{}\"\ntables = [\"people\"]\n\
+         [databases.hr]\nkind = \"sqlite\"\npath = \"{}\"\ntables = [\"people\"]\nwritable_tables = [\"people\"]\n\
          [agents.clerk]\nsystem_prompt = \"You look people up.\"\nmodel = \"fast\"\n\
          tools = [\"sql_query\"]\ndatabases = [\"hr\"]\n\
+         [agents.editor]\nsystem_prompt = \"You fix records.\"\nmodel = \"fast\"\npermissions = \"read-write\"\n\
+         tools = [\"sql_execute\"]\ndatabases = [\"hr\"]\nwebhook_url_env = \"LEAK_HOOK\"\n\
+         [approvers.alice]\npublic_key = \"{alice}\"\ntools = [\"sql_execute\"]\n\
          [cache]\nenabled = true\n",
         db.display()
     );
@@ -81,6 +88,8 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
     }
     let mut env = KEYS_ENV.to_vec();
     env.push(("RUST_LOG", "debug"));
+    let hook_url = format!("{}/chat/completions", hook.base_url());
+    env.push(("LEAK_HOOK", &hook_url));
     if let Some(url) = &redis_url {
         env.push(("WARDEN_REDIS_URL", url));
     }
@@ -207,6 +216,100 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
             text.contains("jane.doe@example.com"),
             "the user gets the rows' values: {text}"
         );
+    }
+
+    // A write: its preview (the rows before and after) is stored, journalled, sent to the
+    // webhook and shown redacted; approved, it runs, and its result is stored redacted too.
+    let admin = w.create_key("leaks-admin", &["--admin"]);
+    a.clear();
+    a.push([
+        Reply::ToolCall {
+            name: "sql_execute".into(),
+            arguments:
+                json!({"database": "hr", "sql": "UPDATE people SET iban = 'none' WHERE id = 1"})
+                    .to_string(),
+        },
+        Reply::Text("Done.".into()),
+    ]);
+    let out: serde_json::Value = http
+        .post(format!("{}/v1/agents/editor/e1/messages", w.url))
+        .bearer_auth(&key)
+        .json(&json!({"content": "touch record 1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["result"], "awaiting_approval", "{out}");
+    let id = crate::approvals::awaited_approval(&out);
+    let get = |path: String, bearer: String| {
+        let req = http.get(format!("{}{path}", w.url)).bearer_auth(bearer);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let shown = get(format!("/v1/approvals/{id}"), admin.clone()).await;
+    assert!(
+        shown.contains("<EMAIL_"),
+        "the preview is there, masked: {shown}"
+    );
+    // The real values only through the live view, computed again for an admin.
+    let live = get(format!("/v1/approvals/{id}/preview"), admin.clone()).await;
+    assert!(
+        live.contains("jane.doe@example.com") && live.contains("\"matches_stored_preview\":true"),
+        "{live}"
+    );
+    assert!(
+        get(format!("/v1/approvals/{id}/preview"), key.clone())
+            .await
+            .contains("admin_required")
+    );
+    let approval: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    let signing = warden_tools::approval::parse_private_key(
+        &std::fs::read_to_string(keys.path().join("alice.key")).unwrap(),
+    )
+    .unwrap();
+    let m = crate::approvals::message(&approval, warden_tools::approval::Decision::Approve);
+    let r = http
+        .post(format!("{}/v1/approvals/{id}/decision", w.url))
+        .bearer_auth(&admin)
+        .json(&json!({"approver": "alice", "decision": "approve", "signature": m.sign(&signing)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut done = String::new();
+    for _ in 0..100 {
+        done = get(format!("/v1/approvals/{id}"), admin.clone()).await;
+        if done.contains("\"state\":\"succeeded\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done.contains("\"state\":\"succeeded\""), "{done}");
+    let history = get("/v1/agents/editor/e1/history".into(), key.clone()).await;
+    assert!(history.contains("\"kind\":\"approval\""), "{history}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let notes: Vec<String> = hook.requests().iter().map(|r| r.body.to_string()).collect();
+    assert!(
+        notes.iter().any(|n| n.contains("approval_requested")),
+        "{notes:?}"
+    );
+    let shown_everywhere = [
+        ("approval API", shown),
+        ("approval API after", done),
+        ("history API", history),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n.to_owned(), t))
+    .chain(notes.into_iter().map(|n| ("webhook".to_owned(), n)));
+    let shown_everywhere: Vec<(String, String)> = shown_everywhere.collect();
+    for (name, text) in &shown_everywhere {
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{secret} shown in the {name}: {text}"
+            );
+        }
     }
 
     // What reached the provider, the agent's model calls included.

@@ -10,6 +10,7 @@ mod auth;
 mod compat;
 mod cost;
 mod demo;
+mod fail_closed;
 mod keys;
 mod leaks;
 mod lifecycle;
@@ -19,6 +20,7 @@ mod proxy;
 mod redaction;
 mod resilience;
 mod sql_firewall;
+mod tidy;
 
 use serde_json::{Value, json};
 use std::path::PathBuf;

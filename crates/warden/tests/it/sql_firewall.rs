@@ -354,6 +354,7 @@ statement_timeout = "2s"
 [agents.clerk]
 system_prompt = "You look after the company's orders."
 model = "fast"
+permissions = "read-write"
 tools = ["sql_query", "sql_execute"]
 databases = ["company"]
 max_steps = 8

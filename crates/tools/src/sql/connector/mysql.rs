@@ -10,10 +10,11 @@
 //! for found rows) must equal theirs.
 
 use super::{
-    Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError, WriteContext,
-    check_rows, db_error, idempotency_table, key_assigned, no_primary_key, now_millis, row_ids,
+    APPLIED, Collector, Executed, Expected, FENCED, MAX_RESULT_BYTES, Opened, RawPreview,
+    ReadError, Recorded, WriteContext, check_rows, db_error, idempotency_table, key_assigned,
+    no_primary_key, now_millis, row_ids,
 };
-use crate::sql::WriteKind;
+use crate::sql::{ValidatedWrite, WriteKind};
 use futures_util::TryStreamExt;
 use serde_json::Value;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPoolOptions};
@@ -253,8 +254,8 @@ pub(crate) async fn columns_of(
 }
 
 /// `[schema,] table` of the write, for the catalog (`None` schema: the current database).
-fn table_parts(ctx: &WriteContext<'_>) -> (Option<String>, String) {
-    match ctx.write.table_name.as_slice() {
+fn table_parts(write: &ValidatedWrite) -> (Option<String>, String) {
+    match write.table_name.as_slice() {
         [s, t] => (Some(s.clone()), t.clone()),
         [.., t] => (None, t.clone()),
         [] => (None, String::new()),
@@ -265,7 +266,7 @@ async fn keys(
     conn: &mut MySqlConnection,
     ctx: &WriteContext<'_>,
 ) -> Result<Vec<String>, ReadError> {
-    let (schema, table) = table_parts(ctx);
+    let (schema, table) = table_parts(ctx.write);
     let keys: Vec<String> = sqlx::query_scalar(
         "SELECT CAST(column_name AS CHAR) FROM information_schema.key_column_usage \
          WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? \
@@ -283,7 +284,7 @@ async fn all_columns(
     conn: &mut MySqlConnection,
     ctx: &WriteContext<'_>,
 ) -> Result<Vec<String>, ReadError> {
-    let (schema, table) = table_parts(ctx);
+    let (schema, table) = table_parts(ctx.write);
     sqlx::query_scalar(
         "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
          WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ? ORDER BY ordinal_position",
@@ -299,7 +300,7 @@ async fn triggers(
     conn: &mut MySqlConnection,
     ctx: &WriteContext<'_>,
 ) -> Result<Vec<String>, ReadError> {
-    let (schema, table) = table_parts(ctx);
+    let (schema, table) = table_parts(ctx.write);
     sqlx::query_scalar(
         "SELECT CAST(trigger_name AS CHAR) FROM information_schema.triggers \
          WHERE event_object_schema = COALESCE(?, DATABASE()) AND event_object_table = ? ORDER BY 1",
@@ -444,7 +445,7 @@ async fn preview_in(
         WriteKind::Delete => Vec::new(),
     };
     let triggers = triggers(conn, ctx).await?;
-    let (schema, table) = table_parts(ctx);
+    let (schema, table) = table_parts(ctx.write);
     let cascades: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT CAST(table_name AS CHAR) FROM information_schema.referential_constraints \
          WHERE constraint_schema = COALESCE(?, DATABASE()) AND referenced_table_name = ? \
@@ -483,13 +484,9 @@ pub(crate) async fn execute(
 ) -> Result<Executed, ReadError> {
     let mut conn = pool.acquire().await.map_err(db_error)?;
     // DDL commits implicitly in MySQL: before the transaction.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE TABLE IF NOT EXISTS {} (`key` VARCHAR(191) PRIMARY KEY, applied_at BIGINT NOT NULL)",
-        idempotency_table()
-    )))
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error)?;
+    prepare_table(&mut conn)
+        .await
+        .map_err(|e| timeout_or(e, ctx.timeout))?;
     sqlx::query("START TRANSACTION")
         .execute(&mut *conn)
         .await
@@ -519,19 +516,13 @@ async fn execute_in(
     idempotency_key: &str,
     expected: &Expected,
 ) -> Result<Executed, ReadError> {
-    let table = idempotency_table();
-    let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT applied_at FROM {table} WHERE `key` = ?"
-    )))
-    .bind(idempotency_key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error)?;
-    if seen.is_some() {
-        return Ok(Executed {
-            rows_affected: expected.rows_affected,
-            already_applied: true,
-        });
+    // The key first: a settlement now waits for this transaction, and a fence or a run that
+    // recorded the key before stops this one here.
+    if let Some(seen) = claim(conn, idempotency_key, APPLIED)
+        .await
+        .map_err(|e| timeout_or(e, ctx.timeout))?
+    {
+        return seen.replay(expected);
     }
     let keys = keys(conn, ctx).await?;
     if keys.is_empty() && ctx.write.kind != WriteKind::Insert {
@@ -572,10 +563,11 @@ async fn execute_in(
         _ => {}
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {table} (`key`, applied_at) VALUES (?, ?)"
+        "UPDATE {} SET rows_affected = ? WHERE `key` = ?",
+        idempotency_table()
     )))
+    .bind(rows as i64)
     .bind(idempotency_key)
-    .bind(now_millis())
     .execute(&mut *conn)
     .await
     .map_err(db_error)?;
@@ -585,16 +577,175 @@ async fn execute_in(
     })
 }
 
-pub(crate) async fn was_applied(
-    pool: &sqlx::MySqlPool,
+/// Makes the idempotency table, or adds the columns an older version did not make (see
+/// `IDEMPOTENCY_TABLE`); DDL, so outside any transaction (the session's `lock_wait_timeout`
+/// bounds its wait for the table).
+async fn prepare_table(conn: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+    let table = idempotency_table();
+    sqlx::query(sqlx::AssertSqlSafe(super::create_idempotency_table(
+        "`key` VARCHAR(191)",
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let missing = super::missing_columns(&table_columns(conn).await?);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let adds: Vec<String> = missing.iter().map(|d| format!("ADD COLUMN {d}")).collect();
+    let added = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE {table} {}",
+        adds.join(", ")
+    )))
+    .execute(&mut *conn)
+    .await;
+    // Another connection may have added them first: an error only if some are still missing.
+    match added {
+        Err(e) if !super::missing_columns(&table_columns(conn).await?).is_empty() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+async fn table_columns(conn: &mut MySqlConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT CAST(column_name AS CHAR) FROM information_schema.columns \
+         WHERE table_schema = DATABASE() AND table_name = ?",
+    )
+    .bind(idempotency_table())
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Records the key with `outcome` unless a row holds it, waiting for a transaction that holds
+/// it uncommitted to end; what was recorded before (`None`: recorded now). A plain `INSERT`
+/// whose duplicate-key error is caught, not `INSERT IGNORE`, which would also turn a key cut to
+/// the column's length into a warning.
+async fn claim(
+    conn: &mut MySqlConnection,
     idempotency_key: &str,
-) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM {} WHERE `key` = ?",
+    outcome: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {} (`key`, applied_at, outcome, rows_affected) VALUES (?, ?, ?, NULL)",
         idempotency_table()
     )))
     .bind(idempotency_key)
-    .fetch_one(pool)
+    .bind(now_millis())
+    .bind(outcome)
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(_) => Ok(None),
+        // Held by a committed row (only the statement failed; the transaction goes on).
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            match recorded(conn, idempotency_key, true).await? {
+                Some(r) => Ok(Some(r)),
+                None => Err(sqlx::Error::Protocol(
+                    "the idempotency key is taken but its row was not found".into(),
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// What the idempotency table records for the key; with `lock`, the latest committed row
+/// (a locking read), whatever the transaction's snapshot.
+async fn recorded(
+    conn: &mut MySqlConnection,
+    idempotency_key: &str,
+    lock: bool,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let lock = if lock { " LOCK IN SHARE MODE" } else { "" };
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM {} WHERE `key` = ?{lock}",
+        idempotency_table()
+    )))
+    .bind(idempotency_key)
+    // Prepared afresh each time: its columns change when the table is migrated, and a cached
+    // statement would still describe the old ones.
+    .persistent(false)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(n > 0)
+    row.as_ref().map(Recorded::of).transpose()
+}
+
+/// What the idempotency table records for the key, read without waiting for anything.
+pub(crate) async fn lookup(
+    pool: &sqlx::MySqlPool,
+    idempotency_key: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    recorded(&mut conn, idempotency_key, false).await
+}
+
+/// Whether `e` says the idempotency table does not exist (`ER_NO_SUCH_TABLE`, SQLSTATE 42S02).
+pub(crate) fn missing_table(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42S02"))
+}
+
+/// The fence of a settlement: records the key as `fenced` unless a row holds it, after the
+/// transaction that holds it uncommitted ended, waiting at most the session's lock-wait and
+/// statement timeouts (the statement timeout); what was recorded before (`None`: fenced now).
+pub(crate) async fn fence(
+    pool: &sqlx::MySqlPool,
+    idempotency_key: &str,
+    wait: Duration,
+) -> Result<Option<Recorded>, ReadError> {
+    // One write connection: a write of this process holding it is still in progress.
+    let mut conn = match tokio::time::timeout(wait, pool.acquire()).await {
+        Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => return Err(ReadError::InProgress(wait)),
+        Ok(c) => c.map_err(db_error)?,
+    };
+    prepare_table(&mut conn)
+        .await
+        .map_err(|e| in_progress_or(e, wait))?;
+    sqlx::query("START TRANSACTION")
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    let out = claim(&mut conn, idempotency_key, FENCED)
+        .await
+        .map_err(|e| in_progress_or(e, wait));
+    let end = if out.is_ok() { "COMMIT" } else { "ROLLBACK" };
+    sqlx::query(end)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error)?;
+    out
+}
+
+/// A lock wait or statement cut at the timeout: the transaction holding the key is still
+/// running.
+fn in_progress_or(e: sqlx::Error, wait: Duration) -> ReadError {
+    match timeout_or(e, wait) {
+        ReadError::Timeout(_) => ReadError::InProgress(wait),
+        other => other,
+    }
+}
+
+/// Which of `keys` (policy keys) name the written table: `db.t` is `t` in the connection's
+/// current database (compared ignoring ASCII case, which only finds more of them).
+pub(crate) async fn same_table(
+    pool: &sqlx::MySqlPool,
+    write: &ValidatedWrite,
+    keys: &[String],
+) -> Result<Vec<String>, ReadError> {
+    let current: Option<String> = sqlx::query_scalar("SELECT CAST(DATABASE() AS CHAR)")
+        .fetch_one(pool)
+        .await
+        .map_err(db_error)?;
+    let current = current.unwrap_or_default();
+    let full = |schema: Option<&str>, table: &str| {
+        format!("{}.{table}", schema.unwrap_or(&current)).to_ascii_lowercase()
+    };
+    let (schema, table) = table_parts(write);
+    let target = full(schema.as_deref(), &table);
+    Ok(keys
+        .iter()
+        .filter(|k| match k.split_once('.') {
+            Some((s, t)) => full(Some(s), t) == target,
+            None => full(None, k) == target,
+        })
+        .cloned()
+        .collect())
 }

@@ -5,11 +5,11 @@
 //! fill Warden's memory.
 
 use super::{
-    Collector, Executed, Expected, MAX_RESULT_BYTES, Opened, RawPreview, ReadError, WriteContext,
-    db_error, idempotency_table, key_assigned, no_primary_key, now_millis, preview_columns,
-    row_ids,
+    APPLIED, Collector, Executed, Expected, FENCED, MAX_RESULT_BYTES, Opened, RawPreview,
+    ReadError, Recorded, WriteContext, db_error, idempotency_table, key_assigned, no_primary_key,
+    now_millis, preview_columns, row_ids,
 };
-use crate::sql::WriteKind;
+use crate::sql::{ValidatedWrite, WriteKind};
 use futures_util::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Column, Executor, Statement};
@@ -163,11 +163,11 @@ pub(crate) async fn columns_of(
 
 /// The table's name as written, quoted, for the catalog (`regclass` resolves it as the
 /// statement does).
-fn regclass(ctx: &WriteContext<'_>) -> String {
-    ctx.write
+fn regclass(write: &ValidatedWrite) -> String {
+    write
         .table_name
         .iter()
-        .map(|p| ctx.write.quote(p))
+        .map(|p| write.quote(p))
         .collect::<Vec<_>>()
         .join(".")
 }
@@ -179,7 +179,7 @@ async fn keys(conn: &mut PgConnection, ctx: &WriteContext<'_>) -> Result<Vec<Str
          WHERE i.indrelid = $1::regclass AND i.indisprimary \
          ORDER BY array_position(i.indkey::int2[], a.attnum)",
     )
-    .bind(regclass(ctx))
+    .bind(regclass(ctx.write))
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error)?;
@@ -196,7 +196,7 @@ async fn triggers(
     sqlx::query_scalar(
         "SELECT tgname::text FROM pg_trigger WHERE tgrelid = $1::regclass AND NOT tgisinternal ORDER BY 1",
     )
-    .bind(regclass(ctx))
+    .bind(regclass(ctx.write))
     .fetch_all(&mut *conn)
     .await
     .map_err(db_error)
@@ -244,7 +244,7 @@ pub(crate) async fn preview(
          WHERE confrelid = $1::regclass AND contype = 'f' \
          AND (confdeltype IN ('c', 'n', 'd') OR confupdtype IN ('c', 'n', 'd')) ORDER BY 1",
     )
-    .bind(regclass(ctx))
+    .bind(regclass(ctx.write))
     .fetch_all(&mut *tx)
     .await
     .map_err(db_error)?;
@@ -266,34 +266,17 @@ pub(crate) async fn execute(
     idempotency_key: &str,
     expected: &Expected,
 ) -> Result<Executed, ReadError> {
-    let table = idempotency_table();
-    // Created on first use; a role without CREATE on the schema may have it made beforehand.
-    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
-        .bind(table)
-        .fetch_one(pool)
+    prepare_table(pool, ctx.timeout)
         .await
-        .map_err(db_error)?;
-    if exists.is_none() {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
-        )))
-        .execute(pool)
-        .await
-        .map_err(db_error)?;
-    }
+        .map_err(|e| timeout_or(e, ctx.timeout))?;
     let mut tx = begin(pool, ctx.timeout, false).await?;
-    let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT applied_at FROM {table} WHERE key = $1"
-    )))
-    .bind(idempotency_key)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(db_error)?;
-    if seen.is_some() {
-        return Ok(Executed {
-            rows_affected: expected.rows_affected,
-            already_applied: true,
-        });
+    // The key first: a settlement now waits for this transaction, and a fence or a run that
+    // recorded the key before stops this one here.
+    if let Some(seen) = claim(&mut tx, idempotency_key, APPLIED)
+        .await
+        .map_err(|e| timeout_or(e, ctx.timeout))?
+    {
+        return seen.replay(expected);
     }
     let key_columns = match ctx.write.kind {
         WriteKind::Insert => keys(&mut tx, ctx).await.unwrap_or_default(),
@@ -316,10 +299,11 @@ pub(crate) async fn execute(
     .await?;
     let rows = super::check_returned(ctx, expected, &changed, &key_columns)?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO {table} (key, applied_at) VALUES ($1, $2)"
+        "UPDATE {} SET rows_affected = $2 WHERE key = $1",
+        idempotency_table()
     )))
     .bind(idempotency_key)
-    .bind(now_millis())
+    .bind(rows as i64)
     .execute(&mut *tx)
     .await
     .map_err(db_error)?;
@@ -330,16 +314,170 @@ pub(crate) async fn execute(
     })
 }
 
-pub(crate) async fn was_applied(
-    pool: &sqlx::PgPool,
+/// Makes the idempotency table, or adds the columns an older version did not make (see
+/// `IDEMPOTENCY_TABLE`), under the timeout (lock waits included). Created on first use; a role
+/// without CREATE on the schema may have it made beforehand, and must own it to migrate it.
+async fn prepare_table(pool: &sqlx::PgPool, timeout: Duration) -> Result<(), sqlx::Error> {
+    let table = idempotency_table();
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(table)
+        .fetch_one(pool)
+        .await?;
+    if exists.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(super::create_idempotency_table(
+            "key TEXT",
+        )))
+        .execute(pool)
+        .await?;
+    }
+    let present: Vec<String> = sqlx::query_scalar(
+        "SELECT attname::text FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(table)
+    .fetch_all(pool)
+    .await?;
+    let missing = super::missing_columns(&present);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let adds: Vec<String> = missing
+        .iter()
+        .map(|d| format!("ADD COLUMN IF NOT EXISTS {d}"))
+        .collect();
+    let mut tx = pool.begin().await?;
+    set_timeouts(&mut tx, timeout).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE {table} {}",
+        adds.join(", ")
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// `statement_timeout` and `lock_timeout` for the rest of the transaction.
+async fn set_timeouts(conn: &mut PgConnection, timeout: Duration) -> Result<(), sqlx::Error> {
+    let ms = timeout.as_millis().max(1);
+    for setting in ["statement_timeout", "lock_timeout"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!("SET LOCAL {setting} = {ms}")))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records the key with `outcome` unless a row holds it, waiting for a transaction that holds
+/// it uncommitted to end; what was recorded before (`None`: recorded now).
+async fn claim(
+    conn: &mut PgConnection,
     idempotency_key: &str,
-) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM {} WHERE key = $1",
+    outcome: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let table = idempotency_table();
+    let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (key, applied_at, outcome, rows_affected) VALUES ($1, $2, $3, NULL) \
+         ON CONFLICT (key) DO NOTHING"
+    )))
+    .bind(idempotency_key)
+    .bind(now_millis())
+    .bind(outcome)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(None);
+    }
+    // The row that conflicted is committed: a new statement sees it (read committed). A
+    // snapshot older than it (repeatable read) would not, and no decision is taken on that.
+    match recorded(&mut *conn, idempotency_key).await? {
+        Some(r) => Ok(Some(r)),
+        None => Err(sqlx::Error::Protocol(
+            "the idempotency key is recorded but not visible to this transaction".into(),
+        )),
+    }
+}
+
+/// What the idempotency table records for the key.
+async fn recorded(
+    conn: &mut PgConnection,
+    idempotency_key: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM {} WHERE key = $1",
         idempotency_table()
     )))
     .bind(idempotency_key)
-    .fetch_one(pool)
+    // Prepared afresh each time: its columns change when the table is migrated, and a cached
+    // statement would still describe the old ones.
+    .persistent(false)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(n > 0)
+    row.as_ref().map(Recorded::of).transpose()
+}
+
+/// What the idempotency table records for the key, read without waiting for anything.
+pub(crate) async fn lookup(
+    pool: &sqlx::PgPool,
+    idempotency_key: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    recorded(&mut conn, idempotency_key).await
+}
+
+/// Whether `e` says the idempotency table does not exist (`undefined_table`).
+pub(crate) fn missing_table(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01"))
+}
+
+/// The fence of a settlement, in a read-committed transaction whose lock waits and statements
+/// end at `wait`: records the key as `fenced` unless a row holds it, after the transaction
+/// that holds it uncommitted ended; what was recorded before (`None`: fenced now).
+pub(crate) async fn fence(
+    pool: &sqlx::PgPool,
+    idempotency_key: &str,
+    wait: Duration,
+) -> Result<Option<Recorded>, ReadError> {
+    prepare_table(pool, wait)
+        .await
+        .map_err(|e| in_progress_or(e, wait))?;
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await
+        .map_err(db_error)?;
+    set_timeouts(&mut tx, wait).await.map_err(db_error)?;
+    let seen = claim(&mut tx, idempotency_key, FENCED)
+        .await
+        .map_err(|e| in_progress_or(e, wait))?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(seen)
+}
+
+/// A lock wait or statement cut at `wait` (`lock_not_available`, `query_canceled`): the
+/// transaction holding the key is still running.
+fn in_progress_or(e: sqlx::Error, wait: Duration) -> ReadError {
+    match &e {
+        sqlx::Error::Database(d)
+            if matches!(d.code().as_deref(), Some("55P03") | Some("57014")) =>
+        {
+            ReadError::InProgress(wait)
+        }
+        _ => db_error(e),
+    }
+}
+
+/// Which of `keys` (policy keys) name the written table, as the write's connection resolves
+/// names (`search_path` included).
+pub(crate) async fn same_table(
+    pool: &sqlx::PgPool,
+    write: &ValidatedWrite,
+    keys: &[String],
+) -> Result<Vec<String>, ReadError> {
+    sqlx::query_scalar(
+        "SELECT k FROM unnest($1::text[]) AS k WHERE to_regclass(k) = to_regclass($2)",
+    )
+    .bind(keys)
+    .bind(regclass(write))
+    .fetch_all(pool)
+    .await
+    .map_err(db_error)
 }

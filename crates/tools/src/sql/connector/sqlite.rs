@@ -6,10 +6,11 @@
 //! proposal cannot hold the write lock past it); rows are streamed and cut while fetching.
 
 use super::{
-    Collector, Executed, Expected, Opened, RawPreview, ReadError, WriteContext, db_error,
-    idempotency_table, key_assigned, no_primary_key, now_millis, preview_columns, row_ids,
+    APPLIED, Collector, Executed, Expected, FENCED, Opened, RawPreview, ReadError, Recorded,
+    WriteContext, db_error, idempotency_table, key_assigned, no_primary_key, now_millis,
+    preview_columns, row_ids,
 };
-use crate::sql::WriteKind;
+use crate::sql::{ValidatedWrite, WriteKind};
 use futures_util::TryStreamExt;
 use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions};
@@ -298,69 +299,183 @@ async fn execute_in(
     idempotency_key: &str,
     expected: &Expected,
 ) -> Result<Executed, ReadError> {
-    {
-        let table = idempotency_table();
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)"
-        )))
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error)?;
-        // IMMEDIATE: the write lock first, so nothing changes between the check and the write.
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
-        let seen: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT applied_at FROM {table} WHERE key = ?1"
-        )))
-        .bind(idempotency_key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if seen.is_some() {
-            return Ok(Executed {
-                rows_affected: expected.rows_affected,
-                already_applied: true,
-            });
-        }
-        let key_columns = keys(&mut tx, ctx).await?;
-        key_assigned(ctx, &key_columns)?;
-        // Validated, and approved by a verified signature over exactly these arguments;
-        // `RETURNING` the keys of the rows it changed, checked before commit.
-        let changed = collect(
-            &mut tx,
-            &ctx.write.returning(&key_columns),
-            Collector::keys(ctx.max_affected_rows as usize + 1),
-            false,
-        )
-        .await?;
-        let rows = super::check_returned(ctx, expected, &changed, &key_columns)?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO {table} (key, applied_at) VALUES (?1, ?2)"
-        )))
-        .bind(idempotency_key)
-        .bind(now_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(Executed {
-            rows_affected: rows,
-            already_applied: false,
-        })
+    prepare_table(conn).await.map_err(db_error)?;
+    // IMMEDIATE: the write lock first, so nothing changes between the check and the write, and
+    // a settlement waits for this transaction to end.
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)?;
+    if let Some(seen) = recorded(&mut tx, idempotency_key).await.map_err(db_error)? {
+        return seen.replay(expected);
     }
+    let key_columns = keys(&mut tx, ctx).await?;
+    key_assigned(ctx, &key_columns)?;
+    // Validated, and approved by a verified signature over exactly these arguments;
+    // `RETURNING` the keys of the rows it changed, checked before commit.
+    let changed = collect(
+        &mut tx,
+        &ctx.write.returning(&key_columns),
+        Collector::keys(ctx.max_affected_rows as usize + 1),
+        false,
+    )
+    .await?;
+    let rows = super::check_returned(ctx, expected, &changed, &key_columns)?;
+    record(&mut tx, idempotency_key, APPLIED, Some(rows as i64))
+        .await
+        .map_err(db_error)?;
+    tx.commit().await.map_err(db_error)?;
+    Ok(Executed {
+        rows_affected: rows,
+        already_applied: false,
+    })
 }
 
-pub(crate) async fn was_applied(
-    pool: &sqlx::SqlitePool,
+/// Makes the idempotency table, or adds the columns an older version did not make (see
+/// `IDEMPOTENCY_TABLE`).
+async fn prepare_table(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+    let table = idempotency_table();
+    sqlx::query(sqlx::AssertSqlSafe(super::create_idempotency_table(
+        "key TEXT",
+    )))
+    .execute(&mut *conn)
+    .await?;
+    for definition in super::missing_columns(&table_columns(conn).await?) {
+        let added = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} ADD COLUMN {definition}"
+        )))
+        .execute(&mut *conn)
+        .await;
+        // Another process may have added it first: an error only if it is still missing.
+        if let Err(e) = added
+            && super::missing_columns(&table_columns(conn).await?).contains(&definition)
+        {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn table_columns(conn: &mut SqliteConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT name FROM pragma_table_info(?1)")
+        .bind(idempotency_table())
+        .fetch_all(&mut *conn)
+        .await
+}
+
+/// What the idempotency table records for the key.
+async fn recorded(
+    conn: &mut SqliteConnection,
     idempotency_key: &str,
-) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) FROM {} WHERE key = ?1",
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM {} WHERE key = ?1",
         idempotency_table()
     )))
     .bind(idempotency_key)
-    .fetch_one(pool)
+    // Prepared afresh each time: its columns change when the table is migrated, and a cached
+    // statement would still describe the old ones.
+    .persistent(false)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(n > 0)
+    row.as_ref().map(Recorded::of).transpose()
+}
+
+/// Records the key with its outcome.
+async fn record(
+    conn: &mut SqliteConnection,
+    idempotency_key: &str,
+    outcome: &str,
+    rows_affected: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {} (key, applied_at, outcome, rows_affected) VALUES (?1, ?2, ?3, ?4)",
+        idempotency_table()
+    )))
+    .bind(idempotency_key)
+    .bind(now_millis())
+    .bind(outcome)
+    .bind(rows_affected)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// What the idempotency table records for the key, read without waiting for anything.
+pub(crate) async fn lookup(
+    pool: &sqlx::SqlitePool,
+    idempotency_key: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    recorded(&mut conn, idempotency_key).await
+}
+
+/// Whether `e` says the idempotency table does not exist.
+pub(crate) fn missing_table(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.message().starts_with("no such table"))
+}
+
+/// The fence of a settlement: under the write lock (`BEGIN IMMEDIATE`, which waits the busy
+/// timeout, the statement timeout, for a write still holding it), records the key as
+/// `fenced` unless it is recorded; what was recorded before (`None`: fenced now).
+pub(crate) async fn fence(
+    pool: &sqlx::SqlitePool,
+    idempotency_key: &str,
+    wait: Duration,
+) -> Result<Option<Recorded>, ReadError> {
+    // One write connection: a write of this process holding it is still in progress.
+    let mut conn = tokio::time::timeout(wait, pool.acquire())
+        .await
+        .map_err(|_| ReadError::InProgress(wait))?
+        .map_err(db_error)?;
+    let deadline = arm(&mut conn, wait).await?;
+    let out = fence_in(&mut conn, idempotency_key)
+        .await
+        .map_err(|e| in_progress_or(e, wait));
+    disarm(&mut conn, deadline, wait, out).await
+}
+
+async fn fence_in(
+    conn: &mut SqliteConnection,
+    idempotency_key: &str,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    prepare_table(conn).await?;
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let seen = recorded(&mut tx, idempotency_key).await?;
+    if seen.is_none() {
+        record(&mut tx, idempotency_key, FENCED, None).await?;
+    }
+    tx.commit().await?;
+    Ok(seen)
+}
+
+/// A busy or locked database (another connection holds the write lock past the wait) is a
+/// write still in progress.
+fn in_progress_or(e: sqlx::Error, wait: Duration) -> ReadError {
+    match &e {
+        sqlx::Error::Database(d)
+            if d.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| matches!(c & 0xff, 5 | 6)) =>
+        {
+            ReadError::InProgress(wait)
+        }
+        _ => db_error(e),
+    }
+}
+
+/// Which of `keys` (policy keys) name the written table: SQLite's `main.t` is `t` (the tools
+/// make no temporary tables and attach nothing), and names ignore ASCII case.
+pub(crate) fn same_table(write: &ValidatedWrite, keys: &[String]) -> Vec<String> {
+    fn plain(name: &str) -> String {
+        let lower = name.to_ascii_lowercase();
+        match lower.strip_prefix("main.") {
+            Some(t) => t.to_owned(),
+            None => lower,
+        }
+    }
+    let target = plain(&write.table_name.join("."));
+    keys.iter()
+        .filter(|k| plain(k) == target)
+        .cloned()
+        .collect()
 }
 
 /// A SQLite row as a JSON object, by each value's storage class.
