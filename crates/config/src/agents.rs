@@ -288,6 +288,21 @@ pub(crate) fn databases(
             }
             tables.insert(t, Some(cols.iter().map(|c| c.to_lowercase()).collect()));
         }
+        // One table, one name: a writable table named otherwise than its read entry
+        // (`main.people` beside `people`) would be written under one policy and read under
+        // another, and the preview and the WHERE clause could see columns the read hides.
+        let last = |t: &str| t.rsplit('.').next().unwrap_or(t).to_lowercase();
+        for w in &d.writable_tables {
+            let w = w.to_lowercase();
+            if let Some(r) = tables.keys().find(|r| **r != w && last(r) == last(&w)) {
+                return Err(Error::invalid(
+                    field("writable_tables"),
+                    format!(
+                        "`{w}` and the tables entry `{r}` may be the same table: name it the same way in both"
+                    ),
+                ));
+            }
+        }
         if let Some(w) = &d.write_url_env {
             if matches!(location, DatabaseLocation::Sqlite(_)) {
                 return Err(Error::invalid(

@@ -748,6 +748,10 @@ databases = ["shop"]
         assert!(error_of(&agent("tools = [\"sql_query\"]")).starts_with("agents.a.databases:"));
         assert!(error_of(&agent("databases = [\"nope\"]")).starts_with("agents.a.databases:"));
         assert!(error_of(&agent("permissions = \"root\"")).starts_with("agents.a.permissions:"));
+        let e = error_of(
+            "[databases.d]\nkind = \"sqlite\"\npath = \"x\"\ntables = [\"people\"]\ncolumns = { people = [\"name\"] }\nwritable_tables = [\"main.people\"]",
+        );
+        assert!(e.starts_with("databases.d.writable_tables:"), "{e}");
         // A read-only agent (the default) may not be given a write tool, named or forced.
         let writable = "[databases.shop]\nkind = \"sqlite\"\npath = \"x\"\ntables = [\"t\"]\nwritable_tables = [\"t\"]\n[agents.a]\nsystem_prompt = \"p\"\nmodel = \"m\"\ndatabases = [\"shop\"]\n";
         let e = error_of(&format!(

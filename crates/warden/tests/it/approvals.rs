@@ -207,14 +207,15 @@ pub(crate) fn message(a: &Value, decision: Decision) -> DecisionMessage {
     }
 }
 
-/// Waits until approval `id` is settled and agent `ops/{name}` is at rest; returns both states.
+/// Waits until approval `id` is settled and agent `agent` (`definition/name`) is at rest;
+/// returns both states.
 pub(crate) async fn settled(
     http: &reqwest::Client,
     url: &str,
     admin: &str,
     key: &str,
     id: &str,
-    name: &str,
+    agent: &str,
 ) -> (String, String) {
     let get = |path: String, bearer: &str| {
         let req = http.get(format!("{url}{path}")).bearer_auth(bearer);
@@ -223,7 +224,7 @@ pub(crate) async fn settled(
     let mut last = (String::new(), String::new());
     for _ in 0..200 {
         let a = get(format!("/v1/approvals/{id}"), admin).await;
-        let agent = get(format!("/v1/agents/ops/{name}"), key).await;
+        let agent = get(format!("/v1/agents/{agent}"), key).await;
         last = (
             a["state"]
                 .as_str()
@@ -541,7 +542,7 @@ tools = ["sql_execute"]
         ]);
         let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
         // No human and no resume: the restart settles the write and the agent goes on.
-        let (final_state, status) = settled(&http, &second.url, &admin, &key, &id, "crash").await;
+        let (final_state, status) = settled(&http, &second.url, &admin, &key, &id, "ops/crash").await;
         let inserted = orders(&db).await.len() - before;
         eprintln!(
             "run {run}: killed {wait} ms after the decision; approval {final_state}, agent {status}, rows inserted {inserted}"
@@ -618,7 +619,7 @@ async fn a_write_found_dispatched_after_a_crash_is_settled_by_its_idempotency_ke
     let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
     // The target tells: no idempotency record, and now none can be made. Settled without a
     // human, and the agent goes on without a resume.
-    let (state, status) = settled(&http, &second.url, &admin, &key, &id, "x").await;
+    let (state, status) = settled(&http, &second.url, &admin, &key, &id, "ops/x").await;
     assert_eq!((state.as_str(), status.as_str()), ("not_applied", "idle"));
     assert_eq!(orders(&db).await.len(), before, "not run again");
     let told = a.requests().last().unwrap().body.to_string();
@@ -696,7 +697,7 @@ async fn an_http_write_the_target_cannot_settle_is_resolved_only_by_a_signed_sta
         "The outcome is unknown; a human will check.".into(),
     )]);
     let second = w.restart();
-    let (state, status) = settled(&http, &second.url, &admin, &key, &id, "hana").await;
+    let (state, status) = settled(&http, &second.url, &admin, &key, &id, "ops/hana").await;
     assert_eq!(
         (state.as_str(), status.as_str()),
         ("outcome_unknown", "idle"),

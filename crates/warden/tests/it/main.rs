@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod compat;
 mod cost;
+mod crash_writes;
 mod demo;
 mod fail_closed;
 mod keys;

@@ -22,9 +22,9 @@ use warden_testkit::{MockUpstream, Reply, WardenProcess};
 use warden_tools::approval::{Decision, parse_private_key};
 
 /// The environment variable `url_env` names for PostgreSQL and MariaDB.
-const URL_ENV: &str = "COMPANY_DB_URL";
+pub(crate) const URL_ENV: &str = "COMPANY_DB_URL";
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var_os("CI").is_some()
 }
 
@@ -58,7 +58,7 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 /// The company database, on one engine, reachable from the test directly.
-enum Company {
+pub(crate) enum Company {
     Sqlite {
         path: PathBuf,
         _dir: tempfile::TempDir,
@@ -78,7 +78,7 @@ enum Company {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Engine {
+pub(crate) enum Engine {
     Sqlite,
     Postgres,
     Mysql,
@@ -98,7 +98,7 @@ const ROWS: &[&str] = &[
 
 impl Company {
     /// Makes the database; `None` (skipped loudly) only outside CI.
-    async fn create(engine: Engine) -> Option<Self> {
+    pub(crate) async fn create(engine: Engine) -> Option<Self> {
         let company = match engine {
             Engine::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
@@ -210,7 +210,7 @@ impl Company {
     }
 
     /// `kind` and where the database is, for `[databases.company]`.
-    fn location(&self) -> String {
+    pub(crate) fn location(&self) -> String {
         match self {
             Company::Sqlite { path, .. } => {
                 format!("kind = \"sqlite\"\npath = \"{}\"", path.display())
@@ -220,7 +220,7 @@ impl Company {
         }
     }
 
-    fn url(&self) -> Option<&str> {
+    pub(crate) fn url(&self) -> Option<&str> {
         match self {
             Company::Sqlite { .. } => None,
             Company::Postgres { url, .. } | Company::Mysql { url, .. } => Some(url),
@@ -278,6 +278,40 @@ impl Company {
         }
     }
 
+    /// The total of order `id`, as a float.
+    pub(crate) async fn order_total(&self, id: i64) -> f64 {
+        match self {
+            Company::Sqlite { path, .. } => {
+                let mut c = sqlx::SqliteConnection::connect_with(
+                    &sqlx::sqlite::SqliteConnectOptions::new().filename(path),
+                )
+                .await
+                .unwrap();
+                let n = sqlx::query_scalar("SELECT CAST(total AS REAL) FROM orders WHERE id = ?1")
+                    .bind(id)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                c.close().await.unwrap();
+                n
+            }
+            Company::Postgres { pool, .. } => {
+                sqlx::query_scalar("SELECT total::float8 FROM orders WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+            Company::Mysql { pool, .. } => {
+                sqlx::query_scalar("SELECT CAST(total AS DOUBLE) FROM orders WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
     async fn audit_rows(&self) -> i64 {
         let sql = "SELECT COUNT(*) FROM audit";
         match self {
@@ -299,7 +333,7 @@ impl Company {
     }
 
     /// Drops what `create` made.
-    async fn drop_all(self) {
+    pub(crate) async fn drop_all(self) {
         match self {
             Company::Sqlite { .. } => {}
             Company::Postgres { pool, schema, .. } => {
