@@ -43,6 +43,7 @@ async fn run(fsync: Fsync) -> (f64, u64) {
         fsync,
         max_segment_bytes: 64 * 1024 * 1024,
         max_segment_age: Duration::from_secs(3600),
+        checkpoint_interval: Duration::from_secs(1),
         key,
     })
     .expect("open");

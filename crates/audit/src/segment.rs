@@ -1,5 +1,6 @@
 //! Segments: JSONL files of consecutive records, each closed with a manifest that states its
-//! range, count and last hash, signed with the audit key. Names sort by first sequence number.
+//! range, count and last hash (and, since checkpoints exist, the checkpoint made at its close),
+//! signed with the audit key. Names sort by first sequence number.
 
 use crate::Error;
 use crate::record::{Record, hex};
@@ -29,6 +30,11 @@ pub struct Manifest {
     pub file_sha256: String,
     /// Hex public key of the signer.
     pub public_key: String,
+    /// Sequence number of the checkpoint made when the segment closed (its last record); that
+    /// checkpoint must exist wherever this manifest does. `None` in manifests written before
+    /// checkpoints existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_seq: Option<u64>,
     /// Hex Ed25519 signature over the manifest's other fields (`signed_bytes`).
     pub signature: String,
 }
@@ -44,13 +50,15 @@ pub fn manifest_name(segment: &str) -> String {
 }
 
 impl Manifest {
-    /// Builds and signs the manifest of a segment from `first` to `last` whose file is `bytes`.
+    /// Builds and signs the manifest of a segment from `first` to `last` whose file is `bytes`,
+    /// naming the checkpoint made at its close (if any).
     pub fn sign(
         key: &SigningKey,
         segment: &str,
         first: &Record,
         last: &Record,
         bytes: &[u8],
+        checkpoint_seq: Option<u64>,
     ) -> Self {
         use sha2::Digest;
         let mut m = Self {
@@ -64,16 +72,22 @@ impl Manifest {
             last_time_ms: last.time_ms,
             file_sha256: hex(&sha2::Sha256::digest(bytes)),
             public_key: hex(key.verifying_key().as_bytes()),
+            checkpoint_seq,
             signature: String::new(),
         };
         m.signature = hex(&key.sign(&m.signed_bytes()).to_bytes());
         m
     }
 
-    /// What the signature covers: every field but the signature, in a fixed text form.
+    /// What the signature covers: every field but the signature, in a fixed text form (v1
+    /// without a checkpoint, v2 with one, so neither can pass for the other).
     pub fn signed_bytes(&self) -> Vec<u8> {
+        let (version, checkpoint) = match self.checkpoint_seq {
+            None => ("v1", String::new()),
+            Some(seq) => ("v2", format!("{seq}\n")),
+        };
         format!(
-            "warden-audit-manifest-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            "warden-audit-manifest-{version}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{checkpoint}",
             self.segment,
             self.first_seq,
             self.last_seq,
@@ -156,7 +170,7 @@ impl Retention {
 
 /// Checks a hex Ed25519 `signature` over `bytes` by the key named in `public_key`, which must
 /// be the trusted `expected` one. Errors start with `what`.
-fn check_signature(
+pub(crate) fn check_signature(
     what: &str,
     public_key: &str,
     signature: &str,

@@ -2,8 +2,14 @@
 //! bucket through `object_store`). Objects are written with `PutMode::Create`, never
 //! overwritten; the local copy is deleted only once segment and manifest are stored. While the
 //! store is down, segments wait on disk and shipping is retried with backoff.
+//!
+//! A checkpoint ships only with the segment holding its sequence number, after the segment and
+//! before the manifest that names it: a checkpoint in the store is never ahead of the segments
+//! there, and a manifest in the store means its segment and checkpoint are there too. The
+//! writer's other checkpoints (inside segments now shipped) are superseded and dropped locally.
 
 use crate::Error;
+use crate::checkpoint::{CHECKPOINTS, checkpoint_name, checkpoint_seq};
 use crate::segment::{Manifest, RETENTION, Retention, manifest_name};
 use ed25519_dalek::SigningKey;
 use futures_util::TryStreamExt;
@@ -19,14 +25,16 @@ pub const PREFIX: &str = "segments";
 /// The background shipper.
 pub struct Shipper {
     closed: PathBuf,
+    checkpoints: PathBuf,
     store: Arc<dyn ObjectStore>,
 }
 
 impl Shipper {
-    /// Ships from `audit_dir/closed` to `store`.
+    /// Ships from `audit_dir/closed` (and `audit_dir/checkpoints`) to `store`.
     pub fn new(audit_dir: &std::path::Path, store: Arc<dyn ObjectStore>) -> Self {
         Self {
             closed: audit_dir.join("closed"),
+            checkpoints: audit_dir.join("checkpoints"),
             store,
         }
     }
@@ -44,26 +52,69 @@ impl Shipper {
         manifests.sort();
         let mut shipped = 0;
         for manifest in manifests {
-            let segment = manifest.trim_end_matches(".manifest.json").to_owned() + ".jsonl";
-            debug_assert_eq!(manifest_name(&segment), manifest);
-            for name in [&segment, &manifest] {
-                let bytes = tokio::fs::read(self.closed.join(name)).await.map_err(io)?;
-                self.put_once(name, bytes).await?;
-            }
-            tokio::fs::remove_file(self.closed.join(&manifest))
-                .await
-                .map_err(io)?;
-            tokio::fs::remove_file(self.closed.join(&segment))
-                .await
-                .map_err(io)?;
+            self.ship_one(&manifest).await?;
             shipped += 1;
         }
         Ok(shipped)
     }
 
-    /// Stores an object unless an identical one is already there (a retry after a crash).
-    async fn put_once(&self, name: &str, bytes: Vec<u8>) -> Result<(), Error> {
-        let path = ObjectPath::from(format!("{PREFIX}/{name}"));
+    /// Ships one closed segment: the segment, its closing checkpoint, then its manifest; then
+    /// removes the local copies and the checkpoints it supersedes.
+    async fn ship_one(&self, manifest: &str) -> Result<(), Error> {
+        let segment = manifest.trim_end_matches(".manifest.json").to_owned() + ".jsonl";
+        debug_assert_eq!(manifest_name(&segment), manifest);
+        let manifest_bytes = tokio::fs::read(self.closed.join(manifest))
+            .await
+            .map_err(io)?;
+        let m: Manifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| Error::Invalid(format!("{manifest}: {e}")))?;
+        let bytes = tokio::fs::read(self.closed.join(&segment))
+            .await
+            .map_err(io)?;
+        self.put_once(&format!("{PREFIX}/{segment}"), bytes).await?;
+        if let Some(seq) = m.checkpoint_seq {
+            let name = checkpoint_name(seq);
+            match tokio::fs::read(self.checkpoints.join(&name)).await {
+                Ok(bytes) => {
+                    self.put_once(&format!("{CHECKPOINTS}/{name}"), bytes)
+                        .await?
+                }
+                // Shipped by an earlier round that stopped before removing the manifest.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(e)),
+            }
+        }
+        self.put_once(&format!("{PREFIX}/{manifest}"), manifest_bytes)
+            .await?;
+        self.drop_checkpoints_through(m.last_seq).await?;
+        tokio::fs::remove_file(self.closed.join(manifest))
+            .await
+            .map_err(io)?;
+        tokio::fs::remove_file(self.closed.join(&segment))
+            .await
+            .map_err(io)
+    }
+
+    /// Removes local checkpoints up to `last_seq`: shipped, or superseded by one that was.
+    async fn drop_checkpoints_through(&self, last_seq: u64) -> Result<(), Error> {
+        let mut dir = match tokio::fs::read_dir(&self.checkpoints).await {
+            Ok(dir) => dir,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        while let Some(entry) = dir.next_entry().await.map_err(io)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if checkpoint_seq(&name).is_some_and(|seq| seq <= last_seq) {
+                tokio::fs::remove_file(entry.path()).await.map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores an object (`path` under the store's root) unless an identical one is already
+    /// there (a retry after a crash).
+    async fn put_once(&self, path: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let path = ObjectPath::from(path);
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -145,11 +196,19 @@ impl Shipper {
             .await
             .map_err(store)?;
         for m in &expired {
-            for name in [m.segment.clone(), manifest_name(&m.segment)] {
-                self.store
-                    .delete(&ObjectPath::from(format!("{PREFIX}/{name}")))
-                    .await
-                    .map_err(store)?;
+            let mut names = vec![
+                format!("{PREFIX}/{}", m.segment),
+                format!("{PREFIX}/{}", manifest_name(&m.segment)),
+            ];
+            names.extend(
+                m.checkpoint_seq
+                    .map(|seq| format!("{CHECKPOINTS}/{}", checkpoint_name(seq))),
+            );
+            for name in names {
+                match self.store.delete(&ObjectPath::from(name)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(store(e)),
+                }
             }
         }
         tracing::info!(

@@ -4,10 +4,16 @@
 //! written and synced together (group commit). Segments rotate by size and age; a closed
 //! segment gets a signed manifest and waits in `closed/` for the shipper.
 //!
+//! A timer in the same loop signs a [`Checkpoint`] of the chain head into `checkpoints/` at
+//! least every `checkpoint_interval` while the head moves (never per record), and each close
+//! signs one of the segment's last record, which its manifest names. Only the newest checkpoint
+//! inside the open segment is kept; the closing ones wait for the shipper with their segments.
+//!
 //! If the disk refuses a write, the writer stops accepting events (fail closed): every later
 //! `append` fails, and callers refuse the work they were about to do.
 
 use crate::Error;
+use crate::checkpoint::{Checkpoint, checkpoint_name, checkpoint_seq};
 use crate::record::{Event, GENESIS, Record};
 use crate::segment::{Manifest, manifest_name, segment_name};
 use ed25519_dalek::SigningKey;
@@ -38,7 +44,9 @@ pub struct Options {
     pub max_segment_bytes: u64,
     /// Close a non-empty segment once it is this old.
     pub max_segment_age: Duration,
-    /// Signs manifests.
+    /// Sign a checkpoint of the chain head at least this often while it moves (must be > 0).
+    pub checkpoint_interval: Duration,
+    /// Signs manifests and checkpoints.
     pub key: SigningKey,
 }
 
@@ -82,6 +90,8 @@ struct OpenSegment {
 pub struct Writer {
     options: Options,
     head: Head,
+    /// Sequence number of the newest checkpoint written (never two for one seq).
+    checkpointed: u64,
     open: Option<OpenSegment>,
     failed: Option<String>,
     rx: mpsc::Receiver<Pending>,
@@ -89,12 +99,19 @@ pub struct Writer {
 
 impl Writer {
     /// Opens the log in `options.dir`, recovering the chain's end: an open segment is checked
-    /// and a torn last line (a crash mid-write, never acknowledged) is cut off.
+    /// and a torn last line (a crash mid-write, never acknowledged) is cut off; a closed
+    /// segment without its manifest (a crash while closing) is reopened.
     pub fn open(options: Options) -> Result<(Self, AuditLog), Error> {
-        for sub in ["open", "closed"] {
+        for sub in ["open", "closed", "checkpoints"] {
             std::fs::create_dir_all(options.dir.join(sub)).map_err(io)?;
         }
+        reopen_unsigned(&options.dir)?;
         let mut head = read_head(&options.dir)?;
+        // Every checkpoint already shipped is at or before the closed head.
+        let checkpointed = list(&options.dir.join("checkpoints"), ".json")?
+            .iter()
+            .filter_map(|n| checkpoint_seq(n))
+            .fold(head.last_seq, u64::max);
         let mut open = None;
         let mut names: Vec<String> = list(&options.dir.join("open"), ".jsonl")?;
         names.sort();
@@ -111,11 +128,20 @@ impl Writer {
                 None => std::fs::remove_file(&path).map_err(io)?,
             }
         }
+        if checkpointed > head.last_seq {
+            // Only lost records (a restored backup, a disk that lied) leave a signed head behind.
+            return Err(Error::Invalid(format!(
+                "checkpoint {checkpointed} is ahead of the recovered chain (seq {}): records it \
+                 covers are lost; refusing to write over them",
+                head.last_seq
+            )));
+        }
         let (tx, rx) = mpsc::channel(16 * 1024);
         Ok((
             Self {
                 options,
                 head,
+                checkpointed,
                 open,
                 failed: None,
                 rx,
@@ -134,6 +160,8 @@ impl Writer {
     /// that it can be shipped.
     pub async fn run(mut self, stop: impl Future<Output = ()>) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut checkpoint = tokio::time::interval(self.options.checkpoint_interval);
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(1024);
         let mut stop = std::pin::pin!(stop);
         let mut stopping = false;
@@ -150,6 +178,7 @@ impl Writer {
                     self.rx.close();
                 }
                 _ = tick.tick() => {}
+                _ = checkpoint.tick() => self.checkpoint().await,
             }
             if self.rotation_due() {
                 self.close_segment().await;
@@ -231,21 +260,106 @@ impl Writer {
         }
     }
 
-    /// Closes the open segment: signed manifest, move to `closed/`, new chain head.
+    /// Signs a checkpoint of the head if it moved since the last one (the timer's work).
+    async fn checkpoint(&mut self) {
+        if self.failed.is_some() || self.head.last_seq <= self.checkpointed {
+            return;
+        }
+        let signer = self.signer();
+        let open = self.open.take();
+        let sync = self.options.fsync == Fsync::Never;
+        let result = tokio::task::spawn_blocking(move || {
+            if let Some(seg) = &open
+                && sync
+            {
+                // The records a checkpoint covers are on disk before it is.
+                seg.file.sync_data().map_err(io)?;
+            }
+            let inside = open.as_ref().map_or(u64::MAX, |s| s.first.seq);
+            signer.write(inside)?;
+            Ok::<_, Error>(open)
+        })
+        .await
+        .map_err(|e| Error::Io(e.to_string()))
+        .and_then(|r| r);
+        match result {
+            Ok(open) => {
+                self.open = open;
+                self.checkpointed = self.head.last_seq;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "writing an audit checkpoint failed; refusing further events");
+                self.failed = Some(e.to_string());
+            }
+        }
+    }
+
+    /// What a blocking task needs to sign and write a checkpoint of the current head.
+    fn signer(&self) -> CheckpointSigner {
+        CheckpointSigner {
+            dir: self.options.dir.join("checkpoints"),
+            key: self.options.key.clone(),
+            deployment: self.options.deployment.clone(),
+            head: self.head.clone(),
+            previous: self.checkpointed,
+        }
+    }
+
+    /// Closes the open segment: closing checkpoint, move to `closed/`, new chain head, signed
+    /// manifest naming the checkpoint.
     async fn close_segment(&mut self) {
         let Some(seg) = self.open.take() else { return };
+        if self.failed.is_some() {
+            // Leave it in open/: the next start recovers it.
+            return;
+        }
         let dir = self.options.dir.clone();
-        let key = self.options.key.clone();
-        let head = self.head.clone();
+        let signer = self.signer();
         let name = seg.name.clone();
-        let result = tokio::task::spawn_blocking(move || close(&dir, &key, seg, &head))
+        let result = tokio::task::spawn_blocking(move || close(&dir, signer, seg))
             .await
             .map_err(|e| Error::Io(e.to_string()))
             .and_then(|r| r);
-        if let Err(e) = result {
-            tracing::error!(segment = %name, error = %e, "closing an audit segment failed; refusing further events");
-            self.failed = Some(e.to_string());
+        match result {
+            Ok(()) => self.checkpointed = self.checkpointed.max(self.head.last_seq),
+            Err(e) => {
+                tracing::error!(segment = %name, error = %e, "closing an audit segment failed; refusing further events");
+                self.failed = Some(e.to_string());
+            }
         }
+    }
+}
+
+/// Signs and writes one checkpoint (in a blocking task).
+struct CheckpointSigner {
+    dir: PathBuf,
+    key: SigningKey,
+    deployment: String,
+    head: Head,
+    previous: u64,
+}
+
+impl CheckpointSigner {
+    /// Writes the checkpoint of the head, then drops the previous one if it lay inside the
+    /// open segment (from `open_first` on): the new one proves everything it did.
+    fn write(&self, open_first: u64) -> Result<(), Error> {
+        let now = warden_core::time::unix_millis();
+        let c = Checkpoint::sign(
+            &self.key,
+            self.head.last_seq,
+            &self.head.last_hash,
+            now,
+            &self.deployment,
+        );
+        let bytes = serde_json::to_vec_pretty(&c).map_err(|e| Error::Io(e.to_string()))?;
+        write_atomic(&self.dir.join(checkpoint_name(c.seq)), &bytes)?;
+        if self.previous >= open_first && self.previous < c.seq {
+            match std::fs::remove_file(self.dir.join(checkpoint_name(self.previous))) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -367,19 +481,47 @@ fn recover(path: &Path, head: &Head) -> Result<Option<OpenSegment>, Error> {
     }))
 }
 
-fn close(dir: &Path, key: &SigningKey, seg: OpenSegment, head: &Head) -> Result<(), Error> {
+/// Moves segments left in `closed/` without a manifest (a crash while closing) back to
+/// `open/`, where recovery picks them up and a later close signs them.
+fn reopen_unsigned(dir: &Path) -> Result<(), Error> {
+    let closed = dir.join("closed");
+    for name in list(&closed, ".jsonl")? {
+        if closed.join(manifest_name(&name)).exists() {
+            continue;
+        }
+        tracing::warn!(segment = %name, "audit: reopening a segment closed without its manifest");
+        std::fs::rename(closed.join(&name), dir.join("open").join(&name)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Closes a segment. The order makes every crash recoverable: the closing checkpoint (if the
+/// head moved since the last one), then the segment into `closed/`, then the chain head, and
+/// last the manifest: a manifest in `closed/` means segment, checkpoint and head are complete.
+fn close(dir: &Path, signer: CheckpointSigner, seg: OpenSegment) -> Result<(), Error> {
     seg.file.sync_all().map_err(io)?;
+    if signer.head.last_seq > signer.previous {
+        signer.write(seg.first.seq)?;
+    }
+    let checkpoint = dir.join("checkpoints").join(checkpoint_name(seg.last.seq));
+    let checkpoint_seq = checkpoint.exists().then_some(seg.last.seq);
     let open_path = dir.join("open").join(&seg.name);
     let bytes = std::fs::read(&open_path).map_err(io)?;
-    let manifest = Manifest::sign(key, &seg.name, &seg.first, &seg.last, &bytes);
+    let manifest = Manifest::sign(
+        &signer.key,
+        &seg.name,
+        &seg.first,
+        &seg.last,
+        &bytes,
+        checkpoint_seq,
+    );
     let manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Io(e.to_string()))?;
-    // Segment first, then its manifest: a manifest in closed/ means the pair is complete.
     std::fs::rename(&open_path, dir.join("closed").join(&seg.name)).map_err(io)?;
+    let head_bytes = serde_json::to_vec(&signer.head).map_err(|e| Error::Io(e.to_string()))?;
+    write_atomic(&dir.join("chain-head.json"), &head_bytes)?;
     write_atomic(
         &dir.join("closed").join(manifest_name(&seg.name)),
         &manifest_bytes,
-    )?;
-    let head_bytes = serde_json::to_vec(head).map_err(|e| Error::Io(e.to_string()))?;
-    write_atomic(&dir.join("chain-head.json"), &head_bytes)
+    )
 }

@@ -21,6 +21,9 @@ pub struct AuditConfig {
     pub store_dir: Option<PathBuf>,
     /// How often closed segments are shipped (default 5s).
     pub ship_interval: Duration,
+    /// How often, at least, the writer signs a checkpoint of the chain head while it moves
+    /// (default 1s; more than zero, at most 1h).
+    pub checkpoint_interval: Duration,
     /// Where closed segments are shipped.
     pub store: AuditStore,
     /// Delete shipped segments older than this many days (`None`: keep forever).
@@ -51,6 +54,9 @@ pub enum AuditStore {
     },
 }
 
+/// The longest `audit.checkpoint_interval`: what may be lost unseen is bounded by it.
+const MAX_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub(crate) fn build(raw: RawAudit) -> Result<AuditConfig, Error> {
     let audit = AuditConfig {
         enabled: raw.enabled.unwrap_or(true),
@@ -68,6 +74,7 @@ pub(crate) fn build(raw: RawAudit) -> Result<AuditConfig, Error> {
         max_segment_age: duration("audit.max_segment_age", &raw.max_segment_age, "1h")?,
         store_dir: raw.store_dir.map(PathBuf::from),
         ship_interval: duration("audit.ship_interval", &raw.ship_interval, "5s")?,
+        checkpoint_interval: duration("audit.checkpoint_interval", &raw.checkpoint_interval, "1s")?,
         store: match raw.store.as_deref() {
             None | Some("local") => AuditStore::Local,
             Some("s3") => AuditStore::S3 {
@@ -116,6 +123,12 @@ pub(crate) fn build(raw: RawAudit) -> Result<AuditConfig, Error> {
             "must be at least 1 (or unset to keep forever)",
         ));
     }
+    if audit.checkpoint_interval > MAX_CHECKPOINT_INTERVAL {
+        return Err(Error::invalid(
+            "audit.checkpoint_interval",
+            "must be at most 1h",
+        ));
+    }
     if audit.max_segment_bytes < 1024 {
         return Err(Error::invalid(
             "audit.max_segment_bytes",
@@ -123,4 +136,31 @@ pub(crate) fn build(raw: RawAudit) -> Result<AuditConfig, Error> {
         ));
     }
     Ok(audit)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+    use std::time::Duration;
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn checkpoint_interval_defaults_to_one_second_and_is_bounded() {
+        let defaults = Config::default();
+        assert_eq!(defaults.audit.checkpoint_interval, Duration::from_secs(1));
+        let c = Config::from_toml("[audit]\ncheckpoint_interval = \"250ms\"\n").unwrap();
+        assert_eq!(c.audit.checkpoint_interval, Duration::from_millis(250));
+        let example = Config::from_toml(include_str!("../../../warden.example.toml")).unwrap();
+        assert_eq!(
+            example.audit.checkpoint_interval,
+            defaults.audit.checkpoint_interval
+        );
+        for bad in ["0s", "2h", "soon"] {
+            let e = error_of(&format!("[audit]\ncheckpoint_interval = \"{bad}\"\n"));
+            assert!(e.starts_with("audit.checkpoint_interval:"), "{bad}: {e}");
+        }
+    }
 }

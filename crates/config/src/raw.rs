@@ -148,6 +148,7 @@ pub(crate) struct RawAudit {
     pub max_segment_age: Option<String>,
     pub store_dir: Option<String>,
     pub ship_interval: Option<String>,
+    pub checkpoint_interval: Option<String>,
     pub store: Option<String>,
     pub s3_bucket: Option<String>,
     pub s3_prefix: Option<String>,

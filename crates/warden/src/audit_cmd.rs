@@ -95,6 +95,7 @@ pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Resu
         },
         max_segment_bytes: config.audit.max_segment_bytes,
         max_segment_age: config.audit.max_segment_age,
+        checkpoint_interval: config.audit.checkpoint_interval,
         key,
     })
     .context("cannot open the audit log")?;
@@ -118,13 +119,22 @@ pub fn start(config: &Config, data_dir: &Path, deployment: &str) -> anyhow::Resu
     })
 }
 
-/// `warden audit verify`: checks the shipped segments and the local ones not shipped yet.
+/// `warden audit verify`: checks the shipped segments and checkpoints and the local ones not
+/// shipped yet, and prints the time up to which the log is proven complete; with `max_age`
+/// (`--max-age`, e.g. `10m`) also fails when the newest signed checkpoint is older than that:
+/// a stopped log, or one whose newest objects were deleted.
 pub async fn verify(
     global: &crate::cli::Global,
     public_key: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    max_age: Option<String>,
 ) -> Result<(), Failure> {
+    let max_age = max_age
+        .as_deref()
+        .map(warden_config::parse_duration)
+        .transpose()
+        .map_err(|m| Failure::Config(format!("--max-age: {m}")))?;
     let config = settings::load(global)?;
     let data_dir = settings::data_dir(global, &config);
     let key_text = match public_key {
@@ -151,24 +161,49 @@ pub async fn verify(
     )
     .await
     .context("verification could not run")?;
-    match report.problem {
-        None => {
-            println!(
-                "ok: {} records in {} segments, chain intact up to seq {}",
-                report.records, report.segments, report.last_seq
-            );
-            Ok(())
-        }
-        Some(problem) => {
-            println!(
-                "BROKEN after {} good records (seq {}): {problem}",
-                report.records, report.last_seq
-            );
-            Err(Failure::Runtime(anyhow::anyhow!(
-                "the audit log failed verification"
-            )))
-        }
+    if let Some(problem) = &report.problem {
+        println!(
+            "BROKEN after {} good records (seq {}): {problem}",
+            report.records, report.last_seq
+        );
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "the audit log failed verification"
+        )));
     }
+    println!(
+        "ok: {} records in {} segments, chain intact up to seq {}; {}",
+        report.records,
+        report.segments,
+        report.last_seq,
+        proven_text(&report)
+    );
+    let now = warden_core::time::unix_millis();
+    if let Some(why) = max_age.and_then(|age| report.stale(age, now)) {
+        println!("STALE: {why}");
+        return Err(Failure::Runtime(anyhow::anyhow!(
+            "the audit log is not proven complete within --max-age"
+        )));
+    }
+    Ok(())
+}
+
+/// "proven complete up to <time> (checkpoint at seq N)", and how many records come after it.
+fn proven_text(report: &warden_audit::Report) -> String {
+    let Some(p) = report.proven else {
+        return "no signed checkpoint: completeness is not proven".into();
+    };
+    let time = crate::time_fmt::iso8601((p.time_ms / 1000) as i64);
+    let after = report.last_seq.saturating_sub(p.seq);
+    let mut text = format!(
+        "proven complete up to {time} (signed checkpoint at seq {})",
+        p.seq
+    );
+    if after > 0 {
+        text.push_str(&format!(
+            "; the {after} record(s) after it are covered by the hash chain only"
+        ));
+    }
+    text
 }
 
 /// What `warden audit search` keeps.

@@ -101,6 +101,10 @@ pub enum AuditCommand {
         /// Only segments with records before this time.
         #[arg(long)]
         to: Option<String>,
+        /// Also fail when the newest signed checkpoint is older than this (e.g. `2h`): a
+        /// stopped log, or one whose newest objects were deleted.
+        #[arg(long)]
+        max_age: Option<String>,
     },
     /// Print matching records as JSON lines (shipped and not yet shipped), oldest first.
     Search {

@@ -76,7 +76,8 @@ fn main() -> ExitCode {
                     public_key,
                     from,
                     to,
-                } => audit_cmd::verify(&cli.global, public_key, from, to).await,
+                    max_age,
+                } => audit_cmd::verify(&cli.global, public_key, from, to, max_age).await,
                 cli::AuditCommand::Search {
                     from,
                     to,

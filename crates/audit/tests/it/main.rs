@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
+mod checkpoints;
+
 use object_store::local::LocalFileSystem;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +33,11 @@ fn env() -> Env {
 }
 
 fn open(dir: &Path, max_bytes: u64) -> (Writer, AuditLog) {
+    open_with(dir, max_bytes, Duration::from_secs(1))
+}
+
+/// [`open`] with a checkpoint interval.
+fn open_with(dir: &Path, max_bytes: u64, checkpoint_interval: Duration) -> (Writer, AuditLog) {
     let key = warden_audit::load_or_create_key(dir).unwrap();
     Writer::open(Options {
         dir: dir.join("audit"),
@@ -38,6 +45,7 @@ fn open(dir: &Path, max_bytes: u64) -> (Writer, AuditLog) {
         fsync: Fsync::Always,
         max_segment_bytes: max_bytes,
         max_segment_age: Duration::from_secs(3600),
+        checkpoint_interval,
         key,
     })
     .unwrap()

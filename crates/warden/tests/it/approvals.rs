@@ -542,7 +542,8 @@ tools = ["sql_execute"]
         ]);
         let second = WardenProcess::start_in(&bin(), dir.clone(), Some(&config), &KEYS_ENV);
         // No human and no resume: the restart settles the write and the agent goes on.
-        let (final_state, status) = settled(&http, &second.url, &admin, &key, &id, "ops/crash").await;
+        let (final_state, status) =
+            settled(&http, &second.url, &admin, &key, &id, "ops/crash").await;
         let inserted = orders(&db).await.len() - before;
         eprintln!(
             "run {run}: killed {wait} ms after the decision; approval {final_state}, agent {status}, rows inserted {inserted}"

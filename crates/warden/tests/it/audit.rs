@@ -116,10 +116,10 @@ async fn with_fail_open_a_failing_audit_log_does_not_stop_answers() {
     std::fs::write(&open_dir, b"not a directory").unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(s.chat("fast").await.status(), 200);
+    let logs = s.warden.logs();
     assert!(
-        s.warden.logs().contains("answering anyway"),
-        "{}",
-        s.warden.logs()
+        logs.contains("audit record failed; answering anyway (audit.fail_open)"),
+        "{logs}"
     );
 }
 
@@ -315,4 +315,161 @@ async fn segments_wait_while_s3_is_down_then_ship_and_verify_from_s3() {
         "{listing}"
     );
     assert!(listing.contains(".manifest.json"), "{listing}");
+    // Each segment's closing checkpoint is its own object beside them.
+    let listing = http
+        .get(format!(
+            "http://127.0.0.1:{port}/audit?list-type=2&prefix=prod/eu/checkpoints/"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains("prod/eu/checkpoints/0000"), "{listing}");
+}
+
+/// A shipped log of several segments: Warden with small segments and fast checkpoints, two
+/// requests a segment apart, then a clean stop (the last segment closed and shipped).
+async fn shipped_log() -> Setup {
+    let mut s = Setup::start_with(
+        "[audit]\nmax_segment_age = \"200ms\"\nship_interval = \"200ms\"\ncheckpoint_interval = \"100ms\"\n",
+    )
+    .await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    s.warden.signal("TERM");
+    let code = tokio::task::block_in_place(|| s.warden.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "{}", s.warden.logs());
+    assert!(segments(&s.warden.data_dir).len() >= 2);
+    s
+}
+
+fn checkpoints(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|x| x == "json"));
+    v.sort();
+    v
+}
+
+fn manifest_of(segment: &std::path::Path) -> std::path::PathBuf {
+    segment.with_file_name(warden_audit::manifest_name(
+        segment.file_name().unwrap().to_str().unwrap(),
+    ))
+}
+
+/// `warden audit verify` must fail; returns its output.
+fn verify_fails(s: &Setup) -> String {
+    let (code, out, err) = s.warden.cli(&["audit", "verify"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("BROKEN"), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_log_verifies_and_reports_the_time_it_is_proven_complete_up_to() {
+    let mut s = Setup::start_with("[audit]\ncheckpoint_interval = \"100ms\"\n").await;
+    assert_eq!(s.chat("fast").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // While it runs: the open segment is covered by a local checkpoint (the newest one only;
+    // two for a moment while it is replaced), nothing is shipped.
+    let local = s.warden.data_dir.join("audit/checkpoints");
+    let now = checkpoints(&local);
+    assert!((1..=2).contains(&now.len()), "{now:?}");
+    assert!(checkpoints(&s.warden.data_dir.join("audit-store/checkpoints")).is_empty());
+    let (code, out, err) = s.warden.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("proven complete up to 20"), "{out}");
+
+    s.warden.signal("TERM");
+    let code = tokio::task::block_in_place(|| s.warden.wait_exit(Duration::from_secs(10)));
+    assert_eq!(code, Some(0), "{}", s.warden.logs());
+    let (code, out, err) = s.warden.cli(&["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let last = out
+        .split("chain intact up to seq ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        out.contains("proven complete up to 20")
+            && out.contains(&format!("(signed checkpoint at seq {last})")),
+        "{out}"
+    );
+    // Shipped beside the segments: the closing checkpoint, none left locally.
+    let shipped = checkpoints(&s.warden.data_dir.join("audit-store/checkpoints"));
+    assert!(
+        shipped
+            .last()
+            .is_some_and(|p| p.ends_with(warden_audit::checkpoint_name(last.parse().unwrap()))),
+        "{shipped:?}"
+    );
+    assert!(checkpoints(&local).is_empty());
+    // A stopped log grows stale: `--max-age` tells a log that stopped (or lost its newest
+    // objects) from one that is current.
+    let (code, out, err) = s.warden.cli(&["audit", "verify", "--max-age", "1h"]);
+    assert_eq!(code, 0, "{out}{err}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (code, out, err) = s.warden.cli(&["audit", "verify", "--max-age", "1s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(format!("{out}{err}").contains("STALE"), "{out}{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewriting_the_last_shipped_segment_and_dropping_its_manifest_fails_verification() {
+    let s = shipped_log().await;
+    let last = segments(&s.warden.data_dir).pop().unwrap();
+    // The records changed and the chain recomputed, as anyone without the key can.
+    let mut records: Vec<warden_audit::Record> = std::fs::read_to_string(&last)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut prev = records[0].prev_hash.clone();
+    for r in &mut records {
+        if let warden_audit::Event::ModelCall(c) = &mut r.event {
+            c.status = 500;
+        }
+        r.prev_hash = prev.clone();
+        prev = r.hash();
+    }
+    let text: Vec<u8> = records
+        .iter()
+        .flat_map(|r| [r.canonical(), b"\n".to_vec()].concat())
+        .collect();
+    std::fs::write(&last, text).unwrap();
+    std::fs::remove_file(manifest_of(&last)).unwrap();
+    let out = verify_fails(&s);
+    let name = last.file_name().unwrap().to_str().unwrap();
+    assert!(
+        out.contains(name) && out.contains("shipped segment without a manifest"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_last_segment_and_its_manifest_fails_verification() {
+    let s = shipped_log().await;
+    let last = segments(&s.warden.data_dir).pop().unwrap();
+    std::fs::remove_file(manifest_of(&last)).unwrap();
+    std::fs::remove_file(&last).unwrap();
+    let out = verify_fails(&s);
+    assert!(out.contains("beyond the end of the chain"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_newest_checkpoint_fails_verification() {
+    let s = shipped_log().await;
+    let newest = checkpoints(&s.warden.data_dir.join("audit-store/checkpoints"))
+        .pop()
+        .unwrap();
+    std::fs::remove_file(&newest).unwrap();
+    let out = verify_fails(&s);
+    assert!(
+        out.contains("names checkpoint") && out.contains("which is missing"),
+        "{out}"
+    );
 }

@@ -124,7 +124,10 @@ tools = ["sql_execute"]
             "not_applied" => assert_eq!(added, 0.0, "run {run}: not applied"),
             other => panic!("run {run}: the approval ended {other}, not settled by Warden"),
         }
-        assert_eq!(status, "idle", "run {run}: the agent went on without a resume");
+        assert_eq!(
+            status, "idle",
+            "run {run}: the agent went on without a resume"
+        );
         outcomes.push(state);
     }
     eprintln!("outcomes: {outcomes:?}");
