@@ -449,6 +449,10 @@ impl Task {
         remaining: u64,
         deadline: Instant,
     ) -> Result<Value, Stop> {
+        if self.inner.deps.recorder.refuses_work() {
+            // Nothing is spent on a model call the log could not record.
+            return Err(AgentError::AuditUnavailable("the audit log is failing".into()).into());
+        }
         let mut all = vec![json!({"role": "system", "content": self.def.system_prompt})];
         all.extend_from_slice(messages);
         let mut body = json!({
@@ -578,6 +582,10 @@ impl Task {
                 arguments: self.exchange.restore_text(&call.arguments),
             })
             .await;
+            if self.inner.deps.recorder.refuses_work() {
+                // No read runs, and no write is proposed, that the log could not record.
+                return Err(AgentError::AuditUnavailable("the audit log is failing".into()).into());
+            }
             let started = now_ms();
             let clock = std::time::Instant::now();
             let tool = self.catalog.get(&call.name).map(|(t, _)| t);

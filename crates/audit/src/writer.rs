@@ -56,6 +56,7 @@ type Pending = (Event, oneshot::Sender<Result<u64, Error>>);
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AuditLog {
@@ -67,6 +68,12 @@ impl AuditLog {
             .await
             .map_err(|_| Error::Closed)?;
         done.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Whether the writer is known to refuse every event (it failed, or stopped): callers
+    /// refuse work up front instead of doing it and then finding it cannot be recorded.
+    pub fn is_failing(&self) -> bool {
+        self.tx.is_closed() || self.failing.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -94,6 +101,8 @@ pub struct Writer {
     checkpointed: u64,
     open: Option<OpenSegment>,
     failed: Option<String>,
+    /// Set with `failed`, for the handles' [`AuditLog::is_failing`].
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
     rx: mpsc::Receiver<Pending>,
 }
 
@@ -137,6 +146,7 @@ impl Writer {
             )));
         }
         let (tx, rx) = mpsc::channel(16 * 1024);
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         Ok((
             Self {
                 options,
@@ -144,10 +154,18 @@ impl Writer {
                 checkpointed,
                 open,
                 failed: None,
+                failing: failing.clone(),
                 rx,
             },
-            AuditLog { tx },
+            AuditLog { tx, failing },
         ))
+    }
+
+    /// Stops accepting events (fail closed) and tells the handles.
+    fn fail(&mut self, why: String) {
+        self.failed = Some(why);
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The last sequence number written.
@@ -252,7 +270,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "audit write failed; refusing further events (fail closed)");
-                self.failed = Some(e.to_string());
+                self.fail(e.to_string());
                 for (_, ack) in batch {
                     let _ = ack.send(Err(Error::Failed(e.to_string())));
                 }
@@ -289,7 +307,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "writing an audit checkpoint failed; refusing further events");
-                self.failed = Some(e.to_string());
+                self.fail(e.to_string());
             }
         }
     }
@@ -324,7 +342,7 @@ impl Writer {
             Ok(()) => self.checkpointed = self.checkpointed.max(self.head.last_seq),
             Err(e) => {
                 tracing::error!(segment = %name, error = %e, "closing an audit segment failed; refusing further events");
-                self.failed = Some(e.to_string());
+                self.fail(e.to_string());
             }
         }
     }

@@ -36,6 +36,13 @@ impl Recorder {
         }
     }
 
+    /// Whether work must be refused up front: the audit log is known to refuse every record
+    /// (and `audit.fail_open` is off). Checked before a provider is called or a tool runs, so
+    /// nothing is spent or read that could not be recorded.
+    pub fn refuses_work(&self) -> bool {
+        !self.fail_open && self.audit.as_ref().is_some_and(|a| a.is_failing())
+    }
+
     /// Records a finished model call: its audit record (durable when this returns `Ok`), then
     /// its usage row (queued; never dropped). On `Err` the answer must not be released; the
     /// usage row is still written, with status 503, because the call may have spent tokens.

@@ -198,6 +198,15 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
             .refuse(ApiError::new(ErrorCode::ModelNotAllowed, message))
             .await;
     }
+    if state.recorder.refuses_work() {
+        // Nothing goes to a provider that the log could not record.
+        return record
+            .refuse(ApiError::new(
+                ErrorCode::AuditUnavailable,
+                "the audit log cannot record this request, so it is refused; retry later",
+            ))
+            .await;
+    }
     let (mut response, redactions, meta) = match state.gateway.call(call).await {
         Err(failure) => {
             let error = ApiError::from(failure.error);
@@ -246,10 +255,15 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                     if let Some(reason) = &summary.failure {
                         tracing::warn!(request_id = %record.request_id, reason, "stream ended early");
                     }
-                    // A stream's record is written when it ends (its bytes are already out).
-                    let _ = record
+                    // A stream's record is written when it ends (its bytes are already out;
+                    // a failure is logged by the recorder, and the next request is refused).
+                    if record
                         .finish(&meta, 200, summary.usage, &summary.redactions)
-                        .await;
+                        .await
+                        .is_err()
+                    {
+                        tracing::error!("a finished stream could not be recorded");
+                    }
                 });
                 let body = Body::from_stream(stream.body.map(Ok::<_, std::convert::Infallible>));
                 let headers = [

@@ -102,8 +102,14 @@ async fn when_the_audit_log_cannot_write_requests_are_refused() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (code, body) = error_code(s.chat("fast").await, 503).await;
     assert_eq!(code, "audit_unavailable", "{body}");
+    // Once the log is known to fail, nothing more goes to the provider.
+    let hits = s.a.hits();
     let (code, _) = error_code(s.chat("fast").await, 503).await;
     assert_eq!(code, "audit_unavailable");
+    let mut stream = crate::chat_body("fast");
+    stream["stream"] = serde_json::json!(true);
+    assert_eq!(s.post("/v1/chat/completions", stream).await.status(), 503);
+    assert_eq!(s.a.hits(), hits, "no provider call while the log fails");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
