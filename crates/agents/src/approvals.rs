@@ -285,7 +285,7 @@ impl Agents {
             .approval(&a.id)
             .await?
             .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))?;
-        self.continue_in_background(decided.agent_id.clone(), status::AWAITING_APPROVAL);
+        self.continue_in_background(decided.agent_id.clone(), decided.task_id.clone());
         Ok(decided)
     }
 
@@ -413,12 +413,7 @@ impl Agents {
                         state,
                     });
                     // Its task goes on, if the restart left that task interrupted.
-                    let interrupted = inner.deps.store.agent(&a.agent_id).await?.is_some_and(|r| {
-                        r.status == status::FAILED && r.task_id.as_deref() == Some(&a.task_id)
-                    });
-                    if interrupted {
-                        self.continue_in_background(a.agent_id.clone(), status::FAILED);
-                    }
+                    self.continue_in_background(a.agent_id.clone(), a.task_id.clone());
                 }
                 Err(e) => {
                     tracing::warn!(approval = %a.id, error = %e, "dispatched write not settled yet");
@@ -467,49 +462,32 @@ impl Agents {
         }
         let mut n = 0;
         for (id, task_id) in agents {
-            let Some(r) = store.agent(&id).await? else {
-                continue;
-            };
-            let same_task = r.task_id.as_deref() == Some(task_id.as_str());
-            let interrupted = r.status == status::FAILED
-                && r.status_reason
-                    .as_deref()
-                    .is_some_and(|why| why.starts_with(crate::actor::INTERRUPTED));
-            if r.status == status::AWAITING_APPROVAL {
-                self.continue_in_background(id, status::AWAITING_APPROVAL);
-                n += 1;
-            } else if interrupted && same_task {
-                self.continue_in_background(id, status::FAILED);
+            if store
+                .agent(&id)
+                .await?
+                .is_some_and(|r| continuable(&r, &task_id).is_some())
+            {
+                self.continue_in_background(id, task_id);
                 n += 1;
             }
         }
         Ok(n)
     }
 
-    /// Continues an agent waiting for approval, as its owner.
-    pub async fn continue_after_decision(&self, agent_id: &str) -> Result<Outcome, AgentError> {
-        self.continue_as_owner(agent_id, status::AWAITING_APPROVAL)
-            .await
-    }
-
-    /// Continues `agent_id`'s task as its owner, if the agent is `expected` (waiting for an
-    /// approval, or failed by the restart that interrupted its write).
-    async fn continue_as_owner(
-        &self,
-        agent_id: &str,
-        expected: &str,
-    ) -> Result<Outcome, AgentError> {
+    /// Continues `agent_id`'s task `task_id` as its owner, if it is still that agent's task
+    /// and it can go on by itself (see [`continuable`]).
+    async fn continue_task(&self, agent_id: &str, task_id: &str) -> Result<Outcome, AgentError> {
         let store = &self.inner.deps.store;
         let record = store
             .agent(agent_id)
             .await?
             .ok_or_else(|| AgentError::NotFound(agent_id.to_owned()))?;
-        if record.status != expected {
+        let Some(waiting) = continuable(&record, task_id) else {
             return Err(AgentError::NothingToResume(format!(
-                "agent `{agent_id}` is {}, not {expected}",
+                "agent `{agent_id}` is {}, not waiting to continue task {task_id}",
                 record.status
             )));
-        }
+        };
         let owner = store
             .list_keys()
             .await?
@@ -523,7 +501,7 @@ impl Agents {
             request_id: String::new(),
         };
         let (reply, answer) = oneshot::channel();
-        let cmd = if expected == status::AWAITING_APPROVAL {
+        let cmd = if waiting {
             actor::Command::Continue { caller, reply }
         } else {
             actor::Command::Resume {
@@ -536,10 +514,10 @@ impl Agents {
         answer.await.map_err(|_| AgentError::Stopped)?
     }
 
-    fn continue_in_background(&self, agent_id: String, expected: &'static str) {
+    fn continue_in_background(&self, agent_id: String, task_id: String) {
         let me = self.clone();
         tokio::spawn(async move {
-            match me.continue_as_owner(&agent_id, expected).await {
+            match me.continue_task(&agent_id, &task_id).await {
                 Ok(_) | Err(AgentError::NothingToResume(_)) => {}
                 Err(e) => {
                     tracing::warn!(agent = %agent_id, error = %e, "agent could not continue");
@@ -547,6 +525,23 @@ impl Agents {
             }
         });
     }
+}
+
+/// Whether `record`'s task `task_id` goes on by itself once its write is decided or settled:
+/// `Some(true)` if it waits for the approval (continue), `Some(false)` if a restart or the
+/// audit log stopped it (resume), `None` otherwise (another task, idle, halted, or failed for
+/// another reason: the owner decides).
+fn continuable(record: &AgentRecord, task_id: &str) -> Option<bool> {
+    if record.task_id.as_deref() != Some(task_id) {
+        return None;
+    }
+    if record.status == status::AWAITING_APPROVAL {
+        return Some(true);
+    }
+    let stopped_by_us = record.status_reason.as_deref().is_some_and(|why| {
+        why.starts_with(crate::actor::INTERRUPTED) || why.starts_with(crate::runner::AUDIT_STOP)
+    });
+    (record.status == status::FAILED && stopped_by_us).then_some(false)
 }
 
 fn refused(a: &ApprovalRecord, e: DecisionError) -> AgentError {

@@ -22,6 +22,9 @@ use warden_redact::Exchange;
 use warden_store::{AgentRecord, AgentUpdate, NewStep};
 use warden_tools::{Catalog, Classification, ToolError};
 
+/// The start of the status reason of a task the audit log stopped.
+pub(crate) const AUDIT_STOP: &str = "audit_unavailable";
+
 /// Output tokens asked for per model call at most.
 const MAX_OUTPUT_TOKENS: u64 = 4096;
 
@@ -344,7 +347,7 @@ impl Task {
         };
         metrics::counter!("warden_agent_stops_total", "result" => "audit_unavailable").increment(1);
         let reason = format!(
-            "audit_unavailable: {detail}; POST …/resume continues the task once the log is back"
+            "{AUDIT_STOP}: {detail}; POST …/resume continues the task once the log is back"
         );
         let data = json!({"reason": reason, "audit_missing_from_seq": self.audit_missing_from});
         let now = now_ms();
