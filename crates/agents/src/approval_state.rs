@@ -137,6 +137,8 @@ pub enum ToolOutcome {
     Denied,
     /// A crash left it dispatched and the target cannot tell whether it took effect.
     OutcomeUnknown,
+    /// Audited only: a read is about to reach its target (its result follows).
+    Started,
 }
 
 impl ToolOutcome {
@@ -150,6 +152,7 @@ impl ToolOutcome {
             Self::NeedsApproval => "needs_approval",
             Self::Denied => "denied",
             Self::OutcomeUnknown => "outcome_unknown",
+            Self::Started => "started",
         }
     }
 }

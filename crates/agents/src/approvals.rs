@@ -50,7 +50,9 @@ pub(crate) async fn audit_approval(
 }
 
 /// Audits `a`'s move to `to`, then makes it (only if `a` is still in `from`). Returns whether
-/// it moved.
+/// it moved. In this process, moves are made one at a time and the state is read again first,
+/// so a move that lost a race is neither audited nor made; a race with another node is
+/// caught by the conditional update and recorded as not made.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn audited_transition(
     inner: &Inner,
@@ -61,6 +63,11 @@ pub(crate) async fn audited_transition(
     result: Option<&str>,
     detail: Option<String>,
 ) -> Result<bool, AgentError> {
+    let _one_at_a_time = inner.transitions.lock().await;
+    let current = inner.deps.store.approval(&a.id).await?;
+    if current.map(|c| c.state).as_deref() != Some(from.as_str()) {
+        return Ok(false);
+    }
     audit_approval(inner, a, to, decision.map(|d| d.signature.clone()), detail).await?;
     let moved = transition(
         inner.deps.store.as_ref(),
@@ -74,6 +81,20 @@ pub(crate) async fn audited_transition(
     .await?;
     if moved {
         metrics::counter!("warden_approvals_total", "state" => to.as_str()).increment(1);
+    } else {
+        // The record above described a move that lost a race: say so, so the log shows only
+        // what happened.
+        audit_approval(
+            inner,
+            a,
+            to,
+            None,
+            Some(format!(
+                "not made: the approval was no longer {} (another decision or step came first)",
+                from.as_str()
+            )),
+        )
+        .await?;
     }
     Ok(moved)
 }
@@ -171,11 +192,16 @@ pub(crate) async fn withdraw_task_approvals(
         let Some(id) = data["approval_id"].as_str() else {
             continue;
         };
-        let Some(a) = store.approval(id).await? else {
-            continue;
-        };
-        let from = state_of(&a)?;
-        if from.may_become(ApprovalState::Withdrawn) {
+        // A decision may land between the read and the move: read again until it is
+        // withdrawn or past the point where it could be (dispatched or final).
+        for _ in 0..8 {
+            let Some(a) = store.approval(id).await? else {
+                break;
+            };
+            let from = state_of(&a)?;
+            if !from.may_become(ApprovalState::Withdrawn) {
+                break;
+            }
             let result = json!({"error": format!("withdrawn: {why}")}).to_string();
             if audited_transition(
                 inner,
@@ -189,6 +215,7 @@ pub(crate) async fn withdraw_task_approvals(
             .await?
             {
                 n += 1;
+                break;
             }
         }
     }
@@ -230,6 +257,8 @@ impl Agents {
                 None,
             )
             .await?;
+            // Its task goes on with the expiry instead of waiting forever.
+            self.continue_in_background(a.agent_id.clone(), a.task_id.clone());
             return Err(AgentError::ApprovalNotPending(a.id, "expired".into()));
         }
         // The hash is recomputed from the stored arguments, never taken on trust.
@@ -363,6 +392,11 @@ impl Agents {
             .approval(approval_id)
             .await?
             .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
+        // Computed again only while a decision is still to be made: a decided request's
+        // preview would run the write (rolled back) for nothing.
+        if state_of(&a)? != ApprovalState::AwaitingApproval {
+            return Err(AgentError::ApprovalNotPending(a.id, a.state));
+        }
         let definition = a.agent_id.split('/').next().unwrap_or_default();
         let tool = inner
             .defs
@@ -389,6 +423,7 @@ impl Agents {
     pub async fn reconcile(&self, min_age: Duration) -> Result<Vec<Settled>, AgentError> {
         let inner = &self.inner;
         let now = now_ms();
+        self.expire_overdue(now).await?;
         let mut settled = Vec::new();
         for a in inner
             .deps
@@ -421,6 +456,37 @@ impl Agents {
             }
         }
         Ok(settled)
+    }
+
+    /// Requests past their expiry without a decision become `expired`, and their tasks go on
+    /// with that answer (instead of waiting for a decision that can no longer be made).
+    async fn expire_overdue(&self, now: i64) -> Result<(), AgentError> {
+        let waiting = ApprovalState::AwaitingApproval.as_str();
+        for a in self
+            .inner
+            .deps
+            .store
+            .list_approvals(Some(waiting), 500)
+            .await?
+        {
+            if now < a.expires_at {
+                continue;
+            }
+            if audited_transition(
+                &self.inner,
+                &a,
+                ApprovalState::AwaitingApproval,
+                ApprovalState::Expired,
+                None,
+                None,
+                None,
+            )
+            .await?
+            {
+                self.continue_in_background(a.agent_id.clone(), a.task_id.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Runs [`Agents::reconcile`] every `every` until `stop` resolves.
@@ -494,6 +560,14 @@ impl Agents {
             .into_iter()
             .find(|k| k.id == record.owner_key_id)
             .ok_or_else(|| AgentError::Store("the agent's key no longer exists".into()))?;
+        // A task goes on only for a key that may still drive it.
+        let now = now_ms();
+        if owner.revoked_at.is_some_and(|t| t <= now) || owner.expires_at.is_some_and(|t| t <= now)
+        {
+            return Err(AgentError::NothingToResume(format!(
+                "the key that drives agent `{agent_id}` is revoked or expired; the task stays where it is"
+            )));
+        }
         let caller = Caller {
             key_id: owner.id,
             key_name: owner.name,
@@ -539,7 +613,9 @@ fn continuable(record: &AgentRecord, task_id: &str) -> Option<bool> {
         return Some(true);
     }
     let stopped_by_us = record.status_reason.as_deref().is_some_and(|why| {
-        why.starts_with(crate::actor::INTERRUPTED) || why.starts_with(crate::runner::AUDIT_STOP)
+        why.starts_with(crate::actor::INTERRUPTED)
+            || why.starts_with(crate::runner::AUDIT_STOP)
+            || why.starts_with(crate::runner::SETTLING)
     });
     (record.status == status::FAILED && stopped_by_us).then_some(false)
 }

@@ -233,6 +233,8 @@ pub(crate) struct Inner {
     pub(crate) node: String,
     /// Approvals this process has dispatched and not yet settled (the reconciler leaves them).
     pub(crate) in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Approval moves of this process, one at a time (`approvals::audited_transition`).
+    pub(crate) transitions: tokio::sync::Mutex<()>,
 }
 
 /// A page of an agent's history.
@@ -273,6 +275,7 @@ impl Agents {
                 idle,
                 node,
                 in_flight: Mutex::new(Default::default()),
+                transitions: tokio::sync::Mutex::new(()),
             }),
         }
     }

@@ -8,6 +8,8 @@
 
 mod writes;
 
+pub(crate) use writes::SETTLING;
+
 use crate::approval_state::ToolOutcome;
 use crate::journal::{self, ToolCallRequest, kind};
 use crate::{AgentError, Caller, Event, Inner, Outcome, status};
@@ -484,6 +486,16 @@ impl Task {
         let latency_ms = clock.elapsed().as_millis() as i64;
         let success = match result {
             Err(_) => {
+                // Cut off, maybe after the provider started: still recorded (504).
+                self.record_call(
+                    &request_id,
+                    &warden_gateway::Meta::default(),
+                    504,
+                    None,
+                    latency_ms,
+                    &std::collections::BTreeMap::new(),
+                )
+                .await?;
                 return Err(Stop::TimedOut(format!(
                     "step {} exceeded its {:?} timeout (model call)",
                     self.model_steps + 1,
@@ -562,7 +574,19 @@ impl Task {
         calls: Vec<ToolCallRequest>,
         deadline: Instant,
     ) -> Result<(), Stop> {
+        let mut ids = std::collections::HashSet::new();
         for call in calls {
+            if !ids.insert(call.id.clone()) {
+                // Two calls of one step with one id would share a journal entry and an
+                // approval: the second is answered, not run.
+                let message = format!(
+                    "duplicate tool call id `{}` in one step: each call needs its own id; this one was not run",
+                    call.id
+                );
+                messages.push(json!({"role": "tool", "tool_call_id": call.id,
+                                     "content": json!({"error": message}).to_string()}));
+                continue;
+            }
             self.recent
                 .push((call.name.clone(), call.arguments.clone()));
             let repeats = self
@@ -588,6 +612,38 @@ impl Task {
             if self.inner.deps.recorder.refuses_work() {
                 // No read runs, and no write is proposed, that the log could not record.
                 return Err(AgentError::AuditUnavailable("the audit log is failing".into()).into());
+            }
+            // One hash for the call everywhere (journal, audit, approval): SHA-256 of its
+            // canonical JSON; arguments that are not JSON are hashed as they came.
+            let arguments_sha256 = match serde_json::from_str::<Value>(&call.arguments) {
+                Ok(v) => warden_tools::approval::arguments_sha256(&v),
+                Err(_) => {
+                    use sha2::Digest;
+                    warden_core::hex(&sha2::Sha256::digest(call.arguments.as_bytes()))
+                }
+            };
+            let (agent_id, task_id) = (self.record.id.clone(), self.task_id.clone());
+            let tool_event = |outcome: ToolOutcome, summary: String, latency_ms: u64| {
+                warden_audit::Event::ToolCall {
+                    agent_id: agent_id.clone(),
+                    task_id: task_id.clone(),
+                    call_id: call.id.clone(),
+                    tool: call.name.clone(),
+                    classification: classification.as_str().into(),
+                    arguments_sha256: arguments_sha256.clone(),
+                    outcome: outcome.as_str().into(),
+                    summary,
+                    latency_ms,
+                }
+            };
+            if classification == Classification::Read {
+                // A read reaches its target only after a durable record that it is about to.
+                self.inner
+                    .deps
+                    .recorder
+                    .event(tool_event(ToolOutcome::Started, String::new(), 0))
+                    .await
+                    .map_err(AgentError::from)?;
             }
             let started = now_ms();
             let clock = std::time::Instant::now();
@@ -681,29 +737,10 @@ impl Task {
                 .redact_text(&summary)
                 .map(|s| s.into_inner())
                 .unwrap_or_else(|_| "withheld".into());
-            // One hash for the call everywhere (journal, audit, approval): SHA-256 of its
-            // canonical JSON; arguments that are not JSON are hashed as they came.
-            let arguments_sha256 = match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(v) => warden_tools::approval::arguments_sha256(&v),
-                Err(_) => {
-                    use sha2::Digest;
-                    warden_core::hex(&sha2::Sha256::digest(call.arguments.as_bytes()))
-                }
-            };
             // The record is durable before the result is journalled and shown to the model:
             // if it cannot be written, the task stops here and the call runs again on resume
             // (a read), or finds its approval's state (a write).
-            let event = warden_audit::Event::ToolCall {
-                agent_id: self.record.id.clone(),
-                task_id: self.task_id.clone(),
-                call_id: call.id.clone(),
-                tool: call.name.clone(),
-                classification: classification.as_str().into(),
-                arguments_sha256: arguments_sha256.clone(),
-                outcome: outcome.as_str().into(),
-                summary: summary.clone(),
-                latency_ms,
-            };
+            let event = tool_event(outcome, summary.clone(), latency_ms);
             self.inner
                 .deps
                 .recorder

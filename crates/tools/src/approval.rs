@@ -64,8 +64,11 @@ pub fn inexact_number(arguments: &Value) -> Option<String> {
                 } else if let Some(i) = n.as_i64() {
                     i.unsigned_abs() <= MAX_EXACT_INTEGER
                 } else {
-                    // A float: serde_json already holds it as the double that is signed and run.
-                    n.as_f64().is_some_and(f64::is_finite)
+                    // A float: held as the double that is signed and run, but from 2^53 on a
+                    // double no longer holds every integer, so `9007199254740993.0` would be
+                    // signed and run as `…992`: refused like the integer.
+                    n.as_f64()
+                        .is_some_and(|f| f.is_finite() && f.abs() < MAX_EXACT_INTEGER as f64)
                 };
                 !exact
             }
@@ -443,6 +446,14 @@ mod tests {
         assert_eq!(inexact_number(&deep).as_deref(), Some("/x/1/a~1b"));
         let fine = json!({"n": 9007199254740992u64, "m": -9007199254740992i64, "f": 0.1, "s": "9007199254740993"});
         assert_eq!(inexact_number(&fine), None);
+        for text in [
+            r#"{"n": 9007199254740993.0}"#,
+            r#"{"n": 9.007199254740993e15}"#,
+            r#"{"n": -1e300}"#,
+        ] {
+            let v: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(inexact_number(&v).as_deref(), Some("/n"), "{text}");
+        }
     }
 
     #[test]

@@ -11,10 +11,21 @@ use crate::{AgentError, Event, status};
 use serde_json::{Value, json};
 use warden_redact::Exchange;
 use warden_store::ApprovalRecord;
-use warden_tools::ToolError;
+use warden_tools::{Settlement, ToolError};
 
 /// What a write call tells the model: its outcome, a short summary and the result text.
 type Answer = (ToolOutcome, String, String);
+
+/// The start of the status reason of a task whose write's outcome is being settled.
+pub(crate) const SETTLING: &str = "settling a write";
+
+/// `text` masked by the task's redaction policy (withheld if the policy blocks it).
+fn mask(exchange: &mut Exchange, text: &str) -> String {
+    match exchange.redact_text(text) {
+        Ok(masked) => masked.into_inner(),
+        Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
+    }
+}
 
 fn refusal(outcome: ToolOutcome, message: String) -> Result<Answer, Stop> {
     let text = json!({"error": message}).to_string();
@@ -30,43 +41,66 @@ pub(crate) fn approval_id(agent_id: &str, task_id: &str, model_seq: i64, call_id
     format!("apr_{}", &warden_core::hex(&digest)[..24])
 }
 
-/// A preview as it may be stored, journalled, shown and sent: every value masked by the
-/// task's redaction policy (a value the policy blocks is withheld). The real values are
-/// shown only to an admin, by computing the preview again (`Agents::live_preview`).
+/// A preview as it may be stored, journalled, shown and sent: every value and every object
+/// key masked by the task's redaction policy (a value the policy blocks is withheld). Only
+/// Warden's own top-level fields (`kind`, `rows_affected`, `row_ids_sha256`) are kept as
+/// they are. The real values are shown only to an admin, by computing the preview again
+/// (`Agents::live_preview`).
 pub(crate) fn redact_preview(exchange: &mut Exchange, preview: &Value) -> Value {
     match preview {
-        Value::String(text) => match exchange.redact_text(text) {
-            Ok(masked) => Value::String(masked.into_inner()),
-            Err(blocked) => Value::String(format!("<withheld: {}>", blocked.types.join(", "))),
-        },
-        // Numbers are scanned as their text (a card or phone number stored as an integer).
-        Value::Number(n) => {
-            let text = n.to_string();
-            match exchange.redact_text(&text).map(|m| m.into_inner()) {
-                Ok(masked) if masked == text => preview.clone(),
-                Ok(masked) => Value::String(masked),
-                Err(blocked) => Value::String(format!("<withheld: {}>", blocked.types.join(", "))),
-            }
-        }
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|v| redact_preview(exchange, v)).collect())
-        }
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    // Row hashes and ids are Warden's own, not company data: kept for checks.
                     let keep = matches!(k.as_str(), "row_ids_sha256" | "rows_affected" | "kind");
                     let v = if keep {
                         v.clone()
                     } else {
-                        redact_preview(exchange, v)
+                        redact_value(exchange, v)
                     };
                     (k.clone(), v)
                 })
                 .collect(),
         ),
-        Value::Bool(_) | Value::Null => preview.clone(),
+        other => redact_value(exchange, other),
     }
+}
+
+fn redact_value(exchange: &mut Exchange, value: &Value) -> Value {
+    match value {
+        Value::String(text) => Value::String(mask(exchange, text)),
+        // Numbers are scanned as their text (a card or phone number stored as an integer).
+        Value::Number(n) => {
+            let text = n.to_string();
+            let masked = mask(exchange, &text);
+            if masked == text {
+                value.clone()
+            } else {
+                Value::String(masked)
+            }
+        }
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| redact_value(exchange, v)).collect())
+        }
+        // Keys are company data too (a JSON column's object).
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (mask(exchange, k), redact_value(exchange, v)))
+                .collect(),
+        ),
+        Value::Bool(_) | Value::Null => value.clone(),
+    }
+}
+
+/// The preview as the agent's owner (the journal) and the webhook see it: without the row
+/// ids and their hash, which could confirm a guessed hidden key offline. The approval keeps
+/// the hash, for the check at execution, behind admin keys.
+fn preview_for_owner(preview: &Value) -> Value {
+    let mut shown = preview.clone();
+    if let Some(map) = shown.as_object_mut() {
+        map.remove("row_ids");
+        map.remove("row_ids_sha256");
+    }
+    shown
 }
 
 impl Task {
@@ -110,6 +144,18 @@ impl Task {
         let Some(a) = existing else {
             return self.propose(call, &tool, &args, id).await;
         };
+        // An approval answers only the call it was made for.
+        if a.tool != call.name
+            || a.arguments_sha256 != warden_tools::approval::arguments_sha256(&args)
+        {
+            return refusal(
+                ToolOutcome::Refused,
+                format!(
+                    "approval {} is for another call; this one was not run",
+                    a.id
+                ),
+            );
+        }
         self.answer_approval(call, &tool, &args, a).await
     }
 
@@ -174,8 +220,9 @@ impl Task {
             .map_err(AgentError::from)?;
         metrics::counter!("warden_approvals_total", "state" => "requested").increment(1);
         let reason = format!("approval {id} waits for a decision");
+        let shown = preview_for_owner(&preview);
         let data = json!({"approval_id": id, "tool": call.name, "arguments": call.arguments,
-                          "arguments_sha256": record.arguments_sha256, "preview": preview});
+                          "arguments_sha256": record.arguments_sha256, "preview": shown});
         self.commit(
             kind::APPROVAL,
             data,
@@ -188,7 +235,7 @@ impl Task {
         if let Some(hook) = self.inner.defs.webhooks.get(&self.definition) {
             hook.notify(json!({
                 "event": "approval_requested", "approval_id": id, "agent": self.record.id,
-                "tool": call.name, "preview": preview, "expires_at_ms": record.expires_at,
+                "tool": call.name, "preview": shown, "expires_at_ms": record.expires_at,
                 "text": format!("Agent {} asks to run {} ({} rows would change). Decide: warden approve {id} --approver NAME --key FILE", self.record.id, call.name, proposal.rows_affected),
             }));
         }
@@ -354,7 +401,7 @@ impl Task {
         // What the approver saw: the write must change exactly those rows.
         let previewed = serde_json::from_str::<Value>(&a.preview).unwrap_or(Value::Null);
         let ran = tool.execute(&proof, &a.idempotency_key, &previewed).await;
-        let answer = self.record_result(&a, ran).await;
+        let answer = self.record_result(&a, tool, ran).await;
         self.inner
             .in_flight
             .lock()
@@ -363,33 +410,67 @@ impl Task {
         answer
     }
 
-    /// Records a dispatched write's result: audited, then the approval moved to `succeeded`
-    /// or `failed`. If either cannot be written the task stops; the approval stays
-    /// `dispatched` and is settled by asking the target.
+    /// Records a dispatched write's result, redacted, audited, then the approval moved. An
+    /// error does not prove the write did nothing (a COMMIT whose answer was lost, a request
+    /// sent before a timeout): the target is asked. Applied: `succeeded`; proven not applied,
+    /// or refused before anything was sent: `failed`; the target cannot tell:
+    /// `outcome_unknown`; the target cannot be asked now: the approval stays `dispatched`
+    /// for the reconciler and the task stops until it is settled.
     async fn record_result(
         &mut self,
         a: &ApprovalRecord,
+        tool: &std::sync::Arc<dyn warden_tools::WriteTool>,
         ran: Result<Value, ToolError>,
     ) -> Result<Answer, Stop> {
-        let (to, text, answer) = match ran {
-            Ok(v) => {
-                let summary = format!("{} rows changed", v["rows_affected"]);
-                let text = v.to_string();
-                (
-                    ApprovalState::Succeeded,
-                    text.clone(),
-                    (ToolOutcome::Ok, summary, text),
-                )
-            }
+        let (to, text, outcome, summary) = match ran {
+            Ok(v) => (
+                ApprovalState::Succeeded,
+                v.to_string(),
+                ToolOutcome::Ok,
+                format!("{} rows changed", v["rows_affected"]),
+            ),
             Err(e) => {
-                let text = json!({"error": e.to_string()}).to_string();
-                (
-                    ApprovalState::Failed,
-                    text.clone(),
-                    (ToolOutcome::Error, e.to_string(), text),
-                )
+                let arguments: Value = serde_json::from_str(&a.arguments).unwrap_or(Value::Null);
+                match tool.settle(&arguments, &a.idempotency_key).await {
+                    Ok(Settlement::Applied { rows_affected }) => (
+                        ApprovalState::Succeeded,
+                        json!({"rows_affected": rows_affected, "already_applied": true,
+                               "settled": "the write reported an error but its idempotency key shows it committed"})
+                        .to_string(),
+                        ToolOutcome::Ok,
+                        format!("{rows_affected} rows changed"),
+                    ),
+                    Ok(Settlement::NotApplied) => (
+                        ApprovalState::Failed,
+                        json!({"error": e.to_string()}).to_string(),
+                        ToolOutcome::Error,
+                        e.to_string(),
+                    ),
+                    Ok(Settlement::Unknown) if matches!(e, ToolError::Refused { .. }) => (
+                        ApprovalState::Failed,
+                        json!({"error": e.to_string()}).to_string(),
+                        ToolOutcome::Error,
+                        e.to_string(),
+                    ),
+                    Ok(Settlement::Unknown) => (
+                        ApprovalState::OutcomeUnknown,
+                        json!({"error": format!("the outcome of this write is unknown ({e}); it may have taken effect; a human must resolve approval {}", a.id)}).to_string(),
+                        ToolOutcome::OutcomeUnknown,
+                        "outcome unknown".into(),
+                    ),
+                    Err(settle) => {
+                        tracing::warn!(approval = %a.id, error = %settle, "a failed write cannot be settled yet");
+                        return Err(Stop::Failed(format!(
+                            "{SETTLING}: approval {} reported an error and whether it took effect cannot be asked now; it is settled later and the task continues then",
+                            a.id
+                        )));
+                    }
+                }
             }
         };
+        // Stored, audited and shown like every tool result: redacted.
+        let text = mask(&mut self.exchange, &text);
+        let summary = mask(&mut self.exchange, &summary);
         audited_transition(
             &self.inner,
             a,
@@ -397,9 +478,9 @@ impl Task {
             to,
             None,
             Some(&text),
-            Some(answer.1.clone()),
+            Some(summary.clone()),
         )
         .await?;
-        Ok(answer)
+        Ok((outcome, summary, text))
     }
 }

@@ -19,6 +19,7 @@ mod limits;
 mod postgres;
 mod proxy;
 mod redaction;
+mod redteam12;
 mod resilience;
 mod sql_firewall;
 mod tidy;
