@@ -252,7 +252,8 @@ pub enum ReadError {
     /// It ran past the statement timeout and was cancelled.
     #[error("the statement ran longer than {0:?} and was cancelled")]
     Timeout(Duration),
-    /// The database refused or failed (message safe to show: no URL).
+    /// The database refused or failed (message safe to show: no URL, no row values; see
+    /// [`safe_message`]).
     #[error("the database answered: {0}")]
     Database(String),
     /// A settlement waited this long for a transaction that holds the write's idempotency key
@@ -270,8 +271,270 @@ pub enum ReadError {
     SettledNotApplied,
 }
 
+/// Any failure of a database call as a [`ReadError::Database`] whose message carries no row
+/// values: see [`safe_message`]. Callers that tell a timeout, a missing table or a write in
+/// progress apart match on the raw error first.
 pub(crate) fn db_error(e: sqlx::Error) -> ReadError {
-    ReadError::Database(e.to_string())
+    ReadError::Database(safe_message(&e))
+}
+
+/// The message shown for a failed database call (to the model, in an approval's result and in
+/// the audit log). A database's own error text may quote row values (MariaDB's `Duplicate
+/// entry 'Margaret Hamilton-2' for key 'uq'`, PostgreSQL's `invalid input syntax for type
+/// integer: "…"`, a trigger's message), values of columns the read policy hides among them, so
+/// it is never shown: the message is built only from the engine's error class (SQLSTATE, MySQL's
+/// error number, SQLite's result code name), a fixed phrase for it, the constraint's name (a
+/// column list for SQLite's unnamed unique keys) and the table's name. Errors that are not
+/// the database's (a pool timeout, a broken connection) get a fixed phrase, never a URL.
+pub(crate) fn safe_message(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => describe(d.as_ref()).to_string(),
+        sqlx::Error::PoolTimedOut => {
+            "no database connection became available in time (the connection pool timed out)".into()
+        }
+        sqlx::Error::PoolClosed => "the database connection pool is closed".into(),
+        sqlx::Error::WorkerCrashed => "the database connection's worker stopped".into(),
+        sqlx::Error::Io(_) => "the connection to the database failed (I/O error)".into(),
+        sqlx::Error::Tls(_) => "the TLS connection to the database failed".into(),
+        sqlx::Error::Configuration(_) => "the database connection is misconfigured".into(),
+        // Warden's own texts pass; the driver's could quote what the server sent.
+        sqlx::Error::Protocol(m) if WARDEN_PROTOCOL_ERRORS.contains(&m.as_str()) => m.clone(),
+        sqlx::Error::Protocol(_) => {
+            "the database answered something the driver did not expect (protocol error)".into()
+        }
+        sqlx::Error::RowNotFound => "the database returned no row".into(),
+        sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::TypeNotFound { .. } => {
+            "a value the database returned could not be decoded".into()
+        }
+        sqlx::Error::Encode(_) | sqlx::Error::InvalidArgument(_) => {
+            "a value could not be sent to the database".into()
+        }
+        _ => "the database call failed".into(),
+    }
+}
+
+/// The `sqlx::Error::Protocol` texts the backends make themselves (no values in them).
+pub(crate) const WARDEN_PROTOCOL_ERRORS: [&str; 2] = [KEY_NOT_VISIBLE, KEY_ROW_MISSING];
+
+/// A claim found its idempotency key taken but cannot see the row (PostgreSQL).
+pub(crate) const KEY_NOT_VISIBLE: &str =
+    "the idempotency key is recorded but not visible to this transaction";
+
+/// A claim found its idempotency key taken but not its row (MySQL).
+pub(crate) const KEY_ROW_MISSING: &str = "the idempotency key is taken but its row was not found";
+
+/// What a database error was, by class, without its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Unique,
+    ForeignKey,
+    NotNull,
+    Check,
+    Exclusion,
+    /// Another integrity constraint (SQLSTATE class 23).
+    Integrity,
+    /// A value out of its column's range, or too long for it.
+    OutOfRange,
+    /// A value not valid for its type (SQLSTATE class 22 otherwise).
+    InvalidValue,
+    DivisionByZero,
+    /// A scalar subquery returned more than one row.
+    Cardinality,
+    Deadlock,
+    Serialization,
+    LockTimeout,
+    StatementTimeout,
+    PermissionDenied,
+    Login,
+    ReadOnly,
+    Syntax,
+    UndefinedTable,
+    UndefinedColumn,
+    UndefinedFunction,
+    /// A trigger, function or procedure raised it, with a message of its own.
+    Raised,
+    TooBig,
+    /// A limit or a resource of the server ran out.
+    Limit,
+    Other,
+}
+
+impl Class {
+    /// The kind of constraint, for the integrity classes.
+    fn constraint_kind(self) -> Option<&'static str> {
+        Some(match self {
+            Class::Unique => "unique",
+            Class::ForeignKey => "foreign-key",
+            Class::NotNull => "not-null",
+            Class::Check => "check",
+            Class::Exclusion => "exclusion",
+            Class::Integrity => "integrity",
+            _ => return None,
+        })
+    }
+
+    /// The fixed phrase of the other classes.
+    fn phrase(self) -> &'static str {
+        match self {
+            Class::OutOfRange => "a value is out of range or too long for its column",
+            Class::InvalidValue => "a value is not valid for its type",
+            Class::DivisionByZero => "division by zero",
+            Class::Cardinality => "a subquery used as a value returned more than one row",
+            Class::Deadlock => {
+                "the transaction was rolled back after a deadlock with another one; try again"
+            }
+            Class::Serialization => {
+                "the transaction conflicted with a concurrent one (serialization failure); try again"
+            }
+            Class::LockTimeout => {
+                "a lock held by another transaction was not granted in time (lock timeout)"
+            }
+            Class::StatementTimeout => "the statement was cancelled (statement timeout)",
+            Class::PermissionDenied => "permission denied",
+            Class::Login => "the database refused the connection's login",
+            Class::ReadOnly => "the statement tried to write in a read only transaction",
+            Class::Syntax => "syntax error",
+            Class::UndefinedTable => "a table the statement names does not exist",
+            Class::UndefinedColumn => "a column the statement names does not exist",
+            Class::UndefinedFunction => {
+                "a function the statement calls does not exist (for these argument types)"
+            }
+            Class::Raised => {
+                "a trigger or function raised an error (its message is not shown: it may carry row values)"
+            }
+            Class::TooBig => "a string or blob is too big (over the size limit)",
+            Class::Limit => "a limit or resource of the database ran out",
+            Class::Other
+            | Class::Unique
+            | Class::ForeignKey
+            | Class::NotNull
+            | Class::Check
+            | Class::Exclusion
+            | Class::Integrity => "the database refused or failed the statement",
+        }
+    }
+}
+
+/// A database error reduced to what may be shown: see [`safe_message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Described {
+    pub class: Class,
+    /// The engine's code: `SQLSTATE 23505`, `SQLSTATE 23000, error 1062`,
+    /// `SQLITE_CONSTRAINT_UNIQUE`.
+    pub code: String,
+    /// The constraint's name.
+    pub constraint: Option<String>,
+    /// The table's name.
+    pub table: Option<String>,
+    /// The columns of an unnamed unique key (SQLite names no constraint).
+    pub columns: Vec<String>,
+}
+
+impl Described {
+    pub fn new(class: Class, code: String) -> Self {
+        Self {
+            class,
+            code,
+            constraint: None,
+            table: None,
+            columns: Vec::new(),
+        }
+    }
+}
+
+/// A schema name as shown: printable, at most 128 characters, in backticks.
+fn shown_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).take(128).collect();
+    format!("`{}`", clean.replace('`', "``"))
+}
+
+impl std::fmt::Display for Described {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(kind) = self.class.constraint_kind() else {
+            return write!(f, "{} ({})", self.class.phrase(), self.code);
+        };
+        match &self.constraint {
+            Some(c) => write!(f, "the write breaks {kind} constraint {}", shown_name(c))?,
+            None => {
+                let article = if kind.starts_with(['e', 'i']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                write!(f, "the write breaks {article} {kind} constraint")?
+            }
+        }
+        if !self.columns.is_empty() {
+            let columns: Vec<String> = self.columns.iter().map(|c| shown_name(c)).collect();
+            write!(f, " on columns {}", columns.join(", "))?;
+            if let Some(t) = &self.table {
+                write!(f, " of {}", shown_name(t))?;
+            }
+        } else if let Some(t) = &self.table {
+            write!(f, " on {}", shown_name(t))?;
+        }
+        write!(f, " ({}); nothing was changed", self.code)
+    }
+}
+
+/// The class of an error by its SQLSTATE (PostgreSQL's, or MySQL's where its error number
+/// says no more).
+pub(crate) fn sqlstate_class(state: &str) -> Class {
+    match state {
+        "23505" => Class::Unique,
+        "23503" => Class::ForeignKey,
+        "23502" => Class::NotNull,
+        "23514" => Class::Check,
+        "23P01" => Class::Exclusion,
+        "22003" | "22001" | "22008" | "22015" => Class::OutOfRange,
+        "22012" => Class::DivisionByZero,
+        "21000" => Class::Cardinality,
+        "40P01" => Class::Deadlock,
+        "40001" => Class::Serialization,
+        "55P03" => Class::LockTimeout,
+        "57014" => Class::StatementTimeout,
+        "42501" => Class::PermissionDenied,
+        "25006" => Class::ReadOnly,
+        "42601" => Class::Syntax,
+        "42P01" | "42S02" => Class::UndefinedTable,
+        "42703" | "42S22" => Class::UndefinedColumn,
+        "42883" => Class::UndefinedFunction,
+        "45000" => Class::Raised,
+        s if s.starts_with("23") => Class::Integrity,
+        s if s.starts_with("22") => Class::InvalidValue,
+        s if s.starts_with("28") => Class::Login,
+        s if s.starts_with("P0") => Class::Raised,
+        s if s.starts_with("53") || s.starts_with("54") => Class::Limit,
+        _ => Class::Other,
+    }
+}
+
+/// Describes a database error by its engine's class, without its text.
+fn describe(d: &(dyn sqlx::error::DatabaseError + 'static)) -> Described {
+    if let Some(e) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return postgres::describe(e);
+    }
+    if let Some(e) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return mysql::describe(e);
+    }
+    if let Some(e) = d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        return sqlite::describe(e);
+    }
+    // No other driver is built in; by sqlx's kind if one were.
+    let code = d.code().map(|c| c.into_owned()).unwrap_or_default();
+    let class = match d.kind() {
+        sqlx::error::ErrorKind::UniqueViolation => Class::Unique,
+        sqlx::error::ErrorKind::ForeignKeyViolation => Class::ForeignKey,
+        sqlx::error::ErrorKind::NotNullViolation => Class::NotNull,
+        sqlx::error::ErrorKind::CheckViolation => Class::Check,
+        sqlx::error::ErrorKind::ExclusionViolation => Class::Exclusion,
+        _ => sqlstate_class(&code),
+    };
+    Described::new(class, format!("code {code}"))
 }
 
 /// Rows kept while fetching: at most `max_rows`, and at most `max_bytes` of JSON.

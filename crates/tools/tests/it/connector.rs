@@ -952,3 +952,165 @@ async fn postgres_a_preview_shows_only_the_columns_the_read_policy_allows() {
     })
     .await;
 }
+
+// Database errors never carry row values.
+
+/// `bookings`, whose read policy hides `guest`, a column of the unique key `uq`.
+pub(crate) const BOOKINGS: &str = "CREATE TABLE bookings (id BIGINT PRIMARY KEY, guest VARCHAR(64) NOT NULL, slot INT NOT NULL, CONSTRAINT uq UNIQUE (guest, slot));
+INSERT INTO bookings VALUES (1, 'Margaret Hamilton', 1), (2, 'Margaret Hamilton', 2), (3, 'Grace Hopper', 3)";
+
+/// The row taken between the approved write's preview and its run.
+pub(crate) const BOOKINGS_CONFLICT: &str =
+    "INSERT INTO bookings VALUES (4, 'Margaret Hamilton', 4)";
+
+/// Every part of the hidden values; none may appear in an error.
+const HIDDEN: [&str; 4] = ["Margaret", "Hamilton", "Grace", "Hopper"];
+
+/// `c` with `bookings` readable as `id` and `slot` only, and writable.
+pub(crate) fn bookings_config(mut c: DatabaseConfig) -> DatabaseConfig {
+    c.tables.insert(
+        "bookings".into(),
+        Some(["id".to_string(), "slot".to_string()].into()),
+    );
+    c.writable_tables = ["bookings".to_string()].into();
+    c
+}
+
+/// What the errors of [`assert_write_errors_hide_values`] must name.
+pub(crate) struct MustName<'a> {
+    /// The unique violation: its class, its constraint.
+    pub unique: &'a [&'a str],
+    /// The error the table's trigger raises (its message quotes `OLD.guest`): its class.
+    pub raised: &'a [&'a str],
+}
+
+/// `out` is a database error naming every one of `names` and none of the rows' values, as
+/// the database error and as the tool's message.
+fn assert_hides_values<T: std::fmt::Debug>(what: &str, out: Result<T, ReadError>, names: &[&str]) {
+    let message = match out {
+        Err(ReadError::Database(m)) => m,
+        other => panic!("{what}: expected a database error, got {other:?}"),
+    };
+    let shown = ReadError::Database(message.clone()).to_string();
+    for text in [&message, &shown] {
+        for value in HIDDEN {
+            assert!(!text.contains(value), "{what}: `{value}` shown in: {text}");
+        }
+        for name in names {
+            assert!(text.contains(name), "{what}: `{name}` missing from: {text}");
+        }
+    }
+}
+
+/// On `db` ([`BOOKINGS`] and a trigger raising `slot 9 is taken by <OLD.guest>` on an update
+/// to slot 9): a preview and an approved write that break `uq` fail with errors that name
+/// the constraint and the class but carry no value, and so does the trigger's; `conflict`
+/// (awaited between the approved write's preview and its run) takes its slot.
+pub(crate) async fn assert_write_errors_hide_values(
+    db: &Database,
+    names: MustName<'_>,
+    conflict: impl std::future::Future<Output = ()>,
+) {
+    // The preview of a write that breaks the key.
+    let w = db
+        .validate_write("UPDATE bookings SET slot = 2 WHERE id = 1")
+        .unwrap();
+    assert_hides_values("preview", db.preview(&w).await, names.unique);
+    // An approved write whose slot was taken after its preview: it fails, changes nothing and
+    // records nothing.
+    let (w, e) = approved(db, "UPDATE bookings SET slot = 4 WHERE id = 1").await;
+    conflict.await;
+    let out = db.execute(&w, "uq-1", &e).await;
+    assert_hides_values("approved write", out, names.unique);
+    assert!(!db.was_applied("uq-1").await.unwrap());
+    let slot = db
+        .read("SELECT slot FROM bookings WHERE id = 1")
+        .await
+        .unwrap();
+    assert_eq!(slot.rows, vec![json!({"slot": 1})]);
+    // A trigger's own message is not shown either: it may quote any column.
+    let w = db
+        .validate_write("UPDATE bookings SET slot = 9 WHERE id = 3")
+        .unwrap();
+    let mut raised = vec!["trigger"];
+    raised.extend(names.raised);
+    assert_hides_values("trigger", db.preview(&w).await, &raised);
+}
+
+#[tokio::test]
+async fn sqlite_errors_of_a_write_name_the_constraint_but_no_value() {
+    let (dir, _) = sqlite_db().await;
+    let path = dir.path().join("shop.db");
+    let pool = sqlite_pool(&path).await;
+    sqlx::raw_sql(BOOKINGS).execute(&pool).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE TRIGGER bookings_guard BEFORE UPDATE OF slot ON bookings WHEN NEW.slot = 9 \
+         BEGIN SELECT RAISE(ABORT, 'slot 9 is taken by ' || OLD.guest); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let db = Database::open(
+        "shop",
+        &bookings_config(config(DatabaseLocation::Sqlite(path))),
+        None,
+    )
+    .await
+    .unwrap();
+    let conflict = async {
+        sqlx::raw_sql(BOOKINGS_CONFLICT)
+            .execute(&pool)
+            .await
+            .unwrap();
+    };
+    // SQLite names no constraint: its columns stand for it.
+    let names = MustName {
+        unique: &[
+            "unique constraint",
+            "`guest`, `slot`",
+            "`bookings`",
+            "SQLITE_CONSTRAINT_UNIQUE",
+        ],
+        raised: &["SQLITE_CONSTRAINT_TRIGGER"],
+    };
+    assert_write_errors_hide_values(&db, names, conflict).await;
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn postgres_errors_of_a_write_name_the_constraint_but_no_value() {
+    on_postgres(|admin, schema, url| async move {
+        pg_exec(
+            &admin,
+            format!(
+                "SET search_path = {schema}; {BOOKINGS};
+                 CREATE FUNCTION bookings_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                   IF NEW.slot = 9 THEN RAISE EXCEPTION 'slot 9 is taken by %', OLD.guest; END IF;
+                   RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER bookings_guard BEFORE UPDATE ON bookings
+                   FOR EACH ROW EXECUTE FUNCTION bookings_guard();"
+            ),
+        )
+        .await;
+        let db = Database::open("shop", &bookings_config(pg_config()), Some(&url))
+            .await
+            .unwrap();
+        let conflict = pg_exec(
+            &admin,
+            BOOKINGS_CONFLICT.replace("bookings", &format!("{schema}.bookings")),
+        );
+        let names = MustName {
+            unique: &[
+                "unique constraint `uq`",
+                "`bookings`",
+                "SQLSTATE 23505",
+                "nothing was changed",
+            ],
+            raised: &["SQLSTATE P0001"],
+        };
+        assert_write_errors_hide_values(&db, names, conflict).await;
+    })
+    .await;
+}

@@ -1441,3 +1441,51 @@ async fn mysql_a_preview_shows_only_the_columns_the_read_policy_allows() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn mysql_errors_of_a_write_name_the_constraint_but_no_value() {
+    use super::connector::{
+        BOOKINGS, BOOKINGS_CONFLICT, MustName, assert_write_errors_hide_values, bookings_config,
+    };
+    on_mysql(|my| async move {
+        for statement in BOOKINGS.split(";\n") {
+            my.exec(statement).await;
+        }
+        my.exec(
+            "CREATE TRIGGER bookings_guard BEFORE UPDATE ON bookings FOR EACH ROW BEGIN \
+             DECLARE m VARCHAR(128) DEFAULT CONCAT('slot 9 is taken by ', OLD.guest); \
+             IF NEW.slot = 9 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = m; END IF; END",
+        )
+        .await;
+        let db = open(&my, &bookings_config(mysql_config())).await;
+        let names = MustName {
+            unique: &[
+                "unique constraint `uq`",
+                "SQLSTATE 23000, error 1062",
+                "nothing was changed",
+            ],
+            raised: &["SQLSTATE 45000, error 1644"],
+        };
+        assert_write_errors_hide_values(&db, names, my.exec(BOOKINGS_CONFLICT)).await;
+        // An entry that reads like the end of the message (`… for key 'Hopper-5' for key
+        // 'uq'`): only the name after the last ` for key '` is kept, and only if it is one.
+        my.exec(
+            "INSERT INTO bookings VALUES (5, 'Grace Hopper'' for key ''Hopper', 5), \
+             (6, 'Grace Hopper'' for key ''Hopper', 6)",
+        )
+        .await;
+        let w = db
+            .validate_write("UPDATE bookings SET slot = 5 WHERE id = 6")
+            .unwrap();
+        match db.preview(&w).await {
+            Err(ReadError::Database(m)) => assert!(
+                m.contains("unique constraint `uq`")
+                    && !m.contains("Grace")
+                    && !m.contains("Hopper"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    })
+    .await;
+}

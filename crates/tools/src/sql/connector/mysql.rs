@@ -10,9 +10,9 @@
 //! for found rows) must equal theirs.
 
 use super::{
-    APPLIED, Collector, Executed, Expected, FENCED, MAX_RESULT_BYTES, Opened, RawPreview,
-    ReadError, Recorded, WriteContext, check_rows, db_error, idempotency_table, key_assigned,
-    no_primary_key, now_millis, row_ids,
+    APPLIED, Class, Collector, Described, Executed, Expected, FENCED, MAX_RESULT_BYTES, Opened,
+    RawPreview, ReadError, Recorded, WriteContext, check_rows, db_error, idempotency_table,
+    key_assigned, no_primary_key, now_millis, row_ids,
 };
 use crate::sql::{ValidatedWrite, WriteKind};
 use futures_util::TryStreamExt;
@@ -104,6 +104,82 @@ pub(crate) fn open(
             .connect_lazy_with(write_options)
     });
     Ok((read, write))
+}
+
+/// A MySQL/MariaDB error by its error number and SQLSTATE, with the name of the key or
+/// constraint it names; never the rest of its message (`Duplicate entry 'Margaret
+/// Hamilton-2' for key 'uq'`, `Incorrect integer value: '…'`, a trigger's `SIGNAL` text).
+pub(crate) fn describe(e: &sqlx::mysql::MySqlDatabaseError) -> Described {
+    let number = e.number();
+    let message = e.message();
+    let code = match e.code() {
+        Some(state) => format!("SQLSTATE {state}, error {number}"),
+        None => format!("error {number}"),
+    };
+    let class = match number {
+        // ER_DUP_KEY, ER_DUP_ENTRY, ER_DUP_UNIQUE, ER_DUP_ENTRY_WITH_KEY_NAME,
+        // ER_DUP_UNKNOWN_IN_INDEX.
+        1022 | 1062 | 1169 | 1586 | 1859 => Class::Unique,
+        // ER_NO_REFERENCED_ROW(_2), ER_ROW_IS_REFERENCED(_2).
+        1216 | 1217 | 1451 | 1452 => Class::ForeignKey,
+        // ER_BAD_NULL_ERROR, ER_NO_DEFAULT_FOR_FIELD.
+        1048 | 1364 => Class::NotNull,
+        // MySQL's ER_CHECK_CONSTRAINT_VIOLATED; MariaDB's ER_CONSTRAINT_FAILED (MySQL uses
+        // 4025 for something else, under another SQLSTATE).
+        3819 => Class::Check,
+        4025 if e.code() == Some("23000") => Class::Check,
+        // ER_WARN_DATA_OUT_OF_RANGE, ER_DATA_TOO_LONG, ER_DATA_OUT_OF_RANGE.
+        1264 | 1406 | 1690 => Class::OutOfRange,
+        // Truncated/incorrect values, data truncated.
+        1265 | 1292 | 1366 | 1367 => Class::InvalidValue,
+        1365 => Class::DivisionByZero,
+        1242 => Class::Cardinality,
+        1213 => Class::Deadlock,
+        1205 => Class::LockTimeout,
+        // MariaDB's max_statement_time, MySQL's max_execution_time, a query interrupted.
+        1969 | 3024 | 1317 => Class::StatementTimeout,
+        // Table, column, database, routine and global privileges.
+        1044 | 1142 | 1143 | 1227 | 1370 => Class::PermissionDenied,
+        1045 | 1698 => Class::Login,
+        // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION, --read-only, a read-only table.
+        1792 | 1290 | 1036 => Class::ReadOnly,
+        1064 | 1149 => Class::Syntax,
+        1146 => Class::UndefinedTable,
+        1054 => Class::UndefinedColumn,
+        1305 | 1630 => Class::UndefinedFunction,
+        // ER_SIGNAL_EXCEPTION and friends: a trigger's or procedure's SIGNAL, whatever
+        // SQLSTATE it chose.
+        1642..=1644 => Class::Raised,
+        _ => super::sqlstate_class(e.code().unwrap_or_default()),
+    };
+    let mut d = Described::new(class, code);
+    d.constraint = match number {
+        // `… for key 'uq'` comes last, after the entry (which a value may make look like
+        // anything): only what follows its last occurrence, and only a name.
+        1062 | 1586 => message
+            .rfind(" for key '")
+            .map(|i| &message[i + " for key '".len()..])
+            .and_then(|rest| rest.strip_suffix('\''))
+            .filter(|name| !name.contains('\''))
+            .map(str::to_owned),
+        // `… a foreign key constraint fails (`db`.`t`, CONSTRAINT `fk` FOREIGN KEY …)`: no
+        // values in it.
+        1451 | 1452 => between(message, "CONSTRAINT `", "`"),
+        // MariaDB: `CONSTRAINT `c` failed for `db`.`t``.
+        4025 => between(message, "CONSTRAINT `", "`"),
+        // MySQL: `Check constraint 'c' is violated.`
+        3819 => between(message, "constraint '", "'"),
+        _ => None,
+    }
+    .filter(|name| !name.is_empty());
+    d
+}
+
+/// The text between the first `open` and the next `close`.
+fn between(message: &str, open: &str, close: &str) -> Option<String> {
+    let start = message.find(open)? + open.len();
+    let len = message[start..].find(close)?;
+    Some(message[start..start + len].to_owned())
 }
 
 fn timeout_or(e: sqlx::Error, timeout: Duration) -> ReadError {
@@ -639,9 +715,7 @@ async fn claim(
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             match recorded(conn, idempotency_key, true).await? {
                 Some(r) => Ok(Some(r)),
-                None => Err(sqlx::Error::Protocol(
-                    "the idempotency key is taken but its row was not found".into(),
-                )),
+                None => Err(sqlx::Error::Protocol(super::KEY_ROW_MISSING.into())),
             }
         }
         Err(e) => Err(e),

@@ -5,9 +5,9 @@
 //! fill Warden's memory.
 
 use super::{
-    APPLIED, Collector, Executed, Expected, FENCED, MAX_RESULT_BYTES, Opened, RawPreview,
-    ReadError, Recorded, WriteContext, db_error, idempotency_table, key_assigned, no_primary_key,
-    now_millis, preview_columns, row_ids,
+    APPLIED, Collector, Described, Executed, Expected, FENCED, MAX_RESULT_BYTES, Opened,
+    RawPreview, ReadError, Recorded, WriteContext, db_error, idempotency_table, key_assigned,
+    no_primary_key, now_millis, preview_columns, row_ids,
 };
 use crate::sql::{ValidatedWrite, WriteKind};
 use futures_util::TryStreamExt;
@@ -59,6 +59,22 @@ pub(crate) fn open(
         }
     };
     Ok((pool, write))
+}
+
+/// A PostgreSQL error by its SQLSTATE, with the constraint and table it names; never its
+/// message, detail or hint (`Key (guest, slot)=(…, 2) already exists`, `invalid input syntax
+/// for type integer: "…"`, a trigger's `RAISE` text).
+pub(crate) fn describe(e: &sqlx::postgres::PgDatabaseError) -> Described {
+    let code = e.code();
+    let class = super::sqlstate_class(code);
+    let mut d = Described::new(class, format!("SQLSTATE {code}"));
+    // Only an integrity error names a constraint and a table of its own; a trigger's `RAISE
+    // … USING TABLE` is not shown.
+    if class.constraint_kind().is_some() {
+        d.constraint = e.constraint().map(str::to_owned);
+        d.table = e.table().map(str::to_owned);
+    }
+    d
 }
 
 /// Starts a transaction with the timeout.
@@ -391,9 +407,7 @@ async fn claim(
     // snapshot older than it (repeatable read) would not, and no decision is taken on that.
     match recorded(&mut *conn, idempotency_key).await? {
         Some(r) => Ok(Some(r)),
-        None => Err(sqlx::Error::Protocol(
-            "the idempotency key is recorded but not visible to this transaction".into(),
-        )),
+        None => Err(sqlx::Error::Protocol(super::KEY_NOT_VISIBLE.into())),
     }
 }
 

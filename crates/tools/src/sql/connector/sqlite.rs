@@ -6,9 +6,9 @@
 //! proposal cannot hold the write lock past it); rows are streamed and cut while fetching.
 
 use super::{
-    APPLIED, Collector, Executed, Expected, FENCED, Opened, RawPreview, ReadError, Recorded,
-    WriteContext, db_error, idempotency_table, key_assigned, no_primary_key, now_millis,
-    preview_columns, row_ids,
+    APPLIED, Class, Collector, Described, Executed, Expected, FENCED, Opened, RawPreview,
+    ReadError, Recorded, WriteContext, db_error, idempotency_table, key_assigned, no_primary_key,
+    now_millis, preview_columns, row_ids,
 };
 use crate::sql::{ValidatedWrite, WriteKind};
 use futures_util::TryStreamExt;
@@ -80,6 +80,160 @@ pub(crate) async fn open(
         None
     };
     Ok((read, write))
+}
+
+/// The name of an SQLite (extended) result code, or its primary code's name and the number.
+fn code_name(code: i32) -> String {
+    let extended = match code {
+        257 => "SQLITE_ERROR_MISSING_COLLSEQ",
+        513 => "SQLITE_ERROR_RETRY",
+        769 => "SQLITE_ERROR_SNAPSHOT",
+        261 => "SQLITE_BUSY_RECOVERY",
+        517 => "SQLITE_BUSY_SNAPSHOT",
+        773 => "SQLITE_BUSY_TIMEOUT",
+        262 => "SQLITE_LOCKED_SHAREDCACHE",
+        518 => "SQLITE_LOCKED_VTAB",
+        264 => "SQLITE_READONLY_RECOVERY",
+        520 => "SQLITE_READONLY_CANTLOCK",
+        776 => "SQLITE_READONLY_ROLLBACK",
+        1032 => "SQLITE_READONLY_DBMOVED",
+        1288 => "SQLITE_READONLY_CANTINIT",
+        1544 => "SQLITE_READONLY_DIRECTORY",
+        516 => "SQLITE_ABORT_ROLLBACK",
+        275 => "SQLITE_CONSTRAINT_CHECK",
+        531 => "SQLITE_CONSTRAINT_COMMITHOOK",
+        787 => "SQLITE_CONSTRAINT_FOREIGNKEY",
+        1043 => "SQLITE_CONSTRAINT_FUNCTION",
+        1299 => "SQLITE_CONSTRAINT_NOTNULL",
+        1555 => "SQLITE_CONSTRAINT_PRIMARYKEY",
+        1811 => "SQLITE_CONSTRAINT_TRIGGER",
+        2067 => "SQLITE_CONSTRAINT_UNIQUE",
+        2323 => "SQLITE_CONSTRAINT_VTAB",
+        2579 => "SQLITE_CONSTRAINT_ROWID",
+        2835 => "SQLITE_CONSTRAINT_PINNED",
+        3091 => "SQLITE_CONSTRAINT_DATATYPE",
+        279 => "SQLITE_AUTH_USER",
+        _ => "",
+    };
+    if !extended.is_empty() {
+        return extended.to_owned();
+    }
+    let primary = match code & 0xff {
+        1 => "SQLITE_ERROR",
+        2 => "SQLITE_INTERNAL",
+        3 => "SQLITE_PERM",
+        4 => "SQLITE_ABORT",
+        5 => "SQLITE_BUSY",
+        6 => "SQLITE_LOCKED",
+        7 => "SQLITE_NOMEM",
+        8 => "SQLITE_READONLY",
+        9 => "SQLITE_INTERRUPT",
+        10 => "SQLITE_IOERR",
+        11 => "SQLITE_CORRUPT",
+        12 => "SQLITE_NOTFOUND",
+        13 => "SQLITE_FULL",
+        14 => "SQLITE_CANTOPEN",
+        15 => "SQLITE_PROTOCOL",
+        16 => "SQLITE_EMPTY",
+        17 => "SQLITE_SCHEMA",
+        18 => "SQLITE_TOOBIG",
+        19 => "SQLITE_CONSTRAINT",
+        20 => "SQLITE_MISMATCH",
+        21 => "SQLITE_MISUSE",
+        22 => "SQLITE_NOLFS",
+        23 => "SQLITE_AUTH",
+        24 => "SQLITE_FORMAT",
+        25 => "SQLITE_RANGE",
+        26 => "SQLITE_NOTADB",
+        27 => "SQLITE_NOTICE",
+        28 => "SQLITE_WARNING",
+        _ => "SQLite result code",
+    };
+    if code > 0xff || primary.starts_with("SQLite") {
+        format!("{primary}, code {code}")
+    } else {
+        primary.to_owned()
+    }
+}
+
+/// An SQLite error by its extended result code; of its message only what names the table, the
+/// columns of a unique key or a named CHECK constraint (SQLite's constraint messages hold
+/// names, never values; a trigger's `RAISE` text, which may, is not shown).
+pub(crate) fn describe(e: &sqlx::sqlite::SqliteError) -> Described {
+    use sqlx::error::DatabaseError;
+    let code: i32 = e
+        .code()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(libsqlite3_sys::SQLITE_ERROR);
+    let message = DatabaseError::message(e);
+    let lower = message.to_ascii_lowercase();
+    let class = match code {
+        2067 | 1555 | 2579 => Class::Unique,
+        787 => Class::ForeignKey,
+        1299 => Class::NotNull,
+        275 => Class::Check,
+        1811 => Class::Raised,
+        3091 => Class::InvalidValue,
+        c => match c & 0xff {
+            19 => Class::Integrity,
+            5 | 6 => Class::LockTimeout,
+            9 => Class::StatementTimeout,
+            8 => Class::ReadOnly,
+            3 | 23 => Class::PermissionDenied,
+            18 => Class::TooBig,
+            20 => Class::InvalidValue,
+            25 => Class::OutOfRange,
+            1 if lower.starts_with("no such table") => Class::UndefinedTable,
+            1 if lower.starts_with("no such column") => Class::UndefinedColumn,
+            1 if lower.starts_with("no such function")
+                || lower.starts_with("wrong number of arguments") =>
+            {
+                Class::UndefinedFunction
+            }
+            1 if lower.contains("syntax error")
+                || lower.starts_with("unrecognized token")
+                || lower.starts_with("incomplete input") =>
+            {
+                Class::Syntax
+            }
+            1 if lower.contains("integer overflow") => Class::OutOfRange,
+            1 if lower.starts_with("too many") => Class::Limit,
+            _ => Class::Other,
+        },
+    };
+    let mut d = Described::new(class, code_name(code));
+    // `UNIQUE constraint failed: t.a, t.b`, `… failed: index 'i'`, `NOT NULL constraint failed:
+    // t.a`, `CHECK constraint failed: name` (or the check's expression, unnamed).
+    let detail = message
+        .split_once(" constraint failed: ")
+        .map(|(_, rest)| rest)
+        .filter(|_| class.constraint_kind().is_some());
+    if let Some(detail) = detail {
+        if let Some(index) = detail
+            .strip_prefix("index '")
+            .and_then(|r| r.strip_suffix('\''))
+        {
+            d.constraint = Some(index.to_owned());
+        } else if class == Class::Check {
+            d.constraint = Some(detail.to_owned()).filter(|n| {
+                n.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+            });
+        } else {
+            let parts: Option<Vec<(&str, &str)>> =
+                detail.split(", ").map(|p| p.rsplit_once('.')).collect();
+            if let Some(parts) = parts
+                && let Some((table, _)) = parts.first()
+                && parts.iter().all(|(t, _)| t == table)
+            {
+                d.table = Some((*table).to_owned());
+                if class == Class::Unique {
+                    d.columns = parts.iter().map(|(_, c)| (*c).to_owned()).collect();
+                }
+            }
+        }
+    }
+    d
 }
 
 /// Arms a progress handler that interrupts the connection's statements at the deadline.
