@@ -289,7 +289,12 @@ impl Agents {
             new_state: new_state.as_str().into(),
             approver: approver.to_owned(),
             decision: decision.as_str().into(),
-            comment,
+            // Stored and audited, so held to the global redaction policy like any text (it is
+            // not part of the signed message).
+            comment: comment.map(|c| match inner.deps.redactor.exchange("").redact_text(&c) {
+                Ok(masked) => masked.into_inner(),
+                Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
+            }),
             signature: signature.trim().to_owned(),
             at: now,
         };

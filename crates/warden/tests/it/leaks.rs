@@ -272,7 +272,10 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
     let r = http
         .post(format!("{}/v1/approvals/{id}/decision", w.url))
         .bearer_auth(&admin)
-        .json(&json!({"approver": "alice", "decision": "approve", "signature": m.sign(&signing)}))
+        .json(
+            &json!({"approver": "alice", "decision": "approve", "signature": m.sign(&signing),
+                      "comment": "fine for jane.doe@example.com"}),
+        )
         .send()
         .await
         .unwrap();
