@@ -358,9 +358,20 @@ impl Agents {
         } else {
             ApprovalState::Failed
         };
-        let result = json!({"resolved_by": approver, "outcome": to.as_str(), "note": note,
-                            "signature": signature.trim()})
+        // Stored and audited redacted; the note's SHA-256 (which the signature covers) is kept,
+        // so the signed resolution can be checked against the approver's own copy.
+        let masked = match inner.deps.redactor.exchange("").redact_text(note) {
+            Ok(m) => m.into_inner(),
+            Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
+        };
+        let note_sha256 = {
+            use sha2::Digest;
+            warden_core::hex(&sha2::Sha256::digest(note.as_bytes()))
+        };
+        let result = json!({"resolved_by": approver, "outcome": to.as_str(), "note": masked,
+                            "note_sha256": note_sha256, "signature": signature.trim()})
         .to_string();
+        let note = masked.as_str();
         let signed = ApprovalRecord {
             approver: Some(approver.to_owned()),
             ..a.clone()
@@ -389,7 +400,11 @@ impl Agents {
     /// an admin who is about to decide (the stored preview is redacted). Computed again in a
     /// rolled-back transaction; `matches` says whether it still changes exactly the rows the
     /// stored preview names (same count, same row ids).
-    pub async fn live_preview(&self, approval_id: &str) -> Result<(Value, bool), AgentError> {
+    pub async fn live_preview(
+        &self,
+        approval_id: &str,
+        viewer: &str,
+    ) -> Result<(Value, bool), AgentError> {
         let inner = &self.inner;
         let a = inner
             .deps
@@ -413,6 +428,21 @@ impl Agents {
             })?;
         let arguments: Value = serde_json::from_str(&a.arguments)
             .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
+        // It runs the write against the company's database (rolled back): recorded first,
+        // and refused while the log cannot record.
+        if inner.deps.recorder.refuses_work() {
+            return Err(AgentError::AuditUnavailable(
+                "the audit log is failing".into(),
+            ));
+        }
+        audit_approval(
+            inner,
+            &a,
+            ApprovalState::AwaitingApproval,
+            None,
+            Some(format!("preview computed again for an admin ({viewer})")),
+        )
+        .await?;
         let live = tool.propose(&arguments).await.map_err(|e| {
             AgentError::InvalidRequest(format!("the preview cannot be computed: {e}"))
         })?;

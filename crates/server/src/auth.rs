@@ -67,7 +67,7 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
 }
 
 /// An authenticated key that holds the admin right (`warden keys create NAME --admin`).
-pub struct AdminKey;
+pub struct AdminKey(pub KeyRecord);
 
 impl FromRequestParts<Arc<AppState>> for AdminKey {
     type Rejection = ApiError;
@@ -83,6 +83,6 @@ impl FromRequestParts<Arc<AppState>> for AdminKey {
                 "this route needs an admin key (warden keys create NAME --admin)",
             ));
         }
-        Ok(Self)
+        Ok(Self(key))
     }
 }

@@ -283,8 +283,21 @@ impl Task {
             ApprovalState::Approved => self.dispatch(call, tool, args, a).await,
             ApprovalState::Dispatched => {
                 // Found dispatched without a result: a crash during the write. Never run
-                // again; the target is asked whether it took effect.
-                let settled = settle_dispatched(&self.inner, &a).await?;
+                // again; the target is asked whether it took effect. If it cannot be asked
+                // now, the task stops as settling, and goes on once the reconciler settles it.
+                let settled = match settle_dispatched(&self.inner, &a).await {
+                    Ok(s) => s,
+                    Err(e @ (AgentError::AuditUnavailable(_) | AgentError::LeaseLost(_))) => {
+                        return Err(e.into());
+                    }
+                    Err(e) => {
+                        tracing::warn!(approval = %a.id, error = %e, "a dispatched write cannot be settled yet");
+                        return Err(Stop::Failed(format!(
+                            "{SETTLING}: whether approval {} took effect cannot be asked now; it is settled later and the task continues then",
+                            a.id
+                        )));
+                    }
+                };
                 Box::pin(self.answer_approval(call, tool, args, settled)).await
             }
             ApprovalState::Denied => refusal(

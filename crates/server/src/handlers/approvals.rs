@@ -164,11 +164,17 @@ pub(crate) async fn decide(
         }
         let agents = state
             .agents
-            .as_ref()
+            .clone()
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
-        let decided = agents
-            .decide(&id, &b.approver, decision, b.comment, &b.signature)
-            .await?;
+        // In its own task: a client that goes away cannot leave a decision audited but
+        // not recorded.
+        let decided = tokio::spawn(async move {
+            agents
+                .decide(&id, &b.approver, decision, b.comment, &b.signature)
+                .await
+        })
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "the decision did not finish"))??;
         Ok::<_, ApiError>(Json(approval_json(&decided)).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -221,11 +227,15 @@ pub(crate) async fn resolve(
         }
         let agents = state
             .agents
-            .as_ref()
+            .clone()
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
-        let a = agents
-            .resolve(&id, &b.approver, succeeded, &b.note, &b.signature)
-            .await?;
+        let a = tokio::spawn(async move {
+            agents
+                .resolve(&id, &b.approver, succeeded, &b.note, &b.signature)
+                .await
+        })
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "the resolution did not finish"))??;
         Ok::<_, ApiError>(Json(approval_json(&a)).into_response())
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -236,15 +246,21 @@ pub(crate) async fn resolve(
 /// whether it still changes exactly the rows of the stored preview.
 pub(crate) async fn live_preview(
     State(state): State<Arc<AppState>>,
-    _admin: AdminKey,
+    admin: AdminKey,
     Path(id): Path<String>,
 ) -> Response {
     let result = async {
         let agents = state
             .agents
-            .as_ref()
+            .clone()
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))?;
-        let (preview, matches) = agents.live_preview(&id).await?;
+        // In its own task: a client that goes away cannot cut the preview's transaction off.
+        let viewer = format!("key {}", admin.0.name);
+        let id2 = id.clone();
+        let (preview, matches) =
+            tokio::spawn(async move { agents.live_preview(&id2, &viewer).await })
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::Internal, "the preview did not finish"))??;
         Ok::<_, ApiError>(
             Json(json!({"object": "approval.preview", "id": id, "live": true,
                         "matches_stored_preview": matches, "preview": preview}))

@@ -1489,3 +1489,41 @@ async fn mysql_errors_of_a_write_name_the_constraint_but_no_value() {
     })
     .await;
 }
+
+/// A preview whose future is dropped mid-statement (a client that went away) leaves its
+/// transaction open on the one write connection; the next `START TRANSACTION` there would
+/// commit it. The pool rolls every connection back as it comes back, so the previewed row is
+/// never written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_a_preview_dropped_mid_statement_never_commits() {
+    on_mysql(|my| async move {
+        let db = open(&my, &mysql_config()).await;
+        // Another session holds key 100, so the preview's INSERT waits on it.
+        let mut other = MySqlConnection::connect(&my.url).await.unwrap();
+        sqlx::raw_sql("START TRANSACTION; INSERT INTO orders VALUES (100, 1, 1.00, 'other')")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        let w = db
+            .validate_write(
+                "INSERT INTO orders (id, customer_id, total, status) VALUES (100, 1, 9.00, 'unapproved')",
+            )
+            .unwrap();
+        let cut = tokio::time::timeout(Duration::from_millis(300), db.preview(&w)).await;
+        assert!(cut.is_err(), "the preview was waiting on the other session");
+        sqlx::raw_sql("ROLLBACK").execute(&mut other).await.unwrap();
+        let _ = other.close().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The next user of the write connection: a preview of another row.
+        let next = db
+            .validate_write("UPDATE orders SET status = 'x' WHERE id = 1")
+            .unwrap();
+        db.preview(&next).await.unwrap();
+        assert_eq!(
+            my.count("SELECT COUNT(*) FROM orders WHERE id = 100").await,
+            0,
+            "the abandoned preview's row was committed"
+        );
+    })
+    .await;
+}

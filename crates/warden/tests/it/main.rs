@@ -20,6 +20,7 @@ mod postgres;
 mod proxy;
 mod redaction;
 mod redteam12;
+mod redteam12b;
 mod resilience;
 mod sql_firewall;
 mod tidy;

@@ -101,6 +101,16 @@ pub(crate) fn open(
             .after_connect(move |conn, _| {
                 Box::pin(async move { configure(conn, timeout, false).await })
             })
+            // A transaction is opened with `START TRANSACTION`, and a future dropped before
+            // its ROLLBACK (a client that went away during a preview) would hand the next
+            // user an open transaction, which its own `START TRANSACTION` commits: a write
+            // nobody approved. Every connection coming back is rolled back first (a no-op
+            // after COMMIT or ROLLBACK); if that fails, it is closed.
+            .after_release(|conn, _| {
+                Box::pin(
+                    async move { Ok(sqlx::query("ROLLBACK").execute(&mut *conn).await.is_ok()) },
+                )
+            })
             .connect_lazy_with(write_options)
     });
     Ok((read, write))
