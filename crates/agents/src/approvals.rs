@@ -27,6 +27,28 @@ pub struct Settled {
     pub state: ApprovalState,
 }
 
+/// The stored approval `id`.
+async fn load(store: &dyn warden_store::Store, id: &str) -> Result<ApprovalRecord, AgentError> {
+    store
+        .approval(id)
+        .await?
+        .ok_or_else(|| AgentError::ApprovalNotFound(id.to_owned()))
+}
+
+/// The approval's stored canonical arguments: what is signed, shown and run.
+pub(crate) fn stored_arguments(a: &ApprovalRecord) -> Result<Value, AgentError> {
+    serde_json::from_str(&a.arguments)
+        .map_err(|e| AgentError::Store(format!("approval {} arguments unreadable: {e}", a.id)))
+}
+
+/// Human text (an approver's comment or note) masked by the global redaction policy.
+fn mask_global(inner: &Inner, text: &str) -> String {
+    match inner.deps.redactor.exchange("").redact_text(text) {
+        Ok(masked) => masked.into_inner(),
+        Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
+    }
+}
+
 /// Writes the audit record of an approval's step; `Err` means the step must not happen.
 pub(crate) async fn audit_approval(
     inner: &Inner,
@@ -133,8 +155,7 @@ pub(crate) async fn settle_dispatched(
         .catalogs
         .get(definition)
         .and_then(|c| c.write_tool(&a.tool));
-    let arguments: Value = serde_json::from_str(&a.arguments)
-        .map_err(|e| AgentError::Store(format!("approval {} arguments unreadable: {e}", a.id)))?;
+    let arguments = stored_arguments(a)?;
     let settlement = match tool {
         Some(t) => t
             .settle(&arguments, &a.idempotency_key)
@@ -164,12 +185,7 @@ pub(crate) async fn settle_dispatched(
             "text": format!("A restart interrupted {} of agent {}; the target cannot tell whether it took effect. Resolve: warden approvals resolve {} --outcome succeeded|failed --note … --approver NAME --key FILE", a.tool, a.agent_id, a.id),
         }));
     }
-    inner
-        .deps
-        .store
-        .approval(&a.id)
-        .await?
-        .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))
+    load(inner.deps.store.as_ref(), &a.id).await
 }
 
 /// Withdraws the approvals of `record`'s current task that have not run (awaiting a decision,
@@ -238,10 +254,7 @@ impl Agents {
     ) -> Result<ApprovalRecord, AgentError> {
         let inner = &self.inner;
         let store = &inner.deps.store;
-        let a = store
-            .approval(approval_id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
+        let a = load(store.as_ref(), approval_id).await?;
         let now = now_ms();
         if state_of(&a)? != ApprovalState::AwaitingApproval {
             return Err(AgentError::ApprovalNotPending(a.id, a.state));
@@ -262,8 +275,7 @@ impl Agents {
             return Err(AgentError::ApprovalNotPending(a.id, "expired".into()));
         }
         // The hash is recomputed from the stored arguments, never taken on trust.
-        let arguments: Value = serde_json::from_str(&a.arguments)
-            .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
+        let arguments = stored_arguments(&a)?;
         let message = DecisionMessage {
             approval_id: a.id.clone(),
             agent_id: a.agent_id.clone(),
@@ -291,10 +303,7 @@ impl Agents {
             decision: decision.as_str().into(),
             // Stored and audited, so held to the global redaction policy like any text (it is
             // not part of the signed message).
-            comment: comment.map(|c| match inner.deps.redactor.exchange("").redact_text(&c) {
-                Ok(masked) => masked.into_inner(),
-                Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
-            }),
+            comment: comment.map(|c| mask_global(inner, &c)),
             signature: signature.trim().to_owned(),
             at: now,
         };
@@ -315,10 +324,7 @@ impl Agents {
         {
             return Err(AgentError::ApprovalNotPending(a.id, "decided".into()));
         }
-        let decided = store
-            .approval(&a.id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))?;
+        let decided = load(store.as_ref(), &a.id).await?;
         self.continue_in_background(decided.agent_id.clone(), decided.task_id.clone());
         Ok(decided)
     }
@@ -336,10 +342,7 @@ impl Agents {
     ) -> Result<ApprovalRecord, AgentError> {
         let inner = &self.inner;
         let store = &inner.deps.store;
-        let a = store
-            .approval(approval_id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
+        let a = load(store.as_ref(), approval_id).await?;
         if state_of(&a)? != ApprovalState::OutcomeUnknown {
             return Err(AgentError::ApprovalNotPending(a.id, a.state));
         }
@@ -360,10 +363,7 @@ impl Agents {
         };
         // Stored and audited redacted; the note's SHA-256 (which the signature covers) is kept,
         // so the signed resolution can be checked against the approver's own copy.
-        let masked = match inner.deps.redactor.exchange("").redact_text(note) {
-            Ok(m) => m.into_inner(),
-            Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
-        };
+        let masked = mask_global(inner, note);
         let note_sha256 = {
             use sha2::Digest;
             warden_core::hex(&sha2::Sha256::digest(note.as_bytes()))
@@ -390,10 +390,7 @@ impl Agents {
         {
             return Err(AgentError::ApprovalNotPending(a.id, "resolved".into()));
         }
-        store
-            .approval(&a.id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(a.id.clone()))
+        load(store.as_ref(), &a.id).await
     }
 
     /// The preview of a pending write as the target holds it now, with the real values, for
@@ -406,12 +403,7 @@ impl Agents {
         viewer: &str,
     ) -> Result<(Value, bool), AgentError> {
         let inner = &self.inner;
-        let a = inner
-            .deps
-            .store
-            .approval(approval_id)
-            .await?
-            .ok_or_else(|| AgentError::ApprovalNotFound(approval_id.to_owned()))?;
+        let a = load(inner.deps.store.as_ref(), approval_id).await?;
         // Computed again only while a decision is still to be made: a decided request's
         // preview would run the write (rolled back) for nothing.
         if state_of(&a)? != ApprovalState::AwaitingApproval {
@@ -426,8 +418,7 @@ impl Agents {
             .ok_or_else(|| {
                 AgentError::InvalidRequest(format!("`{}` is no longer configured", a.tool))
             })?;
-        let arguments: Value = serde_json::from_str(&a.arguments)
-            .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
+        let arguments = stored_arguments(&a)?;
         // It runs the write against the company's database (rolled back): recorded first,
         // and refused while the log cannot record.
         if inner.deps.recorder.refuses_work() {

@@ -5,7 +5,7 @@
 
 use super::{Stop, Task, now_ms};
 use crate::approval_state::{ApprovalState, ToolOutcome, state_of};
-use crate::approvals::{audit_approval, audited_transition, settle_dispatched};
+use crate::approvals::{audit_approval, audited_transition, settle_dispatched, stored_arguments};
 use crate::journal::{ToolCallRequest, kind};
 use crate::{AgentError, Event, status};
 use serde_json::{Value, json};
@@ -343,8 +343,7 @@ impl Task {
     ) -> Result<Answer, Stop> {
         let now = now_ms();
         // What runs is what was approved: the stored canonical arguments.
-        let approved_args: Value = serde_json::from_str(&a.arguments)
-            .map_err(|e| AgentError::Store(format!("approval arguments unreadable: {e}")))?;
+        let approved_args = stored_arguments(&a)?;
         let hash = warden_tools::approval::arguments_sha256(&approved_args);
         let message = warden_tools::approval::DecisionMessage {
             approval_id: a.id.clone(),
