@@ -27,6 +27,28 @@ pub struct Settled {
     pub state: ApprovalState,
 }
 
+/// Approvals of one state looked at per reconciler round or start-up scan at most.
+const SCAN: u32 = 5000;
+
+/// The key `key_id` if it may still drive its agents (active, or in its rotation grace);
+/// `None` if it is revoked, expired or gone.
+async fn active_owner(
+    store: &dyn warden_store::Store,
+    key_id: &str,
+) -> Result<Option<warden_store::KeyRecord>, AgentError> {
+    let key = store
+        .list_keys()
+        .await?
+        .into_iter()
+        .find(|k| k.id == key_id);
+    Ok(key.filter(|k| {
+        matches!(
+            k.status(warden_core::time::unix_secs()),
+            warden_store::KeyStatus::Active | warden_store::KeyStatus::Grace
+        )
+    }))
+}
+
 /// The stored approval `id`.
 async fn load(store: &dyn warden_store::Store, id: &str) -> Result<ApprovalRecord, AgentError> {
     store
@@ -259,6 +281,28 @@ impl Agents {
         if state_of(&a)? != ApprovalState::AwaitingApproval {
             return Err(AgentError::ApprovalNotPending(a.id, a.state));
         }
+        // A request whose agent's key can no longer drive it would be approved for nothing
+        // (its task never goes on): withdrawn instead.
+        let owner = store.agent(&a.agent_id).await?.map(|r| r.owner_key_id);
+        let active = match &owner {
+            Some(k) => active_owner(store.as_ref(), k).await?.is_some(),
+            None => false,
+        };
+        if !active {
+            let why = "the key that drives the agent is revoked or expired";
+            let result = json!({"error": format!("withdrawn: {why}")}).to_string();
+            audited_transition(
+                inner,
+                &a,
+                ApprovalState::AwaitingApproval,
+                ApprovalState::Withdrawn,
+                None,
+                Some(&result),
+                Some(why.into()),
+            )
+            .await?;
+            return Err(AgentError::ApprovalNotPending(a.id, "withdrawn".into()));
+        }
         if now >= a.expires_at {
             audited_transition(
                 inner,
@@ -454,7 +498,7 @@ impl Agents {
         for a in inner
             .deps
             .store
-            .list_approvals(Some(ApprovalState::Dispatched.as_str()), 500)
+            .list_approvals(Some(ApprovalState::Dispatched.as_str()), SCAN)
             .await?
         {
             let running_here = inner
@@ -492,7 +536,7 @@ impl Agents {
             .inner
             .deps
             .store
-            .list_approvals(Some(waiting), 500)
+            .list_approvals(Some(waiting), SCAN)
             .await?
         {
             if now < a.expires_at {
@@ -548,7 +592,7 @@ impl Agents {
             ) {
                 continue;
             }
-            for a in store.list_approvals(Some(state.as_str()), 500).await? {
+            for a in store.list_approvals(Some(state.as_str()), SCAN).await? {
                 agents.entry(a.agent_id.clone()).or_insert(a.task_id);
             }
         }
@@ -580,20 +624,12 @@ impl Agents {
                 record.status
             )));
         };
-        let owner = store
-            .list_keys()
-            .await?
-            .into_iter()
-            .find(|k| k.id == record.owner_key_id)
-            .ok_or_else(|| AgentError::Store("the agent's key no longer exists".into()))?;
         // A task goes on only for a key that may still drive it.
-        let now = now_ms();
-        if owner.revoked_at.is_some_and(|t| t <= now) || owner.expires_at.is_some_and(|t| t <= now)
-        {
+        let Some(owner) = active_owner(store.as_ref(), &record.owner_key_id).await? else {
             return Err(AgentError::NothingToResume(format!(
                 "the key that drives agent `{agent_id}` is revoked or expired; the task stays where it is"
             )));
-        }
+        };
         let caller = Caller {
             key_id: owner.id,
             key_name: owner.name,

@@ -897,16 +897,14 @@ pub(crate) async fn commit_marker(
         started_at: now,
         finished_at: now,
     };
-    let seq = inner
-        .deps
-        .store
-        .commit_step(&record.id, record.epoch, &step, &update)
-        .await?;
+    // Audited before it is journalled (a marker has no step to catch up from): the step
+    // takes the next position of the agent's journal, which its lease holder alone writes.
+    let expected = record.steps + 1;
     audit_step(
         inner,
         &record.id,
         &task_id,
-        seq,
+        expected,
         step_kind,
         new_status,
         Some(reason),
@@ -914,6 +912,14 @@ pub(crate) async fn commit_marker(
         key_id,
     )
     .await?;
+    let seq = inner
+        .deps
+        .store
+        .commit_step(&record.id, record.epoch, &step, &update)
+        .await?;
+    if seq != expected {
+        tracing::warn!(agent = %record.id, seq, expected, "a marker step took another journal position than its audit record says");
+    }
     Ok(AgentRecord {
         status: update.status,
         status_reason: update.status_reason,

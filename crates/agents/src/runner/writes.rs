@@ -168,6 +168,24 @@ impl Task {
         args: &Value,
         id: String,
     ) -> Result<Answer, Stop> {
+        // The preview runs the write against the target (rolled back): recorded first.
+        let started = warden_audit::Event::ToolCall {
+            agent_id: self.record.id.clone(),
+            task_id: self.task_id.clone(),
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            classification: "write".into(),
+            arguments_sha256: warden_tools::approval::arguments_sha256(args),
+            outcome: ToolOutcome::Started.as_str().into(),
+            summary: "preview".into(),
+            latency_ms: 0,
+        };
+        self.inner
+            .deps
+            .recorder
+            .event(started)
+            .await
+            .map_err(AgentError::from)?;
         let proposal = match tool.propose(args).await {
             Ok(p) => p,
             Err(e) => {

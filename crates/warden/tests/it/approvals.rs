@@ -991,3 +991,34 @@ fn a_read_only_agent_configured_with_a_write_tool_stops_start_up() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_with_an_expiry_to_come_still_drives_its_agent_after_a_decision() {
+    let s = Setup::start("1h").await;
+    // Key expiries are in seconds, decisions in milliseconds: a key valid for a day more must
+    // not be taken for an expired one.
+    let key = s.w.create_key("ops-day", &["--expires", "1d"]);
+    s.a.push([
+        write("UPDATE orders SET total = 8 WHERE id = 1"),
+        Reply::Text("Done.".into()),
+    ]);
+    let out: Value = s
+        .http
+        .post(format!("{}/v1/agents/ops/dee/messages", s.w.url))
+        .bearer_auth(&key)
+        .json(&json!({"content": "set order 1 to 8"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = awaited_approval(&out);
+    let a = s.approval(&id).await;
+    let (st, body) = s
+        .post_decision(&id, "alice", "alice.key", &message(&a, Decision::Approve))
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (state, status) = settled(&s.http, &s.w.url, &s.admin, &key, &id, "ops/dee").await;
+    assert_eq!((state.as_str(), status.as_str()), ("succeeded", "idle"));
+}

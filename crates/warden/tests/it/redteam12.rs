@@ -1368,9 +1368,8 @@ async fn rt12_a_model_call_cut_by_the_step_timeout_is_still_recorded() {
     );
 }
 
-/// The owner's key is revoked while its agent's write waits; the approval then lets the agent
-/// go on "as its owner" (the key is looked up without checking revocation), so the revoked
-/// key's task keeps calling the model and running tools.
+/// The owner's key is revoked while its agent's write waits: a decision then finds the
+/// request withdrawn, and the revoked key's task does not go on (it used to, "as its owner").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rt12_a_revoked_keys_agent_does_not_go_on_after_a_decision() {
     let work = tempfile::tempdir().unwrap();
@@ -1386,10 +1385,16 @@ async fn rt12_a_revoked_keys_agent_does_not_go_on_after_a_decision() {
     assert_eq!(code, 0, "{err}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let hits_before = r.a.hits();
+    // The decision finds the request withdrawn (its task could never go on), not approved.
     let (st, body) = r.decide(&id, Decision::Approve).await;
-    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (409, Some("approval_not_pending")),
+        "{body}"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let state = r.approval(&id).await["state"].clone();
+    assert_eq!(state, "withdrawn");
     assert_eq!(
         r.a.hits(),
         hits_before,
