@@ -22,6 +22,7 @@ mod provider;
 mod record;
 mod recorder;
 mod redaction;
+mod scrub;
 mod shared;
 mod sse;
 mod stream;

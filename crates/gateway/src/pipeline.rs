@@ -268,7 +268,7 @@ impl Gateway {
                 401 | 403 => AttemptError::NextTarget(Error::UpstreamAuth(provider.name.clone())),
                 400..=499 if kind == Kind::Status(status) => AttemptError::Final(Error::Rejected {
                     status,
-                    message: upstream_message(&body, provider),
+                    message: self.upstream_message(&body, provider),
                 }),
                 // 408, 429, 5xx, and anything unexpected (1xx, 3xx): worth another try.
                 _ => AttemptError::Retry { kind, retry_after },
@@ -338,28 +338,28 @@ fn without_url(e: &reqwest::Error) -> String {
     text
 }
 
-/// The upstream's error message, with the provider's key removed wherever it appears, even in
-/// part: some providers echo the start and end of a refused key.
-fn upstream_message(body: &[u8], provider: &crate::Provider) -> String {
-    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let message = parsed
-        .as_ref()
-        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
-        .and_then(|m| m.as_str())
-        .unwrap_or("the provider rejected the request");
-    let mut message: String = message.chars().take(1000).collect();
-    if let Some(key) = provider.key() {
-        let key = key.expose();
-        message = message.replace(key, "***");
-        for len in [8usize, 6] {
-            if key.len() > len * 2 {
-                message = message
-                    .replace(&key[..len], "***")
-                    .replace(&key[key.len() - len..], "***");
-            }
-        }
+impl Gateway {
+    /// The upstream's error message for the client, scrubbed by detection: withheld whole if
+    /// it holds any fragment of a configured provider key (any case, any separators, plain
+    /// or base64) or a secret the detectors find (`scrub`).
+    fn upstream_message(&self, body: &[u8], provider: &crate::Provider) -> String {
+        let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+        let message = parsed
+            .as_ref()
+            .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
+            .and_then(|m| m.as_str())
+            .unwrap_or("the provider rejected the request");
+        let message: String = message.chars().take(1000).collect();
+        let secrets: Vec<_> = self
+            .providers
+            .values()
+            .filter_map(|u| u.provider.key())
+            .collect();
+        let keys: Vec<&str> = secrets.iter().map(|k| k.expose()).collect();
+        let shown = crate::scrub::clean(&message, &keys, self.redactor.detector())
+            .unwrap_or_else(|| crate::scrub::WITHHELD.to_owned());
+        format!("provider `{}`: {shown}", provider.name)
     }
-    format!("provider `{}`: {message}", provider.name)
 }
 
 /// `GET {base}/models` on one provider: the ids it lists.

@@ -127,12 +127,52 @@ async fn client_errors_from_upstream_are_not_retried_and_keys_are_scrubbed() {
     let (code, body) = error_code(s.chat("fast").await, 400).await;
     assert_eq!(code, "upstream_rejected");
     let msg = body["error"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("provider `primary`: bad request"), "{msg}");
+    assert!(msg.starts_with("provider `primary`: "), "{msg}");
+    assert!(msg.contains("withheld"), "{msg}");
     assert!(
         !msg.contains("0123456789abcdef") && !msg.contains("sk-prim"),
         "{msg}"
     );
     assert_eq!((s.a.hits(), s.b.hits()), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_key_echoed_in_any_form_never_reaches_the_client() {
+    use base64::Engine;
+    let s = Setup::start().await;
+    let key = "sk-primary-0123456789abcdef";
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let spaced: Vec<String> = key.chars().map(|c| c.to_string()).collect();
+    let forms = [
+        format!("key fragment {}", &key[2..22]),
+        format!("auth header was {}", b64(&format!("Bearer {key}"))),
+        format!("key {} refused", key.to_uppercase()),
+        format!("key {} refused", spaced.join(" ")),
+        format!("key {} refused", key.replace('-', ".")),
+        // Another credential the detectors know.
+        "token ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R rejected".to_owned(),
+    ];
+    for form in &forms {
+        s.a.push([Reply::Status {
+            status: 400,
+            retry_after: None,
+            message: form.clone(),
+        }]);
+        let (_, body) = error_code(s.chat("fast").await, 400).await;
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("withheld"), "{form} -> {msg}");
+    }
+    // A message with nothing of the kind passes as it came.
+    s.a.push([Reply::Status {
+        status: 400,
+        retry_after: None,
+        message: "`temperature` must be between 0 and 2".into(),
+    }]);
+    let (_, body) = error_code(s.chat("fast").await, 400).await;
+    assert_eq!(
+        body["error"]["message"],
+        "provider `primary`: `temperature` must be between 0 and 2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
