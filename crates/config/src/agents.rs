@@ -46,9 +46,11 @@ pub(crate) struct RawHttp {
 /// Where the `http_request` tool may go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
-    /// Hosts it may reach (lower case).
+    /// Hosts it may reach (lower case), each `host` (ports 80 and 443 only) or `host:port`
+    /// (that port only); IPv6 literals as `::1` or `[::1]:8080`.
     pub allowed_hosts: std::collections::BTreeSet<String>,
-    /// Of those, hosts that may resolve to private or loopback addresses.
+    /// Of those, hosts that may resolve to private or loopback addresses (`host` or
+    /// `host:port`, like `allowed_hosts`).
     pub allow_private: std::collections::BTreeSet<String>,
     /// Response bytes kept at most (default 1 MiB).
     pub max_response_bytes: u64,
@@ -56,29 +58,169 @@ pub struct HttpConfig {
     pub timeout: Duration,
 }
 
+/// Splits an `[http]` host entry into its host and optional port, normalised: lower case,
+/// IP literals in their canonical form, IPv6 written `[addr]:port` when it has a port.
+fn http_host_entry(field: &str, entry: &str) -> Result<(String, Option<u16>), Error> {
+    let bad = |why: &str| Error::invalid(field, format!("`{entry}`: {why}"));
+    let text = entry.trim().to_lowercase();
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("a `[` without its `]`"))?;
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad("only an IPv6 address goes between brackets"));
+        }
+        match after {
+            "" => (host.to_owned(), None),
+            p => (
+                host.to_owned(),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("expected `:port` after `]`"))?,
+                ),
+            ),
+        }
+    } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        (text.clone(), None)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (text.clone(), None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        },
+    };
+    if host.is_empty()
+        || host
+            .chars()
+            .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')))
+    {
+        return Err(bad("not a host name or IP address"));
+    }
+    let host = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) if host.contains(':') => return Err(bad("not a host name or IP address")),
+        Err(_) => host,
+    };
+    Ok((host, port))
+}
+
+/// The normalised text of a host entry.
+fn http_entry_text(host: &str, port: Option<u16>) -> String {
+    match port {
+        Some(p) if host.contains(':') => format!("[{host}]:{p}"),
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}
+
 pub(crate) fn http(raw: RawHttp) -> Result<HttpConfig, Error> {
-    let allowed_hosts: std::collections::BTreeSet<String> = raw
-        .allowed_hosts
-        .iter()
-        .map(|h| h.trim().to_lowercase())
-        .collect();
-    let allow_private: std::collections::BTreeSet<String> = raw
-        .allow_private
-        .iter()
-        .map(|h| h.trim().to_lowercase())
-        .collect();
-    if let Some(h) = allow_private.iter().find(|h| !allowed_hosts.contains(*h)) {
+    let parse = |field: &str, list: &[String]| {
+        list.iter()
+            .map(|h| http_host_entry(field, h))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let allowed = parse("http.allowed_hosts", &raw.allowed_hosts)?;
+    let private = parse("http.allow_private", &raw.allow_private)?;
+    // A private entry must name a host (and, if it has one, a port) that is allowed.
+    if let Some((h, p)) = private.iter().find(|(h, p)| {
+        !allowed
+            .iter()
+            .any(|(ah, ap)| ah == h && (p.is_none() || ap.is_none() || ap == p))
+    }) {
         return Err(Error::invalid(
             "http.allow_private",
-            format!("`{h}` is not in http.allowed_hosts"),
+            format!("`{}` is not in http.allowed_hosts", http_entry_text(h, *p)),
         ));
     }
+    let text = |v: Vec<(String, Option<u16>)>| {
+        v.into_iter()
+            .map(|(h, p)| http_entry_text(&h, p))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
     Ok(HttpConfig {
-        allowed_hosts,
-        allow_private,
+        allowed_hosts: text(allowed),
+        allow_private: text(private),
         max_response_bytes: raw.max_response_bytes.unwrap_or(1 << 20).max(1),
         timeout: duration("http.timeout", &raw.timeout, "10s")?,
     })
+}
+
+#[cfg(test)]
+mod http_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn raw(allowed: &[&str], private: &[&str]) -> RawHttp {
+        RawHttp {
+            allowed_hosts: allowed.iter().map(|s| s.to_string()).collect(),
+            allow_private: private.iter().map(|s| s.to_string()).collect(),
+            max_response_bytes: None,
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn host_entries_may_name_ports_and_are_normalised() {
+        let c = http(raw(
+            &[
+                "API.crm.example.com:443",
+                "billing.internal",
+                "[::1]:8080",
+                "::FFFF:7f00:1",
+                "10.0.0.5:8443",
+            ],
+            &["billing.internal", "10.0.0.5:8443"],
+        ))
+        .unwrap();
+        let want: std::collections::BTreeSet<String> = [
+            "api.crm.example.com:443",
+            "billing.internal",
+            "[::1]:8080",
+            "::ffff:127.0.0.1",
+            "10.0.0.5:8443",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(c.allowed_hosts, want);
+        assert!(c.allow_private.contains("10.0.0.5:8443"));
+    }
+
+    #[test]
+    fn bad_ports_and_hosts_are_refused_naming_the_field() {
+        for bad in [
+            "api.example.com:0",
+            "api.example.com:65536",
+            "api.example.com:https",
+            "api.example.com:",
+            "[::1]8080",
+            "[::1",
+            "[example.com]:80",
+            "http://api.example.com",
+            "a b",
+            "",
+            "1:2:3",
+        ] {
+            let e = http(raw(&[bad], &[])).unwrap_err().to_string();
+            assert!(e.starts_with("http.allowed_hosts:"), "{bad}: {e}");
+        }
+        let e = http(raw(&["a.example:80"], &["a.example:8080"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("http.allow_private:"), "{e}");
+        let e = http(raw(&["a.example"], &["b.example"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("http.allow_private:"), "{e}");
+        // A private entry without a port covers the host's allowed ports.
+        assert!(http(raw(&["a.example:8080"], &["a.example"])).is_ok());
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -82,6 +82,9 @@ pub(crate) struct Route {
     /// The configured name (for aliases, the name they point to).
     pub(crate) name: String,
     pub(crate) targets: Vec<Target>,
+    /// Its name in metric labels: the configured name, or `other` for a name passed through
+    /// to the default provider (a client's string must not make a new series).
+    pub(crate) label: String,
 }
 
 /// What the gateway did, for usage rows and logs; present on success and failure alike.
@@ -177,6 +180,7 @@ impl Gateway {
             let route = Arc::new(Route {
                 name: m.name.clone(),
                 targets: m.targets.clone(),
+                label: m.name.clone(),
             });
             for n in std::iter::once(&m.name).chain(&m.aliases) {
                 routes.insert(n.clone(), route.clone());
@@ -222,6 +226,7 @@ impl Gateway {
                 provider: provider.clone(),
                 model: model.to_owned(),
             }],
+            label: "other".into(),
         }))
     }
 

@@ -90,7 +90,7 @@ impl Gateway {
                 continue;
             };
             if i > 0 && meta.attempts > 0 {
-                metrics::counter!("warden_fallbacks_total", "model" => route.name.clone(),
+                metrics::counter!("warden_fallbacks_total", "model" => route.label.clone(),
                     "to" => target.provider.clone())
                 .increment(1);
             }
@@ -112,7 +112,7 @@ impl Gateway {
                 meta.attempts += 1;
                 meta.provider = Some(target.provider.clone());
                 meta.upstream_model = Some(target.model.clone());
-                let outcome = self.attempt(up, target, &route.name, call, body, exchange);
+                let outcome = self.attempt(up, target, &route.label, call, body, exchange);
                 match outcome.await {
                     Ok(reply) => {
                         permit.success();
@@ -198,7 +198,7 @@ impl Gateway {
         &self,
         up: &Upstream,
         target: &Target,
-        route_name: &str,
+        metric_label: &str,
         call: &Call,
         body: &mut Redacted<Map<String, Value>>,
         exchange: &mut Option<Exchange>,
@@ -279,7 +279,7 @@ impl Gateway {
                 resp,
                 provider.timeout,
                 call.include_usage,
-                route_name,
+                metric_label,
                 exchange,
                 call.collect_answer,
             )
@@ -298,7 +298,7 @@ impl Gateway {
             Ok(u) => {
                 observe("ok");
                 if let Some(u) = &u {
-                    usage::record_tokens(route_name, u);
+                    usage::record_tokens(metric_label, u);
                 }
                 // Values the model produced are masked here; the client's own are restored by
                 // the caller, after the masked answer may have been cached.

@@ -44,8 +44,11 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
             return Err(invalid());
         }
         let hash = warden_core::keys::hash(token);
+        // Known and unknown hashes are both cached for a short while, so a repeated unknown
+        // key costs about what a revoked one does (timing tells nothing about which exist).
         let record = match state.keys.get(&hash) {
             Some(record) => record,
+            None if state.keys.is_unknown(&hash) => return Err(invalid()),
             None => {
                 let found = state.store.key_by_hash(&hash).await.map_err(|e| {
                     tracing::error!(error = %e, "key lookup failed");
@@ -54,7 +57,10 @@ impl FromRequestParts<Arc<AppState>> for AuthedKey {
                         "the key store is unavailable; retry later",
                     )
                 })?;
-                let record = found.ok_or_else(invalid)?;
+                let Some(record) = found else {
+                    state.keys.put_unknown(hash);
+                    return Err(invalid());
+                };
                 state.keys.put(hash, record.clone());
                 record
             }

@@ -24,6 +24,10 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The durable agents; `None` when the server runs without them (handler tests).
     pub agents: Option<warden_agents::Agents>,
+    /// Configured model names and aliases: the only values of the `model` label of
+    /// `warden_requests_total` (anything else is counted as `other`, so clients cannot grow
+    /// the public `/metrics` without bound).
+    pub models: std::collections::HashSet<String>,
 }
 
 impl AppState {

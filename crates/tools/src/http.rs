@@ -4,7 +4,10 @@
 //! multicast and broadcast addresses unless the host is explicitly allowed to be private; the
 //! connection goes to the address it checked (no second lookup to rebind). Redirects are
 //! followed by hand, each checked like the first, at most three; response size and time are
-//! capped.
+//! capped. Environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are never used: a
+//! proxy would make the connection, not Warden, and the checked address would mean nothing.
+//! An allowed host without a port is reachable on ports 80 and 443 only; `host:port` allows
+//! that port. Warden's own listen addresses are refused whatever the allow-lists say.
 
 use crate::approval::Approved;
 use crate::tool::{Proposal, Settlement, Tool, ToolError, WriteTool};
@@ -12,18 +15,23 @@ use async_trait::async_trait;
 use reqwest::Url;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 3;
 
+/// Ports an allowed host without a port may be reached on.
+const DEFAULT_PORTS: [u16; 2] = [80, 443];
+
 /// Where `http_request` may go.
 #[derive(Debug, Clone)]
 pub struct HttpPolicy {
-    /// Hosts it may reach (lower case; names or IP literals).
+    /// Hosts it may reach (lower case; names or IP literals), each `host` (ports 80 and 443
+    /// only) or `host:port` (`[v6]:port` for IPv6). Entries that do not parse allow nothing.
     pub allowed_hosts: BTreeSet<String>,
-    /// Of those, hosts that may resolve to private or loopback addresses (internal services).
+    /// Of those, hosts that may resolve to private or loopback addresses (internal services);
+    /// `host` (any allowed port) or `host:port`.
     pub allow_private: BTreeSet<String>,
     /// Response bytes kept at most.
     pub max_response_bytes: usize,
@@ -31,9 +39,72 @@ pub struct HttpPolicy {
     pub timeout: Duration,
 }
 
+/// Splits an allow-list entry into host and optional port: `host`, `host:port`, an IPv6
+/// literal, or `[v6]:port`. IP literals come back in canonical form; `None` if it does not
+/// parse (configuration refuses such entries at load).
+pub fn parse_host_entry(entry: &str) -> Option<(String, Option<u16>)> {
+    let text = entry.trim().to_lowercase();
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        host.parse::<Ipv6Addr>().ok()?;
+        match after {
+            "" => (host.to_owned(), None),
+            p => (host.to_owned(), Some(p.strip_prefix(':')?)),
+        }
+    } else if text.parse::<Ipv6Addr>().is_ok() {
+        (text.clone(), None)
+    } else {
+        match text.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (text.clone(), None),
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(p.parse::<u16>().ok().filter(|n| *n > 0)?),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Some((ip.to_string(), port)),
+        Err(_) if host.contains(':') => None,
+        Err(_) => Some((host, port)),
+    }
+}
+
+/// The IPv4 address an IPv6 address carries, for the forms that reach an IPv4 host:
+/// IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4
+/// `2002:AABB:CCDD::/48` and Teredo `2001:0::/32` (its client address, inverted).
+pub fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    // IPv4-compatible `::a.b.c.d` and IPv4-translated `::ffff:0:a.b.c.d`.
+    if s[..6].iter().all(|x| *x == 0)
+        || (s[..4].iter().all(|x| *x == 0) && s[4] == 0xffff && s[5] == 0)
+    {
+        return Some(v4(s[6], s[7]));
+    }
+    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+        return Some(v4(s[6], s[7]));
+    }
+    if s[0] == 0x2002 {
+        return Some(v4(s[1], s[2]));
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        return Some(v4(!s[6], !s[7]));
+    }
+    None
+}
+
 /// Whether an address is one a tool must not reach unless allowed: loopback, link-local
 /// (169.254.0.0/16: cloud metadata), private, shared (100.64.0.0/10), unspecified,
-/// multicast, broadcast, documentation, and their IPv6 and IPv4-mapped forms.
+/// multicast, broadcast, documentation, and their IPv6 forms; an IPv6 address that carries an
+/// IPv4 one (mapped, compatible, NAT64, 6to4, Teredo: [`embedded_ipv4`]) is classed by that
+/// IPv4 address, and the local-use NAT64 prefix `64:ff9b:1::/48` is always internal.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -51,15 +122,18 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || o[0] >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let s = v6.segments();
+            if v6.is_loopback() || v6.is_unspecified() {
+                return true;
+            }
+            if let Some(v4) = embedded_ipv4(v6) {
                 return is_internal(IpAddr::V4(v4));
             }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
         }
     }
 }
@@ -74,6 +148,40 @@ fn refused(rule: &str, message: String) -> ToolError {
 /// The `http_request` tool.
 pub struct HttpRequest {
     policy: HttpPolicy,
+    /// `allowed_hosts`, parsed.
+    allowed: Vec<(String, Option<u16>)>,
+    /// `allow_private`, parsed.
+    private: Vec<(String, Option<u16>)>,
+    /// Warden's own listen addresses: never reachable.
+    forbidden: Vec<SocketAddr>,
+}
+
+/// The address itself, or the IPv4 address an IPv4-mapped one stands for.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether connecting to `ip` reaches this machine: loopback, unspecified, or an address of
+/// one of its interfaces (only those can be bound).
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+/// Whether a connection to `dest` would reach one of the `forbidden` listen addresses: the
+/// same address and port, or, for a listener on `0.0.0.0`/`::`, any local address with its
+/// port (a destination of `0.0.0.0`/`::` reaches any local listener on its port).
+pub fn reaches_forbidden(dest: SocketAddr, forbidden: &[SocketAddr]) -> bool {
+    let ip = canonical(dest.ip());
+    forbidden.iter().any(|f| {
+        let fip = canonical(f.ip());
+        f.port() == dest.port()
+            && (ip == fip || ip.is_unspecified() || (fip.is_unspecified() && is_local(ip)))
+    })
 }
 
 /// A checked destination: the host name, and the address to connect to.
@@ -85,7 +193,35 @@ struct Destination {
 impl HttpRequest {
     /// A tool under `policy`.
     pub fn new(policy: HttpPolicy) -> Self {
-        Self { policy }
+        let parse = |set: &BTreeSet<String>| {
+            set.iter()
+                .filter_map(|e| parse_host_entry(e))
+                .collect::<Vec<_>>()
+        };
+        Self {
+            allowed: parse(&policy.allowed_hosts),
+            private: parse(&policy.allow_private),
+            policy,
+            forbidden: Vec::new(),
+        }
+    }
+
+    /// This tool, refusing connections to these addresses (Warden's own listeners) even
+    /// when the host is allowed and allowed to be private.
+    pub fn forbid(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.forbidden.extend(addrs);
+        self
+    }
+
+    /// The HTTP client for one checked destination: no redirects, no proxy (environment
+    /// proxies are ignored), and the host pinned to the checked address.
+    fn client(dest: &Destination) -> Result<reqwest::Client, ToolError> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .resolve(&dest.host, dest.addr)
+            .build()
+            .map_err(|e| ToolError::Failed(e.to_string()))
     }
 
     /// Whether a call with these arguments is a write (any method but GET and HEAD).
@@ -114,7 +250,18 @@ impl HttpRequest {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_lowercase();
-        if !self.policy.allowed_hosts.contains(&host) {
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host = match host.parse::<IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => host,
+        };
+        let mine: Vec<Option<u16>> = self
+            .allowed
+            .iter()
+            .filter(|(h, _)| *h == host)
+            .map(|(_, p)| *p)
+            .collect();
+        if mine.is_empty() {
             return Err(refused(
                 "host_not_allowed",
                 format!(
@@ -128,7 +275,29 @@ impl HttpRequest {
                 ),
             ));
         }
-        let port = url.port_or_known_default().unwrap_or(80);
+        let port_ok = |p: &Option<u16>| match p {
+            Some(p) => *p == port,
+            None => DEFAULT_PORTS.contains(&port),
+        };
+        if !mine.iter().any(port_ok) {
+            let mut ports: Vec<u16> = mine
+                .iter()
+                .flat_map(|p| p.map_or(DEFAULT_PORTS.to_vec(), |p| vec![p]))
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            return Err(refused(
+                "port_not_allowed",
+                format!(
+                    "port {port} of `{host}` is not allowed; allowed ports: {}",
+                    ports
+                        .iter()
+                        .map(u16::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
         let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => tokio::net::lookup_host((host.as_str(), port))
@@ -136,7 +305,19 @@ impl HttpRequest {
                 .map_err(|e| ToolError::Failed(format!("cannot resolve `{host}`: {e}")))?
                 .collect(),
         };
-        let private_ok = self.policy.allow_private.contains(&host);
+        if let Some(bad) = addrs
+            .iter()
+            .find(|a| reaches_forbidden(**a, &self.forbidden))
+        {
+            return Err(refused(
+                "warden_address",
+                format!("`{host}` reaches Warden's own listener ({bad}); refused"),
+            ));
+        }
+        let private_ok = self
+            .private
+            .iter()
+            .any(|(h, p)| *h == host && p.is_none_or(|p| p == port));
         if let Some(bad) = addrs
             .iter()
             .find(|a| is_internal(a.ip()))
@@ -190,11 +371,7 @@ impl HttpRequest {
         for _ in 0..=MAX_REDIRECTS {
             let dest = self.check(&url).await?;
             // Connect to the address just checked, not to a second lookup's answer.
-            let client = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .resolve(&dest.host, dest.addr)
-                .build()
-                .map_err(|e| ToolError::Failed(e.to_string()))?;
+            let client = Self::client(&dest)?;
             let mut req = client.request(method.clone(), url.clone());
             if let Some(b) = &body {
                 req = req
@@ -360,6 +537,91 @@ mod tests {
         }
         for ip in ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"] {
             assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn ipv6_forms_carrying_ipv4_are_classed_by_that_ipv4() {
+        for v4 in ["127.0.0.1", "10.1.2.3", "169.254.169.254", "192.168.0.1"] {
+            let ip: Ipv4Addr = v4.parse().unwrap();
+            let o = ip.octets();
+            let (hi, lo) = (
+                u16::from_be_bytes([o[0], o[1]]),
+                u16::from_be_bytes([o[2], o[3]]),
+            );
+            for form in [
+                format!("::ffff:{v4}"),
+                format!("::{v4}"),
+                format!("::ffff:0:{v4}"),
+                format!("64:ff9b::{v4}"),
+                format!("64:ff9b:1::{v4}"),
+                format!("2002:{hi:x}:{lo:x}::1"),
+                format!("2002:{hi:x}:{lo:x}:ffff::abcd"),
+                format!("2001:0:4136:e378:8000:63bf:{:x}:{:x}", !hi, !lo),
+            ] {
+                let six: Ipv6Addr = form.parse().unwrap();
+                assert!(is_internal(IpAddr::V6(six)), "{form}");
+                if !form.starts_with("64:ff9b:1:") {
+                    assert_eq!(embedded_ipv4(six), Some(ip), "{form}");
+                }
+            }
+        }
+        // The same forms around a public IPv4 address are not internal (except the local-use
+        // NAT64 prefix, which never is global).
+        for form in [
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+        ] {
+            assert!(!is_internal(form.parse().unwrap()), "{form}");
+        }
+        assert!(is_internal("64:ff9b:1::8.8.8.8".parse().unwrap()));
+        assert!(is_internal("fec0::1".parse().unwrap()));
+        assert_eq!(embedded_ipv4("2606:4700::1111".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn host_entries_parse_with_and_without_ports() {
+        let e = |s: &str| parse_host_entry(s);
+        assert_eq!(e("API.example.com"), Some(("api.example.com".into(), None)));
+        assert_eq!(
+            e("api.example.com:443"),
+            Some(("api.example.com".into(), Some(443)))
+        );
+        assert_eq!(e("::1"), Some(("::1".into(), None)));
+        assert_eq!(e("[::1]:8080"), Some(("::1".into(), Some(8080))));
+        assert_eq!(
+            e("[::ffff:7f00:1]"),
+            Some(("::ffff:127.0.0.1".into(), None))
+        );
+        for bad in ["x:0", "x:70000", "x:", "[::1", "[x]:1", "1:2:3", ""] {
+            assert_eq!(e(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn warden_listen_addresses_are_recognised_in_every_form() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let exact = [a("127.0.0.1:8787")];
+        assert!(reaches_forbidden(a("127.0.0.1:8787"), &exact));
+        assert!(reaches_forbidden(a("[::ffff:127.0.0.1]:8787"), &exact));
+        assert!(reaches_forbidden(a("0.0.0.0:8787"), &exact));
+        assert!(!reaches_forbidden(a("127.0.0.1:8788"), &exact));
+        assert!(!reaches_forbidden(a("10.0.0.1:8787"), &exact));
+        for any in [a("0.0.0.0:8787"), a("[::]:8787")] {
+            for dest in [
+                "127.0.0.1:8787",
+                "127.0.0.2:8787",
+                "[::1]:8787",
+                "0.0.0.0:8787",
+            ] {
+                assert!(reaches_forbidden(a(dest), &[any]), "{dest} vs {any}");
+            }
+            assert!(!reaches_forbidden(a("127.0.0.1:80"), &[any]));
+            // Not an address of this machine.
+            assert!(!reaches_forbidden(a("192.0.2.1:8787"), &[any]));
         }
     }
 

@@ -73,7 +73,9 @@ pub async fn build(
                 max_response_bytes: config.http.max_response_bytes as usize,
                 timeout: config.http.timeout,
             };
-            catalog.add_http_request(Arc::new(warden_tools::http::HttpRequest::new(policy)));
+            // Warden's own listener is never a destination, whatever the allow-lists say.
+            let tool = warden_tools::http::HttpRequest::new(policy).forbid([config.server.listen]);
+            catalog.add_http_request(Arc::new(tool));
         }
         for t in &def.write_tools {
             catalog.force_write(t);

@@ -109,3 +109,58 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Targets whose debug logs carry SQL text (the agents' queries, with the values in them):
+/// kept at `warn` unless the operator names them in `RUST_LOG`.
+const QUIET_SQL: &str = "sqlparser=warn,sqlx=warn";
+
+/// The tracing filter from `RUST_LOG` (default `info`), with [`QUIET_SQL`] added unless the
+/// operator names those targets. The flag says they did: their query text may then be logged
+/// (the caller warns once, after the subscriber is installed).
+pub(crate) fn log_filter() -> (tracing_subscriber::EnvFilter, bool) {
+    let (spec, names_sql) = log_filter_spec(std::env::var("RUST_LOG").ok().as_deref());
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{QUIET_SQL}")));
+    (filter, names_sql)
+}
+
+fn log_filter_spec(rust_log: Option<&str>) -> (String, bool) {
+    let spec = rust_log
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("info");
+    let names_sql = spec.split(',').any(|directive| {
+        let target = directive.split(['=', '[']).next().unwrap_or("").trim();
+        target.starts_with("sqlx") || target.starts_with("sqlparser")
+    });
+    if names_sql {
+        (spec.to_owned(), true)
+    } else {
+        (format!("{spec},{QUIET_SQL}"), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_targets_are_quiet_unless_named() {
+        assert_eq!(
+            log_filter_spec(None),
+            ("info,sqlparser=warn,sqlx=warn".into(), false)
+        );
+        assert_eq!(
+            log_filter_spec(Some("debug")),
+            ("debug,sqlparser=warn,sqlx=warn".into(), false)
+        );
+        assert_eq!(
+            log_filter_spec(Some("debug,sqlx=debug")),
+            ("debug,sqlx=debug".into(), true)
+        );
+        assert_eq!(
+            log_filter_spec(Some("sqlparser=trace")),
+            ("sqlparser=trace".into(), true)
+        );
+    }
+}

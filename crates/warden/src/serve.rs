@@ -164,6 +164,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         keys: warden_server::KeyCache::new(config.server.key_cache_ttl),
         metrics,
         agents: Some(agents),
+        models: config
+            .models
+            .iter()
+            .flat_map(|m| std::iter::once(&m.name).chain(&m.aliases))
+            .cloned()
+            .collect(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -306,8 +312,7 @@ async fn watch_key_files(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, names_sql) = crate::log_filter();
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -316,5 +321,10 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+    if names_sql {
+        tracing::warn!(
+            "RUST_LOG names sqlx or sqlparser: their logs may include query text (SQL and the values in it)"
+        );
     }
 }

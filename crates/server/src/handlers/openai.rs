@@ -89,6 +89,15 @@ struct Record {
     started: Instant,
 }
 
+/// The `model` label for `warden_requests_total`: `requested` if it is configured, else `other`.
+fn metric_model<'a>(configured: &std::collections::HashSet<String>, requested: &'a str) -> &'a str {
+    if configured.contains(requested) {
+        requested
+    } else {
+        "other"
+    }
+}
+
 impl Record {
     fn call_record(&self, status: u16) -> warden_gateway::CallRecord<'_> {
         warden_gateway::CallRecord {
@@ -106,12 +115,10 @@ impl Record {
         }
     }
 
+    /// Counts the request. The `model` label comes from a bounded set: a configured name or
+    /// alias, else `other` (never the client's string: `/metrics` is public).
     fn count(&self, status: u16) {
-        let model = if status == 404 || self.model.is_empty() {
-            "unknown".to_owned()
-        } else {
-            self.model.clone()
-        };
+        let model = metric_model(&self.state.models, &self.model).to_owned();
         metrics::counter!("warden_requests_total", "endpoint" => self.endpoint.label(),
             "model" => model, "status" => status.to_string())
         .increment(1);

@@ -58,6 +58,7 @@ async fn app() -> App {
         keys: KeyCache::new(std::time::Duration::from_secs(1)),
         metrics: None,
         agents: None,
+        models: ["m".to_owned()].into(),
     });
     App {
         router: warden_server::router(state),

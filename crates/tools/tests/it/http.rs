@@ -1,7 +1,7 @@
 //! `http_request` against a real HTTP server on loopback: allow-listed hosts only, internal
 //! addresses refused in every spelling (decimal and hex IPs, names resolving to loopback,
 //! metadata IPs), redirects re-checked, responses capped, writes sent with their
-//! idempotency key.
+//! idempotency key; ports of allowed hosts, Warden's own listener and environment proxies.
 
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -83,7 +83,11 @@ fn rule(r: Result<Value, ToolError>) -> String {
 async fn internal_addresses_are_refused_in_every_spelling() {
     let (port, _) = server().await;
     let t = tool(
-        &["localhost", "169.254.169.254", "metadata.google.internal"],
+        &[
+            &format!("localhost:{port}"),
+            "169.254.169.254",
+            "metadata.google.internal",
+        ],
         &[],
     );
     let t = &t;
@@ -123,7 +127,10 @@ async fn internal_addresses_are_refused_in_every_spelling() {
 #[tokio::test]
 async fn allowed_internal_hosts_work_redirects_are_rechecked_and_bodies_capped() {
     let (port, _) = server().await;
-    let t = tool(&["127.0.0.1", "169.254.169.254"], &["127.0.0.1"]);
+    let t = tool(
+        &[&format!("127.0.0.1:{port}"), "169.254.169.254"],
+        &["127.0.0.1"],
+    );
     let t = &t;
     let get = |path: &str| {
         let args = json!({"url": format!("http://127.0.0.1:{port}{path}")});
@@ -152,7 +159,7 @@ async fn allowed_internal_hosts_work_redirects_are_rechecked_and_bodies_capped()
 #[tokio::test]
 async fn writes_wait_for_approval_and_carry_their_idempotency_key() {
     let (port, seen) = server().await;
-    let t = tool(&["127.0.0.1"], &["127.0.0.1"]);
+    let t = tool(&[&format!("127.0.0.1:{port}")], &["127.0.0.1"]);
     let args = json!({"method": "POST", "url": format!("http://127.0.0.1:{port}/orders"), "body": {"sku": 1}});
     assert!(HttpRequest::is_write(&args));
     assert_eq!(rule(t.call(&args).await), "approval_required");
@@ -194,4 +201,128 @@ async fn writes_wait_for_approval_and_carry_their_idempotency_key() {
     // A refused destination is refused at proposal time already.
     let bad = json!({"method": "DELETE", "url": "http://169.254.169.254/x"});
     assert!(t.propose(&bad).await.is_err());
+}
+
+#[tokio::test]
+async fn an_allowed_host_without_a_port_is_reachable_on_80_and_443_only() {
+    let (port, _) = server().await;
+    let url = format!("http://127.0.0.1:{port}/data");
+    let get = json!({"url": url});
+    let t = tool(&["127.0.0.1"], &["127.0.0.1"]);
+    match t.call(&get).await {
+        Err(ToolError::Refused { rule, message }) => {
+            assert_eq!(rule, "port_not_allowed");
+            assert!(message.contains("80, 443"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // A write is refused at proposal time too.
+    let post = json!({"method": "POST", "url": format!("http://127.0.0.1:{port}/orders")});
+    assert!(t.propose(&post).await.is_err());
+    // Naming the port allows it, and only it.
+    let t = tool(&[&format!("127.0.0.1:{port}")], &["127.0.0.1"]);
+    assert_eq!(t.call(&get).await.unwrap()["status"], 200);
+    let other = json!({"url": format!("http://127.0.0.1:{}/data", port.wrapping_add(1).max(1))});
+    assert_eq!(rule(t.call(&other).await), "port_not_allowed");
+    // A private entry with a port covers that port only.
+    let t = tool(&[&format!("127.0.0.1:{port}")], &["127.0.0.1:1"]);
+    assert_eq!(rule(t.call(&get).await), "internal_address");
+}
+
+#[tokio::test]
+async fn wardens_own_listener_is_refused_even_when_allowed_and_private() {
+    let (port, _) = server().await;
+    let me: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let allowed = [format!("127.0.0.1:{port}"), format!("localhost:{port}")];
+    let allowed: Vec<&str> = allowed.iter().map(String::as_str).collect();
+    let private = ["127.0.0.1", "localhost"];
+    for listen in [
+        me,
+        format!("0.0.0.0:{port}").parse().unwrap(),
+        format!("[::]:{port}").parse().unwrap(),
+    ] {
+        let t = tool(&allowed, &private).forbid([listen]);
+        for host in ["127.0.0.1", "localhost"] {
+            let get = json!({"url": format!("http://{host}:{port}/data")});
+            assert_eq!(
+                rule(t.call(&get).await),
+                "warden_address",
+                "{host} {listen}"
+            );
+            let post = json!({"method": "POST", "url": format!("http://{host}:{port}/orders")});
+            assert!(t.propose(&post).await.is_err());
+        }
+    }
+    // Another port of the same machine is not Warden's.
+    let t = tool(&allowed, &private).forbid([format!("0.0.0.0:{}", port.wrapping_add(1).max(1))
+        .parse()
+        .unwrap()]);
+    let get = json!({"url": format!("http://127.0.0.1:{port}/data")});
+    assert_eq!(t.call(&get).await.unwrap()["status"], 200);
+}
+
+/// Set in the child process of the proxy test only.
+const PROXY_CHILD: &str = "WARDEN_TEST_HTTP_PROXY_CHILD";
+
+/// Run by `environment_proxies_are_never_used` in a child process whose environment names a
+/// proxy (the variables are read when a client is built; a child keeps them away from the
+/// other tests); does nothing otherwise.
+#[tokio::test]
+async fn environment_proxies_child() {
+    if std::env::var_os(PROXY_CHILD).is_none() {
+        return;
+    }
+    let (port, _) = server().await;
+    let t = HttpRequest::new(HttpPolicy {
+        allowed_hosts: [format!("127.0.0.1:{port}")].into(),
+        allow_private: ["127.0.0.1".to_string()].into(),
+        max_response_bytes: 1000,
+        timeout: Duration::from_secs(2),
+    });
+    let out = t
+        .call(&json!({"url": format!("http://127.0.0.1:{port}/data")}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+}
+
+#[test]
+fn environment_proxies_are_never_used() {
+    if std::env::var_os(PROXY_CHILD).is_some() {
+        return;
+    }
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "http::environment_proxies_child",
+            "--exact",
+            "--test-threads=1",
+        ])
+        .env(PROXY_CHILD, "1")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy");
+    for var in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        child.env(var, &proxy_url);
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "the child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the request went through the environment's proxy"
+    );
 }

@@ -56,6 +56,8 @@ impl Setup {
         let keys = tempfile::tempdir().unwrap();
         let alice = keygen(keys.path(), "alice");
         let bob = keygen(keys.path(), "bob");
+        crate::allow_local_url(&hook.base_url());
+        let local_hosts = crate::local_http_hosts();
         let extra = format!(
             r#"
 [databases.shop]
@@ -64,7 +66,7 @@ path = "{db}"
 tables = ["customers", "orders"]
 writable_tables = ["orders"]
 [http]
-allowed_hosts = ["localhost"]
+allowed_hosts = {local_hosts}
 allow_private = ["localhost"]
 [agents.ops]
 system_prompt = "You keep the orders in order."

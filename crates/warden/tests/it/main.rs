@@ -12,6 +12,7 @@ mod cost;
 mod crash_writes;
 mod demo;
 mod fail_closed;
+mod hardening;
 mod keys;
 mod leaks;
 mod lifecycle;
@@ -73,6 +74,33 @@ targets = [{{ provider = "primary", model = "small-a" }}, {{ provider = "seconda
         a = a.base_url(),
         b = b.base_url()
     )
+}
+
+/// Local ports the tests' HTTP targets listen on, for `[http] allowed_hosts` (hosts allow
+/// only ports 80 and 443 unless an entry names the port).
+static LOCAL_PORTS: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers a local HTTP target's port (before the config that should reach it is written).
+pub(crate) fn allow_local_port(port: u16) {
+    LOCAL_PORTS.lock().unwrap().push(port);
+}
+
+/// The port of a `http://127.0.0.1:PORT…` URL, registered as a target.
+pub(crate) fn allow_local_url(url: &str) {
+    let port = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a URL with a port");
+    allow_local_port(port);
+}
+
+/// `["localhost:P1", …]` for every registered target port, as a TOML array.
+pub(crate) fn local_http_hosts() -> String {
+    let ports = LOCAL_PORTS.lock().unwrap();
+    let entries: Vec<String> = ports.iter().map(|p| format!("\"localhost:{p}\"")).collect();
+    format!("[{}]", entries.join(", "))
 }
 
 pub(crate) const KEYS_ENV: [(&str, &str); 2] = [

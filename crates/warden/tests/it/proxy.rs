@@ -200,7 +200,9 @@ async fn every_request_leaves_a_usage_row_and_metrics() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["x-request-id"], "client-trace-123");
+    assert_eq!(r.headers()["x-client-request-id"], "client-trace-123");
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(id.starts_with("req_"), "Warden's own id: {id}");
     r.text().await.unwrap();
     let store = warden_store::SqliteStore::open_dir(&s.warden.data_dir)
         .await
@@ -215,7 +217,7 @@ async fn every_request_leaves_a_usage_row_and_metrics() {
     }
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
-    assert_eq!(row.request_id, "client-trace-123");
+    assert_eq!(row.request_id, id);
     assert_eq!(
         (row.endpoint.as_str(), row.model.as_str()),
         ("chat.completions", "fast")

@@ -56,6 +56,7 @@ impl Raw {
     async fn start(delay: Duration, default: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        crate::allow_local_port(port);
         let me = Self {
             port,
             hits: Arc::default(),
@@ -211,12 +212,14 @@ impl Rig {
         let work = tempfile::tempdir().unwrap();
         let keys = tempfile::tempdir().unwrap();
         let alice = keygen(keys.path(), "alice");
+        crate::allow_local_url(&hook.base_url());
+        let local_hosts = crate::local_http_hosts();
         let extra = format!(
             r#"
 [audit]
 max_segment_age = "200ms"
 [http]
-allowed_hosts = ["localhost"]
+allowed_hosts = {local_hosts}
 allow_private = ["localhost"]
 timeout = "{http_timeout}"
 [databases.shop]

@@ -67,12 +67,14 @@ impl Rig {
         let hook = MockUpstream::start().await;
         let keys = tempfile::tempdir().unwrap();
         let alice = keygen(keys.path(), "alice");
+        crate::allow_local_url(&hook.base_url());
+        let local_hosts = crate::local_http_hosts();
         let extra = format!(
             r#"
 [audit]
 max_segment_age = "200ms"
 [http]
-allowed_hosts = ["localhost"]
+allowed_hosts = {local_hosts}
 allow_private = ["localhost"]
 timeout = "1s"
 {more}
@@ -205,6 +207,7 @@ async fn slow_target(delay: Duration) -> (u16, std::sync::Arc<std::sync::atomic:
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    crate::allow_local_port(port);
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = hits.clone();
     tokio::spawn(async move {
