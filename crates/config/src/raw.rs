@@ -58,6 +58,10 @@ pub(crate) struct RawServer {
     pub metrics: Option<bool>,
     pub key_cache_ttl: Option<String>,
     pub agent_idle: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_ip: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -72,6 +72,18 @@ pub struct ServerConfig {
     /// How long an agent instance may sit idle before it leaves memory (default 60s); it is
     /// loaded again from the store when addressed.
     pub agent_idle: Duration,
+    /// How long a client may take to send a complete request head (default 10s, at most
+    /// 5m); a connection that has not finished it in time is closed.
+    pub header_read_timeout: Duration,
+    /// How long a connection may sit without traffic before it is closed (default 60s).
+    pub idle_timeout: Duration,
+    /// Most connections open at once (default 1024); further ones are closed at once and
+    /// counted in `warden_connections_refused_total{reason="global"}`.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address (default 256, at most
+    /// `max_connections`); further ones are closed at once and counted with
+    /// `reason="per_ip"`.
+    pub max_connections_per_ip: usize,
 }
 
 /// Log line format.
@@ -211,6 +223,31 @@ impl Config {
                 ));
             }
         };
+        let header_read_timeout = duration(
+            "server.header_read_timeout",
+            &raw.server.header_read_timeout,
+            "10s",
+        )?;
+        if header_read_timeout > Duration::from_secs(300) {
+            return Err(Error::invalid(
+                "server.header_read_timeout",
+                "must be at most 5m",
+            ));
+        }
+        let max_connections = raw.server.max_connections.unwrap_or(1024);
+        if max_connections == 0 || max_connections > 1_000_000 {
+            return Err(Error::invalid(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        let max_connections_per_ip = raw.server.max_connections_per_ip.unwrap_or(256);
+        if max_connections_per_ip == 0 || max_connections_per_ip > max_connections {
+            return Err(Error::invalid(
+                "server.max_connections_per_ip",
+                format!("must be between 1 and server.max_connections ({max_connections})"),
+            ));
+        }
         let server = ServerConfig {
             listen,
             max_body_bytes: max_body_bytes as usize,
@@ -230,6 +267,10 @@ impl Config {
                 ttl
             },
             agent_idle: duration("server.agent_idle", &raw.server.agent_idle, "60s")?,
+            header_read_timeout,
+            idle_timeout: duration("server.idle_timeout", &raw.server.idle_timeout, "60s")?,
+            max_connections: max_connections as usize,
+            max_connections_per_ip: max_connections_per_ip as usize,
         };
 
         let retry = RetryConfig {
@@ -528,6 +569,29 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
     }
 
     #[test]
+    fn connection_settings_have_defaults_and_are_checked() {
+        let c = Config::default();
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_connections, 1024);
+        assert_eq!(c.server.max_connections_per_ip, 256);
+        for (text, field) in [
+            ("header_read_timeout = \"0s\"", "server.header_read_timeout:"),
+            ("header_read_timeout = \"10m\"", "server.header_read_timeout:"),
+            ("idle_timeout = \"0s\"", "server.idle_timeout:"),
+            ("max_connections = 0", "server.max_connections:"),
+            ("max_connections_per_ip = 0", "server.max_connections_per_ip:"),
+            (
+                "max_connections = 10\nmax_connections_per_ip = 11",
+                "server.max_connections_per_ip:",
+            ),
+        ] {
+            let e = error_of(&format!("[server]\n{text}"));
+            assert!(e.starts_with(field), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn key_cache_ttl_may_be_zero_but_not_long() {
         let c = Config::from_toml("[server]\nkey_cache_ttl = \"0s\"").unwrap();
         assert_eq!(c.server.key_cache_ttl, Duration::ZERO);
@@ -548,6 +612,19 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
             defaults.server.shutdown_grace
         );
         assert_eq!(example.server.key_cache_ttl, defaults.server.key_cache_ttl);
+        assert_eq!(
+            example.server.header_read_timeout,
+            defaults.server.header_read_timeout
+        );
+        assert_eq!(example.server.idle_timeout, defaults.server.idle_timeout);
+        assert_eq!(
+            example.server.max_connections,
+            defaults.server.max_connections
+        );
+        assert_eq!(
+            example.server.max_connections_per_ip,
+            defaults.server.max_connections_per_ip
+        );
         assert_eq!(example.retry.attempts, defaults.retry.attempts);
         assert_eq!(
             example.retry.initial_backoff,

@@ -8,6 +8,7 @@ mod approvals;
 mod audit;
 mod auth;
 mod compat;
+mod connections;
 mod cost;
 mod crash_writes;
 mod demo;
