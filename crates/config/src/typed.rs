@@ -576,11 +576,20 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
         assert_eq!(c.server.max_connections, 1024);
         assert_eq!(c.server.max_connections_per_ip, 256);
         for (text, field) in [
-            ("header_read_timeout = \"0s\"", "server.header_read_timeout:"),
-            ("header_read_timeout = \"10m\"", "server.header_read_timeout:"),
+            (
+                "header_read_timeout = \"0s\"",
+                "server.header_read_timeout:",
+            ),
+            (
+                "header_read_timeout = \"10m\"",
+                "server.header_read_timeout:",
+            ),
             ("idle_timeout = \"0s\"", "server.idle_timeout:"),
             ("max_connections = 0", "server.max_connections:"),
-            ("max_connections_per_ip = 0", "server.max_connections_per_ip:"),
+            (
+                "max_connections_per_ip = 0",
+                "server.max_connections_per_ip:",
+            ),
             (
                 "max_connections = 10\nmax_connections_per_ip = 11",
                 "server.max_connections_per_ip:",
