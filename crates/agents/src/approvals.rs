@@ -65,10 +65,7 @@ pub(crate) fn stored_arguments(a: &ApprovalRecord) -> Result<Value, AgentError> 
 
 /// Human text (an approver's comment or note) masked by the global redaction policy.
 fn mask_global(inner: &Inner, text: &str) -> String {
-    match inner.deps.redactor.exchange("").redact_text(text) {
-        Ok(masked) => masked.into_inner(),
-        Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
-    }
+    crate::runner::mask(&mut inner.deps.redactor.exchange(""), text)
 }
 
 /// Writes the audit record of an approval's step; `Err` means the step must not happen.

@@ -8,7 +8,7 @@
 
 mod writes;
 
-pub(crate) use writes::SETTLING;
+pub(crate) use writes::{SETTLING, mask};
 
 use crate::approval_state::ToolOutcome;
 use crate::journal::{self, ToolCallRequest, kind};

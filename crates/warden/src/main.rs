@@ -5,6 +5,7 @@ mod agents_setup;
 mod approvals_cmd;
 mod audit_cmd;
 mod cli;
+mod connections;
 mod demo;
 mod keys_cmd;
 mod serve;

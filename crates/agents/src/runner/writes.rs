@@ -20,7 +20,7 @@ type Answer = (ToolOutcome, String, String);
 pub(crate) const SETTLING: &str = "settling a write";
 
 /// `text` masked by the task's redaction policy (withheld if the policy blocks it).
-fn mask(exchange: &mut Exchange, text: &str) -> String {
+pub(crate) fn mask(exchange: &mut Exchange, text: &str) -> String {
     match exchange.redact_text(text) {
         Ok(masked) => masked.into_inner(),
         Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
@@ -168,6 +168,7 @@ impl Task {
         args: &Value,
         id: String,
     ) -> Result<Answer, Stop> {
+        let arguments_sha256 = warden_tools::approval::arguments_sha256(args);
         // The preview runs the write against the target (rolled back): recorded first.
         let started = warden_audit::Event::ToolCall {
             agent_id: self.record.id.clone(),
@@ -175,7 +176,7 @@ impl Task {
             call_id: call.id.clone(),
             tool: call.name.clone(),
             classification: "write".into(),
-            arguments_sha256: warden_tools::approval::arguments_sha256(args),
+            arguments_sha256: arguments_sha256.clone(),
             outcome: ToolOutcome::Started.as_str().into(),
             summary: "preview".into(),
             latency_ms: 0,
@@ -206,7 +207,7 @@ impl Task {
             call_id: call.id.clone(),
             tool: call.name.clone(),
             arguments: warden_tools::approval::canonical_json(args),
-            arguments_sha256: warden_tools::approval::arguments_sha256(args),
+            arguments_sha256,
             requested_by: self.caller.key_id.clone(),
             preview: preview.to_string(),
             state: ApprovalState::AwaitingApproval.as_str().into(),
