@@ -34,6 +34,9 @@ data_dir = "$WORK/data"
 base_url = "http://127.0.0.1:19941/v1"
 [models.bench]
 targets = [{ provider = "mock", model = "m" }]
+# One key drives every agent: the default 600 model calls per minute per key is off.
+[limits]
+requests_per_minute = 0
 [agents.warm]
 system_prompt = "Answer briefly."
 model = "bench"

@@ -5,8 +5,9 @@
 #
 #   bench/compare.sh "LABEL A" FILE_A "LABEL B" FILE_B [warden-load args…]
 #
-# FILE_A/FILE_B hold extra TOML appended to a base config (a mock provider and model `bench`).
-# RUNS, SECONDS_PER and RATE come from the environment.
+# FILE_A/FILE_B hold extra TOML appended to a base config (a mock provider and model `bench`,
+# and, unless FILE sets its own [limits], the default per-key request rate turned off: the
+# load comes from one key). RUNS, SECONDS_PER and RATE come from the environment.
 set -euo pipefail
 LABEL_A=$1; EXTRA_A=$2; LABEL_B=$3; EXTRA_B=$4; shift 4
 RUNS="${RUNS:-5}"; SECS="${SECONDS_PER:-10}"; RATE="${RATE:-500}"
@@ -20,6 +21,7 @@ for side in a b; do
   {
     printf '[providers.mock]\nbase_url = "http://127.0.0.1:19931/v1"\n[models.bench]\n'
     printf 'targets = [{ provider = "mock", model = "m" }]\n[store]\ndata_dir = "%s"\n' "$WORK/$side"
+    grep -q '^\[limits\]' "$extra" || printf '[limits]\nrequests_per_minute = 0\n'
     cat "$extra"
   } > "$WORK/$side.toml"
 done

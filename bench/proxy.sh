@@ -25,6 +25,9 @@ base_url = "http://127.0.0.1:$MOCK_PORT/v1"
 api_key_env = "MOCK_KEY"
 [models.bench]
 targets = [{ provider = "mock", model = "mock-large" }]
+# One key sends all the load: the default 600 requests per minute per key is off.
+[limits]
+requests_per_minute = 0
 TOML
 export WARDEN_DATA_DIR="$WORK/data"
 KEY=$("$BIN/warden" keys create --name bench 2>/dev/null)

@@ -161,7 +161,7 @@ impl Instance {
                 &self.id,
                 &self.definition,
                 &self.name,
-                &caller.key_id,
+                &caller.owner_id,
                 &self.inner.node,
                 now,
             )
@@ -181,7 +181,7 @@ impl Instance {
             cmd.fail(AgentError::Stopped);
             return true;
         };
-        if record.owner_key_id != cmd.caller().key_id && !cmd.caller().admin {
+        if record.owner_key_id != cmd.caller().owner_id && !cmd.caller().admin {
             cmd.fail(AgentError::NotYours(self.id.clone()));
             return false;
         }

@@ -33,20 +33,30 @@ const SCAN: u32 = 5000;
 /// The key `key_id` if it may still drive its agents (active, or in its rotation grace);
 /// `None` if it is revoked, expired or gone.
 async fn active_owner(
-    store: &dyn warden_store::Store,
-    key_id: &str,
+    inner: &Inner,
+    agent: &AgentRecord,
 ) -> Result<Option<warden_store::KeyRecord>, AgentError> {
-    let key = store
+    use warden_store::KeyStatus;
+    let now = warden_core::time::unix_secs();
+    let model = inner
+        .defs
+        .definitions
+        .get(&agent.definition)
+        .map(|d| d.model.as_str());
+    let mut keys: Vec<_> = inner
+        .deps
+        .store
         .list_keys()
         .await?
         .into_iter()
-        .find(|k| k.id == key_id);
-    Ok(key.filter(|k| {
-        matches!(
-            k.status(warden_core::time::unix_secs()),
-            warden_store::KeyStatus::Active | warden_store::KeyStatus::Grace
-        )
-    }))
+        .filter(|k| k.lineage_id == agent.owner_key_id)
+        .filter(|k| matches!(k.status(now), KeyStatus::Active | KeyStatus::Grace))
+        .filter(|k| k.admin || k.allows_agent(&agent.definition))
+        .filter(|k| model.is_some_and(|m| k.allows_model(m)))
+        .collect();
+    // The current key of the lineage before one in a rotation's grace period.
+    keys.sort_by_key(|k| k.status(now) != KeyStatus::Active);
+    Ok(keys.into_iter().next())
 }
 
 /// The stored approval `id`.
@@ -280,13 +290,13 @@ impl Agents {
         }
         // A request whose agent's key can no longer drive it would be approved for nothing
         // (its task never goes on): withdrawn instead.
-        let owner = store.agent(&a.agent_id).await?.map(|r| r.owner_key_id);
-        let active = match &owner {
-            Some(k) => active_owner(store.as_ref(), k).await?.is_some(),
+        let active = match store.agent(&a.agent_id).await? {
+            Some(agent) => active_owner(inner, &agent).await?.is_some(),
             None => false,
         };
         if !active {
-            let why = "the key that drives the agent is revoked or expired";
+            let why =
+                "the key that drives the agent is revoked, expired or no longer given this agent";
             let result = json!({"error": format!("withdrawn: {why}")}).to_string();
             audited_transition(
                 inner,
@@ -622,16 +632,14 @@ impl Agents {
             )));
         };
         // A task goes on only for a key that may still drive it.
-        let Some(owner) = active_owner(store.as_ref(), &record.owner_key_id).await? else {
+        let Some(owner) = active_owner(&self.inner, &record).await? else {
             return Err(AgentError::NothingToResume(format!(
-                "the key that drives agent `{agent_id}` is revoked or expired; the task stays where it is"
+                "the key that drives agent `{agent_id}` is revoked, expired or no longer given this agent; the task stays where it is"
             )));
         };
         let caller = Caller {
-            key_id: owner.id,
-            key_name: owner.name,
             admin: false,
-            request_id: String::new(),
+            ..Caller::for_key(&owner, String::new())
         };
         let (reply, answer) = oneshot::channel();
         let cmd = if waiting {

@@ -48,17 +48,42 @@ pub mod status {
     pub const HALTED: &str = "halted";
 }
 
-/// Who drives an agent: the virtual key of the HTTP request.
-#[derive(Debug, Clone)]
+/// Who drives an agent: the virtual key of the HTTP request, with what it was given.
+#[derive(Debug, Clone, Default)]
 pub struct Caller {
-    /// Key id (an agent belongs to the key that created it).
+    /// Key id (usage, limits and budgets are per key id).
     pub key_id: String,
+    /// The key's lineage (the first key of its rotation chain): an agent belongs to the
+    /// lineage that created it, so a rotated key keeps its agents.
+    pub owner_id: String,
     /// Key name (selects redaction policy, limits and budgets in the gateway).
     pub key_name: String,
-    /// Whether the key is an admin key (may address any agent).
+    /// Whether the key is an admin key (may address any agent of any definition).
     pub admin: bool,
+    /// Agent definitions the key may drive (`*` = all); empty means none.
+    pub agents: Vec<String>,
+    /// Models the key may use (`None` = all): an agent's model must be one of them.
+    pub models: Option<Vec<String>>,
+    /// The key's own cap on the agents it owns (`None` = `server.max_agents_per_key`).
+    pub max_agents: Option<u64>,
     /// The HTTP request id, for logs and the gateway.
     pub request_id: String,
+}
+
+impl Caller {
+    /// The caller for a stored key (and an HTTP request id).
+    pub fn for_key(key: &warden_store::KeyRecord, request_id: String) -> Self {
+        Self {
+            key_id: key.id.clone(),
+            owner_id: key.lineage_id.clone(),
+            key_name: key.name.clone(),
+            admin: key.admin,
+            agents: key.agents.clone(),
+            models: key.models.clone(),
+            max_agents: key.max_agents.and_then(|n| u64::try_from(n).ok()),
+            request_id,
+        }
+    }
 }
 
 /// What happened during a task, as it happens (the SSE stream of `stream: true`).
@@ -132,12 +157,26 @@ pub enum AgentError {
     /// The agent belongs to another key.
     #[error("agent `{0}` belongs to another key")]
     NotYours(String),
+    /// The key was not given this agent definition.
+    #[error("this key may not use agents of definition `{0}` (see `warden keys update --agents`)")]
+    DefinitionNotAllowed(String),
+    /// The key may not use the definition's model.
+    #[error("this key may not use model `{1}`, which agents of definition `{0}` run on")]
+    ModelNotAllowed(String, String),
+    /// The key owns as many agents as it may.
+    #[error(
+        "this key already owns {0} agents, as many as it may; reuse one (or raise --max-agents)"
+    )]
+    AgentLimitReached(u64),
     /// Nothing to resume.
     #[error("{0}")]
     NothingToResume(String),
     /// The request holds data the key's redaction policy blocks.
     #[error("{0}")]
     Blocked(String),
+    /// Redacting the task would cost more than `redaction.max_cost`.
+    #[error("{0}")]
+    TooComplex(String),
     /// The store is unavailable, or holds what it should not.
     #[error("the agent store is unavailable: {0}")]
     Store(String),
@@ -235,6 +274,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: Mutex<std::collections::HashSet<String>>,
     /// Approval moves of this process, one at a time (`approvals::audited_transition`).
     pub(crate) transitions: tokio::sync::Mutex<()>,
+    /// How many agents a key may own unless it has its own cap.
+    pub(crate) max_agents_per_key: u64,
 }
 
 /// A page of an agent's history.
@@ -245,6 +286,8 @@ pub struct History {
     pub next_cursor: Option<i64>,
 }
 
+/// Whether `name` can address an agent: what names were before they became opaque ids
+/// (up to 128 characters, `@` allowed), so that agents created then stay reachable.
 fn check_name(name: &str) -> Result<(), AgentError> {
     if name.is_empty()
         || name.len() > 128
@@ -252,16 +295,57 @@ fn check_name(name: &str) -> Result<(), AgentError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
     {
-        return Err(AgentError::InvalidRequest(
-            "an agent name is 1-128 letters, digits, `-`, `_`, `.` or `@`".into(),
-        ));
+        return Err(AgentError::InvalidRequest(NEW_NAME_RULE.into()));
     }
     Ok(())
 }
 
+/// What a new agent's name may be.
+const NEW_NAME_RULE: &str = "an agent name is an opaque id: 1-64 letters, digits, `-`, `_` or `.`, and no personal data (not an email address, a phone number …)";
+
+/// Whether `name` may name a new agent: an opaque id (it is stored, logged and audited as
+/// is), so at most 64 letters, digits, `-`, `_` or `.`, and nothing the detectors find.
+fn check_new_name(name: &str, detector: &warden_redact::Detector) -> Result<(), AgentError> {
+    let opaque = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !opaque || name_variants(name).any(|v| !detector.find(&v).is_empty()) {
+        return Err(AgentError::InvalidRequest(NEW_NAME_RULE.into()));
+    }
+    Ok(())
+}
+
+/// `name` as written and as the words an id style glues together (`cust_4111…`,
+/// `tel415-555-0132`, `DE89…x`): separators as spaces, and a space where letters turn to
+/// digits or digits to letters, so the detectors' word boundaries see each part.
+fn name_variants(name: &str) -> impl Iterator<Item = String> {
+    let spaced: String = name
+        .chars()
+        .map(|c| if matches!(c, '_' | '-' | '.') { ' ' } else { c })
+        .collect();
+    let split_where = |boundary: fn(char, char) -> bool| {
+        let mut out = String::with_capacity(name.len() * 2);
+        let mut prev: Option<char> = None;
+        for c in name.chars() {
+            if prev.is_some_and(|p| boundary(p, c)) {
+                out.push(' ');
+            }
+            out.push(if c == '_' { ' ' } else { c });
+            prev = Some(c);
+        }
+        out
+    };
+    let letter_digit = split_where(|p, c| p.is_ascii_alphabetic() && c.is_ascii_digit());
+    let digit_letter = split_where(|p, c| p.is_ascii_digit() && c.is_ascii_alphabetic());
+    [name.to_owned(), spaced, letter_digit, digit_letter].into_iter()
+}
+
 impl Agents {
-    /// The agents of this process; idle instances leave memory after `idle`.
-    pub fn new(deps: Deps, defs: Definitions, idle: Duration) -> Self {
+    /// The agents of this process; idle instances leave memory after `idle`; a key may own
+    /// `max_agents_per_key` agents unless it has its own cap.
+    pub fn new(deps: Deps, defs: Definitions, idle: Duration, max_agents_per_key: u64) -> Self {
         let node = format!(
             "{}-{}",
             std::process::id(),
@@ -276,6 +360,7 @@ impl Agents {
                 node,
                 in_flight: Mutex::new(Default::default()),
                 transitions: tokio::sync::Mutex::new(()),
+                max_agents_per_key,
             }),
         }
     }
@@ -327,12 +412,83 @@ impl Agents {
             .len()
     }
 
-    fn id(&self, definition: &str, name: &str) -> Result<String, AgentError> {
-        if !self.inner.defs.definitions.contains_key(definition) {
+    /// The id of agent `definition/name` for `caller`, and its stored state if it exists,
+    /// once the caller may address it: the key was given the definition (admin keys all)
+    /// and may use its model, and the agent (if it exists) is the key's own (or the key is an
+    /// admin key). The grant is checked before the definition's existence, so a key learns
+    /// nothing about definitions it was not given.
+    async fn address(
+        &self,
+        caller: &Caller,
+        definition: &str,
+        name: &str,
+    ) -> Result<(String, Option<AgentRecord>), AgentError> {
+        let granted = caller.admin || caller.agents.iter().any(|a| a == "*" || a == definition);
+        if !granted {
+            return Err(AgentError::DefinitionNotAllowed(definition.to_owned()));
+        }
+        let Some(def) = self.inner.defs.definitions.get(definition) else {
             return Err(AgentError::UnknownDefinition(definition.to_owned()));
+        };
+        if let Some(models) = &caller.models
+            && !models.contains(&def.model)
+        {
+            return Err(AgentError::ModelNotAllowed(
+                definition.to_owned(),
+                def.model.clone(),
+            ));
         }
         check_name(name)?;
-        Ok(format!("{definition}/{name}"))
+        let id = format!("{definition}/{name}");
+        let record = self.owned(caller, &id).await?;
+        Ok((id, record))
+    }
+
+    /// Whether `caller` may address agent `definition/name` now (for a new agent, whether a
+    /// message may create it), without doing anything: lets a streaming request be refused
+    /// with its status before the stream starts. The task itself checks again.
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        definition: &str,
+        name: &str,
+        may_create: bool,
+    ) -> Result<(), AgentError> {
+        match self.address(caller, definition, name).await? {
+            (_, Some(_)) => Ok(()),
+            (_, None) if may_create => check_new_name(name, self.inner.deps.redactor.detector()),
+            (id, None) => Err(AgentError::NotFound(id)),
+        }
+    }
+
+    /// Creates agent `id` for `caller` within its cap (a name fit to be stored first).
+    async fn create(
+        &self,
+        caller: &Caller,
+        id: &str,
+        definition: &str,
+        name: &str,
+    ) -> Result<(), AgentError> {
+        check_new_name(name, self.inner.deps.redactor.detector())?;
+        let cap = caller.max_agents.unwrap_or(self.inner.max_agents_per_key);
+        let now = warden_core::time::unix_millis() as i64;
+        match self
+            .inner
+            .deps
+            .store
+            .create_agent(id, definition, name, &caller.owner_id, cap, now)
+            .await?
+        {
+            warden_store::AgentCreation::Created => {
+                tracing::info!(agent = %id, key = %caller.key_name, "agent created");
+                Ok(())
+            }
+            warden_store::AgentCreation::Exists => {
+                // Created a moment ago by someone else: the same checks as for any existing agent.
+                self.owned(caller, id).await.map(drop)
+            }
+            warden_store::AgentCreation::OverCap => Err(AgentError::AgentLimitReached(cap)),
+        }
     }
 
     /// Hands a command to the agent's live instance, starting one if there is none.
@@ -362,7 +518,7 @@ impl Agents {
     async fn owned(&self, caller: &Caller, id: &str) -> Result<Option<AgentRecord>, AgentError> {
         let record = self.inner.deps.store.agent(id).await?;
         if let Some(r) = &record
-            && r.owner_key_id != caller.key_id
+            && r.owner_key_id != caller.owner_id
             && !caller.admin
         {
             return Err(AgentError::NotYours(id.to_owned()));
@@ -380,13 +536,15 @@ impl Agents {
         content: String,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Outcome, AgentError> {
-        let id = self.id(definition, name)?;
         if content.trim().is_empty() {
             return Err(AgentError::InvalidRequest(
                 "`content` must not be empty".into(),
             ));
         }
-        self.owned(&caller, &id).await?;
+        let (id, record) = self.address(&caller, definition, name).await?;
+        if record.is_none() {
+            self.create(&caller, &id, definition, name).await?;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(
             &id,
@@ -410,8 +568,8 @@ impl Agents {
         name: &str,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Outcome, AgentError> {
-        let id = self.id(definition, name)?;
-        if self.owned(&caller, &id).await?.is_none() {
+        let (id, record) = self.address(&caller, definition, name).await?;
+        if record.is_none() {
             return Err(AgentError::NotFound(id));
         }
         let (reply, answer) = oneshot::channel();
@@ -435,8 +593,8 @@ impl Agents {
         definition: &str,
         name: &str,
     ) -> Result<AgentRecord, AgentError> {
-        let id = self.id(definition, name)?;
-        if self.owned(&caller, &id).await?.is_none() {
+        let (id, record) = self.address(&caller, definition, name).await?;
+        if record.is_none() {
             return Err(AgentError::NotFound(id));
         }
         let (reply, answer) = oneshot::channel();
@@ -456,10 +614,8 @@ impl Agents {
         definition: &str,
         name: &str,
     ) -> Result<AgentRecord, AgentError> {
-        let id = self.id(definition, name)?;
-        self.owned(caller, &id)
-            .await?
-            .ok_or(AgentError::NotFound(id))
+        let (id, record) = self.address(caller, definition, name).await?;
+        record.ok_or(AgentError::NotFound(id))
     }
 
     /// A page of the agent's history: steps after `cursor` (a sequence number), at most
@@ -472,8 +628,8 @@ impl Agents {
         cursor: i64,
         limit: u32,
     ) -> Result<History, AgentError> {
-        let id = self.id(definition, name)?;
-        if self.owned(caller, &id).await?.is_none() {
+        let (id, record) = self.address(caller, definition, name).await?;
+        if record.is_none() {
             return Err(AgentError::NotFound(id));
         }
         let limit = limit.clamp(1, 500);

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use warden_config::AgentDefinition;
 use warden_gateway::{CacheControl, Call, Endpoint, Reply};
-use warden_redact::Exchange;
+use warden_redact::{Exchange, Refusal};
 use warden_store::{AgentRecord, AgentUpdate, NewStep};
 use warden_tools::{Catalog, Classification, ToolError};
 
@@ -189,7 +189,12 @@ impl Task {
     ) -> (Result<Outcome, AgentError>, Option<AgentRecord>) {
         let redacted = match self.exchange.redact_text(&content) {
             Ok(r) => r.into_inner(),
-            Err(blocked) => return (Err(AgentError::Blocked(blocked.to_string())), None),
+            Err(Refusal::Blocked(blocked)) => {
+                return (Err(AgentError::Blocked(blocked.to_string())), None);
+            }
+            Err(Refusal::TooComplex(too_complex)) => {
+                return (Err(AgentError::TooComplex(too_complex.to_string())), None);
+            }
         };
         self.task_id = new_id("task");
         self.record.task = Some(redacted.clone());
@@ -726,9 +731,14 @@ impl Task {
             // Results go to the model and the journal masked, like everything else.
             let result = match self.exchange.redact_text(&result) {
                 Ok(r) => r.into_inner(),
-                Err(blocked) => json!({"error": format!(
+                Err(Refusal::Blocked(blocked)) => json!({"error": format!(
                     "the result was withheld: it holds data that policy does not let a model see ({})",
                     blocked.types.join(", ")
+                )})
+                .to_string(),
+                Err(Refusal::TooComplex(too_complex)) => json!({"error": format!(
+                    "the result was withheld: it is too complex to redact (more than {} units, redaction.max_cost)",
+                    too_complex.limit
                 )})
                 .to_string(),
             };

@@ -41,6 +41,22 @@ pub(crate) struct RawHttp {
     pub allow_private: Vec<String>,
     pub max_response_bytes: Option<u64>,
     pub timeout: Option<String>,
+    pub proxy: Option<String>,
+    pub proxy_auth_env: Option<String>,
+}
+
+/// A forward proxy every `http_request` call goes through (`[http] proxy`). Warden still
+/// checks the URL against the allow-lists and resolves the host itself, refusing internal
+/// addresses, before anything is sent; but the proxy resolves the name again and makes the
+/// connection, so connecting to the address Warden checked is the proxy's responsibility.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProxyConfig {
+    /// `http://host[:port]` or `https://host[:port]`, normalised (lower case, IPv6 in
+    /// brackets); never credentials, a path, a query or a fragment.
+    pub url: String,
+    /// The environment variable holding `user:password` for the proxy's Basic
+    /// authentication (`proxy_auth_env`), read by the binary at start-up.
+    pub auth_env: Option<String>,
 }
 
 /// Where the `http_request` tool may go.
@@ -56,6 +72,9 @@ pub struct HttpConfig {
     pub max_response_bytes: u64,
     /// Time for one call, redirects included (default 10s).
     pub timeout: Duration,
+    /// The forward proxy calls go through; `None` (the default): none, and the environment's
+    /// proxy variables are ignored.
+    pub proxy: Option<HttpProxyConfig>,
 }
 
 /// Splits an `[http]` host entry into its host and optional port, normalised: lower case,
@@ -119,6 +138,47 @@ fn http_entry_text(host: &str, port: Option<u16>) -> String {
     }
 }
 
+/// Checks and normalises `[http] proxy`: `http` or `https`, a host and an optional port;
+/// no credentials (they come from `proxy_auth_env`), no path, query or fragment.
+fn http_proxy_url(text: &str) -> Result<String, Error> {
+    if text.contains('@') {
+        // Not echoed: the text may hold a password.
+        return Err(Error::invalid(
+            "http.proxy",
+            "credentials do not go in the configuration: set http.proxy_auth_env to the name of an environment variable holding `user:password`",
+        ));
+    }
+    let bad = |why: &str| Error::invalid("http.proxy", format!("`{text}`: {why}"));
+    let (scheme, rest) = text
+        .trim()
+        .split_once("://")
+        .ok_or_else(|| bad("expected `http://host:port` or `https://host:port`"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains(['/', '?', '#', '\\']) {
+        return Err(bad(
+            "a proxy is `scheme://host[:port]`: no path, query or fragment",
+        ));
+    }
+    if authority.contains(':') && !authority.starts_with('[') && authority.matches(':').count() > 1
+    {
+        return Err(bad("an IPv6 address goes between brackets: `[::1]:3128`"));
+    }
+    let (host, port) = http_host_entry("http.proxy", authority)?;
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
 pub(crate) fn http(raw: RawHttp) -> Result<HttpConfig, Error> {
     let parse = |field: &str, list: &[String]| {
         list.iter()
@@ -143,11 +203,33 @@ pub(crate) fn http(raw: RawHttp) -> Result<HttpConfig, Error> {
             .map(|(h, p)| http_entry_text(&h, p))
             .collect::<std::collections::BTreeSet<_>>()
     };
+    let proxy = match (raw.proxy, raw.proxy_auth_env) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "http.proxy_auth_env",
+                "names the proxy's credentials: set http.proxy too",
+            ));
+        }
+        (Some(url), auth_env) => {
+            if auth_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(Error::invalid(
+                    "http.proxy_auth_env",
+                    "must name an environment variable",
+                ));
+            }
+            Some(HttpProxyConfig {
+                url: http_proxy_url(&url)?,
+                auth_env: auth_env.map(|v| v.trim().to_owned()),
+            })
+        }
+    };
     Ok(HttpConfig {
         allowed_hosts: text(allowed),
         allow_private: text(private),
         max_response_bytes: raw.max_response_bytes.unwrap_or(1 << 20).max(1),
         timeout: duration("http.timeout", &raw.timeout, "10s")?,
+        proxy,
     })
 }
 
@@ -162,7 +244,92 @@ mod http_tests {
             allow_private: private.iter().map(|s| s.to_string()).collect(),
             max_response_bytes: None,
             timeout: None,
+            proxy: None,
+            proxy_auth_env: None,
         }
+    }
+
+    fn proxied(url: &str, auth_env: Option<&str>) -> Result<HttpConfig, Error> {
+        http(RawHttp {
+            proxy: Some(url.into()),
+            proxy_auth_env: auth_env.map(str::to_owned),
+            ..raw(&["api.example.com"], &[])
+        })
+    }
+
+    #[test]
+    fn a_proxy_is_read_from_the_http_section() {
+        let c = crate::Config::from_toml(
+            "[http]\nallowed_hosts = [\"api.example.com\"]\nproxy = \"http://proxy.internal:3128\"\nproxy_auth_env = \"WARDEN_PROXY_AUTH\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.http.proxy,
+            Some(HttpProxyConfig {
+                url: "http://proxy.internal:3128".into(),
+                auth_env: Some("WARDEN_PROXY_AUTH".into()),
+            })
+        );
+        let e = crate::Config::from_toml("[http]\nproxy = \"socks5://p:1080\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("http.proxy:"), "{e}");
+    }
+
+    #[test]
+    fn a_proxy_is_a_scheme_a_host_and_a_port_and_nothing_else() {
+        for (given, want) in [
+            ("http://proxy.internal:3128", "http://proxy.internal:3128"),
+            (
+                "HTTPS://Proxy.Internal:8443/",
+                "https://proxy.internal:8443",
+            ),
+            ("http://10.0.0.1", "http://10.0.0.1"),
+            ("http://[::1]:3128", "http://[::1]:3128"),
+        ] {
+            let c = proxied(given, None).unwrap();
+            assert_eq!(c.proxy.unwrap().url, want, "{given}");
+        }
+        let c = proxied("http://proxy.internal:3128", Some(" PROXY_AUTH ")).unwrap();
+        assert_eq!(c.proxy.unwrap().auth_env.as_deref(), Some("PROXY_AUTH"));
+        assert_eq!(http(raw(&["a.example"], &[])).unwrap().proxy, None);
+        for bad in [
+            "socks5://proxy.internal:1080",
+            "ftp://proxy.internal",
+            "proxy.internal:3128",
+            "http://user:secret@proxy.internal:3128",
+            "http://user@proxy.internal:3128",
+            "http://proxy.internal:3128/path",
+            "http://proxy.internal:3128/?q=1",
+            "http://proxy.internal:3128#f",
+            "http://",
+            "http://:3128",
+            "http://proxy.internal:0",
+            "http://proxy.internal:http",
+            "http://::1:3128",
+            "http://pro xy:3128",
+        ] {
+            let e = proxied(bad, None).unwrap_err().to_string();
+            assert!(e.starts_with("http.proxy:"), "{bad}: {e}");
+        }
+        let e = proxied("http://u:hunter2@proxy.internal", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("proxy_auth_env") && !e.contains("hunter2"),
+            "{e}"
+        );
+        let e = proxied("http://proxy.internal", Some(" "))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("http.proxy_auth_env:"), "{e}");
+        let e = http(RawHttp {
+            proxy_auth_env: Some("PROXY_AUTH".into()),
+            ..raw(&["a.example"], &[])
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("http.proxy_auth_env:"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The cost-control sections: `[cache]`, `[limits]`, `[budgets]`, `[tiering]`, `[prices]` and
 //! `[redis]` (shared state for several nodes). Every limit is off unless set, except the
-//! per-session token budget (50,000 by default, as agents loop).
+//! per-session token budget (50,000 by default, as agents loop) and each key's requests per
+//! minute (600 by default, so that one key cannot amplify its traffic without bound).
 
 use crate::Error;
 use crate::typed::duration;
@@ -136,16 +137,20 @@ impl Rate {
     }
 }
 
+/// Each key's requests per minute unless configured (`limits.requests_per_minute`, or per key
+/// name); `0` turns it off.
+pub const DEFAULT_KEY_REQUESTS_PER_MINUTE: u64 = 600;
+
 /// Rate limits (GCRA) per virtual key and per end user (`x-warden-user`, within a key).
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
     /// Where the limiter state lives (default memory).
     pub backend: Backend,
-    /// Every key's rate unless `keys` names it.
+    /// Every key's rate unless `keys` names it (requests: 600 per minute by default).
     pub key: Rate,
     /// Each end user's rate.
     pub user: Rate,
-    /// Per virtual-key name, replacing `key`.
+    /// Per virtual-key name, field by field over `key` (a field left out keeps `key`'s).
     pub keys: BTreeMap<String, Rate>,
 }
 
@@ -293,14 +298,30 @@ pub(crate) fn cache(raw: RawCache, redis: bool) -> Result<CacheConfig, Error> {
 }
 
 pub(crate) fn limits(raw: RawLimits, redis: bool) -> Result<LimitsConfig, Error> {
+    let key = Rate {
+        requests_per_minute: limit(Some(
+            raw.requests_per_minute
+                .unwrap_or(DEFAULT_KEY_REQUESTS_PER_MINUTE),
+        )),
+        tokens_per_minute: limit(raw.tokens_per_minute),
+    };
+    let over = |v: Option<u64>, d: Option<u64>| if v.is_some() { limit(v) } else { d };
+    let keys = raw
+        .keys
+        .iter()
+        .map(|(name, r)| {
+            let rate = Rate {
+                requests_per_minute: over(r.requests_per_minute, key.requests_per_minute),
+                tokens_per_minute: over(r.tokens_per_minute, key.tokens_per_minute),
+            };
+            (name.clone(), rate)
+        })
+        .collect();
     Ok(LimitsConfig {
         backend: backend("limits.backend", &raw.backend, redis)?,
-        key: Rate {
-            requests_per_minute: limit(raw.requests_per_minute),
-            tokens_per_minute: limit(raw.tokens_per_minute),
-        },
+        key,
         user: rate(&raw.users),
-        keys: raw.keys.iter().map(|(k, r)| (k.clone(), rate(r))).collect(),
+        keys,
     })
 }
 
@@ -392,4 +413,58 @@ pub(crate) fn prices(raw: BTreeMap<String, RawPrice>) -> Result<BTreeMap<String,
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, DEFAULT_KEY_REQUESTS_PER_MINUTE, Rate};
+
+    fn rate(requests: Option<u64>, tokens: Option<u64>) -> Rate {
+        Rate {
+            requests_per_minute: requests,
+            tokens_per_minute: tokens,
+        }
+    }
+
+    #[test]
+    fn every_key_has_600_requests_per_minute_unless_configured_and_0_turns_it_off() {
+        assert_eq!(DEFAULT_KEY_REQUESTS_PER_MINUTE, 600);
+        let c = Config::default();
+        assert_eq!(c.limits.key_rate("any"), rate(Some(600), None));
+        assert_eq!(c.limits.user, Rate::default(), "users stay unlimited");
+        let off = Config::from_toml("[limits]\nrequests_per_minute = 0\n").unwrap();
+        assert_eq!(off.limits.key_rate("any"), Rate::default());
+        let set = Config::from_toml("[limits]\nrequests_per_minute = 5\n").unwrap();
+        assert_eq!(set.limits.key_rate("any"), rate(Some(5), None));
+    }
+
+    #[test]
+    fn a_key_of_its_own_overrides_field_by_field() {
+        let c = Config::from_toml(
+            "[limits]\ntokens_per_minute = 1000\n[limits.keys.a]\ntokens_per_minute = 5\n\
+             [limits.keys.b]\nrequests_per_minute = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.limits.key_rate("a"),
+            rate(Some(600), Some(5)),
+            "a key with only a token limit keeps the default request rate"
+        );
+        assert_eq!(c.limits.key_rate("b"), rate(None, Some(1000)));
+        assert_eq!(c.limits.key_rate("c"), rate(Some(600), Some(1000)));
+    }
+
+    #[test]
+    fn the_example_file_states_the_new_defaults() {
+        // (The limits themselves are compared in `typed.rs`.)
+        let example = Config::from_toml(include_str!("../../../warden.example.toml")).unwrap();
+        assert_eq!(
+            example.limits.key_rate("any").requests_per_minute,
+            Some(600)
+        );
+        assert_eq!(
+            example.redaction.max_cost,
+            Config::default().redaction.max_cost
+        );
+    }
 }

@@ -14,16 +14,19 @@ mod redaction;
 mod typed;
 
 pub use agents::{
-    AgentDefinition, ApproverConfig, DatabaseConfig, DatabaseLocation, HttpConfig, KNOWN_TOOLS,
-    Permissions,
+    AgentDefinition, ApproverConfig, DatabaseConfig, DatabaseLocation, HttpConfig, HttpProxyConfig,
+    KNOWN_TOOLS, Permissions,
 };
 pub use audit::{AuditConfig, AuditStore};
 pub use cost::{
-    Backend, BudgetsConfig, CacheConfig, KeyBudget, LimitsConfig, Price, Rate, RedisConfig,
-    TieringConfig,
+    Backend, BudgetsConfig, CacheConfig, DEFAULT_KEY_REQUESTS_PER_MINUTE, KeyBudget, LimitsConfig,
+    Price, Rate, RedisConfig, TieringConfig,
 };
 pub use duration::{format_duration, parse_duration};
-pub use redaction::{CustomEntity, CustomMatcher, KeyRedaction, RedactAction, RedactionConfig};
+pub use redaction::{
+    CustomEntity, CustomMatcher, DEFAULT_REDACTION_MAX_COST, KeyRedaction, RedactAction,
+    RedactionConfig,
+};
 pub use typed::{
     CircuitBreakerConfig, Config, KeySource, LogFormat, ModelRoute, ProviderConfig, RetryConfig,
     ServerConfig, StoreBackend, StoreConfig, Target,

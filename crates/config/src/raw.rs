@@ -58,8 +58,11 @@ pub(crate) struct RawServer {
     pub metrics: Option<bool>,
     pub key_cache_ttl: Option<String>,
     pub agent_idle: Option<String>,
+    pub max_agents_per_key: Option<u64>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub min_body_rate: Option<u64>,
     pub max_connections: Option<u64>,
     pub max_connections_per_ip: Option<u64>,
 }
@@ -126,6 +129,7 @@ pub(crate) struct RawRedaction {
     pub default: Option<String>,
     pub restore: Option<bool>,
     pub scan_answers: Option<bool>,
+    pub max_cost: Option<u64>,
     #[serde(default)]
     pub entities: BTreeMap<String, String>,
     /// Per virtual-key name: `default` and entity names to actions.

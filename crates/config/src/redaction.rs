@@ -1,5 +1,5 @@
-//! The `[redaction]` section: what is masked, blocked or allowed, globally and per key, and
-//! custom entity types.
+//! The `[redaction]` section: what is masked, blocked or allowed, globally and per key,
+//! custom entity types, and the bound on the work of redacting one request.
 
 use crate::Error;
 use crate::raw::RawRedaction;
@@ -20,7 +20,17 @@ pub struct RedactionConfig {
     pub scan_answers: bool,
     /// Custom entity types.
     pub custom: Vec<CustomEntity>,
+    /// The most work redacting one request (or one agent text) may cost, in units of about
+    /// one byte scanned (see `warden_redact::Cost`); past it the request is refused with 413
+    /// `payload_too_complex` before anything is sent. Default [`DEFAULT_REDACTION_MAX_COST`]; `None`
+    /// (`max_cost = 0`) is unbounded.
+    pub max_cost: Option<u64>,
 }
+
+/// The default `redaction.max_cost`: 16 million units, about 50 ms of one core at most for
+/// the costliest text per unit, between two and three times what 4 MiB of prose and code
+/// costs. The same as `warden_redact::DEFAULT_MAX_COST`.
+pub const DEFAULT_REDACTION_MAX_COST: u64 = 16_000_000;
 
 /// One key's redaction overrides.
 #[derive(Debug, Clone, Default)]
@@ -79,7 +89,23 @@ fn entity_name_ok(name: &str) -> bool {
         && b.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
 }
 
-pub(crate) fn build(raw: RawRedaction) -> Result<RedactionConfig, Error> {
+/// `max_body_bytes` is `server.max_body_bytes`: a body of the largest size must be
+/// affordable.
+pub(crate) fn build(raw: RawRedaction, max_body_bytes: usize) -> Result<RedactionConfig, Error> {
+    let max_cost = match raw.max_cost.unwrap_or(DEFAULT_REDACTION_MAX_COST) {
+        0 => None,
+        n if n < 2 * max_body_bytes as u64 => {
+            return Err(Error::invalid(
+                "redaction.max_cost",
+                format!(
+                    "must be 0 (unbounded) or at least twice server.max_body_bytes ({}): \
+                     ordinary text costs one to two units per byte",
+                    2 * max_body_bytes as u64
+                ),
+            ));
+        }
+        n => Some(n),
+    };
     let default = action(
         "redaction.default",
         raw.default.as_deref().unwrap_or("mask"),
@@ -141,5 +167,40 @@ pub(crate) fn build(raw: RawRedaction) -> Result<RedactionConfig, Error> {
         restore: raw.restore.unwrap_or(true),
         scan_answers: raw.scan_answers.unwrap_or(true),
         custom,
+        max_cost,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, DEFAULT_REDACTION_MAX_COST, Error};
+
+    fn error_of(text: &str) -> String {
+        match Config::from_toml(text) {
+            Err(Error::Invalid { field, message }) => format!("{field}: {message}"),
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_redaction_bound_defaults_to_16_million_and_is_checked_against_the_body_limit() {
+        assert_eq!(DEFAULT_REDACTION_MAX_COST, 16_000_000);
+        assert_eq!(Config::default().redaction.max_cost, Some(16_000_000));
+        let off = Config::from_toml("[redaction]\nmax_cost = 0\n").unwrap();
+        assert_eq!(off.redaction.max_cost, None);
+        let e = error_of("[redaction]\nmax_cost = 1000000\n");
+        assert!(
+            e.starts_with("redaction.max_cost: must be 0 (unbounded) or at least twice server.max_body_bytes (8388608)"),
+            "{e}"
+        );
+        let small =
+            Config::from_toml("[server]\nmax_body_bytes = 1024\n[redaction]\nmax_cost = 2048\n")
+                .unwrap();
+        assert_eq!(small.redaction.max_cost, Some(2048));
+        let e = error_of("[server]\nmax_body_bytes = 67108864\n");
+        assert!(
+            e.starts_with("redaction.max_cost:"),
+            "a larger body needs a larger bound: {e}"
+        );
+    }
 }

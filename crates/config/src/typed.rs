@@ -72,11 +72,22 @@ pub struct ServerConfig {
     /// How long an agent instance may sit idle before it leaves memory (default 60s); it is
     /// loaded again from the store when addressed.
     pub agent_idle: Duration,
+    /// How many agents one key (with its rotations) may own unless the key names its own
+    /// cap (`warden keys create --max-agents`); default 100, at least 1.
+    pub max_agents_per_key: u64,
     /// How long a client may take to send a complete request head (default 10s, at most
     /// 5m); a connection that has not finished it in time is closed.
     pub header_read_timeout: Duration,
     /// How long a connection may sit without traffic before it is closed (default 60s).
     pub idle_timeout: Duration,
+    /// The longest wait for the next piece of a request body once a handler reads it
+    /// (default 10s, at most 5m), and the grace before `min_body_rate` applies. A body that
+    /// stalls longer gets 408 `request_timeout` and its connection is closed.
+    pub body_read_timeout: Duration,
+    /// The slowest a request body may arrive, in bytes per second on average (default 1024,
+    /// `0` turns it off): every `min_body_rate` bytes received extend the body's deadline,
+    /// `body_read_timeout` after it started, by one second. Slower bodies get 408.
+    pub min_body_rate: u64,
     /// Most connections open at once (default 1024); further ones are closed at once and
     /// counted in `warden_connections_refused_total{reason="global"}`.
     pub max_connections: usize,
@@ -234,6 +245,24 @@ impl Config {
                 "must be at most 5m",
             ));
         }
+        let body_read_timeout = duration(
+            "server.body_read_timeout",
+            &raw.server.body_read_timeout,
+            "10s",
+        )?;
+        if body_read_timeout > Duration::from_secs(300) {
+            return Err(Error::invalid(
+                "server.body_read_timeout",
+                "must be at most 5m",
+            ));
+        }
+        let min_body_rate = raw.server.min_body_rate.unwrap_or(1024);
+        if min_body_rate > 1 << 30 {
+            return Err(Error::invalid(
+                "server.min_body_rate",
+                "must be between 0 (off) and 1073741824 bytes per second",
+            ));
+        }
         let max_connections = raw.server.max_connections.unwrap_or(1024);
         if max_connections == 0 || max_connections > 1_000_000 {
             return Err(Error::invalid(
@@ -267,8 +296,19 @@ impl Config {
                 ttl
             },
             agent_idle: duration("server.agent_idle", &raw.server.agent_idle, "60s")?,
+            max_agents_per_key: match raw.server.max_agents_per_key.unwrap_or(100) {
+                0 => {
+                    return Err(Error::invalid(
+                        "server.max_agents_per_key",
+                        "must be at least 1",
+                    ));
+                }
+                n => n,
+            },
             header_read_timeout,
             idle_timeout: duration("server.idle_timeout", &raw.server.idle_timeout, "60s")?,
+            body_read_timeout,
+            min_body_rate,
             max_connections: max_connections as usize,
             max_connections_per_ip: max_connections_per_ip as usize,
         };
@@ -423,7 +463,7 @@ impl Config {
             ));
         }
 
-        let redaction = crate::redaction::build(raw.redaction)?;
+        let redaction = crate::redaction::build(raw.redaction, server.max_body_bytes)?;
         let audit = crate::audit::build(raw.audit)?;
         let redis = crate::cost::redis(raw.redis)?;
         let shared = redis.is_some();
@@ -569,10 +609,19 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
     }
 
     #[test]
+    fn the_agent_cap_per_key_defaults_to_100_and_is_at_least_1() {
+        assert_eq!(Config::default().server.max_agents_per_key, 100);
+        let e = error_of("[server]\nmax_agents_per_key = 0");
+        assert!(e.starts_with("server.max_agents_per_key:"), "{e}");
+    }
+
+    #[test]
     fn connection_settings_have_defaults_and_are_checked() {
         let c = Config::default();
         assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.body_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.min_body_rate, 1024);
         assert_eq!(c.server.max_connections, 1024);
         assert_eq!(c.server.max_connections_per_ip, 256);
         for (text, field) in [
@@ -585,6 +634,9 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
                 "server.header_read_timeout:",
             ),
             ("idle_timeout = \"0s\"", "server.idle_timeout:"),
+            ("body_read_timeout = \"0s\"", "server.body_read_timeout:"),
+            ("body_read_timeout = \"6m\"", "server.body_read_timeout:"),
+            ("min_body_rate = 2147483648", "server.min_body_rate:"),
             ("max_connections = 0", "server.max_connections:"),
             (
                 "max_connections_per_ip = 0",
@@ -626,6 +678,11 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
             defaults.server.header_read_timeout
         );
         assert_eq!(example.server.idle_timeout, defaults.server.idle_timeout);
+        assert_eq!(
+            example.server.body_read_timeout,
+            defaults.server.body_read_timeout
+        );
+        assert_eq!(example.server.min_body_rate, defaults.server.min_body_rate);
         assert_eq!(
             example.server.max_connections,
             defaults.server.max_connections
@@ -673,7 +730,8 @@ targets = [{ provider = "openai", model = "gpt-4o" }, { provider = "local", mode
         assert!(!d.cache.enabled);
         assert_eq!(d.budgets.default.session_tokens, Some(50_000));
         assert_eq!(d.budgets.default.daily_tokens, None);
-        assert!(!d.limits.key.is_limited());
+        assert_eq!(d.limits.key.requests_per_minute, Some(600), "on by default");
+        assert_eq!(d.limits.key.tokens_per_minute, None);
         let c = Config::from_toml(
             r#"
 [providers.p]

@@ -11,6 +11,11 @@ pub enum ErrorCode {
     SensitiveDataBlocked,
     /// The body is larger than the configured limit.
     PayloadTooLarge,
+    /// Redacting the body would cost more than the configured bound (`redaction.max_cost`).
+    PayloadTooComplex,
+    /// The client sent its request body too slowly (`server.body_read_timeout`,
+    /// `server.min_body_rate`).
+    RequestTimeout,
     /// No `Authorization: Bearer` header was sent.
     MissingApiKey,
     /// The key is unknown, revoked or expired.
@@ -43,6 +48,10 @@ pub enum ErrorCode {
     AdminRequired,
     /// The agent belongs to another key.
     AgentForbidden,
+    /// The key was not given this agent definition (`warden keys create --agents`).
+    AgentNotAllowed,
+    /// The key already has as many agents as it may (`--max-agents`, `server.max_agents_per_key`).
+    AgentLimitReached,
     /// The agent has no failed or interrupted task to resume.
     AgentNotResumable,
     /// The approval request is no longer waiting for a decision.
@@ -65,10 +74,12 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and exhaustive tests.
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 32] = [
         Self::InvalidRequest,
         Self::SensitiveDataBlocked,
         Self::PayloadTooLarge,
+        Self::PayloadTooComplex,
+        Self::RequestTimeout,
         Self::MissingApiKey,
         Self::InvalidApiKey,
         Self::ModelNotAllowed,
@@ -85,6 +96,8 @@ impl ErrorCode {
         Self::BudgetExceeded,
         Self::AdminRequired,
         Self::AgentForbidden,
+        Self::AgentNotAllowed,
+        Self::AgentLimitReached,
         Self::AgentNotResumable,
         Self::ApprovalNotPending,
         Self::ApprovalPending,
@@ -100,11 +113,14 @@ impl ErrorCode {
     pub const fn status(self) -> u16 {
         match self {
             Self::InvalidRequest | Self::SensitiveDataBlocked => 400,
-            Self::PayloadTooLarge => 413,
+            Self::PayloadTooLarge | Self::PayloadTooComplex => 413,
+            Self::RequestTimeout => 408,
             Self::MissingApiKey | Self::InvalidApiKey => 401,
             Self::ModelNotAllowed
             | Self::AdminRequired
             | Self::AgentForbidden
+            | Self::AgentNotAllowed
+            | Self::AgentLimitReached
             | Self::ApproverForbidden
             | Self::AgentReadOnly => 403,
             Self::AgentNotResumable | Self::ApprovalNotPending | Self::ApprovalPending => 409,
@@ -127,6 +143,8 @@ impl ErrorCode {
             Self::InvalidRequest => "invalid_request",
             Self::SensitiveDataBlocked => "sensitive_data_blocked",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooComplex => "payload_too_complex",
+            Self::RequestTimeout => "request_timeout",
             Self::MissingApiKey => "missing_api_key",
             Self::InvalidApiKey => "invalid_api_key",
             Self::ModelNotAllowed => "model_not_allowed",
@@ -143,6 +161,8 @@ impl ErrorCode {
             Self::BudgetExceeded => "budget_exceeded",
             Self::AdminRequired => "admin_required",
             Self::AgentForbidden => "agent_forbidden",
+            Self::AgentNotAllowed => "agent_not_allowed",
+            Self::AgentLimitReached => "agent_limit_reached",
             Self::AgentNotResumable => "agent_not_resumable",
             Self::ApprovalNotPending => "approval_not_pending",
             Self::ApprovalPending => "approval_pending",
@@ -162,6 +182,8 @@ impl ErrorCode {
             Self::InvalidRequest
             | Self::SensitiveDataBlocked
             | Self::PayloadTooLarge
+            | Self::PayloadTooComplex
+            | Self::RequestTimeout
             | Self::ModelNotFound
             | Self::NotFound
             | Self::MethodNotAllowed
@@ -170,6 +192,8 @@ impl ErrorCode {
             Self::ModelNotAllowed
             | Self::AdminRequired
             | Self::AgentForbidden
+            | Self::AgentNotAllowed
+            | Self::AgentLimitReached
             | Self::ApproverForbidden
             | Self::AgentReadOnly => "permission_error",
             Self::AgentNotResumable
@@ -217,6 +241,12 @@ mod tests {
     fn client_faults_are_4xx_and_upstream_faults_are_5xx() {
         assert_eq!(ErrorCode::InvalidApiKey.status(), 401);
         assert_eq!(ErrorCode::ModelNotAllowed.status(), 403);
+        assert_eq!(ErrorCode::PayloadTooComplex.status(), 413);
+        assert_eq!(ErrorCode::PayloadTooComplex.as_str(), "payload_too_complex");
+        assert_eq!(
+            ErrorCode::PayloadTooComplex.openai_type(),
+            "invalid_request_error"
+        );
         assert_eq!(ErrorCode::UpstreamAuth.status(), 502);
         assert_eq!(ErrorCode::UpstreamTimeout.status(), 504);
     }

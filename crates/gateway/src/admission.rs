@@ -1,7 +1,8 @@
 //! The order of one call, in one place:
 //!
 //! 1. the request rate limit (key and end user), before any work is spent on the request;
-//! 2. redaction (or refusal), so nothing later sees raw personal data;
+//! 2. redaction (or refusal: blocked data, or a body costlier to redact than its bound), so
+//!    nothing later sees raw personal data;
 //! 3. tiering (a key that spent most of its budget moves to the cheaper model) and the route;
 //! 4. the cache lookup (a hit is answered here: no tokens, no provider);
 //! 5. the token estimate, the budget reservation and the token rate limit;
@@ -17,7 +18,7 @@ use crate::{Call, Endpoint, Error, Failure, Gateway, Meta, Reply, Success};
 use crate::{price, redaction, tokens};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
-use warden_redact::Exchange;
+use warden_redact::{Exchange, Refusal};
 
 fn seconds(us: u64) -> u64 {
     us.div_ceil(1_000_000).max(1)
@@ -75,8 +76,16 @@ impl Gateway {
         redaction::record(exchange.counts().0, "request");
         let mut body = match redacted {
             Ok(body) => body,
-            Err(blocked) => {
+            Err(Refusal::Blocked(blocked)) => {
                 return fail(Error::Blocked(blocked.to_string()), exchange.totals(), meta);
+            }
+            Err(Refusal::TooComplex(too_complex)) => {
+                metrics::counter!("warden_redaction_too_complex_total").increment(1);
+                return fail(
+                    Error::TooComplex(too_complex.to_string()),
+                    BTreeMap::new(),
+                    meta,
+                );
             }
         };
 

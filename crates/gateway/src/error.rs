@@ -23,6 +23,10 @@ pub enum Error {
     /// The request holds data whose redaction policy is `block` (types named, never values).
     #[error("{0}")]
     Blocked(String),
+    /// Redacting the request would cost more than `redaction.max_cost`: it is refused whole,
+    /// before any provider is chosen.
+    #[error("{0}")]
+    TooComplex(String),
     /// No route for this model.
     #[error("the model `{0}` does not exist or is not configured")]
     ModelNotFound(String),
@@ -79,6 +83,7 @@ impl Error {
         match self {
             Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
             Self::Blocked(_) => ErrorCode::SensitiveDataBlocked,
+            Self::TooComplex(_) => ErrorCode::PayloadTooComplex,
             Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
             Self::NoProvider(_) => ErrorCode::NoProviderAvailable,
             Self::RateLimited { .. } => ErrorCode::UpstreamRateLimited,
@@ -105,6 +110,7 @@ impl Error {
     pub fn side(&self) -> Side {
         match self {
             Self::InvalidRequest(_)
+            | Self::TooComplex(_)
             | Self::ModelNotFound(_)
             | Self::Rejected { .. }
             | Self::LimitExceeded { .. }

@@ -69,7 +69,8 @@ pub(crate) fn build(config: &RedactionConfig) -> Result<Redactor, String> {
         per_key,
         config.restore,
         config.scan_answers,
-    ))
+    )
+    .with_max_cost(config.max_cost))
 }
 
 /// Adds counts to `warden_redactions_total{entity, direction}`.
@@ -105,6 +106,14 @@ mod tests {
         let text = include_str!("../../../warden.example.toml");
         let config = Config::from_toml(text).unwrap();
         assert!(build(&config).await.is_ok());
+    }
+
+    #[test]
+    fn the_configured_default_bound_is_the_redactors() {
+        assert_eq!(
+            warden_config::DEFAULT_REDACTION_MAX_COST,
+            warden_redact::DEFAULT_MAX_COST
+        );
     }
 
     #[tokio::test]

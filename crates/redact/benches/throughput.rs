@@ -1,11 +1,14 @@
 //! Scan-and-mask throughput on realistic prompts (prose, code, JSON, logs with a little
 //! personal data), 1 to 64 KB, every detector on, one thread. Also time per byte on
-//! adversarial input at two sizes, to show it stays flat (linear).
+//! adversarial input at two sizes, to show it stays flat (linear), and 4 MiB bodies (the
+//! largest by default) with their cost in units and the time until the default bound
+//! (`redaction.max_cost`) refuses them.
 //!
-//! `cargo bench -p warden-redact --bench throughput` (prints medians of 15 runs).
+//! `cargo bench -p warden-redact --bench throughput` (prints medians of 15 runs, 5 for the
+//! 4 MiB bodies).
 
 use std::time::{Duration, Instant};
-use warden_redact::{Detector, Direction, Policy, Session};
+use warden_redact::{Cost, DEFAULT_MAX_COST, Detector, Direction, Policy, Session};
 
 const PROSE: &str = "The quarterly review covered revenue, churn and the migration plan. Customers in the \
 EMEA region asked for faster onboarding; the team proposed a two-step rollout in March. ";
@@ -54,6 +57,95 @@ fn time_mask(d: &Detector, text: &str, runs: usize) -> Duration {
     median(times)
 }
 
+/// Median time and cost of masking `text` with the count `limit`; whether it was refused.
+fn time_bounded(
+    d: &Detector,
+    text: &str,
+    limit: Option<u64>,
+    runs: usize,
+) -> (Duration, u64, bool) {
+    let policy = Policy::default();
+    let mut spent = 0;
+    let mut refused = false;
+    let times = (0..runs)
+        .map(|_| {
+            let mut s = Session::default();
+            let mut cost = Cost::new(limit);
+            let start = Instant::now();
+            let out = s.mask_within(d, &policy, text, Direction::Request, &mut cost);
+            let t = start.elapsed();
+            refused = out.is_err();
+            std::hint::black_box(out.ok());
+            spent = cost.spent();
+            t
+        })
+        .collect();
+    (median(times), spent, refused)
+}
+
+/// Large bodies: ordinary ones (1 and 4 MiB of prompt text, 1 MiB of dense log lines), and
+/// 4 MiB of near-miss candidates (the last three took time quadratic in their length before
+/// the bound: the first two now cost linearly, the third is cheap).
+fn large_bodies(d: &Detector) {
+    const MIB: usize = 1024 * 1024;
+    let repeat = |unit: &str| unit.repeat(4 * MIB / unit.len());
+    let mut logs = String::new();
+    let mut i = 0u64;
+    while logs.len() < 4 * MIB {
+        logs.push_str(&format!(
+            "2024-11-26T10:30:{:02}Z INFO client=10.0.{}.{} user=u{i}@corp.example id={}\n",
+            i % 60,
+            (i / 256) % 256,
+            i % 256,
+            1_000_000_000_000 + i * 37
+        ));
+        i += 1;
+    }
+    let bodies = [
+        ("1 MiB of prompt text (as above)", prompt(MIB)),
+        ("prompt text (as above)", prompt(4 * MIB)),
+        (
+            "1 MiB of logs with an address, an email and an id per line",
+            {
+                logs.truncate(MIB);
+                logs
+            },
+        ),
+        ("digit groups `123-`", repeat("123-")),
+        ("SSN look-alikes `123-45-678 `", repeat("123-45-678 ")),
+        ("IBAN groups `DE89 `", repeat("DE89 ")),
+        (
+            "mixed near-misses",
+            repeat("4111 1111 123-45-6 1.2.3.4.5 a@b +1 (555) 12 DE89 3704 "),
+        ),
+        (
+            "key openings without footer",
+            repeat("-----BEGIN PRIVATE KEY----- 10.0.0.1 "),
+        ),
+        ("JWT openings", repeat("eyJaaaaa-4111111111111111-")),
+        ("`password=`", repeat("password=")),
+    ];
+    println!(
+        "| body (4 MiB unless said) | cost (units) | unbounded | with the default bound ({DEFAULT_MAX_COST}) | ns/unit |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, text) in &bodies {
+        let (free, cost, _) = time_bounded(d, text, None, 5);
+        let (bounded, _, refused) = time_bounded(d, text, Some(DEFAULT_MAX_COST), 5);
+        let outcome = if refused {
+            "refused after"
+        } else {
+            "passes in"
+        };
+        println!(
+            "| {name} | {cost} | {:.1} ms | {outcome} {:.1} ms | {:.2} |",
+            free.as_secs_f64() * 1e3,
+            bounded.as_secs_f64() * 1e3,
+            free.as_secs_f64() * 1e9 / cost as f64
+        );
+    }
+}
+
 fn main() {
     let d = Detector::new(&[]).expect("detectors");
     println!("| prompt | findings | median time | throughput |");
@@ -89,4 +181,6 @@ fn main() {
             tl.as_secs_f64() * 1e9 / large.len() as f64
         );
     }
+    println!();
+    large_bodies(&d);
 }

@@ -1,9 +1,13 @@
 //! Finds sensitive data in text: every pattern (built-in and custom) in one regex pass, each
-//! match confirmed by its check, plus custom word lists through Aho-Corasick. Both engines run
-//! in time linear in the input, so no input can make detection slow.
+//! match confirmed by its check (or extended by code, for unbounded bodies), plus custom word
+//! lists through Aho-Corasick. Both engines run in time linear in the text they scan; what a
+//! whole text costs (candidates rescanned, patterns retried) is counted as it goes
+//! ([`Cost`]), so a caller can bound it.
 
+use crate::cost::{self, Cost, TooComplex};
 use crate::entity::Entity;
-use crate::patterns::{self, Check};
+use crate::extend::{self, Memo};
+use crate::patterns::{self, Check, Extend};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input, PatternID};
@@ -58,7 +62,7 @@ struct WordList {
 /// The compiled detectors. Build once; share.
 pub struct Detector {
     regex: Regex,
-    meta: Vec<(Entity, Option<Check>)>,
+    meta: Vec<(Entity, Option<Check>, Option<Extend>)>,
     words: Vec<WordList>,
 }
 
@@ -69,7 +73,7 @@ impl Detector {
         let mut meta = Vec::new();
         for p in patterns::built_in() {
             regexes.push(p.regex.to_owned());
-            meta.push((Entity::new(p.entity), p.check));
+            meta.push((Entity::new(p.entity), p.check, p.extend));
         }
         let mut words = Vec::new();
         for c in custom {
@@ -80,7 +84,7 @@ impl Detector {
                         BuildError(format!("custom entity {name}: invalid regex: {e}"))
                     })?;
                     regexes.push(pattern.clone());
-                    meta.push((Entity::new(name), None));
+                    meta.push((Entity::new(name), None, None));
                 }
                 Custom::Words { name, words: list } => {
                     check_name(name)?;
@@ -112,20 +116,31 @@ impl Detector {
 
     /// Every finding in `text`, in order, never overlapping.
     pub fn find(&self, text: &str) -> Vec<Finding> {
+        // Unbounded: the count never refuses.
+        self.find_within(text, &mut Cost::unlimited())
+            .unwrap_or_default()
+    }
+
+    /// Like [`Self::find`], charging the work to `cost`; stops as soon as it passes its bound.
+    pub fn find_within(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
         let mut out = Vec::new();
+        let mut memo = Memo::default();
         let mut at = 0;
         while at < text.len() {
-            let Some(m) = self.regex.search(&Input::new(text).range(at..)) else {
+            let found = self.regex.search(&Input::new(text).range(at..));
+            let scanned = found.map_or(text.len(), |m| m.end()) - at;
+            cost.charge(cost::PER_SEARCH + scanned as u64)?;
+            let Some(m) = found else {
                 break;
             };
-            match self.confirm(text, m.start(), m.end(), m.pattern()) {
+            match self.confirm(text, m.start(), m.end(), m.pattern(), &mut memo, cost)? {
                 Some(f) => {
                     at = f.end.max(m.start() + 1);
                     out.push(f);
                 }
                 None => {
                     // Another pattern may match here; else move past this start.
-                    match self.retry_at(text, m.start(), m.pattern()) {
+                    match self.retry_at(text, m.start(), m.pattern(), &mut memo, cost)? {
                         Some(f) => {
                             at = f.end;
                             out.push(f);
@@ -136,47 +151,86 @@ impl Detector {
             }
         }
         if !self.words.is_empty() {
-            out = merge(out, self.find_words(text));
+            out = merge(out, self.find_words(text, cost)?);
         }
-        out
+        Ok(out)
     }
 
-    fn confirm(&self, text: &str, start: usize, end: usize, pid: PatternID) -> Option<Finding> {
-        let (entity, check) = &self.meta[pid.as_usize()];
+    fn confirm(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        pid: PatternID,
+        memo: &mut Memo,
+        cost: &mut Cost,
+    ) -> Result<Option<Finding>, TooComplex> {
+        cost.charge(cost::PER_CANDIDATE + (end - start) as u64)?;
+        let (entity, check, extend) = &self.meta[pid.as_usize()];
+        let end = match extend {
+            None => end,
+            Some(how) => {
+                let (found, read) = match how {
+                    Extend::PrivateKey => extend::private_key(text, start, end, memo),
+                    Extend::Jwt => extend::jwt(text, start, memo),
+                };
+                cost.charge(read)?;
+                match found {
+                    Some(end) => end,
+                    None => return Ok(None),
+                }
+            }
+        };
         let range = match check {
-            Some(check) => check(&text[start..end])?,
+            Some(check) => match check(&text[start..end]) {
+                Some(r) => r,
+                None => return Ok(None),
+            },
             None => 0..end - start,
         };
         if entity.name() == "IP_ADDRESS" && dotted_number_continues(text, start, end) {
-            return None; // part of a longer dotted number: a version, not an address
+            return Ok(None); // part of a longer dotted number: a version, not an address
         }
-        Some(Finding {
+        Ok(Some(Finding {
             start: start + range.start,
             end: start + range.end,
             entity: entity.clone(),
-        })
+        }))
     }
 
     /// Tries the patterns after `failed`, anchored at `start`.
-    fn retry_at(&self, text: &str, start: usize, failed: PatternID) -> Option<Finding> {
+    fn retry_at(
+        &self,
+        text: &str,
+        start: usize,
+        failed: PatternID,
+        memo: &mut Memo,
+        cost: &mut Cost,
+    ) -> Result<Option<Finding>, TooComplex> {
         for pid in failed.as_usize() + 1..self.meta.len() {
-            let pid = PatternID::new(pid).ok()?;
+            let Ok(pid) = PatternID::new(pid) else {
+                break;
+            };
             let input = Input::new(text)
                 .range(start..)
                 .anchored(Anchored::Pattern(pid));
-            if let Some(m) = self.regex.search(&input)
-                && let Some(f) = self.confirm(text, m.start(), m.end(), pid)
+            let found = self.regex.search(&input);
+            cost.charge(cost::PER_RETRY + found.map_or(0, |m| m.end() - start) as u64)?;
+            if let Some(m) = found
+                && let Some(f) = self.confirm(text, m.start(), m.end(), pid, memo, cost)?
             {
-                return Some(f);
+                return Ok(Some(f));
             }
         }
-        None
+        Ok(None)
     }
 
-    fn find_words(&self, text: &str) -> Vec<Finding> {
+    fn find_words(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
         let mut out = Vec::new();
         for list in &self.words {
+            cost.charge(cost::PER_SEARCH + text.len() as u64)?;
             for m in list.matcher.find_iter(text) {
+                cost.charge(cost::PER_CANDIDATE)?;
                 let before = text[..m.start()].chars().next_back();
                 let after = text[m.end()..].chars().next();
                 let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
@@ -190,7 +244,7 @@ impl Detector {
             }
         }
         out.sort_by_key(|f| f.start);
-        out
+        Ok(out)
     }
 }
 

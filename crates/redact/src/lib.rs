@@ -6,9 +6,13 @@
 //! walk over OpenAI request and answer shapes. It is the only maker of [`Redacted`]: code that
 //! sends, stores or logs content takes a `Redacted<T>`, so forgetting to redact does not
 //! compile. It is pure: no I/O, no async, no clock, and every detector runs in linear time.
+//! What redacting one request costs is counted deterministically ([`Cost`]) and bounded: past
+//! the bound the request is refused ([`TooComplex`]), never sent half-scanned.
 
+mod cost;
 mod detector;
 mod entity;
+mod extend;
 mod openai;
 mod patterns;
 mod policy;
@@ -16,9 +20,10 @@ mod session;
 mod stream;
 pub mod validate;
 
+pub use cost::{Cost, DEFAULT_MAX_COST, TooComplex};
 pub use detector::{BuildError, Custom, Detector, Finding};
 pub use entity::{BUILT_IN, Entity, valid_name};
-pub use openai::{Blocked, Exchange, Redactor, format_counts};
+pub use openai::{Blocked, Exchange, Redactor, Refusal, format_counts};
 pub use policy::{Action, Policy};
 pub use session::{Direction, Session};
 pub use stream::StreamText;

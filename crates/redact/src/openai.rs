@@ -3,6 +3,7 @@
 //! and the answer's fields to scan and restore (message content and tool-call arguments, whole
 //! or streamed).
 
+use crate::cost::{Cost, DEFAULT_MAX_COST, TooComplex};
 use crate::policy::Policy;
 use crate::session::{Direction, Session};
 use crate::stream::StreamText;
@@ -18,6 +19,7 @@ pub struct Redactor {
     per_key: HashMap<String, Arc<Policy>>,
     restore: bool,
     scan_output: bool,
+    max_cost: Option<u64>,
 }
 
 /// The request carried data whose policy is `block`.
@@ -39,6 +41,26 @@ impl std::fmt::Display for Blocked {
 
 impl std::error::Error for Blocked {}
 
+/// Why a request (or a free text) was not redacted, so must not be sent anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It carries data whose policy is `block`.
+    Blocked(Blocked),
+    /// Redacting it would cost more than the bound (`redaction.max_cost`).
+    TooComplex(TooComplex),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Blocked(b) => b.fmt(f),
+            Self::TooComplex(t) => t.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
 impl Redactor {
     /// Builds the redactor. `per_key` maps virtual-key names to their own policies.
     pub fn new(
@@ -54,7 +76,15 @@ impl Redactor {
             per_key: per_key.into_iter().map(|(k, v)| (k, Arc::new(v))).collect(),
             restore,
             scan_output,
+            max_cost: Some(DEFAULT_MAX_COST),
         }
+    }
+
+    /// Bounds the work of redacting one request (a body, or one free text) to `max_cost`
+    /// units (see [`Cost`]); `None` takes the bound off. The default is [`DEFAULT_MAX_COST`].
+    pub fn with_max_cost(mut self, max_cost: Option<u64>) -> Self {
+        self.max_cost = max_cost;
+        self
     }
 
     /// The detectors.
@@ -72,6 +102,9 @@ impl Redactor {
             restore: self.restore,
             session: Session::default(),
             fields: BTreeMap::new(),
+            max_cost: self.max_cost,
+            cost: Cost::new(self.max_cost),
+            too_complex: None,
         }
     }
 }
@@ -87,6 +120,12 @@ pub struct Exchange {
     scan_output: bool,
     session: Session,
     fields: BTreeMap<FieldId, StreamText>,
+    /// The bound of one request's (or one free text's) redaction.
+    max_cost: Option<u64>,
+    /// The work of the request being redacted.
+    cost: Cost,
+    /// Set when that work passed the bound: the rest is not looked at, the request refused.
+    too_complex: Option<TooComplex>,
 }
 
 impl Exchange {
@@ -94,10 +133,11 @@ impl Exchange {
     pub fn chat_request(
         &mut self,
         mut body: Map<String, Value>,
-    ) -> Result<Redacted<Map<String, Value>>, Blocked> {
+    ) -> Result<Redacted<Map<String, Value>>, Refusal> {
+        self.start_request();
         // First pass: reserve placeholder-shaped text the client wrote anywhere in the body.
         if let Some(messages) = body.get("messages") {
-            reserve_all(&mut self.session, messages);
+            self.reserve_all(messages);
         }
         if let Some(Value::Array(messages)) = body.get_mut("messages") {
             for m in messages.iter_mut().filter_map(Value::as_object_mut) {
@@ -137,9 +177,10 @@ impl Exchange {
     pub fn embeddings_request(
         &mut self,
         mut body: Map<String, Value>,
-    ) -> Result<Redacted<Map<String, Value>>, Blocked> {
+    ) -> Result<Redacted<Map<String, Value>>, Refusal> {
+        self.start_request();
         if let Some(input) = body.get("input") {
-            reserve_all(&mut self.session, input);
+            self.reserve_all(input);
         }
         match body.get_mut("input") {
             Some(v @ Value::String(_)) => self.mask(v),
@@ -149,43 +190,90 @@ impl Exchange {
         self.finish_request(body)
     }
 
+    /// A fresh count for the request about to be redacted.
+    fn start_request(&mut self) {
+        self.cost = Cost::new(self.max_cost);
+        self.too_complex = None;
+    }
+
     fn finish_request(
-        &self,
+        &mut self,
         body: Map<String, Value>,
-    ) -> Result<Redacted<Map<String, Value>>, Blocked> {
+    ) -> Result<Redacted<Map<String, Value>>, Refusal> {
+        if let Some(too_complex) = self.too_complex.take() {
+            return Err(Refusal::TooComplex(too_complex));
+        }
         if self.session.blocked.is_empty() {
             Ok(Redacted::new(body))
         } else {
-            Err(Blocked {
+            Err(Refusal::Blocked(Blocked {
                 types: self
                     .session
                     .blocked
                     .iter()
                     .map(|e| e.name().to_owned())
                     .collect(),
-            })
+            }))
+        }
+    }
+
+    /// Reserves placeholder-shaped tokens in every string under `v`.
+    fn reserve_all(&mut self, v: &Value) {
+        if self.too_complex.is_some() {
+            return;
+        }
+        match v {
+            Value::String(s) if s.contains('<') => {
+                if let Err(e) = self.session.reserve_literals_within(s, &mut self.cost) {
+                    self.too_complex = Some(e);
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| self.reserve_all(i)),
+            Value::Object(map) => map.values().for_each(|i| self.reserve_all(i)),
+            _ => {}
         }
     }
 
     fn mask(&mut self, v: &mut Value) {
-        if let Value::String(s) = v
-            && let std::borrow::Cow::Owned(masked) =
-                self.session
-                    .mask(&self.detector, &self.policy, s, Direction::Request)
-        {
-            *s = masked;
+        if self.too_complex.is_some() {
+            return;
         }
+        if let Value::String(s) = v {
+            let masked = self.session.mask_within(
+                &self.detector,
+                &self.policy,
+                s,
+                Direction::Request,
+                &mut self.cost,
+            );
+            match masked {
+                Ok(std::borrow::Cow::Owned(masked)) => *s = masked,
+                Ok(std::borrow::Cow::Borrowed(_)) => {}
+                Err(e) => self.too_complex = Some(e),
+            }
+        }
+    }
+
+    /// Units the last request (or free text) cost to redact.
+    pub fn request_cost(&self) -> u64 {
+        self.cost.spent()
     }
 
     /// Masks one free text (an agent's task, a tool's result) in this exchange's session, so
     /// placeholders stay numbered across everything the exchange has seen. A type whose
-    /// policy is `block` refuses the text.
-    pub fn redact_text(&mut self, text: &str) -> Result<Redacted<String>, Blocked> {
+    /// policy is `block` refuses the text, as does a text whose redaction would cost more
+    /// than the bound (each text has the bound of a request).
+    pub fn redact_text(&mut self, text: &str) -> Result<Redacted<String>, Refusal> {
         let before = self.session.blocked.clone();
-        self.session.reserve_literals(text);
+        self.start_request();
+        let cost = &mut self.cost;
+        self.session
+            .reserve_literals_within(text, cost)
+            .map_err(Refusal::TooComplex)?;
         let masked = self
             .session
-            .mask(&self.detector, &self.policy, text, Direction::Request)
+            .mask_within(&self.detector, &self.policy, text, Direction::Request, cost)
+            .map_err(Refusal::TooComplex)?
             .into_owned();
         let new: Vec<String> = self
             .session
@@ -196,7 +284,7 @@ impl Exchange {
         if new.is_empty() {
             Ok(Redacted::new(masked))
         } else {
-            Err(Blocked { types: new })
+            Err(Refusal::Blocked(Blocked { types: new }))
         }
     }
 
@@ -456,16 +544,6 @@ impl Exchange {
             }
         }
         changed
-    }
-}
-
-/// Reserves placeholder-shaped tokens in every string under `v`.
-fn reserve_all(session: &mut Session, v: &Value) {
-    match v {
-        Value::String(s) if s.contains('<') => session.reserve_literals(s),
-        Value::Array(items) => items.iter().for_each(|i| reserve_all(session, i)),
-        Value::Object(map) => map.values().for_each(|i| reserve_all(session, i)),
-        _ => {}
     }
 }
 

@@ -16,6 +16,18 @@ pub struct Pattern {
     pub regex: &'static str,
     /// Confirmation; `None` means the whole match counts.
     pub check: Option<Check>,
+    /// The regex finds only the opening; code extends it to the whole finding.
+    pub extend: Option<Extend>,
+}
+
+/// Findings whose unbounded body is followed by code from the opening the regex found (in
+/// the regex, such a body makes the engine scan past every later match: see `extend.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extend {
+    /// From `-----BEGIN … PRIVATE KEY-----` to the first `-----END … PRIVATE KEY-----`.
+    PrivateKey,
+    /// `eyJ…` header, `.eyJ…` payload, `.…` signature.
+    Jwt,
 }
 
 const B: &str = r"(?-u:\b)";
@@ -26,6 +38,7 @@ macro_rules! p {
             entity: $entity,
             regex: $regex,
             check: $check,
+            extend: None,
         }
     };
 }
@@ -35,16 +48,20 @@ macro_rules! p {
 /// Every run that can precede a pattern's distinctive character is bounded (an email's local
 /// part is at most 64 characters, a URL scheme 21): with leftmost-first semantics an unbounded
 /// run would make each search look to the end of the text for that character, turning a
-/// scan of adversarial input quadratic. `pathological_inputs_stay_linear` guards this.
+/// scan of adversarial input quadratic. `pathological_inputs_are_scanned_to_the_end` and
+/// `complexity.rs` (`inputs_that_were_quadratic_cost_linearly`) guard this. For the
+/// same reason the two findings with an unbounded body (a private key block, a JWT) are only
+/// opened here and extended by code (`extend.rs`).
 pub fn built_in() -> Vec<Pattern> {
     let _ = B;
     vec![
         // Secrets: distinctive prefixes, so cheap to find and rarely wrong.
-        p!(
-            "PRIVATE_KEY",
-            r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----",
-            None
-        ),
+        Pattern {
+            entity: "PRIVATE_KEY",
+            regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----",
+            check: None,
+            extend: Some(Extend::PrivateKey),
+        },
         p!(
             "AWS_ACCESS_KEY",
             r"(?-u:\b)(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA)[A-Z0-9]{16}(?-u:\b)",
@@ -82,11 +99,12 @@ pub fn built_in() -> Vec<Pattern> {
             None
         ),
         p!("GOOGLE_API_KEY", r"(?-u:\b)AIza[0-9A-Za-z_-]{35}", None),
-        p!(
-            "JWT",
-            r"(?-u:\b)eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{10,}",
-            None
-        ),
+        Pattern {
+            entity: "JWT",
+            regex: r"(?-u:\b)eyJ[A-Za-z0-9_-]{5}",
+            check: None,
+            extend: Some(Extend::Jwt),
+        },
         p!(
             "PASSWORD",
             r"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:/@]{1,128}:[^\s@/]{1,128}@",

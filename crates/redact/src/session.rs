@@ -3,6 +3,7 @@
 //! still reason about them; the answer's placeholders are turned back into the values.
 
 use crate::Detector;
+use crate::cost::{self, Cost, TooComplex};
 use crate::entity::Entity;
 use crate::policy::{Action, Policy};
 use std::borrow::Cow;
@@ -44,15 +45,33 @@ impl Session {
         text: &'t str,
         direction: Direction,
     ) -> Cow<'t, str> {
+        // Unbounded: the count never refuses.
+        match self.mask_within(detector, policy, text, direction, &mut Cost::unlimited()) {
+            Ok(masked) => masked,
+            Err(_) => Cow::Borrowed(text),
+        }
+    }
+
+    /// Like [`Self::mask`], charging the work to `cost`; stops as soon as it passes its bound
+    /// (the session may then hold part of the text's findings: drop the text).
+    pub fn mask_within<'t>(
+        &mut self,
+        detector: &Detector,
+        policy: &Policy,
+        text: &'t str,
+        direction: Direction,
+        cost: &mut Cost,
+    ) -> Result<Cow<'t, str>, TooComplex> {
         if policy.allows_everything() {
-            return Cow::Borrowed(text);
+            return Ok(Cow::Borrowed(text));
         }
+        cost.charge(cost::PER_FIELD)?;
         if direction == Direction::Request {
-            self.reserve_literals(text);
+            self.reserve_literals_within(text, cost)?;
         }
-        let findings = detector.find(text);
+        let findings = detector.find_within(text, cost)?;
         if findings.is_empty() {
-            return Cow::Borrowed(text);
+            return Ok(Cow::Borrowed(text));
         }
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
@@ -61,6 +80,7 @@ impl Session {
             if action == Action::Allow {
                 continue;
             }
+            cost.charge(cost::PER_FINDING + (f.end - f.start) as u64)?;
             if action == Action::Block && direction == Direction::Request {
                 self.blocked.insert(f.entity.clone());
             }
@@ -70,14 +90,18 @@ impl Session {
             };
             *counts.entry(f.entity.clone()).or_default() += 1;
             out.push_str(&text[last..f.start]);
+            let known = self.by_value.len();
             out.push_str(&self.placeholder(&f.entity, &text[f.start..f.end], direction));
+            if self.by_value.len() > known {
+                cost.charge(cost::PER_NEW_VALUE)?;
+            }
             last = f.end;
         }
         if last == 0 && out.is_empty() {
-            return Cow::Borrowed(text);
+            return Ok(Cow::Borrowed(text));
         }
         out.push_str(&text[last..]);
-        Cow::Owned(out)
+        Ok(Cow::Owned(out))
     }
 
     fn placeholder(&mut self, entity: &Entity, value: &str, direction: Direction) -> String {
@@ -107,16 +131,32 @@ impl Session {
     /// no generated placeholder equals one and restoring never rewrites the client's own text.
     /// Call it on every request field before masking any (masking calls it on its own text).
     pub fn reserve_literals(&mut self, text: &str) {
+        // Unbounded: the count never refuses.
+        let _ = self.reserve_literals_within(text, &mut Cost::unlimited());
+    }
+
+    /// Like [`Self::reserve_literals`], charging the work to `cost`.
+    pub fn reserve_literals_within(
+        &mut self,
+        text: &str,
+        cost: &mut Cost,
+    ) -> Result<(), TooComplex> {
         let mut rest = text;
         while let Some(lt) = rest.find('<') {
             rest = &rest[lt..];
-            let end = rest.find('>').map(|g| g + 1).unwrap_or(rest.len());
-            let token = &rest[..end];
-            if token.ends_with('>') && is_placeholder_shape(token) {
-                self.reserved.insert(token.to_owned());
+            cost.charge(cost::PER_ANGLE)?;
+            // A generated placeholder is never longer than MAX_PLACEHOLDER, so only a `>`
+            // that near can close one that could collide (looking further made a text of
+            // `<` alone quadratic).
+            if let Some(gt) = closing(rest, MAX_PLACEHOLDER) {
+                let token = &rest[..=gt];
+                if is_placeholder_shape(token) {
+                    self.reserved.insert(token.to_owned());
+                }
             }
             rest = &rest[1..];
         }
+        Ok(())
     }
 
     /// Whether any placeholder can be restored.
@@ -135,8 +175,9 @@ impl Session {
         let mut search = 0;
         while let Some(rel) = text[search..].find('<') {
             let lt = search + rel;
-            let Some(gt) = text[lt..].find('>').map(|g| lt + g) else {
-                break;
+            let Some(gt) = closing(&text[lt..], self.longest_placeholder).map(|g| lt + g) else {
+                search = lt + 1;
+                continue;
             };
             let candidate = &text[lt..=gt];
             if let Some(value) = self.by_placeholder.get(candidate) {
@@ -185,6 +226,16 @@ impl Session {
         }
         text.len()
     }
+}
+
+/// The longest placeholder Warden makes: `<`, a 40-character name, `_`, a `u32`, `>`.
+const MAX_PLACEHOLDER: usize = 1 + 40 + 1 + 10 + 1;
+
+/// The offset of the `>` closing the `<` that `text` starts with, if it is within `max`
+/// bytes (the token is then at most `max` long).
+fn closing(text: &str, max: usize) -> Option<usize> {
+    let window = &text.as_bytes()[..text.len().min(max)];
+    window.iter().position(|b| *b == b'>')
 }
 
 /// `<NAME_123>`: upper-case name, underscore, digits.

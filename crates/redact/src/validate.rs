@@ -255,9 +255,10 @@ fn phone_exact(text: &str) -> Option<()> {
 }
 
 /// For patterns whose match starts with a label (`password=`, `aws_secret_access_key:`):
-/// masks only what follows the last `=` or `:` (and any quote or space after it).
+/// masks everything after the first `=` or `:` (and any quote or space after it): the label
+/// holds neither, and a value may (`password=a=b` is the value `a=b`, not `b`).
 pub fn value_after_label(text: &str) -> Option<Range<usize>> {
-    let sep = text.rfind(['=', ':'])?;
+    let sep = text.find(['=', ':'])?;
     let start = sep + 1 + text[sep + 1..].len()
         - text[sep + 1..].trim_start_matches([' ', '"', '\'']).len();
     (start < text.len()).then_some(start..text.len())
@@ -358,6 +359,12 @@ mod tests {
     fn labels_and_urls_mask_only_the_value() {
         let t = "password=hunter2";
         assert_eq!(&t[value_after_label(t).unwrap()], "hunter2");
+        let t = "password=a=b:c";
+        assert_eq!(
+            &t[value_after_label(t).unwrap()],
+            "a=b:c",
+            "the whole value"
+        );
         let u = "postgres://app:s3cr3t@db.internal:5432/prod";
         let r = url_password(&u[..u.find('@').unwrap() + 1]).unwrap();
         assert_eq!(&u[r], "s3cr3t");

@@ -97,6 +97,9 @@ mod tests {
             revoked_at: None,
             replaced_by: None,
             admin: false,
+            agents: Vec::new(),
+            max_agents: None,
+            lineage_id: "key_1".into(),
         }
     }
 

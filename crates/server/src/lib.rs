@@ -1,6 +1,6 @@
 //! Everything HTTP-facing: the axum router, virtual-key authentication, the OpenAI-compatible
 //! handlers (chat completions with SSE streaming, embeddings, models), request ids and the
-//! deployment header, health, readiness and Prometheus metrics.
+//! deployment header, the request-body read limits, health, readiness and Prometheus metrics.
 //!
 //! Handlers stay thin: they authenticate, read the body within its limit, and hand the call to
 //! the gateway. This crate must never log a key, a prompt or an answer, and every error it
@@ -12,6 +12,7 @@ mod error;
 mod handlers;
 mod key_cache;
 mod request_id;
+mod slow_body;
 mod state;
 
 pub use error::ApiError;
@@ -25,8 +26,9 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 
 /// Builds the router. Middleware order (outermost first): request id and deployment header
-/// on every response (errors included), then the routes; auth is an extractor on the routes
-/// that need it, so it runs before any body is read.
+/// on every response (errors included), then the request-body read limits (`slow_body`: 408
+/// to a body sent too slowly), then the routes; auth is an extractor on the routes that need
+/// it, so it runs before any body is read.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(
@@ -75,6 +77,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::ops::metrics))
         .fallback(handlers::ops::not_found)
         .method_not_allowed_fallback(handlers::ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            slow_body::layer,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             request_id::layer,

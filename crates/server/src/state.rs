@@ -18,6 +18,12 @@ pub struct AppState {
     pub deployment: HeaderValue,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// The longest wait for the next piece of a request body, and the grace before
+    /// `min_body_rate` applies (`server.body_read_timeout`).
+    pub body_read_timeout: std::time::Duration,
+    /// The slowest a request body may arrive, in bytes per second on average; 0 is no
+    /// minimum (`server.min_body_rate`).
+    pub min_body_rate: u64,
     /// Recently looked-up virtual keys.
     pub keys: crate::KeyCache,
     /// Renders `/metrics`; `None` turns the route off (404).

@@ -34,6 +34,17 @@ pub struct AgentRecord {
     pub updated_at: i64,
 }
 
+/// What [`crate::Store::create_agent`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentCreation {
+    /// The row is new.
+    Created,
+    /// The row was already there (nothing changed).
+    Exists,
+    /// The owner has as many agents as it may: nothing was created.
+    OverCap,
+}
+
 /// The mutable part of an agent's state, written with each step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentUpdate {

@@ -13,7 +13,9 @@ mod records;
 mod sqlite;
 mod usage_writer;
 
-pub use agents::{AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord};
+pub use agents::{
+    AgentCreation, AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
+};
 pub use postgres::PgStore;
 pub use records::{GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow};
 pub use sqlite::SqliteStore;
@@ -96,6 +98,17 @@ pub trait Store: Send + Sync + 'static {
     /// working until `old_valid_until` (or its own earlier expiry).
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error>;
 
+    /// Sets the agent definitions (`*` = all) and the agent cap (`None` = the server default)
+    /// of every unrevoked key named `name` (the current one and any in a rotation's grace
+    /// period), recorded as an `updated` key event. Returns how many keys changed;
+    /// [`Error::NoSuchKey`] if none.
+    async fn update_key_agents(
+        &self,
+        name: &str,
+        agents: &[String],
+        max_agents: Option<i64>,
+    ) -> Result<u64, Error>;
+
     /// Key changes not yet copied into the audit log, oldest first (at most 1,000).
     async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error>;
 
@@ -129,6 +142,19 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
         now_ms: i64,
     ) -> Result<AgentRecord, Error>;
+
+    /// Creates the agent row `id` (idle, no lease yet) for `owner_key_id` unless it exists or
+    /// that owner already has `max_per_owner` agents; the count and the insert are atomic
+    /// with respect to other creations for the same owner.
+    async fn create_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        max_per_owner: u64,
+        now_ms: i64,
+    ) -> Result<AgentCreation, Error>;
 
     /// Agents whose status is `running` (after a crash: tasks nobody finished).
     async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error>;

@@ -18,6 +18,7 @@ const SQLITE: &[(i64, &str)] = &[
     ),
     (4, include_str!("../migrations/sqlite/0004_agents.sql")),
     (5, include_str!("../migrations/sqlite/0005_approvals.sql")),
+    (6, include_str!("../migrations/sqlite/0006_key_agents.sql")),
 ];
 
 /// Brings the database up to the newest schema.
@@ -69,6 +70,10 @@ const POSTGRES: &[(i64, &str)] = &[
     ),
     (4, include_str!("../migrations/postgres/0004_agents.sql")),
     (5, include_str!("../migrations/postgres/0005_approvals.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_key_agents.sql"),
+    ),
 ];
 
 /// A fixed key for the advisory lock that serialises migrations when several nodes start at

@@ -2,7 +2,7 @@
 //! and the same behaviour as the SQLite backend; one shared test suite runs against both.
 
 use crate::agents::{
-    AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
+    AgentCreation, AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
 };
 use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
 use crate::{Error, Store, migrate};
@@ -83,11 +83,19 @@ fn key_from_row(row: &PgRow) -> Result<KeyRecord, Error> {
         revoked_at: row.try_get("revoked_at")?,
         replaced_by: row.try_get("replaced_by")?,
         admin: row.try_get("admin")?,
+        agents: serde_json::from_str(&row.try_get::<String, _>("agents")?)
+            .map_err(|e| Error::Corrupt(format!("virtual_keys.agents: {e}")))?,
+        max_agents: row.try_get("max_agents")?,
+        // Set for every key by the migration that added the column, and on every insert.
+        lineage_id: row
+            .try_get::<Option<String>, _>("lineage_id")?
+            .ok_or_else(|| Error::Corrupt("virtual_keys.lineage_id is NULL".into()))?,
     })
 }
 
 const KEY_COLUMNS: &str =
-    "id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin";
+    "id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin,
+    agents, max_agents, lineage_id";
 
 async fn key_event(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -119,8 +127,9 @@ async fn insert_key_with(
         .as_ref()
         .map(|m| serde_json::Value::from(m.clone()).to_string());
     sqlx::query(
-        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at, admin)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at, admin,
+            agents, max_agents, lineage_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&key.id)
     .bind(&key.name)
@@ -130,6 +139,9 @@ async fn insert_key_with(
     .bind(key.created_at)
     .bind(key.expires_at)
     .bind(key.admin)
+    .bind(serde_json::Value::from(key.agents.clone()).to_string())
+    .bind(key.max_agents)
+    .bind(&key.lineage_id)
     .execute(&mut **tx)
     .await
     .map_err(|e| {
@@ -262,6 +274,19 @@ impl Store for PgStore {
 
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
+        // The new key continues the old one's lineage, which owns its agents.
+        let lineage: Option<String> = sqlx::query_scalar(
+            "SELECT lineage_id FROM virtual_keys
+             WHERE name = $1 AND revoked_at IS NULL AND replaced_by IS NULL",
+        )
+        .bind(&new.name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+        let new = &NewKeyRecord {
+            lineage_id: lineage.unwrap_or_else(|| new.lineage_id.clone()),
+            ..new.clone()
+        };
         let old = sqlx::query(
             "UPDATE virtual_keys
              SET replaced_by = $1,
@@ -280,6 +305,31 @@ impl Store for PgStore {
         key_event(&mut tx, "rotated", &new.name, &new.id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn update_key_agents(
+        &self,
+        name: &str,
+        agents: &[String],
+        max_agents: Option<i64>,
+    ) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET agents = $1, max_agents = $2 WHERE name = $3 AND revoked_at IS NULL",
+        )
+        .bind(serde_json::Value::from(agents.to_vec()).to_string())
+        .bind(max_agents)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        match done.rows_affected() {
+            0 => Err(Error::NoSuchKey(name.to_owned())),
+            n => {
+                key_event(&mut tx, "updated", name, "").await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+        }
     }
 
     async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
@@ -509,6 +559,50 @@ impl Store for PgStore {
         .fetch_one(&self.pool)
         .await?;
         agent_from_row(&row)
+    }
+
+    async fn create_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        max_per_owner: u64,
+        now_ms: i64,
+    ) -> Result<AgentCreation, Error> {
+        let mut tx = self.pool.begin().await?;
+        // Creations for one owner take turns (across nodes too), so two cannot both count
+        // one below the cap; the lock ends with the transaction.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("warden agents of {owner_key_id}"))
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(
+            "INSERT INTO agents (id, definition, name, owner_key_id, status, epoch, created_at, updated_at)
+             SELECT $1, $2, $3, $4, 'idle', 0, $6, $6
+             WHERE (SELECT COUNT(*) FROM agents WHERE owner_key_id = $4) < $5
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(definition)
+        .bind(name)
+        .bind(owner_key_id)
+        .bind(i64::try_from(max_per_owner).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let exists = done.rows_affected() == 1
+            || sqlx::query("SELECT 1 FROM agents WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        tx.commit().await?;
+        Ok(match (done.rows_affected(), exists) {
+            (1, _) => AgentCreation::Created,
+            (_, true) => AgentCreation::Exists,
+            _ => AgentCreation::OverCap,
+        })
     }
 
     async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {

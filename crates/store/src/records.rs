@@ -19,6 +19,13 @@ pub struct NewKeyRecord {
     pub expires_at: Option<i64>,
     /// Whether the key may read usage analytics and other admin routes.
     pub admin: bool,
+    /// Agent definitions this key may drive (`*` = all); empty means none.
+    pub agents: Vec<String>,
+    /// How many agents the key may own; `None` means the server default.
+    pub max_agents: Option<i64>,
+    /// The id of the first key of this key's rotation chain (its own id for a new key): the
+    /// owner of the agents it creates, so that a rotation keeps them.
+    pub lineage_id: String,
 }
 
 /// A stored key.
@@ -42,6 +49,12 @@ pub struct KeyRecord {
     pub replaced_by: Option<String>,
     /// Whether the key may read usage analytics and other admin routes.
     pub admin: bool,
+    /// Agent definitions this key may drive (`*` = all); empty means none.
+    pub agents: Vec<String>,
+    /// How many agents the key may own; `None` means the server default.
+    pub max_agents: Option<i64>,
+    /// The id of the first key of this key's rotation chain: the owner of its agents.
+    pub lineage_id: String,
 }
 
 /// Whether a key may be used now.
@@ -76,6 +89,11 @@ impl KeyRecord {
         self.models
             .as_ref()
             .is_none_or(|m| m.iter().any(|x| x == model))
+    }
+
+    /// Whether this key was given the agent definition `definition` (by name or `*`).
+    pub fn allows_agent(&self, definition: &str) -> bool {
+        self.agents.iter().any(|a| a == "*" || a == definition)
     }
 }
 

@@ -3,7 +3,7 @@
 //! async runtime. Agent journal steps are group-committed by one writer task.
 
 use crate::agents::{
-    AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
+    AgentCreation, AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
 };
 use crate::records::{GroupBy, KeyEvent, KeyRecord, NewKeyRecord, UsageGroup, UsageRow};
 use crate::{Error, Store, migrate};
@@ -159,6 +159,13 @@ fn key_from_row(row: &SqliteRow) -> Result<KeyRecord, Error> {
         revoked_at: row.try_get("revoked_at")?,
         replaced_by: row.try_get("replaced_by")?,
         admin: row.try_get("admin")?,
+        agents: serde_json::from_str(&row.try_get::<String, _>("agents")?)
+            .map_err(|e| Error::Corrupt(format!("virtual_keys.agents: {e}")))?,
+        max_agents: row.try_get("max_agents")?,
+        // Set for every key by the migration that added the column, and on every insert.
+        lineage_id: row
+            .try_get::<Option<String>, _>("lineage_id")?
+            .ok_or_else(|| Error::Corrupt("virtual_keys.lineage_id is NULL".into()))?,
     })
 }
 
@@ -192,8 +199,9 @@ where
         .as_ref()
         .map(|m| serde_json::Value::from(m.clone()).to_string());
     sqlx::query(
-        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at, admin)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO virtual_keys (id, name, key_hash, prefix, models, created_at, expires_at, admin,
+            agents, max_agents, lineage_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&key.id)
     .bind(&key.name)
@@ -203,6 +211,9 @@ where
     .bind(key.created_at)
     .bind(key.expires_at)
     .bind(key.admin)
+    .bind(serde_json::Value::from(key.agents.clone()).to_string())
+    .bind(key.max_agents)
+    .bind(&key.lineage_id)
     .execute(executor)
     .await
     .map_err(|e| {
@@ -296,7 +307,8 @@ impl Store for SqliteStore {
 
     async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
         let row = sqlx::query(
-            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin
+            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin,
+    agents, max_agents, lineage_id
              FROM virtual_keys WHERE key_hash = ?",
         )
         .bind(&hash[..])
@@ -307,7 +319,8 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
         let rows = sqlx::query(
-            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin
+            "SELECT id, name, prefix, models, created_at, expires_at, revoked_at, replaced_by, admin,
+    agents, max_agents, lineage_id
              FROM virtual_keys ORDER BY created_at DESC, rowid DESC",
         )
         .fetch_all(&self.pool)
@@ -338,6 +351,19 @@ impl Store for SqliteStore {
 
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
+        // The new key continues the old one's lineage, which owns its agents.
+        let lineage: Option<String> = sqlx::query_scalar(
+            "SELECT lineage_id FROM virtual_keys
+             WHERE name = ? AND revoked_at IS NULL AND replaced_by IS NULL",
+        )
+        .bind(&new.name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+        let new = &NewKeyRecord {
+            lineage_id: lineage.unwrap_or_else(|| new.lineage_id.clone()),
+            ..new.clone()
+        };
         let old = sqlx::query(
             "UPDATE virtual_keys
              SET replaced_by = ?,
@@ -357,6 +383,31 @@ impl Store for SqliteStore {
         key_event(&mut tx, "rotated", &new.name, &new.id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn update_key_agents(
+        &self,
+        name: &str,
+        agents: &[String],
+        max_agents: Option<i64>,
+    ) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE virtual_keys SET agents = ?, max_agents = ? WHERE name = ? AND revoked_at IS NULL",
+        )
+        .bind(serde_json::Value::from(agents.to_vec()).to_string())
+        .bind(max_agents)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        match done.rows_affected() {
+            0 => Err(Error::NoSuchKey(name.to_owned())),
+            n => {
+                key_event(&mut tx, "updated", name, "").await?;
+                tx.commit().await?;
+                Ok(n)
+            }
+        }
     }
 
     async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
@@ -581,6 +632,41 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await?;
         agent_from_row(&row)
+    }
+
+    async fn create_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        max_per_owner: u64,
+        now_ms: i64,
+    ) -> Result<AgentCreation, Error> {
+        // SQLite runs one write at a time, so the count and the insert cannot interleave
+        // with another creation.
+        let done = sqlx::query(
+            "INSERT INTO agents (id, definition, name, owner_key_id, status, epoch, created_at, updated_at)
+             SELECT ?1, ?2, ?3, ?4, 'idle', 0, ?6, ?6
+             WHERE (SELECT COUNT(*) FROM agents WHERE owner_key_id = ?4) < ?5
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(definition)
+        .bind(name)
+        .bind(owner_key_id)
+        .bind(i64::try_from(max_per_owner).unwrap_or(i64::MAX))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(AgentCreation::Created);
+        }
+        Ok(if self.agent(id).await?.is_some() {
+            AgentCreation::Exists
+        } else {
+            AgentCreation::OverCap
+        })
     }
 
     async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {

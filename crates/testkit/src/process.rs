@@ -196,6 +196,16 @@ impl WardenProcess {
 
     /// Creates a key and returns its plain value.
     pub fn create_key(&self, name: &str, extra: &[&str]) -> String {
+        // Test keys drive every agent definition unless the test says otherwise.
+        let mut extra = extra.to_vec();
+        if !extra.contains(&"--agents") {
+            extra.extend(["--agents", "*"]);
+        }
+        self.create_key_exactly(name, &extra)
+    }
+
+    /// Like [`Self::create_key`], with exactly the options `extra` (nothing added).
+    pub fn create_key_exactly(&self, name: &str, extra: &[&str]) -> String {
         let mut args = vec!["keys", "create", "--name", name];
         args.extend_from_slice(extra);
         let (code, out, err) = self.cli(&args);

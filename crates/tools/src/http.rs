@@ -4,10 +4,19 @@
 //! multicast and broadcast addresses unless the host is explicitly allowed to be private; the
 //! connection goes to the address it checked (no second lookup to rebind). Redirects are
 //! followed by hand, each checked like the first, at most three; response size and time are
-//! capped. Environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) are never used: a
-//! proxy would make the connection, not Warden, and the checked address would mean nothing.
-//! An allowed host without a port is reachable on ports 80 and 443 only; `host:port` allows
-//! that port. Warden's own listen addresses are refused whatever the allow-lists say.
+//! capped. Environment proxies (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) are
+//! never used: a proxy would make the connection, not Warden, and the checked address would
+//! mean nothing. An allowed host without a port is reachable on ports 80 and 443 only;
+//! `host:port` allows that port. Warden's own listen addresses are refused whatever the
+//! allow-lists say.
+//!
+//! A proxy is used only when configured explicitly ([`HttpPolicy::proxy`], `[http] proxy`).
+//! Then every check above still runs before anything is sent (scheme, host and port against
+//! the allow-lists, Warden's own resolution of the name with internal addresses and Warden's
+//! listeners refused, each redirect the same), and only a request that passes goes to the
+//! proxy. But the proxy resolves the name again and makes the connection: that the connection
+//! reaches the address Warden checked (no rebinding, no internal address behind an allowed
+//! name) is then the proxy's responsibility, and Warden's check is defense in depth.
 
 use crate::approval::Approved;
 use crate::tool::{Proposal, Settlement, Tool, ToolError, WriteTool};
@@ -37,6 +46,36 @@ pub struct HttpPolicy {
     pub max_response_bytes: usize,
     /// Time for the whole call.
     pub timeout: Duration,
+    /// The forward proxy every call goes through, if configured; `None`: Warden connects
+    /// itself, to the address it checked, and ignores the environment's proxy variables.
+    pub proxy: Option<HttpProxy>,
+}
+
+/// An explicitly configured forward proxy (`[http] proxy`). Every request is checked first
+/// exactly as without one; then the proxy, not Warden, resolves the host and connects (plain
+/// `http` as an absolute-form request, `https` through `CONNECT`, TLS end to end), so
+/// reaching only the checked address is the proxy's job.
+#[derive(Clone)]
+pub struct HttpProxy {
+    /// `http://host[:port]` or `https://host[:port]`, without credentials.
+    pub url: String,
+    /// Basic credentials for the proxy (user, password), from `[http] proxy_auth_env`.
+    pub basic_auth: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProxy")
+            .field("url", &self.url)
+            .field(
+                "basic_auth",
+                &self
+                    .basic_auth
+                    .as_ref()
+                    .map(|(user, _)| (user, "[redacted]")),
+            )
+            .finish()
+    }
 }
 
 /// Splits an allow-list entry into host and optional port: `host`, `host:port`, an IPv6
@@ -213,13 +252,25 @@ impl HttpRequest {
         self
     }
 
-    /// The HTTP client for one checked destination: no redirects, no proxy (environment
-    /// proxies are ignored), and the host pinned to the checked address.
-    fn client(dest: &Destination) -> Result<reqwest::Client, ToolError> {
-        reqwest::Client::builder()
+    /// The HTTP client for one checked destination: no redirects, never the environment's
+    /// proxies; without a configured proxy the host is pinned to the checked address, with
+    /// one every request goes to that proxy (which resolves and connects: its responsibility).
+    fn client(&self, dest: &Destination) -> Result<reqwest::Client, ToolError> {
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .resolve(&dest.host, dest.addr)
+            .no_proxy();
+        let builder = match &self.policy.proxy {
+            None => builder.resolve(&dest.host, dest.addr),
+            Some(p) => {
+                let mut proxy = reqwest::Proxy::all(p.url.as_str())
+                    .map_err(|e| ToolError::Failed(format!("bad proxy URL: {e}")))?;
+                if let Some((user, password)) = &p.basic_auth {
+                    proxy = proxy.basic_auth(user, password);
+                }
+                builder.proxy(proxy)
+            }
+        };
+        builder
             .build()
             .map_err(|e| ToolError::Failed(e.to_string()))
     }
@@ -370,8 +421,9 @@ impl HttpRequest {
         let deadline = tokio::time::Instant::now() + self.policy.timeout;
         for _ in 0..=MAX_REDIRECTS {
             let dest = self.check(&url).await?;
-            // Connect to the address just checked, not to a second lookup's answer.
-            let client = Self::client(&dest)?;
+            // Connect to the address just checked, not to a second lookup's answer (or, with
+            // a configured proxy, send the checked request to it).
+            let client = self.client(&dest)?;
             let mut req = client.request(method.clone(), url.clone());
             if let Some(b) = &body {
                 req = req

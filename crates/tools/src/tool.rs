@@ -297,6 +297,7 @@ mod tests {
             allow_private: Default::default(),
             max_response_bytes: 1,
             timeout: std::time::Duration::from_secs(1),
+            proxy: None,
         });
         c.add_http_request(Arc::new(http));
         let get = json!({"method": "GET", "url": "http://x/"});

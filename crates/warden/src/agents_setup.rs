@@ -46,6 +46,17 @@ pub async fn build(
             .map_err(Failure::Config)?;
         databases.insert(name.clone(), Arc::new(opened));
     }
+    // `[http] proxy`, its credentials read from the variable `proxy_auth_env` names.
+    let http_proxy = match &config.http.proxy {
+        None => None,
+        Some(p) => Some(warden_tools::http::HttpProxy {
+            url: p.url.clone(),
+            basic_auth: match &p.auth_env {
+                None => None,
+                Some(var) => Some(proxy_credentials(var, std::env::var(var).ok())?),
+            },
+        }),
+    };
     let mut catalogs = BTreeMap::new();
     let mut webhooks = BTreeMap::new();
     for (name, def) in &config.agents {
@@ -72,6 +83,7 @@ pub async fn build(
                 allow_private: config.http.allow_private.clone(),
                 max_response_bytes: config.http.max_response_bytes as usize,
                 timeout: config.http.timeout,
+                proxy: http_proxy.clone(),
             };
             // Warden's own listener is never a destination, whatever the allow-lists say.
             let tool = warden_tools::http::HttpRequest::new(policy).forbid([config.server.listen]);
@@ -115,5 +127,51 @@ pub async fn build(
         deps,
         defs,
         config.server.agent_idle,
+        config.server.max_agents_per_key,
     ))
+}
+
+/// The proxy's Basic credentials from the value of the variable `proxy_auth_env` names:
+/// `user:password`; unset, empty or without a `:`, start-up stops naming the field (never
+/// the value).
+fn proxy_credentials(var: &str, value: Option<String>) -> Result<(String, String), Failure> {
+    let value = value.filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        Failure::Config(format!(
+            "http.proxy_auth_env: the environment variable {var} is not set"
+        ))
+    })?;
+    match value.trim_end_matches(['\r', '\n']).split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok((user.to_owned(), password.to_owned())),
+        _ => Err(Failure::Config(format!(
+            "http.proxy_auth_env: {var} must hold `user:password`"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_credentials_are_user_colon_password_and_never_echoed() {
+        let message = |r: Result<(String, String), Failure>| match r {
+            Err(Failure::Config(m)) => m,
+            _ => panic!("expected a configuration failure"),
+        };
+        let Ok(ok) = proxy_credentials("P", Some("warden:pa:ss\n".into())) else {
+            panic!("user:password is accepted");
+        };
+        assert_eq!(ok, ("warden".to_owned(), "pa:ss".to_owned()));
+        for bad in [None, Some(String::new()), Some(" ".into())] {
+            let e = message(proxy_credentials("P", bad));
+            assert!(
+                e.contains("http.proxy_auth_env") && e.contains("not set"),
+                "{e}"
+            );
+        }
+        for bad in ["hunter2", ":hunter2"] {
+            let e = message(proxy_credentials("P", Some(bad.into())));
+            assert!(e.contains("user:password") && !e.contains("hunter2"), "{e}");
+        }
+    }
 }

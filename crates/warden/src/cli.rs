@@ -237,12 +237,31 @@ pub enum KeysCommand {
         /// Models (names or aliases) the key may use, comma-separated; default all.
         #[arg(long, value_delimiter = ',')]
         models: Option<Vec<String>>,
+        /// Agent definitions the key may drive, comma-separated (`*` = all); default none.
+        #[arg(long, value_delimiter = ',')]
+        agents: Option<Vec<String>>,
+        /// Most agents the key may own; default `server.max_agents_per_key`.
+        #[arg(long)]
+        max_agents: Option<u64>,
         /// Lifetime, e.g. 30d or 12h; default never expires.
         #[arg(long)]
         expires: Option<String>,
-        /// May read usage analytics (`GET /v1/usage`) and other admin routes.
+        /// May read usage analytics (`GET /v1/usage`) and other admin routes, and act on
+        /// every agent.
         #[arg(long)]
         admin: bool,
+    },
+    /// Change which agent definitions a key may drive, and its agent cap (the key and any
+    /// predecessor still in a rotation's grace period; in effect within `server.key_cache_ttl`).
+    Update {
+        /// Key name.
+        name: String,
+        /// Agent definitions, comma-separated (`*` = all, `""` = none); default unchanged.
+        #[arg(long, value_delimiter = ',')]
+        agents: Option<Vec<String>>,
+        /// Most agents the key may own; default unchanged.
+        #[arg(long)]
+        max_agents: Option<u64>,
     },
     /// List keys (never their values).
     List {

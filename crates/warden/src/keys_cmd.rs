@@ -1,4 +1,4 @@
-//! `warden keys …`: create, list, revoke and rotate virtual keys in the data directory's
+//! `warden keys …`: create, list, update, revoke and rotate virtual keys in the data directory's
 //! store. A plain key is printed once, on stdout alone (so scripts can capture it); messages
 //! go to stderr.
 
@@ -17,10 +17,14 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
         KeysCommand::Create {
             name,
             models,
+            agents,
+            max_agents,
             expires,
             admin,
         } => {
             check_name(&name)?;
+            let agents = agent_grants(&config, agents.unwrap_or_default())?;
+            let max_agents = cap(max_agents)?;
             let models = models.map(|m| {
                 m.into_iter()
                     .map(|s| s.trim().to_owned())
@@ -46,7 +50,9 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                     Some(now.saturating_add(d.as_secs() as i64))
                 }
             };
-            let (record, plain) = new_key(&name, models, now, expires_at, admin);
+            let (mut record, plain) = new_key(&name, models, now, expires_at, admin);
+            record.agents = agents;
+            record.max_agents = max_agents;
             store.insert_key(&record).await.map_err(store_failure)?;
             println!("{}", plain.expose());
             eprintln!(
@@ -69,6 +75,7 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                         serde_json::json!({
                             "id": k.id, "name": k.name, "prefix": k.prefix,
                             "status": k.status(now).as_str(), "models": k.models, "admin": k.admin,
+                            "agents": k.agents, "max_agents": k.max_agents,
                             "created_at": iso8601(k.created_at),
                             "expires_at": k.expires_at.map(iso8601),
                             "revoked_at": k.revoked_at.map(iso8601),
@@ -78,22 +85,61 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                 println!("{}", serde_json::Value::from(rows));
             } else {
                 println!(
-                    "{:<20} {:<13} {:<8} {:<21} {:<21} MODELS",
-                    "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES"
+                    "{:<20} {:<13} {:<8} {:<21} {:<21} {:<20} MODELS",
+                    "NAME", "PREFIX", "STATUS", "CREATED", "EXPIRES", "AGENTS"
                 );
                 for k in keys {
+                    let agents = if k.agents.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        k.agents.join(",")
+                    };
                     println!(
-                        "{:<20} {:<13} {:<8} {:<21} {:<21} {}",
+                        "{:<20} {:<13} {:<8} {:<21} {:<21} {:<20} {}",
                         k.name,
                         k.prefix,
                         k.status(now).as_str(),
                         iso8601(k.created_at),
                         k.expires_at.map(iso8601).unwrap_or_else(|| "never".into()),
+                        agents,
                         k.models.map(|m| m.join(",")).unwrap_or_else(|| "*".into())
                             + if k.admin { " (admin)" } else { "" }
                     );
                 }
             }
+        }
+        KeysCommand::Update {
+            name,
+            agents,
+            max_agents,
+        } => {
+            let current = store
+                .list_keys()
+                .await
+                .map_err(store_failure)?
+                .into_iter()
+                .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
+                .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
+            let agents = match agents {
+                Some(agents) => agent_grants(&config, agents)?,
+                None => current.agents,
+            };
+            let max_agents = cap(max_agents)?.or(current.max_agents);
+            let n = store
+                .update_key_agents(&name, &agents, max_agents)
+                .await
+                .map_err(store_failure)?;
+            eprintln!(
+                "updated {n} key(s) named `{name}`: agents {}{}",
+                if agents.is_empty() {
+                    "none".to_owned()
+                } else {
+                    agents.join(",")
+                },
+                max_agents
+                    .map(|n| format!(", at most {n}"))
+                    .unwrap_or_default()
+            );
         }
         KeysCommand::Revoke { name } => {
             let n = store
@@ -113,13 +159,16 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
                 .into_iter()
                 .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
                 .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
-            let (record, plain) = new_key(
+            let (mut record, plain) = new_key(
                 &name,
                 current.models.clone(),
                 now,
                 current.expires_at,
                 current.admin,
             );
+            record.agents = current.agents.clone();
+            record.max_agents = current.max_agents;
+            record.lineage_id = current.lineage_id.clone();
             let old_until = now.saturating_add(grace.as_secs() as i64);
             store
                 .rotate_key(&record, old_until)
@@ -137,12 +186,18 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Creates a key named `name` in the store `global` points at and returns its plain value
-/// (for `warden demo`, which prints it itself).
-pub async fn create_quietly(global: &Global, name: &str, admin: bool) -> Result<String, Failure> {
+/// Creates a key named `name`, given the agent definitions `agents`, in the store `global`
+/// points at and returns its plain value (for `warden demo`, which prints it itself).
+pub async fn create_quietly(
+    global: &Global,
+    name: &str,
+    admin: bool,
+    agents: &[&str],
+) -> Result<String, Failure> {
     let config = settings::load(global)?;
     let store = settings::open_store(global, &config).await?;
-    let (record, plain) = new_key(name, None, now_secs(), None, admin);
+    let (mut record, plain) = new_key(name, None, now_secs(), None, admin);
+    record.agents = agents.iter().map(|a| (*a).to_owned()).collect();
     store.insert_key(&record).await.map_err(store_failure)?;
     Ok(plain.expose().to_owned())
 }
@@ -159,6 +214,7 @@ fn new_key(
     rand::rng().fill_bytes(&mut id_bytes);
     let id = format!("key_{}", warden_core::hex(&id_bytes));
     let record = NewKeyRecord {
+        lineage_id: id.clone(),
         id,
         name: name.to_owned(),
         hash: key.hash,
@@ -167,8 +223,54 @@ fn new_key(
         created_at: now,
         expires_at,
         admin,
+        agents: Vec::new(),
+        max_agents: None,
     };
     (record, key.plain)
+}
+
+/// `--agents`: `*` alone, or names of configured agent definitions (an empty list is none).
+fn agent_grants(
+    config: &warden_config::Config,
+    agents: Vec<String>,
+) -> Result<Vec<String>, Failure> {
+    let agents: Vec<String> = agents
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if agents.iter().any(|a| a == "*") {
+        if agents.len() > 1 {
+            return Err(Failure::Config(
+                "--agents: `*` (all definitions) stands alone".into(),
+            ));
+        }
+        return Ok(agents);
+    }
+    if let Some(unknown) = agents.iter().find(|a| !config.agents.contains_key(*a)) {
+        let known: Vec<&str> = config.agents.keys().map(String::as_str).collect();
+        return Err(Failure::Config(format!(
+            "--agents: no agent definition named `{unknown}` in the configuration (known: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    let mut agents = agents;
+    agents.sort();
+    agents.dedup();
+    Ok(agents)
+}
+
+/// `--max-agents`: at least 1.
+fn cap(max_agents: Option<u64>) -> Result<Option<i64>, Failure> {
+    match max_agents {
+        Some(0) => Err(Failure::Config("--max-agents: must be at least 1".into())),
+        Some(n) => Ok(Some(i64::try_from(n).unwrap_or(i64::MAX))),
+        None => Ok(None),
+    }
 }
 
 fn check_name(name: &str) -> Result<(), Failure> {

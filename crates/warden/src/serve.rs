@@ -161,6 +161,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             .parse()
             .context("deployment is not a valid header value")?,
         max_body_bytes: config.server.max_body_bytes,
+        body_read_timeout: config.server.body_read_timeout,
+        min_body_rate: config.server.min_body_rate,
         keys: warden_server::KeyCache::new(config.server.key_cache_ttl),
         metrics,
         agents: Some(agents),

@@ -23,7 +23,10 @@ pub(crate) const SETTLING: &str = "settling a write";
 pub(crate) fn mask(exchange: &mut Exchange, text: &str) -> String {
     match exchange.redact_text(text) {
         Ok(masked) => masked.into_inner(),
-        Err(blocked) => format!("<withheld: {}>", blocked.types.join(", ")),
+        Err(warden_redact::Refusal::Blocked(blocked)) => {
+            format!("<withheld: {}>", blocked.types.join(", "))
+        }
+        Err(warden_redact::Refusal::TooComplex(_)) => "<withheld: too complex to redact>".into(),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use warden_redact::{Action, Detector, Policy, Redactor};
+use warden_redact::{Action, Detector, Policy, Redactor, Refusal};
 
 fn redactor(policy: Policy, restore: bool) -> Redactor {
     Redactor::new(
@@ -90,7 +90,9 @@ fn blocked_types_refuse_the_request_naming_types_not_values() {
     let body = obj(
         json!({"model": "m", "messages": [{"role": "user", "content": "card 4111111111111111, mail a@example.com"}]}),
     );
-    let err = r.exchange("k").chat_request(body).unwrap_err();
+    let Err(Refusal::Blocked(err)) = r.exchange("k").chat_request(body) else {
+        panic!("not blocked");
+    };
     assert_eq!(err.types, vec!["CREDIT_CARD"]);
     assert!(!err.to_string().contains("4111"));
 }
@@ -249,7 +251,9 @@ fn free_texts_share_one_numbering_block_and_restore() {
     policy.insert("CREDIT_CARD".to_string(), Action::Block);
     let strict = redactor(Policy::new(Action::Mask, policy), true);
     let mut y = strict.exchange("agent");
-    let err = y.redact_text("card 4111 1111 1111 1111").unwrap_err();
+    let Err(Refusal::Blocked(err)) = y.redact_text("card 4111 1111 1111 1111") else {
+        panic!("not blocked");
+    };
     assert_eq!(err.types, ["CREDIT_CARD"]);
     assert!(
         y.redact_text("nothing here").is_ok(),

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
+mod complexity;
 mod corpus;
 mod exchange;
 mod roundtrip;

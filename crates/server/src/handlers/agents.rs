@@ -31,8 +31,12 @@ impl From<AgentError> for ApiError {
             AgentError::UnknownDefinition(_) | AgentError::NotFound(_) => ErrorCode::NotFound,
             AgentError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             AgentError::NotYours(_) => ErrorCode::AgentForbidden,
+            AgentError::DefinitionNotAllowed(_) => ErrorCode::AgentNotAllowed,
+            AgentError::ModelNotAllowed(..) => ErrorCode::ModelNotAllowed,
+            AgentError::AgentLimitReached(_) => ErrorCode::AgentLimitReached,
             AgentError::NothingToResume(_) => ErrorCode::AgentNotResumable,
             AgentError::Blocked(_) => ErrorCode::SensitiveDataBlocked,
+            AgentError::TooComplex(_) => ErrorCode::PayloadTooComplex,
             AgentError::Store(detail) => {
                 tracing::error!(error = %detail, "agent store failure");
                 return ApiError::new(
@@ -74,12 +78,7 @@ fn agents(state: &AppState) -> Result<&Agents, ApiError> {
 }
 
 fn caller(key: &AuthedKey, request_id: Option<&RequestId>) -> Caller {
-    Caller {
-        key_id: key.0.id.clone(),
-        key_name: key.0.name.clone(),
-        admin: key.0.admin,
-        request_id: request_id.map(|r| r.0.clone()).unwrap_or_default(),
-    }
+    Caller::for_key(&key.0, request_id.map(|r| r.0.clone()).unwrap_or_default())
 }
 
 fn iso_ms(ms: Option<i64>) -> Value {
@@ -185,7 +184,10 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 async fn read_task_body(req: Request, required: bool) -> Result<TaskBody, ApiError> {
     let bytes = axum::body::to_bytes(req.into_body(), MAX_MESSAGE_BYTES)
         .await
-        .map_err(|_| {
+        .map_err(|e| {
+            if crate::slow_body::is_slow_body(&e) {
+                return crate::slow_body::refusal();
+            }
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!("the body exceeds {MAX_MESSAGE_BYTES} bytes"),
@@ -220,6 +222,15 @@ async fn run_task(
     content: Option<String>,
     stream: bool,
 ) -> Response {
+    // Refusals that need no step (a definition not given, another key's agent, a bad name)
+    // keep their status instead of arriving as an error event in a 200 stream.
+    if stream
+        && let Err(e) = agents
+            .authorize(&caller, &definition, &name, content.is_some())
+            .await
+    {
+        return ApiError::from(e).into_response();
+    }
     let run = move |events| {
         let agents = agents.clone();
         async move {

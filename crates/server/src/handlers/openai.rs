@@ -69,6 +69,7 @@ async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError>
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) if crate::slow_body::is_slow_body(&*e) => Err(crate::slow_body::refusal()),
         Err(_) => Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "the request body could not be read",

@@ -44,6 +44,9 @@ async fn app() -> App {
             created_at: 0,
             expires_at: None,
             admin: false,
+            agents: Vec::new(),
+            max_agents: None,
+            lineage_id: "key_1".into(),
         })
         .await
         .unwrap();
@@ -55,6 +58,8 @@ async fn app() -> App {
         recorder: warden_gateway::Recorder::new(None, usage, false),
         deployment: "unit-1".parse().unwrap(),
         max_body_bytes: 1024,
+        body_read_timeout: std::time::Duration::from_secs(10),
+        min_body_rate: 1024,
         keys: KeyCache::new(std::time::Duration::from_secs(1)),
         metrics: None,
         agents: None,

@@ -1,6 +1,6 @@
 use crate::{Db, both_backends};
 use std::sync::Arc;
-use warden_store::{AgentUpdate, Error, NewStep, Store};
+use warden_store::{AgentCreation, AgentUpdate, Error, NewStep, Store};
 
 fn step(task: &str, kind: &str, at: i64) -> NewStep {
     NewStep {
@@ -255,4 +255,39 @@ fn database_errors_keep_their_kind() {
     ] {
         assert!(matches!(Error::from(unavailable), Error::Unavailable(_)));
     }
+}
+
+both_backends!(agent_creation_counts_against_the_owners_cap);
+async fn agent_creation_counts_against_the_owners_cap(store: Arc<dyn Store>, _db: &Db) {
+    let create = |id: &'static str, owner: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .create_agent(id, "analyst", id, owner, 2, 1_000)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(create("analyst/a", "key_1").await, AgentCreation::Created);
+    assert_eq!(create("analyst/a", "key_1").await, AgentCreation::Exists);
+    // Concurrent creations for one owner never pass the cap together.
+    let (b, c) = tokio::join!(create("analyst/b", "key_1"), create("analyst/c", "key_1"));
+    let created = [b, c]
+        .iter()
+        .filter(|x| **x == AgentCreation::Created)
+        .count();
+    assert_eq!(created, 1, "{b:?} {c:?}");
+    assert!([b, c].contains(&AgentCreation::OverCap));
+    // Another owner has a cap of its own; an existing agent is still found at the cap.
+    assert_eq!(create("analyst/d", "key_2").await, AgentCreation::Created);
+    assert_eq!(create("analyst/a", "key_1").await, AgentCreation::Exists);
+    // The created row is idle with no lease; taking it over starts epoch 1.
+    let r = store
+        .acquire_agent("analyst/a", "analyst", "a", "key_1", "node", 2_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_str(), r.epoch, r.owner_key_id.as_str()),
+        ("idle", 1, "key_1")
+    );
 }

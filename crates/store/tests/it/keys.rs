@@ -117,3 +117,137 @@ async fn key_changes_leave_events_until_they_are_audited(store: Arc<dyn Store>, 
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].action, "revoked");
 }
+
+both_backends!(a_rotated_key_keeps_its_lineage_and_grants_can_change);
+async fn a_rotated_key_keeps_its_lineage_and_grants_can_change(store: Arc<dyn Store>, _db: &Db) {
+    let mut k = key("key_1", "ci", 1);
+    k.agents = vec!["analyst".into()];
+    store.insert_key(&k).await.unwrap();
+    let found = store.key_by_hash(&[1; 32]).await.unwrap().unwrap();
+    assert_eq!(found.lineage_id, "key_1");
+    assert!(found.allows_agent("analyst"));
+    assert!(!found.allows_agent("support"));
+    // The rotation's new key claims a lineage of its own; the store keeps the old one's.
+    store
+        .rotate_key(&key("key_2", "ci", 2), 5_000)
+        .await
+        .unwrap();
+    let new = store.key_by_hash(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(new.lineage_id, "key_1");
+    // Grants change on every unrevoked key of the name, and are recorded.
+    let n = store
+        .update_key_agents("ci", &["*".into()], Some(3))
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let new = store.key_by_hash(&[2; 32]).await.unwrap().unwrap();
+    assert!(new.allows_agent("support"));
+    assert_eq!(new.max_agents, Some(3));
+    assert!(
+        store
+            .pending_key_events()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "updated" && e.key_name == "ci")
+    );
+    let err = store
+        .update_key_agents("nope", &[], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoSuchKey(_)));
+    // A key that was never given agents has none.
+    store.insert_key(&key("key_9", "bare", 9)).await.unwrap();
+    let bare = store.key_by_hash(&[9; 32]).await.unwrap().unwrap();
+    assert!(bare.agents.is_empty() && !bare.allows_agent("analyst"));
+}
+
+/// Upgrading a store made before keys carried agent grants: its keys are given no agents
+/// (fail closed: an operator grants them), and each key's lineage is the first key of its
+/// rotation chain, so agents created before a rotation stay with the rotated key.
+#[tokio::test]
+async fn keys_from_before_agent_grants_have_none_and_keep_their_rotation_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true),
+    )
+    .await
+    .unwrap();
+    let old = [
+        include_str!("../../migrations/sqlite/0001_keys_and_usage.sql"),
+        include_str!("../../migrations/sqlite/0002_key_events.sql"),
+        include_str!("../../migrations/sqlite/0003_cost_control.sql"),
+        include_str!("../../migrations/sqlite/0004_agents.sql"),
+        include_str!("../../migrations/sqlite/0005_approvals.sql"),
+    ];
+    sqlx::raw_sql(
+        "CREATE TABLE _warden_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    for (i, sql) in old.iter().enumerate() {
+        sqlx::raw_sql(*sql).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO _warden_migrations VALUES (?, 0)")
+            .bind(i as i64 + 1)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // A chain of six rotations (k1 → … → k6, listed out of order); `solo` never rotated.
+    // Agents were owned by the key that created them.
+    sqlx::raw_sql(
+        "INSERT INTO virtual_keys (id, name, key_hash, prefix, created_at, replaced_by) VALUES
+            ('k4', 'ci', x'04', 'wdn_4', 4, 'k5'),
+            ('k1', 'ci', x'01', 'wdn_1', 1, 'k2'),
+            ('k6', 'ci', x'06', 'wdn_6', 6, NULL),
+            ('k3', 'ci', x'03', 'wdn_3', 3, 'k4'),
+            ('k2', 'ci', x'02', 'wdn_2', 2, 'k3'),
+            ('k5', 'ci', x'05', 'wdn_5', 5, 'k6'),
+            ('solo', 'solo', x'07', 'wdn_7', 7, NULL);
+         INSERT INTO agents (id, definition, name, owner_key_id, status, created_at, updated_at) VALUES
+            ('analyst/by1', 'analyst', 'by1', 'k1', 'idle', 1, 1),
+            ('analyst/by3', 'analyst', 'by3', 'k3', 'idle', 1, 1),
+            ('analyst/by6', 'analyst', 'by6', 'k6', 'idle', 1, 1),
+            ('analyst/solo', 'analyst', 'solo', 'solo', 'idle', 1, 1),
+            ('analyst/gone', 'analyst', 'gone', 'k_deleted', 'idle', 1, 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = warden_store::SqliteStore::open_dir(dir.path())
+        .await
+        .unwrap();
+    use warden_store::Store as _;
+    let keys = store.list_keys().await.unwrap();
+    let lineage = |id: &str| {
+        keys.iter()
+            .find(|k| k.id == id)
+            .map(|k| k.lineage_id.clone())
+            .unwrap()
+    };
+    for k in ["k1", "k2", "k3", "k4", "k5", "k6"] {
+        assert_eq!(lineage(k), "k1", "{k}");
+    }
+    assert_eq!(lineage("solo"), "solo");
+    assert!(
+        keys.iter()
+            .all(|k| k.agents.is_empty() && k.max_agents.is_none())
+    );
+    // The agents now belong to their creator's lineage (an unknown owner is left as it was).
+    for (agent, owner) in [
+        ("analyst/by1", "k1"),
+        ("analyst/by3", "k1"),
+        ("analyst/by6", "k1"),
+        ("analyst/solo", "solo"),
+        ("analyst/gone", "k_deleted"),
+    ] {
+        let r = store.agent(agent).await.unwrap().unwrap();
+        assert_eq!(r.owner_key_id, owner, "{agent}");
+    }
+}

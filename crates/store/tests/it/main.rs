@@ -119,5 +119,8 @@ fn key(id: &str, name: &str, hash_byte: u8) -> NewKeyRecord {
         created_at: 1_000,
         expires_at: None,
         admin: false,
+        agents: Vec::new(),
+        max_agents: None,
+        lineage_id: id.into(),
     }
 }

@@ -197,6 +197,14 @@ impl Store for Flaky {
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
         self.inner.rotate_key(new, old_valid_until).await
     }
+    async fn update_key_agents(
+        &self,
+        name: &str,
+        agents: &[String],
+        max_agents: Option<i64>,
+    ) -> Result<u64, Error> {
+        self.inner.update_key_agents(name, agents, max_agents).await
+    }
     async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
         self.inner.pending_key_events().await
     }
@@ -236,6 +244,19 @@ impl Store for Flaky {
     ) -> Result<AgentRecord, Error> {
         self.inner
             .acquire_agent(id, definition, name, owner_key_id, owner, now_ms)
+            .await
+    }
+    async fn create_agent(
+        &self,
+        id: &str,
+        definition: &str,
+        name: &str,
+        owner_key_id: &str,
+        max_per_owner: u64,
+        now_ms: i64,
+    ) -> Result<warden_store::AgentCreation, Error> {
+        self.inner
+            .create_agent(id, definition, name, owner_key_id, max_per_owner, now_ms)
             .await
     }
     async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {

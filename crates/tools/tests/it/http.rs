@@ -1,14 +1,15 @@
 //! `http_request` against a real HTTP server on loopback: allow-listed hosts only, internal
 //! addresses refused in every spelling (decimal and hex IPs, names resolving to loopback,
 //! metadata IPs), redirects re-checked, responses capped, writes sent with their
-//! idempotency key; ports of allowed hosts, Warden's own listener and environment proxies.
+//! idempotency key; ports of allowed hosts, Warden's own listener and environment proxies;
+//! an explicitly configured proxy (a recording one on loopback) gets only checked requests.
 
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use warden_tools::http::{HttpPolicy, HttpRequest};
+use warden_tools::http::{HttpPolicy, HttpProxy, HttpRequest};
 use warden_tools::{Tool, ToolError, WriteTool};
 
 async fn server() -> (u16, Arc<Mutex<Vec<String>>>) {
@@ -69,6 +70,66 @@ fn tool(allowed: &[&str], private: &[&str]) -> HttpRequest {
         allow_private: set(private),
         max_response_bytes: 1000,
         timeout: Duration::from_secs(5),
+        proxy: None,
+    })
+}
+
+/// What a recording proxy was sent: the head of each request, one entry per connection.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A forward proxy on loopback that records the head of every request it gets (for plain
+/// http the request line carries the absolute URL) and answers itself, connecting nowhere:
+/// 200 `via the proxy`, or for a `/to-metadata` path a redirect to the metadata address.
+fn recording_proxy() -> (String, Seen) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let answer = if head.lines().next().unwrap_or("").contains("/to-metadata ") {
+                "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
+            } else {
+                let body = "via the proxy";
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            log.lock().unwrap().push(head);
+            let _ = conn.write_all(answer.as_bytes());
+        }
+    });
+    (url, seen)
+}
+
+fn proxied_tool(
+    allowed: &[&str],
+    private: &[&str],
+    proxy: &str,
+    basic_auth: Option<(&str, &str)>,
+) -> HttpRequest {
+    let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    HttpRequest::new(HttpPolicy {
+        allowed_hosts: set(allowed),
+        allow_private: set(private),
+        max_response_bytes: 1000,
+        timeout: Duration::from_secs(5),
+        proxy: Some(HttpProxy {
+            url: proxy.to_owned(),
+            basic_auth: basic_auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        }),
     })
 }
 
@@ -278,12 +339,22 @@ async fn environment_proxies_child() {
         allow_private: ["127.0.0.1".to_string()].into(),
         max_response_bytes: 1000,
         timeout: Duration::from_secs(2),
+        proxy: None,
     });
     let out = t
         .call(&json!({"url": format!("http://127.0.0.1:{port}/data")}))
         .await
         .unwrap();
     assert_eq!(out["status"], 200, "{out}");
+    // A configured proxy replaces the environment's: the call goes to it, not to theirs.
+    let (proxy, seen) = recording_proxy();
+    let t = proxied_tool(&["8.8.8.8"], &[], &proxy, None);
+    let out = t
+        .call(&json!({"url": "http://8.8.8.8/data"}))
+        .await
+        .unwrap();
+    assert_eq!(out["body"], "via the proxy", "{out}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
 #[test]
@@ -324,5 +395,149 @@ fn environment_proxies_are_never_used() {
     assert!(
         matches!(proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the request went through the environment's proxy"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_proxy_gets_allowed_requests_with_its_credentials() {
+    let (port, _) = server().await;
+    let (proxy, seen) = recording_proxy();
+    let t = proxied_tool(
+        &["8.8.8.8", &format!("127.0.0.1:{port}"), "169.254.169.254"],
+        &["127.0.0.1"],
+        &proxy,
+        Some(("warden", "hunter2")),
+    );
+    // A public address: Warden checks it and hands the request to the proxy, which answers.
+    let out = t
+        .call(&json!({"url": "http://8.8.8.8/data?x=1"}))
+        .await
+        .unwrap();
+    assert_eq!(out["status"], 200, "{out}");
+    assert_eq!(out["body"], "via the proxy");
+    // An allowed private host goes through the proxy as well (its answer, not the server's).
+    let url = format!("http://127.0.0.1:{port}/data");
+    let out = t.call(&json!({"url": url})).await.unwrap();
+    assert_eq!(out["body"], "via the proxy", "{out}");
+    let heads = seen.lock().unwrap().clone();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(
+        heads[0].starts_with("GET http://8.8.8.8/data?x=1 HTTP/1.1\r\n"),
+        "the proxy sees the absolute URL: {heads:?}"
+    );
+    assert!(
+        heads[1].starts_with(&format!("GET {url} HTTP/1.1\r\n")),
+        "{heads:?}"
+    );
+    for head in &heads {
+        assert!(
+            head.to_lowercase()
+                .contains("proxy-authorization: basic d2fyzgvuomh1bnrlcji="),
+            "Basic credentials from proxy_auth_env: {head}"
+        );
+    }
+    // The password is never in the policy's debug output.
+    let policy = HttpPolicy {
+        allowed_hosts: BTreeSet::new(),
+        allow_private: BTreeSet::new(),
+        max_response_bytes: 1,
+        timeout: Duration::from_secs(1),
+        proxy: Some(HttpProxy {
+            url: proxy.clone(),
+            basic_auth: Some(("warden".into(), "hunter2".into())),
+        }),
+    };
+    assert!(!format!("{policy:?}").contains("hunter2"));
+    // Redirects are still followed by hand and re-checked: the proxy's redirect to the
+    // metadata address (allow-listed by mistake) is refused, and nothing more is sent.
+    assert_eq!(
+        rule(t.call(&json!({"url": "http://8.8.8.8/to-metadata"})).await),
+        "internal_address"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    // https goes through `CONNECT host:port` (TLS end to end; this proxy speaks none, so the
+    // call fails after the proxy was asked for the checked host and port).
+    assert!(
+        t.call(&json!({"url": "https://8.8.8.8/data"}))
+            .await
+            .is_err()
+    );
+    let heads = seen.lock().unwrap().clone();
+    assert!(
+        heads[3].starts_with("CONNECT 8.8.8.8:443 HTTP/1.1\r\n"),
+        "{heads:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_a_proxy_refused_requests_never_reach_it() {
+    let (port, _) = server().await;
+    let (proxy, seen) = recording_proxy();
+    let t = proxied_tool(
+        &[
+            "8.8.8.8",
+            &format!("localhost:{port}"),
+            "169.254.169.254",
+            &format!("127.0.0.1:{port}"),
+        ],
+        &[],
+        &proxy,
+        None,
+    );
+    let t = &t;
+    let get = |url: String| {
+        let args = json!({"url": url});
+        async move { t.call(&args).await }
+    };
+    // Not on the allow-list, or an allowed host on a port it is not allowed.
+    assert_eq!(
+        rule(get("http://example.org/".into()).await),
+        "host_not_allowed"
+    );
+    assert_eq!(
+        rule(get("http://8.8.8.8:8080/data".into()).await),
+        "port_not_allowed"
+    );
+    assert_eq!(
+        rule(get("ftp://8.8.8.8/data".into()).await),
+        "scheme_not_allowed"
+    );
+    // Allowed names and addresses that are internal, without allow_private: Warden still
+    // resolves and refuses them, though the proxy would make the connection.
+    assert_eq!(
+        rule(get(format!("http://localhost:{port}/data")).await),
+        "internal_address"
+    );
+    assert_eq!(
+        rule(get("http://169.254.169.254/latest/meta-data/".into()).await),
+        "internal_address"
+    );
+    assert_eq!(
+        rule(get(format!("http://127.0.0.1:{port}/data")).await),
+        "internal_address"
+    );
+    // A write to a refused destination is refused at proposal time.
+    let post = json!({"method": "POST", "url": "http://example.org/orders"});
+    assert!(t.propose(&post).await.is_err());
+    // Warden's own listener, allowed and private, is refused too.
+    let me: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let t = proxied_tool(
+        &[&format!("127.0.0.1:{port}")],
+        &["127.0.0.1"],
+        &proxy,
+        None,
+    )
+    .forbid([me]);
+    assert_eq!(
+        rule(
+            t.call(&json!({"url": format!("http://127.0.0.1:{port}/data")}))
+                .await
+        ),
+        "warden_address"
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the proxy saw a refused request: {:?}",
+        seen.lock().unwrap()
     );
 }

@@ -136,10 +136,16 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<(), Failure> {
         data_dir: Some(dir.clone()),
     };
     let stamp = warden_core::time::unix_secs();
-    let key =
-        crate::keys_cmd::create_quietly(&demo_global, &format!("demo-{stamp}"), false).await?;
+    let key = crate::keys_cmd::create_quietly(
+        &demo_global,
+        &format!("demo-{stamp}"),
+        false,
+        &["analyst"],
+    )
+    .await?;
     let admin =
-        crate::keys_cmd::create_quietly(&demo_global, &format!("demo-admin-{stamp}"), true).await?;
+        crate::keys_cmd::create_quietly(&demo_global, &format!("demo-admin-{stamp}"), true, &[])
+            .await?;
     let server = tokio::spawn(async move {
         let global = demo_global;
         crate::serve::run(&global, ServeArgs { listen: None }).await

@@ -1,12 +1,14 @@
-//! Connection hygiene (`[server]` header_read_timeout, idle_timeout, max_connections,
-//! max_connections_per_ip): slow clients are cut off, connections beyond the limits are
-//! refused and counted, and the server answers again once the slow ones are gone.
+//! Connection hygiene (`[server]` header_read_timeout, idle_timeout, body_read_timeout,
+//! min_body_rate, max_connections, max_connections_per_ip): slow clients are cut off,
+//! connections beyond the limits are refused and counted, and the server answers again once
+//! the slow ones are gone.
 
-use crate::Setup;
+use crate::{Setup, chat_body};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use warden_testkit::Reply;
 
 const LIMITS: &str = r#"
 [server]
@@ -91,8 +93,11 @@ async fn refused(from: [u8; 4], to: SocketAddr, reason: &str) -> u64 {
 async fn per_ip_limit_refuses_and_slow_headers_are_cut_off() {
     let setup = Setup::start_with(LIMITS).await;
     let to = addr(&setup);
-    let ip = [127, 0, 0, 1];
-    assert!(healthz_ok(ip, to).await);
+    // An address nothing else has used: a connection the server has just closed (the
+    // readiness probe, a health check) may hold its slot a moment longer than the client
+    // sees, which would make the count below off by one.
+    let ip = [127, 0, 0, 5];
+    assert!(healthz_ok([127, 0, 0, 6], to).await);
 
     let started = Instant::now();
     let mut slow = Vec::new();
@@ -187,4 +192,174 @@ async fn idle_keep_alive_connections_are_closed() {
         idle >= Duration::from_millis(800) && idle < Duration::from_millis(3500),
         "closed after {idle:?}"
     );
+}
+
+/// Starts `POST /v1/chat/completions` from `from`: a complete head announcing
+/// `content_length` bytes, and none of them yet.
+async fn post_head(from: [u8; 4], to: SocketAddr, key: &str, content_length: usize) -> TcpStream {
+    let mut s = connect_from(from, to).await;
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: warden\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {content_length}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s
+}
+
+/// What the server sends on `s` until it closes it, or None if it is still open after
+/// `within`.
+async fn read_until_closed(
+    s: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: Duration,
+) -> Option<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(String::from_utf8_lossy(&out).into_owned()),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Asserts a 408 `request_timeout` in the OpenAI shape that closes the connection.
+fn assert_slow_body_refusal(response: &str) {
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(
+        response.contains(r#""type":"invalid_request_error""#)
+            && response.contains(r#""code":"request_timeout""#),
+        "{response}"
+    );
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_nothing_reaches_the_upstream() {
+    let setup = Setup::start_with("[server]\nbody_read_timeout = \"1s\"\n").await;
+    let to = addr(&setup);
+    // A flood from one address: complete heads announcing 1 MB, then a few bytes and nothing.
+    let flood = [127, 0, 0, 7];
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let mut s = post_head(flood, to, &setup.key, 1_000_000).await;
+        s.write_all(br#"{"model": "fast", "#).await.unwrap();
+        slow.push(s);
+    }
+    // Health checks keep answering while the flood holds its connections, from another
+    // address and from the flooding one.
+    assert!(healthz_ok([127, 0, 0, 8], to).await);
+    assert!(healthz_ok(flood, to).await);
+    for s in &mut slow {
+        let response = read_until_closed(s, Duration::from_secs(5))
+            .await
+            .expect("a stalled body is cut off and its connection closed");
+        assert_slow_body_refusal(&response);
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "cut off after {took:?}"
+    );
+    assert_eq!(refused([127, 0, 0, 8], to, "slow_body").await, 5);
+    assert_eq!(
+        setup.a.hits() + setup.b.hits(),
+        0,
+        "nothing reached the upstream"
+    );
+
+    // A normal request with a body still works, and only the request body is timed: an
+    // answer slower than body_read_timeout, and a stream longer than it, are not cut.
+    assert_eq!(setup.chat("fast").await.status(), 200);
+    setup.a.push([
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Box::new(Reply::Text("late".into())),
+        ),
+        Reply::Stream {
+            pieces: ["a ", "long ", "slow ", "stream"]
+                .map(String::from)
+                .to_vec(),
+            delay: Duration::from_millis(500),
+        },
+    ]);
+    let late = setup.chat("fast").await;
+    assert_eq!(late.status(), 200);
+    assert!(late.text().await.unwrap().contains("late"));
+    let events = setup.stream(chat_body("fast")).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|e| e.contains("stream")), "{events:?}");
+    assert_eq!(setup.a.hits(), 3);
+    assert_eq!(refused([127, 0, 0, 8], to, "slow_body").await, 5);
+}
+
+#[tokio::test]
+async fn a_request_body_below_the_minimum_rate_is_cut_off() {
+    let setup =
+        Setup::start_with("[server]\nbody_read_timeout = \"2s\"\nmin_body_rate = 1000\n").await;
+    let to = addr(&setup);
+    // 100 bytes every 500ms (200 B/s): never a pause of body_read_timeout, but a fifth of
+    // the minimum rate. Each 1000 bytes extend the 2s grace by 1s: cut off after ~2.5s.
+    let (mut read, mut write) = post_head([127, 0, 0, 9], to, &setup.key, 1_000_000)
+        .await
+        .into_split();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0;
+        for _ in 0..40 {
+            if write.write_all(&[b' '; 100]).await.is_err() {
+                break;
+            }
+            sent += 100;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        sent
+    });
+    let response = read_until_closed(&mut read, Duration::from_secs(8))
+        .await
+        .expect("a body below the minimum rate is cut off");
+    let took = started.elapsed();
+    assert_slow_body_refusal(&response);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "cut off after {took:?}"
+    );
+    writer.abort();
+    assert_eq!(refused([127, 0, 0, 10], to, "slow_body").await, 1);
+    assert_eq!(
+        setup.a.hits() + setup.b.hits(),
+        0,
+        "nothing reached the upstream"
+    );
+
+    // A body that comes in pieces above the minimum rate is read whole, though it takes
+    // longer than body_read_timeout: 2000 bytes every 500ms (4000 B/s) for ~3s.
+    let mut body = chat_body("fast");
+    body["messages"][0]["content"] = "hello ".repeat(2000).into();
+    let body = serde_json::to_vec(&body).unwrap();
+    let mut s = post_head([127, 0, 0, 9], to, &setup.key, body.len()).await;
+    let started = Instant::now();
+    for piece in body.chunks(2000) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(started.elapsed() > Duration::from_secs(2));
+    let response = read_until_closed(&mut s, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(setup.a.hits(), 1);
+    assert_eq!(refused([127, 0, 0, 10], to, "slow_body").await, 1);
 }

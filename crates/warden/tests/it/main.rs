@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // test helpers fail by panicking
 
+mod agent_access;
 mod agents;
+mod amplification;
 mod approvals;
 mod audit;
 mod auth;
