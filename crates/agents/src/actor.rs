@@ -27,6 +27,7 @@ pub(crate) enum Command {
     /// A decision was recorded on the write this agent waits for: continue.
     Continue {
         caller: Caller,
+        events: Option<mpsc::Sender<Event>>,
         reply: oneshot::Sender<Result<Outcome, AgentError>>,
     },
     /// Back to idle, history kept.
@@ -222,7 +223,11 @@ impl Instance {
                 let (result, state) = task.resume().await;
                 self.finish(result, state, reply)
             }
-            Command::Continue { caller, reply } => {
+            Command::Continue {
+                caller,
+                events,
+                reply,
+            } => {
                 if record.status != status::AWAITING_APPROVAL || record.task_id.is_none() {
                     let _ = reply.send(Err(AgentError::NothingToResume(format!(
                         "agent `{}` is {}, not waiting for an approval",
@@ -230,7 +235,7 @@ impl Instance {
                     ))));
                     return false;
                 }
-                let task = Task::new(self.inner.clone(), &self.definition, record, caller, None);
+                let task = Task::new(self.inner.clone(), &self.definition, record, caller, events);
                 let (result, state) = task.resume().await;
                 self.finish(result, state, reply)
             }

@@ -643,7 +643,11 @@ impl Agents {
         };
         let (reply, answer) = oneshot::channel();
         let cmd = if waiting {
-            actor::Command::Continue { caller, reply }
+            actor::Command::Continue {
+                caller,
+                events: None,
+                reply,
+            }
         } else {
             actor::Command::Resume {
                 caller,

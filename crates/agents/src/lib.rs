@@ -569,20 +569,27 @@ impl Agents {
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Outcome, AgentError> {
         let (id, record) = self.address(&caller, definition, name).await?;
-        if record.is_none() {
+        let Some(record) = record else {
             return Err(AgentError::NotFound(id));
-        }
+        };
         let (reply, answer) = oneshot::channel();
-        self.send(
-            &id,
-            definition,
-            name,
+        // A task waiting on an approval goes on from it: still pending, it keeps waiting;
+        // decided, expired or withdrawn (say its key lost the grant and got it back), the
+        // task continues with that outcome instead of staying stuck.
+        let cmd = if record.status == status::AWAITING_APPROVAL {
+            actor::Command::Continue {
+                caller,
+                events,
+                reply,
+            }
+        } else {
             actor::Command::Resume {
                 caller,
                 events,
                 reply,
-            },
-        )?;
+            }
+        };
+        self.send(&id, definition, name, cmd)?;
         answer.await.map_err(|_| AgentError::Stopped)?
     }
 

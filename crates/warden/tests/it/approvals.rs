@@ -885,6 +885,50 @@ async fn a_new_message_while_a_write_waits_is_refused_and_a_reset_withdraws_the_
     assert_eq!(s.ask("pia", "hello").await["result"], "answered");
 }
 
+/// A key that loses its grant while its agent waits: the decision withdraws the write
+/// instead of approving it for nothing; once the grant is back, `resume` continues the task
+/// with that outcome rather than leaving the agent stuck (found by a red-team session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_key_lost_the_grant_is_withdrawn_and_the_task_resumes_after() {
+    let s = Setup::start("1h").await;
+    let before = orders(&s.db).await;
+    s.a.push([write("UPDATE orders SET total = 99 WHERE id = 1")]);
+    let id = awaited_approval(&s.ask("quin", "Set order 1 to 99").await);
+    let (code, _, err) = s.w.cli(&["keys", "update", "ops-app", "--agents", ""]);
+    assert_eq!(code, 0, "{err}");
+    let a = s.approval(&id).await;
+    let (st, body) = s
+        .post_decision(&id, "alice", "alice.key", &message(&a, Decision::Approve))
+        .await;
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (409, Some("approval_not_pending")),
+        "{body}"
+    );
+    assert_eq!(s.approval(&id).await["state"], "withdrawn");
+    assert_eq!(orders(&s.db).await, before, "nothing written");
+    // The grant comes back (the key cache forgets the old one within its 1s TTL).
+    let (code, _, err) = s.w.cli(&["keys", "update", "ops-app", "--agents", "*"]);
+    assert_eq!(code, 0, "{err}");
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    s.a.push([Reply::Text(
+        "The change was withdrawn; nothing was written.".into(),
+    )]);
+    let r = s
+        .http
+        .post(format!("{}/v1/agents/ops/quin/resume", s.w.url))
+        .bearer_auth(&s.key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let out: Value = r.json().await.unwrap();
+    assert_eq!(out["result"], "answered", "{out}");
+    let told = s.a.requests().last().unwrap().body.to_string();
+    assert!(told.contains("withdrawn"), "{told}");
+    assert_eq!(orders(&s.db).await, before, "still nothing written");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integers_canonical_json_would_round_are_refused_in_writes_not_signed_as_others() {
     let s = Setup::start("1h").await;
