@@ -799,6 +799,7 @@ impl Task {
             deployment: &self.inner.deps.deployment,
             user: None,
             session: Some(&self.task_id),
+            client_request_id: None,
         };
         self.inner
             .deps

@@ -30,6 +30,7 @@ fn event(i: u64) -> Event {
         refusal: None,
         cost_usd: None,
         downgraded_from: None,
+        client_request_id: None,
     }))
 }
 

@@ -149,6 +149,9 @@ pub struct ModelCall {
     /// The model asked for, when tiering moved the call to a cheaper one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub downgraded_from: Option<String>,
+    /// The client's own `x-request-id` (sanitised), kept apart from Warden's `request_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_request_id: Option<String>,
 }
 
 /// A record in the chain.

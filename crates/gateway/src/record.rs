@@ -30,6 +30,8 @@ pub struct CallRecord<'a> {
     pub user: Option<&'a str>,
     /// The session (or the agent's task), if any.
     pub session: Option<&'a str>,
+    /// The client's own request id (sanitised), for the audit record.
+    pub client_request_id: Option<&'a str>,
 }
 
 impl CallRecord<'_> {
@@ -90,6 +92,7 @@ impl CallRecord<'_> {
             refusal: row.refusal.clone(),
             cost_usd: row.cost_usd.map(|c| format!("{c:.8}")),
             downgraded_from: row.downgraded_from.clone(),
+            client_request_id: self.client_request_id.map(str::to_owned),
         }))
     }
 }

@@ -18,6 +18,11 @@ use std::time::Instant;
 #[derive(Clone)]
 pub struct RequestId(pub String);
 
+/// The client's own sane `x-request-id`, if it sent one: an extension beside [`RequestId`],
+/// recorded apart in the audit log.
+#[derive(Clone)]
+pub struct ClientRequestId(pub String);
+
 /// Accepts a client id of 1–128 visible characters from a safe set; anything else is replaced.
 fn sane(id: &str) -> bool {
     !id.is_empty()
@@ -54,6 +59,9 @@ pub(crate) async fn layer(
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     req.extensions_mut().insert(RequestId(id.clone()));
+    if let Some(c) = &client_id {
+        req.extensions_mut().insert(ClientRequestId(c.clone()));
+    }
     let mut resp = next.run(req).await;
     let status = resp.status().as_u16();
     let headers = resp.headers_mut();

@@ -73,6 +73,7 @@ fn call(i: u64) -> Event {
         refusal: None,
         cost_usd: None,
         downgraded_from: None,
+        client_request_id: None,
     }))
 }
 

@@ -2,7 +2,7 @@
 //! limit, checks the key may use the model, runs the gateway and records one usage row.
 
 use crate::auth::AuthedKey;
-use crate::request_id::RequestId;
+use crate::request_id::{ClientRequestId, RequestId};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::body::Body;
@@ -82,6 +82,7 @@ struct Record {
     key_id: String,
     key_name: String,
     request_id: String,
+    client_request_id: Option<String>,
     user: Option<String>,
     session: Option<String>,
     endpoint: Endpoint,
@@ -113,6 +114,7 @@ impl Record {
             deployment: self.state.deployment_str(),
             user: self.user.as_deref(),
             session: self.session.as_deref(),
+            client_request_id: self.client_request_id.as_deref(),
         }
     }
 
@@ -177,6 +179,10 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
         key_id: key.id.clone(),
         key_name: key.name.clone(),
         request_id: request_id.clone(),
+        client_request_id: req
+            .extensions()
+            .get::<ClientRequestId>()
+            .map(|c| c.0.clone()),
         user: caller.as_ref().ok().and_then(|c| c.user.clone()),
         session: caller.as_ref().ok().and_then(|c| c.session.clone()),
         endpoint,

@@ -21,7 +21,15 @@ fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_is_recorded_shipped_and_verifiable() {
     let mut s = Setup::start().await;
-    let first = s.chat("fast").await;
+    let first = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&s.key)
+        .header("x-request-id", "client-audit-7")
+        .json(&chat_body("fast"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 200);
     let first_id = first.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = json!({"model": "fast", "messages": [{"role": "user", "content": "mail jane.doe@example.com"}]});
@@ -52,6 +60,15 @@ async fn every_request_is_recorded_shipped_and_verifiable() {
         "{text}"
     );
     assert!(text.contains("\"redactions\":{\"EMAIL\":1}"), "{text}");
+    // The client's own id is kept apart from Warden's, in the same record.
+    let line = text
+        .lines()
+        .find(|l| l.contains(&first_id))
+        .expect("the first request's record");
+    assert!(
+        line.contains("\"client_request_id\":\"client-audit-7\""),
+        "{line}"
+    );
     assert!(text.contains("\"deployment\":\"test-deploy-1\""));
     assert!(
         text.contains("\"kind\":\"key_change\",\"action\":\"created\",\"key_name\":\"test\""),
