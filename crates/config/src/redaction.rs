@@ -27,10 +27,11 @@ pub struct RedactionConfig {
     pub max_cost: Option<u64>,
 }
 
-/// The default `redaction.max_cost`: 16 million units, about 50 ms of one core at most for
-/// the costliest text per unit, between two and three times what 4 MiB of prose and code
+/// The default `redaction.max_cost`: 64 million units, about 100 to 130 ms of one core for
+/// the costliest text per unit, over three times what 4 MiB of prose and code costs (about
+/// 18 million) and more than 4 MiB of base64, lock files, JSON with long ids or access logs
 /// costs. The same as `warden_redact::DEFAULT_MAX_COST`.
-pub const DEFAULT_REDACTION_MAX_COST: u64 = 16_000_000;
+pub const DEFAULT_REDACTION_MAX_COST: u64 = 64_000_000;
 
 /// One key's redaction overrides.
 #[derive(Debug, Clone, Default)]
@@ -184,8 +185,8 @@ mod tests {
 
     #[test]
     fn the_redaction_bound_defaults_to_16_million_and_is_checked_against_the_body_limit() {
-        assert_eq!(DEFAULT_REDACTION_MAX_COST, 16_000_000);
-        assert_eq!(Config::default().redaction.max_cost, Some(16_000_000));
+        assert_eq!(DEFAULT_REDACTION_MAX_COST, 64_000_000);
+        assert_eq!(Config::default().redaction.max_cost, Some(64_000_000));
         let off = Config::from_toml("[redaction]\nmax_cost = 0\n").unwrap();
         assert_eq!(off.redaction.max_cost, None);
         let e = error_of("[redaction]\nmax_cost = 1000000\n");

@@ -2,29 +2,34 @@
 //! redaction take seconds of CPU.
 //!
 //! The cost is counted in units of about one byte scanned by the regex engine, never by the
-//! clock (the same body always costs the same, on any machine): every search is charged the
-//! bytes from where it starts to the end of what it found (or of the text), every candidate a
-//! fixed charge plus its length (its check reads it), every further pattern tried at the same
-//! place a fixed charge, every finding a fixed charge plus its length (its placeholder), every
-//! text field a fixed charge, and the code that extends a private key block or a JWT the bytes
-//! it reads. Ordinary text costs about one unit per byte; a body of near-miss candidates (digit
-//! groups, dotted numbers, `@` runs, openings of tokens that never complete) costs much more,
-//! and redaction stops as soon as the total passes the bound.
+//! clock (the same body always costs the same, on any machine): every search (of each of the
+//! few searches the detectors run, see `detector.rs`) is charged a fixed charge plus the bytes
+//! from where it starts to the end of what it found (or of the text), every `@` an email is
+//! looked for around the bytes of its domain and a search, every candidate a fixed charge plus
+//! its length (its check reads it), every further pattern tried at the same place a fixed
+//! charge, every finding a fixed charge plus its length (its placeholder), every text field a
+//! fixed charge, and the code that extends a private key block or a JWT the bytes it reads.
+//! Ordinary text costs about four and a half units per byte (about a nanosecond a unit);
+//! a body of near-miss candidates (digit groups, dotted numbers, openings of tokens that
+//! never complete) costs much more, and redaction stops as soon as the total passes the
+//! bound.
 //!
 //! The charge of a search is exact only if no pattern can keep the engine scanning far past
 //! the match it reports: the built-in patterns are written so (unbounded bodies are extended by
 //! code, see `extend.rs`); a custom regular expression should bound its runs likewise.
 
-/// The default bound on one request's redaction: 16 million units. A unit costs 0.6 to 3
+/// The default bound on one request's redaction: 64 million units. A unit costs 0.6 to 2.5
 /// ns of one core (`cargo bench -p warden-redact --bench throughput`), so the bound is about
-/// 50 ms of work at most whatever the text, while 4 MiB of prose and code costs about 6
-/// million and 1 MiB of log lines each with an address, an email and an id about 14 million.
-pub const DEFAULT_MAX_COST: u64 = 16_000_000;
+/// 100 to 130 ms of work at most whatever the text, while 4 MiB of prose and code costs about
+/// 18 million, of random base64 or a lock file about 17 million, of JSON with 19-digit ids
+/// about 51 million; a table of 13-digit millisecond timestamps (24 units a byte: each is a
+/// card-number candidate retried as a phone and an address) passes up to about 2.5 MiB.
+pub const DEFAULT_MAX_COST: u64 = 64_000_000;
 
 /// A text field (a message's content, a name, a tool result).
 pub(crate) const PER_FIELD: u64 = 64;
-/// A regex search started.
-pub(crate) const PER_SEARCH: u64 = 16;
+/// A regex search started (its setup costs about as much as an anchored retry).
+pub(crate) const PER_SEARCH: u64 = 48;
 /// A candidate the regex found, checked.
 pub(crate) const PER_CANDIDATE: u64 = 64;
 /// A further pattern tried at the place of a candidate whose check failed.

@@ -18,6 +18,25 @@ pub struct Pattern {
     pub check: Option<Check>,
     /// The regex finds only the opening; code extends it to the whole finding.
     pub extend: Option<Extend>,
+    /// How the pattern is searched for: see [`Search`].
+    pub search: Search,
+}
+
+/// Which search finds a pattern's next match. One lazy DFA over every pattern thrashes on
+/// text such as random base64 (a bounded run before a distinctive character, as in an
+/// email's local part or a URL's scheme, makes the number of DFA states grow with the number
+/// of places a match could start in the last few dozen bytes, so the engine keeps discarding
+/// its cache and runs at about a microsecond a byte). Such patterns are searched for on their
+/// own, where the engine looks first for their distinctive literal (`://`, the label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// In one regex with every other pattern so marked.
+    Together,
+    /// In a regex of its own.
+    Alone,
+    /// An email address: each `@` is found by code, the start of the local part before it by
+    /// code (the leftmost one the regex would find), and the match by the regex anchored there.
+    Email,
 }
 
 /// Findings whose unbounded body is followed by code from the opening the regex found (in
@@ -32,6 +51,10 @@ pub enum Extend {
 
 const B: &str = r"(?-u:\b)";
 
+/// An email address: a local part of 1 to 64 characters starting with a letter or digit at a
+/// word boundary, `@`, a domain. `Search::Email` relies on this shape (see `detector.rs`).
+pub const EMAIL: &str = r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)";
+
 macro_rules! p {
     ($entity:expr, $regex:expr, $check:expr) => {
         Pattern {
@@ -39,6 +62,7 @@ macro_rules! p {
             regex: $regex,
             check: $check,
             extend: None,
+            search: Search::Together,
         }
     };
 }
@@ -61,6 +85,7 @@ pub fn built_in() -> Vec<Pattern> {
             regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----",
             check: None,
             extend: Some(Extend::PrivateKey),
+            search: Search::Together,
         },
         p!(
             "AWS_ACCESS_KEY",
@@ -104,23 +129,32 @@ pub fn built_in() -> Vec<Pattern> {
             regex: r"(?-u:\b)eyJ[A-Za-z0-9_-]{5}",
             check: None,
             extend: Some(Extend::Jwt),
+            search: Search::Together,
         },
-        p!(
-            "PASSWORD",
-            r"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:/@]{1,128}:[^\s@/]{1,128}@",
-            Some(validate::url_password)
-        ),
-        p!(
-            "PASSWORD",
-            r#"(?i:(?-u:\b)(?:password|passwd|pwd))\s*=\s*[^;\s'"&]{3,}"#,
-            Some(validate::value_after_label)
-        ),
+        Pattern {
+            entity: "PASSWORD",
+            regex: r"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:/@]{1,128}:[^\s@/]{1,128}@",
+            check: Some(validate::url_password),
+            extend: None,
+            search: Search::Alone,
+        },
+        // Spaces and tabs only around `=`: a label with no value must not take the next
+        // line's first word (or a following label) as its value.
+        Pattern {
+            entity: "PASSWORD",
+            regex: r#"(?i:(?-u:\b)(?:password|passwd|pwd))[ \t]*=[ \t]*[^;\s'"&]{3,}"#,
+            check: Some(validate::value_after_label),
+            extend: None,
+            search: Search::Alone,
+        },
         // Personal data.
-        p!(
-            "EMAIL",
-            r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)",
-            None
-        ),
+        Pattern {
+            entity: "EMAIL",
+            regex: EMAIL,
+            check: None,
+            extend: None,
+            search: Search::Email,
+        },
         p!(
             "US_SSN",
             r"(?i:ssn|social security(?: number| no\.?)?)[^0-9\n]{0,20}[0-9]{3}[ -]?[0-9]{2}[ -]?[0-9]{4}(?-u:\b)",

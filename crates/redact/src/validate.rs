@@ -260,7 +260,9 @@ fn phone_exact(text: &str) -> Option<()> {
 pub fn value_after_label(text: &str) -> Option<Range<usize>> {
     let sep = text.find(['=', ':'])?;
     let start = sep + 1 + text[sep + 1..].len()
-        - text[sep + 1..].trim_start_matches([' ', '"', '\'']).len();
+        - text[sep + 1..]
+            .trim_start_matches([' ', '\t', '"', '\''])
+            .len();
     (start < text.len()).then_some(start..text.len())
 }
 

@@ -264,3 +264,50 @@ fn free_texts_share_one_numbering_block_and_restore() {
     z.redact_text("ann@example.com").unwrap();
     assert_eq!(z.restore_text("<EMAIL_1>"), "<EMAIL_1>");
 }
+
+#[test]
+fn an_empty_password_label_does_not_swallow_the_next_line() {
+    let r = redactor(Policy::default(), true);
+    let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    for (text, masked) in [
+        (
+            "password= \npassword= hunter2",
+            "password= \npassword= <PASSWORD_1>",
+        ),
+        (
+            "password=\npassword= hunter2",
+            "password=\npassword= <PASSWORD_1>",
+        ),
+        (
+            &format!("password=\naws_secret_access_key: {aws}") as &str,
+            "password=\naws_secret_access_key: <AWS_SECRET_KEY_1>",
+        ),
+        (
+            &format!("password=\naws_secret_access_key= {aws}"),
+            "password=\naws_secret_access_key= <AWS_SECRET_KEY_1>",
+        ),
+        (
+            &format!("password=\naws_secret_access_key = {aws}"),
+            "password=\naws_secret_access_key = <AWS_SECRET_KEY_1>",
+        ),
+        ("password=\nSSN: 212 54 1234", "password=\nSSN: <US_SSN_1>"),
+        ("password=\nSSN: 212-54-1234", "password=\nSSN: <US_SSN_1>"),
+        (
+            "user=bob password=\n\npwd= hunter2",
+            "user=bob password=\n\npwd= <PASSWORD_1>",
+        ),
+        // Spaces and tabs around `=` on the same line are still a label's.
+        ("password =\thunter2", "password =\t<PASSWORD_1>"),
+        // The value is everything after the first `=`, whatever it holds.
+        ("password=a=b", "password=<PASSWORD_1>"),
+        ("passwd=a=b=c", "passwd=<PASSWORD_1>"),
+        ("password=c2VjcmV0cGFzcw==", "password=<PASSWORD_1>"),
+        (
+            "password=hunter2\npassword=second",
+            "password=<PASSWORD_1>\npassword=<PASSWORD_2>",
+        ),
+    ] {
+        let mut x = r.exchange("k");
+        assert_eq!(x.redact_text(text).unwrap().get(), masked, "{text:?}");
+    }
+}
