@@ -38,11 +38,6 @@ async fn active_owner(
 ) -> Result<Option<warden_store::KeyRecord>, AgentError> {
     use warden_store::KeyStatus;
     let now = warden_core::time::unix_secs();
-    let model = inner
-        .defs
-        .definitions
-        .get(&agent.definition)
-        .map(|d| d.model.as_str());
     let mut keys: Vec<_> = inner
         .deps
         .store
@@ -51,8 +46,11 @@ async fn active_owner(
         .into_iter()
         .filter(|k| k.lineage_id == agent.owner_key_id)
         .filter(|k| matches!(k.status(now), KeyStatus::Active | KeyStatus::Grace))
-        .filter(|k| k.admin || k.allows_agent(&agent.definition))
-        .filter(|k| model.is_some_and(|m| k.allows_model(m)))
+        .filter(|k| {
+            inner
+                .access(&Caller::for_key(k, String::new()), &agent.definition)
+                .is_ok()
+        })
         .collect();
     // The current key of the lineage before one in a rotation's grace period.
     keys.sort_by_key(|k| k.status(now) != KeyStatus::Active);

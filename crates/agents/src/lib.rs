@@ -278,6 +278,32 @@ pub(crate) struct Inner {
     pub(crate) max_agents_per_key: u64,
 }
 
+impl Inner {
+    /// Whether `caller` may drive agents of `definition`: the key was given it (admin keys
+    /// all) and may use its model. The grant is checked before the definition's existence, so
+    /// a key learns nothing about definitions it was not given. The one rule for the agents
+    /// API and for continuing a task on its owner's behalf.
+    pub(crate) fn access(
+        &self,
+        caller: &Caller,
+        definition: &str,
+    ) -> Result<&AgentDefinition, AgentError> {
+        if !caller.admin && !warden_store::grants_agent(&caller.agents, definition) {
+            return Err(AgentError::DefinitionNotAllowed(definition.to_owned()));
+        }
+        let Some(def) = self.defs.definitions.get(definition) else {
+            return Err(AgentError::UnknownDefinition(definition.to_owned()));
+        };
+        if !warden_store::grants_model(caller.models.as_deref(), &def.model) {
+            return Err(AgentError::ModelNotAllowed(
+                definition.to_owned(),
+                def.model.clone(),
+            ));
+        }
+        Ok(def)
+    }
+}
+
 /// A page of an agent's history.
 pub struct History {
     /// Steps, oldest first.
@@ -289,15 +315,19 @@ pub struct History {
 /// Whether `name` can address an agent: what names were before they became opaque ids
 /// (up to 128 characters, `@` allowed), so that agents created then stay reachable.
 fn check_name(name: &str) -> Result<(), AgentError> {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-    {
+    if !id_of(name, 128, b"-_.@") {
         return Err(AgentError::InvalidRequest(NEW_NAME_RULE.into()));
     }
     Ok(())
+}
+
+/// Whether `name` is 1 to `max_len` ASCII letters, digits or bytes of `extra`.
+fn id_of(name: &str, max_len: usize, extra: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 /// What a new agent's name may be.
@@ -306,12 +336,7 @@ const NEW_NAME_RULE: &str = "an agent name is an opaque id: 1-64 letters, digits
 /// Whether `name` may name a new agent: an opaque id (it is stored, logged and audited as
 /// is), so at most 64 letters, digits, `-`, `_` or `.`, and nothing the detectors find.
 fn check_new_name(name: &str, detector: &warden_redact::Detector) -> Result<(), AgentError> {
-    let opaque = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !opaque || name_variants(name).any(|v| !detector.find(&v).is_empty()) {
+    if !id_of(name, 64, b"-_.") || name_variants(name).any(|v| !detector.find(&v).is_empty()) {
         return Err(AgentError::InvalidRequest(NEW_NAME_RULE.into()));
     }
     Ok(())
@@ -423,21 +448,7 @@ impl Agents {
         definition: &str,
         name: &str,
     ) -> Result<(String, Option<AgentRecord>), AgentError> {
-        let granted = caller.admin || caller.agents.iter().any(|a| a == "*" || a == definition);
-        if !granted {
-            return Err(AgentError::DefinitionNotAllowed(definition.to_owned()));
-        }
-        let Some(def) = self.inner.defs.definitions.get(definition) else {
-            return Err(AgentError::UnknownDefinition(definition.to_owned()));
-        };
-        if let Some(models) = &caller.models
-            && !models.contains(&def.model)
-        {
-            return Err(AgentError::ModelNotAllowed(
-                definition.to_owned(),
-                def.model.clone(),
-            ));
-        }
+        self.inner.access(caller, definition)?;
         check_name(name)?;
         let id = format!("{definition}/{name}");
         let record = self.owned(caller, &id).await?;

@@ -17,7 +17,10 @@ pub use agents::{
     AgentCreation, AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
 };
 pub use postgres::PgStore;
-pub use records::{GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow};
+pub use records::{
+    GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow, grants_agent,
+    grants_model,
+};
 pub use sqlite::SqliteStore;
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
 

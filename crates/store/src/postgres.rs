@@ -114,6 +114,23 @@ async fn key_event(
     Ok(())
 }
 
+/// Ends a change to the keys named `name` that touched `rows` rows: none is
+/// [`Error::NoSuchKey`] (rolled back); else the change is recorded as an `action` key event in
+/// the same transaction. Returns the rows changed.
+async fn commit_key_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    rows: u64,
+    action: &str,
+    name: &str,
+) -> Result<u64, Error> {
+    if rows == 0 {
+        return Err(Error::NoSuchKey(name.to_owned()));
+    }
+    key_event(&mut tx, action, name, "").await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -262,14 +279,7 @@ impl Store for PgStore {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        match done.rows_affected() {
-            0 => Err(Error::NoSuchKey(name.to_owned())),
-            n => {
-                key_event(&mut tx, "revoked", name, "").await?;
-                tx.commit().await?;
-                Ok(n)
-            }
-        }
+        commit_key_change(tx, done.rows_affected(), "revoked", name).await
     }
 
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
@@ -322,14 +332,7 @@ impl Store for PgStore {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        match done.rows_affected() {
-            0 => Err(Error::NoSuchKey(name.to_owned())),
-            n => {
-                key_event(&mut tx, "updated", name, "").await?;
-                tx.commit().await?;
-                Ok(n)
-            }
-        }
+        commit_key_change(tx, done.rows_affected(), "updated", name).await
     }
 
     async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
@@ -591,18 +594,20 @@ impl Store for PgStore {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        let exists = done.rows_affected() == 1
-            || sqlx::query("SELECT 1 FROM agents WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
+        let created = if done.rows_affected() == 1 {
+            AgentCreation::Created
+        } else if sqlx::query("SELECT 1 FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some()
+        {
+            AgentCreation::Exists
+        } else {
+            AgentCreation::OverCap
+        };
         tx.commit().await?;
-        Ok(match (done.rows_affected(), exists) {
-            (1, _) => AgentCreation::Created,
-            (_, true) => AgentCreation::Exists,
-            _ => AgentCreation::OverCap,
-        })
+        Ok(created)
     }
 
     async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {

@@ -86,15 +86,25 @@ impl KeyRecord {
 
     /// Whether this key may call `model` (exact name or alias as the client sent it).
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|x| x == model))
+        grants_model(self.models.as_deref(), model)
     }
 
     /// Whether this key was given the agent definition `definition` (by name or `*`).
     pub fn allows_agent(&self, definition: &str) -> bool {
-        self.agents.iter().any(|a| a == "*" || a == definition)
+        grants_agent(&self.agents, definition)
     }
+}
+
+/// Whether a key's model list (`None` = all) allows `model`: the rule of
+/// [`KeyRecord::allows_model`], for callers holding the list alone.
+pub fn grants_model(models: Option<&[String]>, model: &str) -> bool {
+    models.is_none_or(|m| m.iter().any(|x| x == model))
+}
+
+/// Whether a key's agent grants (`*` = all) allow `definition`: the rule of
+/// [`KeyRecord::allows_agent`], for callers holding the list alone.
+pub fn grants_agent(agents: &[String], definition: &str) -> bool {
+    agents.iter().any(|a| a == "*" || a == definition)
 }
 
 impl KeyStatus {

@@ -186,6 +186,23 @@ async fn key_event(
     Ok(())
 }
 
+/// Ends a change to the keys named `name` that touched `rows` rows: none is
+/// [`Error::NoSuchKey`] (rolled back); else the change is recorded as an `action` key event in
+/// the same transaction. Returns the rows changed.
+async fn commit_key_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+    rows: u64,
+    action: &str,
+    name: &str,
+) -> Result<u64, Error> {
+    if rows == 0 {
+        return Err(Error::NoSuchKey(name.to_owned()));
+    }
+    key_event(&mut tx, action, name, "").await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
@@ -339,14 +356,7 @@ impl Store for SqliteStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        match done.rows_affected() {
-            0 => Err(Error::NoSuchKey(name.to_owned())),
-            n => {
-                key_event(&mut tx, "revoked", name, "").await?;
-                tx.commit().await?;
-                Ok(n)
-            }
-        }
+        commit_key_change(tx, done.rows_affected(), "revoked", name).await
     }
 
     async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
@@ -400,14 +410,7 @@ impl Store for SqliteStore {
         .bind(name)
         .execute(&mut *tx)
         .await?;
-        match done.rows_affected() {
-            0 => Err(Error::NoSuchKey(name.to_owned())),
-            n => {
-                key_event(&mut tx, "updated", name, "").await?;
-                tx.commit().await?;
-                Ok(n)
-            }
-        }
+        commit_key_change(tx, done.rows_affected(), "updated", name).await
     }
 
     async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {

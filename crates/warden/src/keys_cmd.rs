@@ -113,13 +113,7 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
             agents,
             max_agents,
         } => {
-            let current = store
-                .list_keys()
-                .await
-                .map_err(store_failure)?
-                .into_iter()
-                .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
-                .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
+            let current = current_key(store.as_ref(), &name).await?;
             let agents = match agents {
                 Some(agents) => agent_grants(&config, agents)?,
                 None => current.agents,
@@ -152,13 +146,7 @@ pub async fn run(global: &Global, command: KeysCommand) -> Result<(), Failure> {
             let grace = warden_config::parse_duration(&grace)
                 .map_err(|m| Failure::Config(format!("--grace: {m}")))?;
             let now = now_secs();
-            let current = store
-                .list_keys()
-                .await
-                .map_err(store_failure)?
-                .into_iter()
-                .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
-                .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))?;
+            let current = current_key(store.as_ref(), &name).await?;
             let (mut record, plain) = new_key(
                 &name,
                 current.models.clone(),
@@ -285,6 +273,20 @@ fn check_name(name: &str) -> Result<(), Failure> {
         ));
     }
     Ok(())
+}
+
+/// The current key named `name` (neither revoked nor replaced by a rotation).
+async fn current_key(
+    store: &dyn warden_store::Store,
+    name: &str,
+) -> Result<warden_store::KeyRecord, Failure> {
+    store
+        .list_keys()
+        .await
+        .map_err(store_failure)?
+        .into_iter()
+        .find(|k| k.name == name && k.revoked_at.is_none() && k.replaced_by.is_none())
+        .ok_or_else(|| Failure::Runtime(anyhow::anyhow!("no key named `{name}`")))
 }
 
 fn store_failure(e: warden_store::Error) -> Failure {
