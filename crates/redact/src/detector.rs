@@ -9,6 +9,7 @@
 use crate::cost::{self, Cost, TooComplex};
 use crate::entity::Entity;
 use crate::extend::{self, Memo};
+use crate::normalize;
 use crate::patterns::{self, Check, Extend, Search};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::meta::Regex;
@@ -191,7 +192,70 @@ impl Detector {
     }
 
     /// Like [`Self::find`], charging the work to `cost`; stops as soon as it passes its bound.
+    ///
+    /// The detectors see the text normalised (`normalize.rs`: disguised digits, signs,
+    /// spaces and invisible characters undone); each finding is the original span.
     pub fn find_within(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
+        let Some(normalized) = normalize::normalize(text) else {
+            return self.find_normalized(text, cost);
+        };
+        cost.charge(cost::PER_SEARCH + text.len() as u64)?;
+        let found = self.find_normalized(&normalized.text, cost)?;
+        Ok(found
+            .into_iter()
+            .map(|f| Finding {
+                start: normalized.start(f.start),
+                end: normalized.end(f.end),
+                entity: f.entity,
+            })
+            .collect())
+    }
+
+    /// Every finding in a text already normalised.
+    fn find_normalized(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
+        let mut out = self.scan(text, cost)?;
+        let glued = self.find_glued(text, &out, cost)?;
+        if !glued.is_empty() {
+            out = merge(out, glued);
+        }
+        if !self.words.is_empty() {
+            out = merge(out, self.find_words(text, cost)?);
+        }
+        Ok(out)
+    }
+
+    /// Numbers glued to a word (`cust_4111111111111111`, `tel_415-555-0132`,
+    /// `x4111111111111111`): the patterns' word boundaries do not hold between a letter or
+    /// `_` and a digit, so each run of digits and separators that touches a word character
+    /// (and holds enough digits to be a card, phone, SSN or address) is searched again on its
+    /// own, where its ends are the text's ends. Only those kinds are taken from it. Each byte
+    /// is in at most one run, so the work stays linear.
+    fn find_glued(
+        &self,
+        text: &str,
+        found: &[Finding],
+        cost: &mut Cost,
+    ) -> Result<Vec<Finding>, TooComplex> {
+        let mut out = Vec::new();
+        for (start, end) in glued_runs(text.as_bytes()) {
+            if found.iter().any(|f| f.start < end && start < f.end) {
+                continue;
+            }
+            for f in self.scan(&text[start..end], cost)? {
+                if GLUED_KINDS.contains(&f.entity.name()) {
+                    out.push(Finding {
+                        start: start + f.start,
+                        end: start + f.end,
+                        entity: f.entity,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The patterns' pass over a text (no glued runs, no word lists).
+    fn scan(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
         let mut out = Vec::new();
         let mut memo = Memo::default();
         // Each group's next match from where it last searched (`None`: search again). It
@@ -236,9 +300,6 @@ impl Detector {
                     }
                 }
             }
-        }
-        if !self.words.is_empty() {
-            out = merge(out, self.find_words(text, cost)?);
         }
         Ok(out)
     }
@@ -417,6 +478,46 @@ fn check_name(name: &str) -> Result<(), BuildError> {
             "custom entity `{name}`: names are upper case letters, digits and `_`, starting with a letter"
         )))
     }
+}
+
+/// The kinds a number glued to a word may be found as (see [`Detector::find_glued`]).
+const GLUED_KINDS: &[&str] = &["CREDIT_CARD", "PHONE", "US_SSN", "IP_ADDRESS"];
+
+/// The fewest digits of a glued number worth searching (an IPv4 address has 4, but glued
+/// to a word it is a host name's part; a phone has at least 8).
+const GLUED_MIN_DIGITS: usize = 8;
+
+/// Runs of digits and number separators (`+`, `(`, `)`, space, `-`, `.`, `/`) that start
+/// with `+`, `(` or a digit, end with a digit, hold at least [`GLUED_MIN_DIGITS`] digits, and
+/// touch a letter, digit or `_` on one side (where a word boundary fails).
+fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let part = |c: u8| c.is_ascii_digit() || b"+() -./".contains(&c);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if !(b[i].is_ascii_digit() || b[i] == b'+' || b[i] == b'(') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut end = i;
+        let mut digits = 0;
+        while i < b.len() && part(b[i]) {
+            if b[i].is_ascii_digit() {
+                digits += 1;
+                end = i + 1;
+            }
+            i += 1;
+        }
+        let glued_before = start > 0 && word(b[start - 1]);
+        let glued_after = end < b.len() && word(b[end]);
+        if digits >= GLUED_MIN_DIGITS && (glued_before || glued_after) {
+            out.push((start, end));
+        }
+        i = i.max(start + 1);
+    }
+    out
 }
 
 /// Whether `.digit` follows or `digit.` precedes the span (as in `1.2.3.4.5`).

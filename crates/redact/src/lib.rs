@@ -13,6 +13,7 @@ mod cost;
 mod detector;
 mod entity;
 mod extend;
+mod normalize;
 mod openai;
 mod patterns;
 mod personal;

@@ -11,8 +11,10 @@ use crate::Detector;
 use crate::policy::Policy;
 use crate::session::{Direction, Session};
 
-/// Longest tail held back for a partial word or number.
-const MAX_WORD_HOLD: usize = 128;
+/// Longest tail held back for a partial word or number: longer than the longest bounded
+/// token format the detectors know (a fine-grained GitHub token, an Anthropic key, a JWT of
+/// ordinary size), so a token streamed in pieces is scanned whole.
+const MAX_WORD_HOLD: usize = 1024;
 /// Longest private key block held back before it is released anyway.
 const MAX_BLOCK_HOLD: usize = 16 * 1024;
 
@@ -103,21 +105,31 @@ fn word_hold(text: &str) -> usize {
         i + text[i..].chars().next().map_or(1, char::len_utf8)
     });
     // Short groups of digits or capitals joined by single spaces may belong to one number
-    // (cards, phones, IBANs written in groups): hold those words too.
+    // (cards, phones, IBANs written in groups): hold those words too. Any one space counts
+    // (a no-break space too), and any script's digits (they are normalised for detection).
     loop {
         let before = &text[..hold];
-        let Some(head) = before.strip_suffix(' ') else {
+        let Some(space) = before
+            .chars()
+            .next_back()
+            .filter(|c| *c != '\n' && c.is_whitespace())
+        else {
             break;
         };
+        let head = &before[..before.len() - space.len_utf8()];
         let word_start = head.rfind(char::is_whitespace).map_or(0, |i| {
             i + head[i..].chars().next().map_or(1, char::len_utf8)
         });
         let word = &head[word_start..];
-        let groupish =
-            |b: u8| b.is_ascii_digit() || b.is_ascii_uppercase() || b"()+.-".contains(&b);
+        let groupish = |c: char| {
+            c.is_numeric()
+                || c.is_uppercase()
+                || "()+.-/".contains(c)
+                || !c.is_ascii() && !c.is_alphabetic()
+        };
         if word.is_empty()
-            || word.len() > 8
-            || !word.bytes().all(groupish)
+            || word.chars().count() > 8
+            || !word.chars().all(groupish)
             || text.len() - word_start > MAX_WORD_HOLD
         {
             break;
@@ -152,5 +164,16 @@ mod tests {
             "a long token is not a group"
         );
         assert_eq!(word_hold("iban GB82 WEST 12"), 5);
+        assert_eq!(
+            word_hold("card 4111\u{a0}1111\u{a0}11"),
+            5,
+            "no-break spaces"
+        );
+        assert_eq!(
+            word_hold("card ４１１１\u{3000}１１"),
+            5,
+            "full-width digits"
+        );
+        assert_eq!(word_hold("a b\n4111 11"), 4, "not across a line");
     }
 }

@@ -5,6 +5,7 @@
 
 mod complexity;
 mod corpus;
+mod evasion;
 mod exchange;
 mod roundtrip;
 

@@ -28,6 +28,10 @@ const PIECES: &[&str] = &[
     "x@y",
     "-",
     "12",
+    "４１１１ １１１１ １１１１ １１１１",
+    "jane＠example.com",
+    "4111\u{a0}1111\u{a0}1111\u{a0}1111",
+    "12\u{200b}3-45-6789",
 ];
 
 fn text() -> impl Strategy<Value = String> {
