@@ -12,9 +12,12 @@ use crate::policy::Policy;
 use crate::session::{Direction, Session};
 
 /// Longest tail held back for a partial word or number: longer than the longest bounded
-/// token format the detectors know (a fine-grained GitHub token, an Anthropic key, a JWT of
-/// ordinary size), so a token streamed in pieces is scanned whole.
-const MAX_WORD_HOLD: usize = 1024;
+/// token format the detectors know (a fine-grained GitHub token or a Slack token with its
+/// label is under 300 bytes), so a token streamed in pieces is scanned whole.
+const MAX_WORD_HOLD: usize = 512;
+/// Openers of tokens with no length bound (a JWT, an AWS Bedrock short-term key): a run
+/// without white space holding one is held from it, up to [`MAX_BLOCK_HOLD`].
+const LONG_TOKEN_OPENERS: &[&str] = &["eyJ", "bedrock-api-key-"];
 /// Longest private key block held back before it is released anyway.
 const MAX_BLOCK_HOLD: usize = 16 * 1024;
 
@@ -136,6 +139,11 @@ fn word_hold(text: &str) -> usize {
         }
         hold = word_start;
     }
+    if text.len() - hold > MAX_WORD_HOLD
+        && let Some(opener) = long_token_opener(text, hold)
+    {
+        return opener;
+    }
     if text.len() - hold > MAX_WORD_HOLD {
         // A very long run without white space: keep only its tail.
         let mut cut = text.len() - MAX_WORD_HOLD;
@@ -145,6 +153,19 @@ fn word_hold(text: &str) -> usize {
         hold = cut;
     }
     hold
+}
+
+/// Where the last opener of an unbounded token starts in `text[from..]`, if it is within the
+/// last [`MAX_BLOCK_HOLD`] bytes.
+fn long_token_opener(text: &str, from: usize) -> Option<usize> {
+    let mut from = from.max(text.len().saturating_sub(MAX_BLOCK_HOLD));
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    LONG_TOKEN_OPENERS
+        .iter()
+        .filter_map(|o| text[from..].rfind(o).map(|i| from + i))
+        .max()
 }
 
 #[cfg(test)]
@@ -175,5 +196,13 @@ mod tests {
             "full-width digits"
         );
         assert_eq!(word_hold("a b\n4111 11"), 4, "not across a line");
+        let jwt = format!("t eyJ{}", "a".repeat(3000));
+        assert_eq!(word_hold(&jwt), 2, "a long JWT is held whole");
+        let blob = format!("t {}", "a".repeat(3000));
+        assert_eq!(
+            word_hold(&blob),
+            blob.len() - 512,
+            "other long runs: their tail"
+        );
     }
 }
