@@ -21,6 +21,7 @@ mod policy;
 mod secrets;
 mod session;
 mod stream;
+mod walk;
 pub mod validate;
 
 pub use cost::{Cost, DEFAULT_MAX_COST, TooComplex};

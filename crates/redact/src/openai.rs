@@ -1,16 +1,24 @@
-//! Redaction over the OpenAI wire shapes: which request fields carry content (message text in
-//! string and array-of-parts form, names, tool results, tool-call arguments, embeddings input),
-//! and the answer's fields to scan and restore (message content and tool-call arguments, whole
-//! or streamed).
+//! Redaction over the OpenAI wire shapes. A request is walked whole (`walk.rs`): every string
+//! and key at any depth is reserved, then masked, except the routing field `model` and the
+//! protocol's own words. An answer's `message` is walked whole too (masked and restored); a
+//! stream's `delta` has its streamed text fields (content, refusal, reasoning, audio
+//! transcript, tool-call arguments) each held back on its own, and its other strings handled
+//! whole.
 
 use crate::cost::{Cost, DEFAULT_MAX_COST, TooComplex};
 use crate::policy::Policy;
 use crate::session::{Direction, Session};
 use crate::stream::StreamText;
+use crate::walk;
 use crate::{Detector, Redacted};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use streamed::{
+    STREAMED, Slot, append, append_tool_arguments, entry_at, streamed_mut, take_streamed,
+};
+
+mod streamed;
 
 /// Redaction settings, built once from configuration.
 pub struct Redactor {
@@ -109,8 +117,8 @@ impl Redactor {
     }
 }
 
-/// Which streamed field: (choice index, None for content or Some(tool call index)).
-type FieldId = (u64, Option<u64>);
+/// Which streamed field: (choice index, which field of its delta).
+type FieldId = (u64, Slot);
 
 /// One request and its answer.
 pub struct Exchange {
@@ -129,64 +137,34 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    /// Redacts a chat completions body.
+    /// Redacts a chat completions body: every string and key at any depth (see `walk.rs`
+    /// for what is skipped: the routing field `model` and the protocol's own words).
     pub fn chat_request(
         &mut self,
-        mut body: Map<String, Value>,
+        body: Map<String, Value>,
     ) -> Result<Redacted<Map<String, Value>>, Refusal> {
-        self.start_request();
-        // First pass: reserve placeholder-shaped text the client wrote anywhere in the body.
-        if let Some(messages) = body.get("messages") {
-            self.reserve_all(messages);
-        }
-        if let Some(Value::Array(messages)) = body.get_mut("messages") {
-            for m in messages.iter_mut().filter_map(Value::as_object_mut) {
-                match m.get_mut("content") {
-                    Some(v @ Value::String(_)) => self.mask(v),
-                    Some(Value::Array(parts)) => {
-                        for part in parts.iter_mut().filter_map(Value::as_object_mut) {
-                            if let Some(t) = part.get_mut("text") {
-                                self.mask(t);
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                if let Some(name) = m.get_mut("name") {
-                    self.mask(name);
-                }
-                if let Some(Value::Array(calls)) = m.get_mut("tool_calls") {
-                    for call in calls {
-                        if let Some(args) = call.pointer_mut("/function/arguments") {
-                            self.mask(args);
-                        }
-                    }
-                }
-                if let Some(args) = m
-                    .get_mut("function_call")
-                    .and_then(|f| f.get_mut("arguments"))
-                {
-                    self.mask(args);
-                }
-            }
-        }
-        self.finish_request(body)
+        self.request(body, &walk::CHAT_REQUEST)
     }
 
-    /// Redacts an embeddings body (`input`: a string or an array of strings).
+    /// Redacts an embeddings body (`input`: strings, arrays of them, or token ids, which are
+    /// numbers and stay), like [`Self::chat_request`].
     pub fn embeddings_request(
         &mut self,
+        body: Map<String, Value>,
+    ) -> Result<Redacted<Map<String, Value>>, Refusal> {
+        self.request(body, &walk::EMBEDDINGS_REQUEST)
+    }
+
+    /// Two walks over the whole body: the first reserves placeholder-shaped text the client
+    /// wrote anywhere, the second masks; both see exactly the same texts.
+    fn request(
+        &mut self,
         mut body: Map<String, Value>,
+        shape: &walk::Shape,
     ) -> Result<Redacted<Map<String, Value>>, Refusal> {
         self.start_request();
-        if let Some(input) = body.get("input") {
-            self.reserve_all(input);
-        }
-        match body.get_mut("input") {
-            Some(v @ Value::String(_)) => self.mask(v),
-            Some(Value::Array(items)) => items.iter_mut().for_each(|v| self.mask(v)),
-            _ => {}
-        }
+        walk::body(&mut body, shape, &mut Reserve(self));
+        walk::body(&mut body, shape, &mut Mask(self));
         self.finish_request(body)
     }
 
@@ -217,39 +195,43 @@ impl Exchange {
         }
     }
 
-    /// Reserves placeholder-shaped tokens in every string under `v`.
-    fn reserve_all(&mut self, v: &Value) {
-        if self.too_complex.is_some() {
-            return;
-        }
-        match v {
-            Value::String(s) if s.contains('<') => {
-                if let Err(e) = self.session.reserve_literals_within(s, &mut self.cost) {
-                    self.too_complex = Some(e);
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|i| self.reserve_all(i)),
-            Value::Object(map) => map.values().for_each(|i| self.reserve_all(i)),
-            _ => {}
+    /// Charges `units` to the request; past the bound, the rest is not looked at.
+    fn charge(&mut self, units: u64) {
+        if self.too_complex.is_none()
+            && let Err(e) = self.cost.charge(units)
+        {
+            self.too_complex = Some(e);
         }
     }
 
-    fn mask(&mut self, v: &mut Value) {
-        if self.too_complex.is_some() {
+    /// Reserves placeholder-shaped tokens in one text of the request.
+    fn reserve(&mut self, text: &str) {
+        if self.too_complex.is_some() || !text.contains('<') {
             return;
         }
-        if let Value::String(s) = v {
-            let masked = self.session.mask_within(
-                &self.detector,
-                &self.policy,
-                s,
-                Direction::Request,
-                &mut self.cost,
-            );
-            match masked {
-                Ok(std::borrow::Cow::Owned(masked)) => *s = masked,
-                Ok(std::borrow::Cow::Borrowed(_)) => {}
-                Err(e) => self.too_complex = Some(e),
+        if let Err(e) = self.session.reserve_literals_within(text, &mut self.cost) {
+            self.too_complex = Some(e);
+        }
+    }
+
+    /// Masks one text of the request; `None` when it is unchanged (or the bound was passed).
+    fn mask(&mut self, text: &str) -> Option<String> {
+        if self.too_complex.is_some() {
+            return None;
+        }
+        let masked = self.session.mask_within(
+            &self.detector,
+            &self.policy,
+            text,
+            Direction::Request,
+            &mut self.cost,
+        );
+        match masked {
+            Ok(std::borrow::Cow::Owned(masked)) => Some(masked),
+            Ok(std::borrow::Cow::Borrowed(_)) => None,
+            Err(e) => {
+                self.too_complex = Some(e);
+                None
             }
         }
     }
@@ -353,7 +335,8 @@ impl Exchange {
     }
 
     /// A whole chat answer: values the model produced are masked, placeholders restored, in
-    /// message content and tool-call arguments. `None` when nothing changed (forward as is).
+    /// every string of each choice's `message` (content, refusal, reasoning, tool-call and
+    /// function-call arguments, audio transcript…). `None` when nothing changed (forward as is).
     pub fn chat_answer(&mut self, body: &[u8]) -> Option<Vec<u8>> {
         self.chat_answer_pass(body, AnswerPass::Both)
     }
@@ -380,36 +363,29 @@ impl Exchange {
             return None;
         }
         let mut v: Value = serde_json::from_slice(body).ok()?;
-        let mut changed = false;
+        let mut answer = Answer {
+            exchange: self,
+            pass,
+            changed: false,
+        };
         if let Some(Value::Array(choices)) = v.get_mut("choices") {
             for c in choices.iter_mut() {
-                let Some(message) = c.get_mut("message") else {
-                    continue;
-                };
-                if let Some(Value::String(s)) = message.get_mut("content")
-                    && let Some(new) = self.answer_text(s, false, pass)
-                {
-                    *s = new;
-                    changed = true;
-                }
-                if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
-                    for call in calls {
-                        if let Some(Value::String(s)) = call.pointer_mut("/function/arguments")
-                            && let Some(new) = self.answer_text(s, true, pass)
-                        {
-                            *s = new;
-                            changed = true;
-                        }
-                    }
+                if let Some(Value::Object(message)) = c.get_mut("message") {
+                    walk::map(message, &walk::CHAT_ANSWER, &mut answer);
                 }
             }
         }
-        changed.then(|| serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec()))
+        answer
+            .changed
+            .then(|| serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec()))
     }
 
     /// One streamed chunk (an SSE event's data). Returns the data to send instead, or `None`
-    /// to send it unchanged. Text that might be part of a placeholder or a finding is held
-    /// back and released with a later chunk, at the latest with the choice's `finish_reason`.
+    /// to send it unchanged. The streamed text fields of each choice's `delta` (content,
+    /// refusal, reasoning, reasoning_content, audio transcript, each tool call's arguments) are each held back on their own: text that might be
+    /// part of a placeholder or a finding is released with a later chunk, at the latest with
+    /// the choice's `finish_reason`. Every other string of the delta (a tool call's name, an
+    /// annotation) arrives whole and is masked and restored whole.
     pub fn chat_chunk(&mut self, data: &[u8]) -> Option<Vec<u8>> {
         if !self.touches_answers() {
             return None;
@@ -425,21 +401,7 @@ impl Exchange {
             let Some(delta) = c.get_mut("delta").and_then(Value::as_object_mut) else {
                 continue;
             };
-            if let Some(Value::String(s)) = delta.get_mut("content") {
-                let out = self.push_field((index, None), s);
-                changed |= out != *s;
-                *s = out;
-            }
-            if let Some(Value::Array(calls)) = delta.get_mut("tool_calls") {
-                for call in calls.iter_mut() {
-                    let j = call.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    if let Some(Value::String(s)) = call.pointer_mut("/function/arguments") {
-                        let out = self.push_field((index, Some(j)), s);
-                        changed |= out != *s;
-                        *s = out;
-                    }
-                }
-            }
+            changed |= self.stream_delta(index, delta);
             if finished {
                 changed |= self.flush_choice(index, delta);
             }
@@ -447,10 +409,30 @@ impl Exchange {
         changed.then(|| serde_json::to_vec(&v).unwrap_or_else(|_| data.to_vec()))
     }
 
+    /// One choice's delta: the streamed fields through their hold-back, the rest whole.
+    fn stream_delta(&mut self, index: u64, delta: &mut Map<String, Value>) -> bool {
+        let pieces = take_streamed(delta);
+        let mut answer = Answer {
+            exchange: self,
+            pass: AnswerPass::Both,
+            changed: false,
+        };
+        walk::map(delta, &walk::CHAT_ANSWER, &mut answer);
+        let mut changed = answer.changed;
+        for (slot, at, piece) in pieces {
+            let out = self.push_field((index, slot), &piece);
+            changed |= out != piece;
+            if let Some(v) = streamed_mut(delta, slot, at) {
+                *v = Value::String(out);
+            }
+        }
+        changed
+    }
+
     /// At the end of the stream: a chunk carrying whatever is still held (a stream that ended
     /// without `finish_reason`), or `None`.
     pub fn chat_stream_end(&mut self) -> Option<Vec<u8>> {
-        let indexes: Vec<u64> = self
+        let indexes: std::collections::BTreeSet<u64> = self
             .fields
             .iter()
             .filter(|(_, f)| f.is_holding())
@@ -460,10 +442,7 @@ impl Exchange {
             return None;
         }
         let mut choices = Vec::new();
-        for i in indexes
-            .into_iter()
-            .collect::<std::collections::BTreeSet<_>>()
-        {
+        for i in indexes {
             let mut delta = Map::new();
             self.flush_choice(i, &mut delta);
             choices.push(serde_json::json!({"index": i, "delta": delta, "finish_reason": null}));
@@ -476,7 +455,7 @@ impl Exchange {
         let field = self
             .fields
             .entry(id)
-            .or_insert_with(|| StreamText::new(id.1.is_some()));
+            .or_insert_with(|| StreamText::new(id.1.is_json()));
         field.push(
             &mut self.session,
             &self.detector,
@@ -510,41 +489,61 @@ impl Exchange {
             }
             changed = true;
             match id.1 {
-                None => append(
-                    delta
-                        .entry("content")
-                        .or_insert(Value::String(String::new())),
-                    &rest,
-                ),
-                Some(j) => {
-                    let calls = delta
-                        .entry("tool_calls")
-                        .or_insert_with(|| Value::Array(Vec::new()));
-                    let Value::Array(calls) = calls else { continue };
-                    let pos = calls
-                        .iter()
-                        .position(|c| c.get("index").and_then(Value::as_u64) == Some(j));
-                    match pos {
-                        Some(p) => {
-                            let f = calls[p].as_object_mut().map(|o| {
-                                o.entry("function")
-                                    .or_insert_with(|| Value::Object(Map::new()))
-                            });
-                            if let Some(Value::Object(f)) = f {
-                                append(
-                                    f.entry("arguments").or_insert(Value::String(String::new())),
-                                    &rest,
-                                );
-                            }
-                        }
-                        None => calls
-                            .push(serde_json::json!({"index": j, "function": {"arguments": rest}})),
+                Slot::Delta(i) => {
+                    if let Some(v) = STREAMED.get(i).and_then(|(path, _)| entry_at(delta, path)) {
+                        append(v, &rest);
                     }
                 }
+                Slot::ToolArguments(j) => append_tool_arguments(delta, j, &rest),
             }
         }
         changed
     }
+}
+
+/// The request walks' visitor: reserves placeholder-shaped text.
+struct Reserve<'x>(&'x mut Exchange);
+
+impl walk::Visit for Reserve<'_> {
+    fn text(&mut self, text: &str, _: walk::Ctx) -> Option<String> {
+        self.0.reserve(text);
+        None
+    }
+
+    fn charge(&mut self, units: u64) {
+        self.0.charge(units);
+    }
+}
+
+/// The request walks' visitor: masks.
+struct Mask<'x>(&'x mut Exchange);
+
+impl walk::Visit for Mask<'_> {
+    fn text(&mut self, text: &str, _: walk::Ctx) -> Option<String> {
+        self.0.mask(text)
+    }
+
+    fn charge(&mut self, units: u64) {
+        self.0.charge(units);
+    }
+}
+
+/// The answer walks' visitor: masks what the model produced and restores placeholders.
+struct Answer<'x> {
+    exchange: &'x mut Exchange,
+    pass: AnswerPass,
+    changed: bool,
+}
+
+impl walk::Visit for Answer<'_> {
+    fn text(&mut self, text: &str, ctx: walk::Ctx) -> Option<String> {
+        let new = self.exchange.answer_text(text, ctx.json, self.pass);
+        self.changed |= new.is_some();
+        new
+    }
+
+    /// Answers are not bounded (the session masks them unbounded, as before).
+    fn charge(&mut self, _: u64) {}
 }
 
 /// Counts by type as `CREDIT_CARD=1,EMAIL=2` (the `x-warden-redactions` header), or `None`.
@@ -556,13 +555,6 @@ pub fn format_counts(counts: &BTreeMap<String, u32>) -> Option<String> {
             .collect::<Vec<_>>()
             .join(",")
     })
-}
-
-fn append(v: &mut Value, rest: &str) {
-    match v {
-        Value::String(s) => s.push_str(rest),
-        other => *other = Value::String(rest.to_owned()),
-    }
 }
 
 /// Which half of the answer pass to run: both (the normal path), or one half (the cache
