@@ -204,109 +204,67 @@ fn sniff_text(payload: &str) -> bool {
     }
 }
 
-/// Value of one base64 digit (standard or URL-safe alphabet).
-fn digit(b: u8) -> Option<u32> {
-    match b {
-        b'A'..=b'Z' => Some(u32::from(b - b'A')),
-        b'a'..=b'z' => Some(u32::from(b - b'a') + 26),
-        b'0'..=b'9' => Some(u32::from(b - b'0') + 52),
-        b'+' | b'-' => Some(62),
-        b'/' | b'_' => Some(63),
-        _ => None,
-    }
-}
+/// Base64 as clients write it: the standard or the URL-safe alphabet, padding or not.
+const BASE64: [base64::engine::GeneralPurpose; 2] = {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let lenient = GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true);
+    [
+        GeneralPurpose::new(&base64::alphabet::STANDARD, lenient),
+        GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient),
+    ]
+};
 
 fn is_base64(payload: &str) -> bool {
-    decode_base64_with(payload, |_| {}).is_some()
+    decode_base64(payload).is_some()
 }
 
+/// Decodes base64 (white space ignored, padding optional, either alphabet); `None` if it is
+/// not base64.
 fn decode_base64(payload: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(payload.len() / 4 * 3 + 3);
-    decode_base64_with(payload, |b| out.push(b))?;
-    Some(out)
-}
-
-/// Decodes base64 (white space ignored, padding optional), handing each byte to `emit`;
-/// `None` if it is not base64.
-fn decode_base64_with(payload: &str, mut emit: impl FnMut(u8)) -> Option<()> {
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    let mut padding = 0;
-    for b in payload.bytes() {
-        if b.is_ascii_whitespace() {
-            continue;
-        }
-        if b == b'=' {
-            padding += 1;
-            continue;
-        }
-        if padding > 0 {
-            return None;
-        }
-        acc = (acc << 6) | digit(b)?;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            emit((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    (padding <= 2 && bits < 6).then_some(())
+    use base64::Engine;
+    let compact: std::borrow::Cow<'_, str> = if payload.bytes().any(|b| b.is_ascii_whitespace()) {
+        payload
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>()
+            .into()
+    } else {
+        payload.into()
+    };
+    BASE64
+        .iter()
+        .find_map(|engine| engine.decode(compact.as_bytes()).ok())
 }
 
 fn encode_base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn percent_decode(payload: &str) -> Vec<u8> {
-    let bytes = payload.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    percent_encoding::percent_decode_str(payload).collect()
 }
 
-/// Percent-encodes what a URL cannot hold as it is (and `%`, `<`, `>`, `"`).
+/// What a URL cannot hold as it is: controls, space, non-ASCII, and `%<>"#\^`{|}`.
+const URL_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'"')
+    .add(b'#')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Percent-encodes what a URL cannot hold as it is.
 fn percent_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_graphic() && !b"%<>\"#\\^`{|}".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::percent_encode(bytes, URL_UNSAFE).to_string()
 }
 
 #[cfg(test)]
