@@ -54,8 +54,9 @@ impl<T> Redacted<T> {
 }
 
 impl Redacted<serde_json::Map<String, serde_json::Value>> {
-    /// Sets a routing field of a redacted request body (`model`, `stream_options`): fields
-    /// redaction never looks at. Never use it for content.
+    /// Sets a routing field of a redacted request body (`model`, `stream_options`): a value
+    /// Warden itself chooses after redaction (redaction skips top-level `model`, which this
+    /// replaces with the route's own). Never use it for content.
     pub fn set_routing_field(&mut self, key: &str, value: serde_json::Value) {
         self.0.insert(key.to_owned(), value);
     }
