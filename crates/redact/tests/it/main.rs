@@ -7,7 +7,9 @@ mod complexity;
 mod corpus;
 mod evasion;
 mod exchange;
+mod public;
 mod roundtrip;
+mod secrets;
 
 use warden_redact::Detector;
 
