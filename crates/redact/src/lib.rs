@@ -21,8 +21,8 @@ mod policy;
 mod secrets;
 mod session;
 mod stream;
-mod walk;
 pub mod validate;
+mod walk;
 
 pub use cost::{Cost, DEFAULT_MAX_COST, TooComplex};
 pub use detector::{BuildError, Custom, Detector, Finding};

@@ -21,17 +21,17 @@ pub fn patterns() -> Vec<Pattern> {
         ),
         Pattern::checked(
             "US_SSN",
-            r"(?-u:\b)[0-9]{3}-[0-9]{2}-[0-9]{4}(?-u:\b)",
+            r"(?-u:\b)(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3}\.[0-9]{2}\.[0-9]{4})(?-u:\b)",
             Some(validate::ssn),
         ),
         Pattern::checked(
             "IBAN",
-            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?-u:\b)",
+            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[ .-]?[A-Z0-9]{4}){2,7}(?:[ .-]?[A-Z0-9]{1,3})?(?-u:\b)",
             Some(validate::iban),
         ),
         Pattern::checked(
             "CREDIT_CARD",
-            r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)",
+            r"(?-u:\b)[0-9](?:[ .-]?[0-9]){12,18}(?-u:\b)",
             Some(validate::credit_card),
         ),
         Pattern::checked(

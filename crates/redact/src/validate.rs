@@ -48,7 +48,7 @@ pub fn card_issuer(d: &[u8]) -> bool {
     }
 }
 
-/// A card number: digits in groups separated by single spaces or dashes. Tries the longest
+/// A card number: digits in groups separated by single spaces, dashes or dots. Tries the longest
 /// run of whole groups first (a match may swallow a trailing number), down to 13 digits.
 pub fn credit_card(text: &str) -> Option<Range<usize>> {
     let groups: Vec<(usize, usize)> = digit_groups(text);
@@ -56,7 +56,7 @@ pub fn credit_card(text: &str) -> Option<Range<usize>> {
         let end = groups[take - 1].1;
         let digits: Vec<u8> = text[..end].bytes().filter(u8::is_ascii_digit).collect();
         if (13..=19).contains(&digits.len()) && card_issuer(&digits) && luhn(&digits) {
-            // Separators must be consistent: all spaces, all dashes, or none.
+            // Separators must be consistent: all spaces, all dashes, all dots, or none.
             let seps: Vec<u8> = text[..end]
                 .bytes()
                 .filter(|b| !b.is_ascii_digit())
@@ -106,7 +106,7 @@ pub fn ssn(text: &str) -> Option<Range<usize>> {
 
 /// IBAN: country length table and the ISO 13616 mod-97 check.
 pub fn iban(text: &str) -> Option<Range<usize>> {
-    let compact: Vec<u8> = text.bytes().filter(|b| *b != b' ').collect();
+    let compact: Vec<u8> = text.bytes().filter(|b| !b" .-".contains(b)).collect();
     let expected = iban_length(&compact[..2])?;
     if compact.len() != expected {
         return None;

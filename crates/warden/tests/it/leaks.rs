@@ -1,7 +1,8 @@
 //! Leak test: known personal data and secrets go through every path that exists (chat, stream,
 //! embeddings, tool-call history, the model echoing them, the model inventing a secret, a
 //! blocked request, a cached answer, an agent's task and the database rows its SQL tool reads,
-//! streamed and not), with debug logging on; then every byte Warden wrote — its
+//! streamed and not; the kinds and disguises of issue 14 in every string field of the request),
+//! with debug logging on; then every byte Warden wrote — its
 //! log, the SQLite files, the audit write-ahead files, the shipped audit store and (when this
 //! machine's Redis is given) the cached answers in Redis — is scanned for them.
 
@@ -18,6 +19,21 @@ const SECRETS: &[&str] = &[
     "ghp_1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P7q8R",
     "s3cr3t-P4ss",
     "DE89370400440532013000",
+    // Kinds and forms of issue 14: other issuers' cards (dots as separators), a registry
+    // IBAN with dashes, an international phone number, an internationalised address, an SSN
+    // with dots, secrets of more formats, a network in CIDR notation, disguised values.
+    "6759.6498.2643.8453",
+    "6212345678901234569",
+    "NO93-8601-1117-947",
+    "+33 6 12 34 56 78",
+    "123.45.6789",
+    "ASIAY34FZKBOKMUTVV7A",
+    "xapp-1-A01B2C3D4E5-1234567890123-0123456789abcdef0123456789abcdef0123456789abcdef",
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiJqYW5lIn0.",
+    "10.24.0.0/16",
+    "ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+    "4111\u{200b}1111\u{200b}1111\u{200b}1111",
+    "cust_4111111111111111",
 ];
 
 /// A token the model produces on its own.
@@ -115,7 +131,15 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
         {"role": "user", "name": "jane.doe@example.com", "content": [{"type": "text", "text": all.clone()}]},
         {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": json!({"dsn": "postgres://u:s3cr3t-P4ss@db/x", "ssn": "123-45-6789"}).to_string()}}]},
         {"role": "tool", "tool_call_id": "c", "content": all.clone()},
-    ]});
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://img.example/x.png?owner=jane.doe@example.com"}}]},
+    ],
+    // Fields no list of content fields would name: every string is scanned.
+    "tools": [{"type": "function", "function": {"name": "lookup", "description": format!("Look up {all}"),
+        "parameters": {"type": "object", "properties": {"who": {"type": "string", "default": "jane.doe@example.com", "description": all.clone()}}}}}],
+    "metadata": {"note": all.clone()},
+    "user": "jane.doe@example.com",
+    "stop": ["123-45-6789"],
+    });
     // Echoed back (restored for the client), streamed (a cache hit, replayed), and a secret
     // the model invents.
     assert_eq!(
@@ -317,9 +341,8 @@ async fn no_secret_reaches_any_log_record_or_stored_byte() {
 
     // What reached the provider, the agent's model calls included.
     let upstream: String = a.requests().iter().map(|r| r.body.to_string()).collect();
-    for secret in SECRETS {
-        assert!(!upstream.contains(secret), "{secret} reached the provider");
-    }
+    let reached: Vec<&&str> = SECRETS.iter().filter(|s| upstream.contains(**s)).collect();
+    assert!(reached.is_empty(), "{reached:?} reached the provider");
 
     tokio::time::sleep(Duration::from_millis(1200)).await; // key events copied
     w.signal("TERM");
