@@ -35,20 +35,9 @@ const B64: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 const HEX: &str = "0123456789abcdef";
 const DIGITS: &str = "0123456789";
 
-/// CRC-32 (IEEE), as GitHub and npm compute their tokens' checksums.
+/// CRC-32 as zlib computes it (the crate the detector uses too).
 fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
+    crc32fast::hash(bytes)
 }
 
 /// Six base62 digits (`0-9A-Za-z`), zero-padded.
@@ -577,4 +566,9 @@ fn near_misses_of_the_new_formats_cost_linearly() {
         );
         assert!(large < 64 * 256 * 1024, "{unit:?}: {large} for 256 KiB");
     }
+}
+
+#[test]
+fn the_checksum_is_zlibs_crc32() {
+    assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the standard check value");
 }
