@@ -510,7 +510,12 @@ fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
             }
             i += 1;
         }
-        let glued_before = start > 0 && word(b[start - 1]);
+        // Two capitals opening a word and then digits are an IBAN's shape (the IBAN
+        // detector judges it), not a number glued to a word.
+        let iban_shaped = start >= 2
+            && b[start - 2..start].iter().all(u8::is_ascii_uppercase)
+            && (start == 2 || !word(b[start - 3]));
+        let glued_before = start > 0 && word(b[start - 1]) && !iban_shaped;
         let glued_after = end < b.len() && word(b[end]);
         if digits >= GLUED_MIN_DIGITS && (glued_before || glued_after) {
             out.push((start, end));
