@@ -11,6 +11,7 @@
 
 mod cost;
 mod detector;
+mod email;
 mod entity;
 mod extend;
 mod normalize;

@@ -7,6 +7,11 @@ use std::ops::Range;
 /// Confirms a match and says which part of it to mask.
 pub type Check = fn(&str) -> Option<Range<usize>>;
 
+/// For a match its check refused: the length of a look-alike of the kind that starts there
+/// (an IBAN whose check digits fail), which the scan then steps over whole, so that no other
+/// pattern finds a phone number or a card among its digits.
+pub type Veto = fn(&str) -> Option<usize>;
+
 /// A built-in detector.
 pub struct Pattern {
     /// Entity name.
@@ -15,6 +20,8 @@ pub struct Pattern {
     pub regex: &'static str,
     /// Confirmation; `None` means the whole match counts.
     pub check: Option<Check>,
+    /// What a refused match may still be: see [`Veto`].
+    pub veto: Option<Veto>,
     /// The regex finds only the opening; code extends it to the whole finding.
     pub extend: Option<Extend>,
     /// How the pattern is searched for: see [`Search`].
@@ -48,10 +55,6 @@ pub enum Extend {
     Jwt,
 }
 
-/// An email address: a local part of 1 to 64 characters starting with a letter or digit at a
-/// word boundary, `@`, a domain. `Search::Email` relies on this shape (see `detector.rs`).
-pub const EMAIL: &str = r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?-u:\b)";
-
 impl Pattern {
     /// A pattern searched with the others, confirmed by `check` (`None`: the whole match).
     pub fn checked(entity: &'static str, regex: &'static str, check: Option<Check>) -> Self {
@@ -59,6 +62,7 @@ impl Pattern {
             entity,
             regex,
             check,
+            veto: None,
             extend: None,
             search: Search::Together,
         }

@@ -1,8 +1,16 @@
 //! The built-in detectors of personal data: payment cards, national identifiers, email
 //! addresses, phone numbers, bank accounts and network addresses.
 
-use crate::patterns::{EMAIL, Pattern, Search};
+use crate::email::EMAIL;
+use crate::patterns::{Pattern, Search};
 use crate::validate;
+
+/// An extension after a phone number (`x12`, `ext. 12`, `extension 12`), masked with it.
+macro_rules! extension {
+    () => {
+        r"(?:,? ?(?:x|ext\.?|extension) ?[0-9]{1,6}(?-u:\b))?"
+    };
+}
 
 /// The personal-data patterns, most specific first.
 pub fn patterns() -> Vec<Pattern> {
@@ -11,52 +19,76 @@ pub fn patterns() -> Vec<Pattern> {
             entity: "EMAIL",
             regex: EMAIL,
             check: None,
+            veto: None,
             extend: None,
             search: Search::Email,
         },
         Pattern::checked(
             "US_SSN",
-            r"(?i:ssn|social security(?: number| no\.?)?)[^0-9\n]{0,20}[0-9]{3}[ -]?[0-9]{2}[ -]?[0-9]{4}(?-u:\b)",
+            r"(?i:ssn|social security(?: number| no\.?)?)[^0-9\n]{0,20}[0-9]{3}[ .-]?[0-9]{2}[ .-]?[0-9]{4}(?-u:\b)",
             Some(validate::ssn),
         ),
-        Pattern::checked(
-            "US_SSN",
-            r"(?-u:\b)(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3}\.[0-9]{2}\.[0-9]{4})(?-u:\b)",
-            Some(validate::ssn),
-        ),
-        Pattern::checked(
-            "IBAN",
-            r"(?-u:\b)[A-Z]{2}[0-9]{2}(?:[ .-]?[A-Z0-9]{4}){2,7}(?:[ .-]?[A-Z0-9]{1,3})?(?-u:\b)",
-            Some(validate::iban),
-        ),
+        Pattern {
+            entity: "US_SSN",
+            regex: r"(?-u:\b)(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3}\.[0-9]{2}\.[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})(?-u:\b)",
+            check: Some(validate::ssn),
+            veto: Some(validate::ssn_look_alike),
+            extend: None,
+            search: Search::Together,
+        },
+        Pattern {
+            entity: "IBAN",
+            regex: r"(?-u:\b)[A-Z]{2} ?[0-9]{2}(?:[ .-]?[A-Za-z0-9]){8,32}",
+            check: Some(validate::iban),
+            veto: Some(validate::iban_look_alike),
+            extend: None,
+            search: Search::Together,
+        },
         Pattern::checked(
             "CREDIT_CARD",
             r"(?-u:\b)[0-9](?:[ .-]?[0-9]){12,18}(?-u:\b)",
             Some(validate::credit_card),
         ),
+        // After a word that says a phone number follows, any grouping of 7 to 15 digits.
         Pattern::checked(
             "PHONE",
-            r"\+[1-9][0-9]{0,3}(?:[ .-]?\(?[0-9]{1,4}\)?){2,6}(?-u:\b)",
+            concat!(
+                r"(?i:(?-u:\b)(?:tele?phone|phone|tel|mobile|cell(?:phone)?|fax|whatsapp)(?-u:\b))",
+                r"[^0-9\n+(]{0,24}\+?\(?[0-9][0-9 ().-]{5,22}[0-9](?-u:\b)",
+                extension!()
+            ),
+            Some(validate::phone_after_label),
+        ),
+        Pattern::checked(
+            "PHONE",
+            concat!(
+                r"\+[1-9][0-9]{0,3}(?:[ .-]?\(?[0-9]{1,4}\)?){1,6}(?-u:\b)",
+                extension!()
+            ),
             Some(validate::phone),
         ),
         Pattern::checked(
             "PHONE",
-            r"(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[-. ])[0-9]{3}[-. ][0-9]{4}(?-u:\b)",
+            concat!(
+                r"(?:(?-u:\b)1[ .-]?)?(?:\([0-9]{3}\) ?|(?-u:\b)[0-9]{3}[-. ])[0-9]{3}[-. ][0-9]{4}(?-u:\b)",
+                extension!()
+            ),
             Some(validate::phone),
         ),
+        // National format: the trunk prefix 0, an area code, groups.
         Pattern::checked(
             "PHONE",
-            r"(?-u:\b)0[1-9][0-9]{0,3}[ -][0-9]{3,4}[ -]?[0-9]{3,4}(?-u:\b)",
-            Some(validate::phone),
+            r"(?:\(0[1-9][0-9]{0,4}\)|(?-u:\b)0[1-9][0-9]{0,4})(?:[ -][0-9]{2,5}){1,4}(?-u:\b)",
+            Some(validate::national_phone),
         ),
         Pattern::checked(
             "IP_ADDRESS",
-            r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)",
+            r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?:/[0-9]{1,2})?(?-u:\b)",
             Some(validate::ipv4),
         ),
         Pattern::checked(
             "IP_ADDRESS",
-            r"(?i:(?:[0-9a-f]{1,4}:){1,7}(?::[0-9a-f]{1,4}){1,7}|(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}|(?:[0-9a-f]{1,4}:){1,7}:|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4})",
+            r"(?i:[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,8}(?:\.[0-9]{1,3}){0,3})(?:%[0-9A-Za-z_.-]{1,16})?(?:/[0-9]{1,3})?",
             Some(validate::ipv6),
         ),
     ]

@@ -5,8 +5,10 @@
 //! Three kinds of pattern, in this order (a failed check tries the patterns after it at the
 //! same place, so the patterns that never fail come first):
 //!
-//! 1. [`TOKENS`]: a distinctive prefix and shape; every match is the token, never rejected
-//!    (masking a look-alike costs nothing, missing a real token leaks it).
+//! 1. [`TOKENS`]: a distinctive prefix and shape; every match is the token unless it is a
+//!    documentation placeholder ([`not_placeholder`]: `AKIAXXXXXXXXXXXXXXXX`), which a
+//!    random token is with odds below one in ten billion (masking
+//!    a look-alike costs little, missing a real token leaks it).
 //! 2. Looser shapes a check confirms: a GitHub or npm token glued to a word (its CRC-32),
 //!    label-and-value forms (AWS secret keys, Authorization headers, password labels).
 //! 3. Unbounded bodies followed by code (`extend.rs`): private key blocks and JWTs.
@@ -18,6 +20,9 @@ use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
 use std::ops::Range;
 use std::sync::OnceLock;
+
+/// Slack bot, user, workspace, refresh and legacy tokens (confirmed by [`slack`]).
+const SLACK_TOKEN: (&str, &str) = ("SLACK_TOKEN", r"(?-u:\b)xox[abeoprs]-[A-Za-z0-9-]{10,250}");
 
 /// Token formats with a distinctive prefix and shape: `(entity, regex)`. Every run before a
 /// distinctive character is bounded (see `patterns::built_in`).
@@ -80,7 +85,7 @@ const TOKENS: &[(&str, &str)] = &[
     ),
     // Slack: bot, user, app, workspace, legacy and refresh tokens; configuration tokens;
     // app-level tokens; incoming and workflow webhooks.
-    ("SLACK_TOKEN", r"(?-u:\b)xox[abeoprs]-[A-Za-z0-9-]{10,250}"),
+    (SLACK_TOKEN.0, SLACK_TOKEN.1),
     (
         "SLACK_TOKEN",
         r"(?-u:\b)xoxe\.xox[bp]-[0-9]-[A-Za-z0-9]{100,300}",
@@ -243,11 +248,54 @@ fn label_regex() -> &'static str {
 pub fn patterns() -> Vec<Pattern> {
     let mut all: Vec<Pattern> = TOKENS
         .iter()
-        .map(|&(entity, regex)| Pattern::checked(entity, regex, None))
+        .map(|&(entity, regex)| {
+            let check = match regex {
+                r if r == SLACK_TOKEN.1 => slack,
+                r if r.contains("://") || r.contains(r"hooks\.") => whole,
+                _ => not_placeholder,
+            };
+            Pattern::checked(entity, regex, Some(check))
+        })
         .collect();
     all.extend(checked());
     all.extend(followed());
     all
+}
+
+/// A token unless it is a placeholder: a run of eight or more of one character other than a
+/// digit (`xxxxxxxx`, `XXXX…`, `aaaa…`; numeric ids such as `31111111111` are real). (AWS's documented `…EXAMPLE` keys stay masked: the public
+/// sources disagree on them, and masking costs nothing.)
+/// A random token of 40 base62 characters holds such a run with odds of about 1 in 10^11.
+fn not_placeholder(text: &str) -> Option<Range<usize>> {
+    let b = text.as_bytes();
+    let mut run = 1;
+    for w in b.windows(2) {
+        run = if w[0] == w[1] && !w[0].is_ascii_digit() {
+            run + 1
+        } else {
+            1
+        };
+        if run >= 8 {
+            return None;
+        }
+    }
+    Some(0..text.len())
+}
+
+/// The whole match (webhook URLs: their path is the secret, placeholder or not).
+fn whole(text: &str) -> Option<Range<usize>> {
+    Some(0..text.len())
+}
+
+/// A Slack token (`xoxb-`, `xoxp-`, `xoxa-`, `xoxr-`, `xoxs-`, `xoxo-`, `xoxe-` and a body):
+/// every published kind carries numeric team and user ids, so the body (without trailing
+/// dashes) holds at least 20 characters and 8 digits; not a placeholder.
+fn slack(text: &str) -> Option<Range<usize>> {
+    let end = text.trim_end_matches('-').len();
+    let body = &text[5..end];
+    let digits = body.bytes().filter(u8::is_ascii_digit).count();
+    (body.len() >= 20 && digits >= 8).then_some(0..end)?;
+    not_placeholder(&text[..end])
 }
 
 /// Looser shapes a check confirms, and values after labels.
@@ -305,6 +353,7 @@ fn checked() -> Vec<Pattern> {
             entity: "PASSWORD",
             regex: r"(?-u:\b)[A-Za-z][A-Za-z0-9+.-]{0,20}://[^\s:/@]{1,128}:[^\s@/]{1,128}@",
             check: Some(validate::url_password),
+            veto: None,
             extend: None,
             search: Search::Alone,
         },
@@ -312,6 +361,7 @@ fn checked() -> Vec<Pattern> {
             entity: "PASSWORD",
             regex: label_regex(),
             check: Some(label_value),
+            veto: None,
             extend: None,
             search: Search::Alone,
         },
@@ -325,6 +375,7 @@ fn followed() -> Vec<Pattern> {
             entity: "PRIVATE_KEY",
             regex: r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
             check: None,
+            veto: None,
             extend: Some(Extend::PrivateKey),
             search: Search::Together,
         },
@@ -332,6 +383,7 @@ fn followed() -> Vec<Pattern> {
             entity: "JWT",
             regex: r"(?-u:\b)eyJ[A-Za-z0-9_-]{5}",
             check: None,
+            veto: None,
             extend: Some(Extend::Jwt),
             search: Search::Together,
         },

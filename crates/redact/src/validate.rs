@@ -2,6 +2,12 @@
 //! rules (US SSN), issuer prefixes, address parsing. Each takes the matched text and returns
 //! the span to mask inside it, or `None` for a look-alike.
 
+mod iban;
+mod ip;
+
+pub use iban::{iban, iban_look_alike};
+pub use ip::{ipv4, ipv6, stands_alone as ip_stands_alone};
+
 use std::ops::Range;
 
 /// Luhn checksum over ASCII digits.
@@ -20,7 +26,9 @@ pub fn luhn(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Whether a card number's prefix and length belong to a known issuer.
+/// Whether a card number's prefix and length belong to a known issuer: the major networks'
+/// published issuer identification number ranges and lengths (ISO/IEC 7812 numbers of 12 to
+/// 19 digits).
 pub fn card_issuer(d: &[u8]) -> bool {
     let len = d.len();
     let prefix = |n: usize| -> u32 {
@@ -28,25 +36,64 @@ pub fn card_issuer(d: &[u8]) -> bool {
             .iter()
             .fold(0, |acc, b| acc * 10 + u32::from(b - b'0'))
     };
-    let p2 = prefix(2);
-    let p3 = prefix(3);
-    let p4 = prefix(4);
-    let p6 = prefix(6);
-    match d[0] {
-        b'4' => matches!(len, 13 | 16 | 19),              // Visa
-        b'5' if (51..=55).contains(&p2) => len == 16,     // Mastercard
-        b'2' if (2221..=2720).contains(&p4) => len == 16, // Mastercard 2-series
-        b'3' if p2 == 34 || p2 == 37 => len == 15,        // Amex
-        b'3' if (300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39 => {
-            (14..=19).contains(&len)
-        } // Diners
-        b'3' if (3528..=3589).contains(&p4) => (16..=19).contains(&len), // JCB
-        b'6' if p4 == 6011 || p2 == 65 || (644..=649).contains(&p3) => (16..=19).contains(&len), // Discover
-        b'6' if (622_126..=622_925).contains(&p6) || p2 == 62 => (16..=19).contains(&len), // UnionPay
-        b'5' | b'6' if matches!(p2, 50 | 56..=69) => (12..=19).contains(&len), // Maestro
-        _ => false,
+    let (p2, p3, p4, p6) = (prefix(2), prefix(3), prefix(4), prefix(6));
+    let within = |lo: usize, hi: usize| (lo..=hi).contains(&len);
+    ISSUERS.iter().any(|issuer| {
+        let p = match issuer.digits {
+            1 => u32::from(d[0] - b'0'),
+            2 => p2,
+            3 => p3,
+            4 => p4,
+            _ => p6,
+        };
+        (issuer.from..=issuer.to).contains(&p) && within(issuer.min_len, issuer.max_len)
+    })
+}
+
+/// One issuer identification number range: prefixes of `digits` digits from `from` to `to`,
+/// card numbers of `min_len` to `max_len` digits.
+struct Issuer {
+    digits: u8,
+    from: u32,
+    to: u32,
+    min_len: usize,
+    max_len: usize,
+}
+
+const fn issuer(digits: u8, from: u32, to: u32, min_len: usize, max_len: usize) -> Issuer {
+    Issuer {
+        digits,
+        from,
+        to,
+        min_len,
+        max_len,
     }
 }
+
+/// The networks' ranges: Visa, Mastercard (both series), American Express, Diners Club,
+/// JCB, Discover, UnionPay, Maestro (with the national schemes in its ranges: Verve,
+/// Dankort, InterPayment, InstaPayment), Mir, RuPay, Troy, UATP.
+const ISSUERS: &[Issuer] = &[
+    issuer(1, 4, 4, 13, 19),       // Visa (13, 16, 19; Electron too)
+    issuer(2, 51, 55, 16, 16),     // Mastercard
+    issuer(4, 2221, 2720, 16, 16), // Mastercard 2-series
+    issuer(2, 34, 34, 15, 15),     // American Express
+    issuer(2, 37, 37, 15, 15),     // American Express
+    issuer(3, 300, 305, 14, 19),   // Diners Club International
+    issuer(2, 36, 36, 14, 19),     // Diners Club International
+    issuer(2, 38, 39, 14, 19),     // Diners Club (Discover network)
+    issuer(4, 3528, 3589, 16, 19), // JCB
+    issuer(4, 6011, 6011, 16, 19), // Discover
+    issuer(3, 644, 649, 16, 19),   // Discover
+    issuer(2, 65, 65, 16, 19),     // Discover, RuPay
+    issuer(2, 62, 62, 16, 19),     // UnionPay
+    issuer(2, 81, 82, 16, 16),     // UnionPay, RuPay
+    issuer(2, 50, 50, 12, 19),     // Maestro, Verve, Dankort
+    issuer(2, 56, 69, 12, 19),     // Maestro and national schemes
+    issuer(4, 2200, 2204, 16, 19), // Mir
+    issuer(4, 9792, 9792, 16, 16), // Troy
+    issuer(1, 1, 1, 15, 15),       // UATP
+];
 
 /// A card number: digits in groups separated by single spaces, dashes or dots. Tries the longest
 /// run of whole groups first (a match may swallow a trailing number), down to 13 digits.
@@ -97,6 +144,20 @@ pub fn ssn_digits(d: &[u8]) -> bool {
     area != b"000" && area != b"666" && area[0] != b'9' && &d[3..5] != b"00" && &d[5..9] != b"0000"
 }
 
+/// The shape of an SSN (`078-05-0000`, `078 00 1123`: three, two and four digits with one
+/// kind of separator) whose issuing rules fail: a look-alike, not a phone number.
+pub fn ssn_look_alike(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let shaped = b.len() == 11
+        && digits(0..3)
+        && digits(4..6)
+        && digits(7..11)
+        && b[3] == b[6]
+        && b" .-".contains(&b[3]);
+    shaped.then_some(11)
+}
+
 /// An SSN written with dashes (or spaces, which the pattern only allows after an SSN label).
 pub fn ssn(text: &str) -> Option<Range<usize>> {
     let start = text.find(|c: char| c.is_ascii_digit())?;
@@ -104,152 +165,73 @@ pub fn ssn(text: &str) -> Option<Range<usize>> {
     ssn_digits(&digits).then_some(start..text.len())
 }
 
-/// IBAN: country length table and the ISO 13616 mod-97 check.
-pub fn iban(text: &str) -> Option<Range<usize>> {
-    let compact: Vec<u8> = text.bytes().filter(|b| !b" .-".contains(b)).collect();
-    let expected = iban_length(&compact[..2])?;
-    if compact.len() != expected {
-        return None;
-    }
-    let mut rem: u32 = 0;
-    for &b in compact[4..].iter().chain(&compact[..4]) {
-        let v = match b {
-            b'0'..=b'9' => u32::from(b - b'0'),
-            b'A'..=b'Z' => u32::from(b - b'A') + 10,
-            _ => return None,
-        };
-        rem = if v >= 10 {
-            (rem * 100 + v) % 97
-        } else {
-            (rem * 10 + v) % 97
-        };
-    }
-    (rem == 1).then_some(0..text.len())
-}
-
-/// IBAN lengths by country (SWIFT IBAN registry).
-fn iban_length(country: &[u8]) -> Option<usize> {
-    const TABLE: &[(&[u8; 2], usize)] = &[
-        (b"AD", 24),
-        (b"AE", 23),
-        (b"AL", 28),
-        (b"AT", 20),
-        (b"AZ", 28),
-        (b"BA", 20),
-        (b"BE", 16),
-        (b"BG", 22),
-        (b"BH", 22),
-        (b"BR", 29),
-        (b"BY", 28),
-        (b"CH", 21),
-        (b"CR", 22),
-        (b"CY", 28),
-        (b"CZ", 24),
-        (b"DE", 22),
-        (b"DK", 18),
-        (b"DO", 28),
-        (b"EE", 20),
-        (b"EG", 29),
-        (b"ES", 24),
-        (b"FI", 18),
-        (b"FO", 18),
-        (b"FR", 27),
-        (b"GB", 22),
-        (b"GE", 22),
-        (b"GI", 23),
-        (b"GL", 18),
-        (b"GR", 27),
-        (b"GT", 28),
-        (b"HR", 21),
-        (b"HU", 28),
-        (b"IE", 22),
-        (b"IL", 23),
-        (b"IQ", 23),
-        (b"IS", 26),
-        (b"IT", 27),
-        (b"JO", 30),
-        (b"KW", 30),
-        (b"KZ", 20),
-        (b"LB", 28),
-        (b"LC", 32),
-        (b"LI", 21),
-        (b"LT", 20),
-        (b"LU", 20),
-        (b"LV", 21),
-        (b"MC", 27),
-        (b"MD", 24),
-        (b"ME", 22),
-        (b"MK", 19),
-        (b"MR", 27),
-        (b"MT", 31),
-        (b"MU", 30),
-        (b"NL", 18),
-        (b"NO", 15),
-        (b"PK", 24),
-        (b"PL", 28),
-        (b"PS", 29),
-        (b"PT", 25),
-        (b"QA", 29),
-        (b"RO", 24),
-        (b"RS", 22),
-        (b"SA", 24),
-        (b"SC", 31),
-        (b"SE", 24),
-        (b"SI", 19),
-        (b"SK", 24),
-        (b"SM", 27),
-        (b"ST", 25),
-        (b"SV", 28),
-        (b"TL", 23),
-        (b"TN", 24),
-        (b"TR", 26),
-        (b"UA", 29),
-        (b"VA", 22),
-        (b"VG", 24),
-        (b"XK", 20),
-    ];
-    TABLE
-        .iter()
-        .find(|(c, _)| c.as_slice() == country)
-        .map(|(_, n)| *n)
-}
-
-/// IPv4: four octets of at most 255, without leading zeros (which mark version strings and
-/// zero-padded ids, not addresses).
-pub fn ipv4(text: &str) -> Option<Range<usize>> {
-    let ok = text
-        .split('.')
-        .all(|o| !o.is_empty() && (o == "0" || !o.starts_with('0')) && o.parse::<u8>().is_ok());
-    ok.then_some(0..text.len())
-}
-
-/// IPv6: whatever parses as one, with at least two groups of hex.
-pub fn ipv6(text: &str) -> Option<Range<usize>> {
-    let groups = text.split(':').filter(|g| !g.is_empty()).count();
-    (groups >= 2 && text.parse::<std::net::Ipv6Addr>().is_ok()).then_some(0..text.len())
-}
-
-/// A phone number: 8 to 15 digits in all (E.164's limit), and for North American numbers
-/// written without a country code, valid area and exchange codes.
+/// A phone number: 8 to 15 digits in all (E.164's limit; 7 after a `+`, as in small
+/// countries' `+683 7012`), and for North American numbers written without a country code
+/// (or with a bare `1`), valid area and exchange codes. An extension (`x12`) is masked with
+/// the number and not counted.
 pub fn phone(text: &str) -> Option<Range<usize>> {
-    // The pattern may swallow a trailing number (`… 0958-192.0.2.10`): try whole groups from
-    // the longest down.
+    phone_with(text, 8)
+}
+
+/// A phone number after a word that says one follows (`phone`, `tel`, `mobile`, `fax` …):
+/// 7 to 15 digits from the first digit, `+` or `(`; masks the number only.
+pub fn phone_after_label(text: &str) -> Option<Range<usize>> {
+    let start = text.find(|c: char| c.is_ascii_digit() || c == '+' || c == '(')?;
+    if ssn_look_alike(&text[start..]).is_some() {
+        return None; // three, two and four digits: the SSN detectors judge it
+    }
+    let found = phone_with(&text[start..], 7)?;
+    Some(start + found.start..start + found.end)
+}
+
+/// A national-format number (trunk prefix `0`, area code, groups: `0501 234 56 78`,
+/// `(0212) 345 67 89`): 9 to 12 digits, so that a date such as `05-11-2023` is not one.
+pub fn national_phone(text: &str) -> Option<Range<usize>> {
+    let ends: Vec<usize> = digit_groups(text).iter().map(|g| g.1).collect();
+    ends.into_iter().rev().find_map(|end| {
+        let digits = text[..end].bytes().filter(u8::is_ascii_digit).count();
+        let close = text[..end].matches(')').count() == text[..end].matches('(').count();
+        // One group after the area code only with a space (`03112 34567`): with a dash it
+        // is an order or reference number's shape (`060633-2047`).
+        let groups = text[..end].matches([' ', '-']).count();
+        let one_dashed = groups == 1 && text[..end].contains('-');
+        ((9..=12).contains(&digits) && close && !one_dashed).then_some(0..end)
+    })
+}
+
+/// The longest run of whole digit groups of `text` that is a phone number of at least
+/// `min_digits` digits (the pattern may swallow a trailing number: `… 0958-192.0.2.10`).
+fn phone_with(text: &str, min_digits: usize) -> Option<Range<usize>> {
     let ends: Vec<usize> = digit_groups(text).iter().map(|g| g.1).collect();
     ends.into_iter()
         .rev()
-        .find_map(|end| phone_exact(&text[..end]).map(|_| 0..end))
+        .find_map(|end| phone_exact(&text[..end], min_digits).map(|_| 0..end))
 }
 
-fn phone_exact(text: &str) -> Option<()> {
-    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_digit).collect();
-    if !(8..=15).contains(&digits.len()) {
+fn phone_exact(text: &str, min_digits: usize) -> Option<()> {
+    let number = text.split(['x', 'e', ',']).next().unwrap_or(text);
+    let digits: Vec<u8> = number.bytes().filter(u8::is_ascii_digit).collect();
+    let min = if number.starts_with('+') {
+        7
+    } else {
+        min_digits
+    };
+    if !(min..=15).contains(&digits.len()) {
         return None;
     }
-    if !text.starts_with('+') && !text.starts_with('0') && digits.len() == 10 {
-        // NANP: NXX-NXX-XXXX.
-        if digits[0] < b'2' || digits[3] < b'2' {
-            return None;
-        }
+    if number.matches('(').count() != number.matches(')').count() {
+        return None;
+    }
+    let plus = number.starts_with('+');
+    let nanp = match digits.len() {
+        10 if !plus && digits[0] != b'0' => Some(&digits[..]),
+        11 if !plus && digits[0] == b'1' => Some(&digits[1..]),
+        _ => None,
+    };
+    if let Some(d) = nanp
+        && (d[0] < b'2' || d[3] < b'2')
+    {
+        return None; // NANP: NXX-NXX-XXXX
     }
     Some(())
 }
@@ -326,6 +308,22 @@ mod tests {
     }
 
     #[test]
+    fn phone_forms() {
+        assert_eq!(phone("+683 7012"), Some(0..9), "seven digits after a plus");
+        assert_eq!(phone("1-312-515-2239"), Some(0..14));
+        assert_eq!(
+            phone("1-112-515-2239"),
+            None,
+            "no NANP area code starts with 1"
+        );
+        assert_eq!(phone("312-515-2239 ext. 12"), Some(0..20));
+        assert_eq!(phone_after_label("phone: 425 8829090"), Some(7..18));
+        assert_eq!(phone_after_label("tel 12345"), None, "too short");
+        assert_eq!(national_phone("(0212) 345 67 89"), Some(0..16));
+        assert_eq!(national_phone("05-11-2023"), None, "a date");
+    }
+
+    #[test]
     fn ssn_rules() {
         assert!(ssn("123-45-6789").is_some());
         for bad in [
@@ -337,24 +335,6 @@ mod tests {
         ] {
             assert!(ssn(bad).is_none(), "{bad}");
         }
-    }
-
-    #[test]
-    fn iban_checksums() {
-        assert!(iban("DE89370400440532013000").is_some());
-        assert!(iban("GB82 WEST 1234 5698 7654 32").is_some());
-        assert!(iban("DE89370400440532013001").is_none());
-        assert!(iban("DE8937040044053201300").is_none(), "wrong length");
-        assert!(iban("XX89370400440532013000").is_none(), "unknown country");
-    }
-
-    #[test]
-    fn addresses() {
-        assert!(ipv4("192.168.1.20").is_some());
-        assert!(ipv4("256.1.1.1").is_none());
-        assert!(ipv4("01.02.03.04").is_none());
-        assert!(ipv6("2001:db8::8a2e:370:7334").is_some());
-        assert!(ipv6("12:30:45").is_none());
     }
 
     #[test]
