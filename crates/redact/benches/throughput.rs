@@ -226,6 +226,17 @@ fn large_bodies(d: &Detector) {
 
 fn main() {
     let d = Detector::new(&[]).expect("detectors");
+    // `WARDEN_BENCH_INSTRUCTIONS=N`: only mask the 64 KB prompt N times, for an instruction
+    // count under `valgrind --tool=callgrind` (repeatable on a noisy machine).
+    if let Some(n) = std::env::var_os("WARDEN_BENCH_INSTRUCTIONS") {
+        let text = prompt(64 * 1024);
+        std::hint::black_box(d.find(&text));
+        let n = n.to_str().and_then(|n| n.parse().ok()).unwrap_or(10);
+        if n > 0 {
+            time_mask(&d, &text, n);
+        }
+        return;
+    }
     println!("| prompt | findings | median time | throughput |");
     println!("|---|---|---|---|");
     for kb in [1usize, 4, 16, 64] {

@@ -11,7 +11,7 @@ use crate::email;
 use crate::entity::Entity;
 use crate::extend::{self, Memo};
 use crate::normalize;
-use crate::patterns::{self, Check, Extend, Search, Veto};
+use crate::patterns::{self, Check, Context, Extend, Search, Veto, Work};
 use crate::validate;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::meta::Regex;
@@ -80,6 +80,8 @@ struct Meta {
     check: Option<Check>,
     veto: Option<Veto>,
     extend: Option<Extend>,
+    context: Option<Context>,
+    work: Option<Work>,
 }
 
 impl Meta {
@@ -89,6 +91,8 @@ impl Meta {
             check: None,
             veto: None,
             extend: None,
+            context: None,
+            work: None,
         }
     }
 }
@@ -96,8 +100,8 @@ impl Meta {
 /// Patterns searched together, by one engine.
 struct Group {
     regex: Regex,
-    /// `true`: the group is the email pattern alone, searched by [`next_email`].
-    email: bool,
+    /// How the group is searched: by its regex, or by code (`Email`, `DigitRuns`).
+    how: Search,
     /// The priority (index in `Detector::meta`) of each of the regex's patterns.
     ids: Vec<usize>,
 }
@@ -133,7 +137,7 @@ impl Detector {
         Self::build(custom, false)
     }
 
-    /// `one_regex`: every pattern but the email search in one regex (what the groups must find the same as; for
+    /// `one_regex`: every pattern but the searches by code (emails, digit runs) in one regex (what the groups must find the same as; for
     /// tests, on short texts, where the one lazy DFA does not thrash).
     fn build(custom: &[Custom], one_regex: bool) -> Result<Self, BuildError> {
         // Groups: 0 the patterns searched together; then one per pattern searched alone;
@@ -148,6 +152,8 @@ impl Detector {
                 check: p.check,
                 veto: p.veto,
                 extend: p.extend,
+                context: p.context,
+                work: p.work,
             });
             match p.search {
                 Search::Together => {
@@ -199,7 +205,7 @@ impl Detector {
             // The email search is code around an anchored regex, not a regex: it stays apart.
             let (email, rest): (Vec<_>, Vec<_>) = sources
                 .drain(..)
-                .partition(|(how, _, _)| *how == Search::Email);
+                .partition(|(how, _, _)| matches!(how, Search::Email | Search::DigitRuns));
             let mut all: Vec<(usize, String)> = rest
                 .into_iter()
                 .flat_map(|(_, r, ids)| ids.into_iter().zip(r))
@@ -219,12 +225,9 @@ impl Detector {
                 let local = PatternID::new(local).map_err(|e| BuildError(e.to_string()))?;
                 place[id] = (groups.len(), local);
             }
-            groups.push(Group {
-                regex,
-                email: how == Search::Email,
-                ids,
-            });
+            groups.push(Group { regex, how, ids });
         }
+        validate::load_numbering_plans();
         Ok(Self {
             groups,
             meta,
@@ -317,18 +320,21 @@ impl Detector {
         // stays the group's next match from any later place up to its start, so a group is
         // searched again only once the scan has passed that start.
         let mut next: Vec<Option<Option<Hit>>> = vec![None; self.groups.len()];
+        // Where a group of one pattern searches from at the earliest: past the last
+        // look-alike it found (its pattern would only find the look-alike's inner starts).
+        let mut resume = vec![0; self.groups.len()];
         let mut at = 0;
         while at < text.len() {
             // The leftmost match, the first pattern of those starting there: the match one
             // regex of every pattern would find.
             let mut found: Option<Hit> = None;
-            for (group, slot) in self.groups.iter().zip(next.iter_mut()) {
+            for (g, (group, slot)) in self.groups.iter().zip(next.iter_mut()).enumerate() {
                 if matches!(slot, Some(Some(h)) if h.start < at) {
                     *slot = None;
                 }
                 let hit = match slot {
                     Some(hit) => *hit,
-                    None => *slot.insert(group.search(text, at, cost)?),
+                    None => *slot.insert(group.search(text, at.max(resume[g]), cost)?),
                 };
                 if let Some(h) = hit
                     && found.is_none_or(|f| (h.start, h.id) < (f.start, f.id))
@@ -345,9 +351,19 @@ impl Detector {
                     out.push(f);
                 }
                 None => {
-                    let veto = self.meta[m.id].veto;
-                    if let Some(len) = veto.and_then(|v| v(&text[m.start..m.end])) {
+                    // A look-alike only where the match stands on its own: inside a longer
+                    // run it is part of something else, which is judged as a whole.
+                    let Meta { veto, context, .. } = &self.meta[m.id];
+                    let alone = context.is_none_or(|c| c(text, m.start, m.end));
+                    if let Some(len) = veto
+                        .filter(|_| alone)
+                        .and_then(|v| v(&text[m.start..m.end]))
+                    {
                         look_alikes.push(m.start..m.start + len);
+                        let (group, _) = self.place[m.id];
+                        if self.groups[group].ids.len() == 1 {
+                            resume[group] = m.start + len;
+                        }
                     }
                     // Another pattern may match here; else move past this start.
                     match self.retry_at(text, m.start, m.id, &mut memo, cost)? {
@@ -378,6 +394,8 @@ impl Detector {
             entity,
             check,
             extend,
+            context,
+            work,
             ..
         } = &self.meta[id];
         let end = match extend {
@@ -394,6 +412,9 @@ impl Detector {
                 }
             }
         };
+        if let Some(work) = work {
+            cost.charge(work(&text[start..end]))?;
+        }
         let range = match check {
             Some(check) => match check(&text[start..end]) {
                 Some(r) => r,
@@ -401,8 +422,8 @@ impl Detector {
             },
             None => 0..end - start,
         };
-        if entity.name() == "IP_ADDRESS"
-            && !validate::ip_stands_alone(text, start + range.start, start + range.end)
+        if let Some(alone) = context
+            && !alone(text, start + range.start, start + range.end)
         {
             return Ok(None); // part of a version number, a path such as `std::io`, a longer number
         }
@@ -425,15 +446,17 @@ impl Detector {
         for id in failed + 1..self.meta.len() {
             let (group, pid) = self.place[id];
             let group = &self.groups[group];
-            let found = if group.email {
+            let found = match group.how {
                 // The email search is code around the regex (its local part is unbounded
                 // in the regex): anchored alone, the regex could read to the end of the text.
-                email::email_at(&group.regex, text, start, cost)?
-            } else {
-                let input = Input::new(text)
-                    .range(start..)
-                    .anchored(Anchored::Pattern(pid));
-                group.regex.search(&input).map(|m| (m.start(), m.end()))
+                Search::Email => email::email_at(&group.regex, text, start, cost)?,
+                Search::DigitRuns => validate::digit_run_at(text, start),
+                Search::Together | Search::Alone => {
+                    let input = Input::new(text)
+                        .range(start..)
+                        .anchored(Anchored::Pattern(pid));
+                    group.regex.search(&input).map(|m| (m.start(), m.end()))
+                }
             };
             cost.charge(cost::PER_RETRY + found.map_or(0, |(_, end)| end - start) as u64)?;
             if let Some((m_start, m_end)) = found
@@ -471,12 +494,15 @@ impl Detector {
 impl Group {
     /// The group's leftmost match starting at `at` or later, charging the span searched.
     fn search(&self, text: &str, at: usize, cost: &mut Cost) -> Result<Option<Hit>, TooComplex> {
-        let found = if self.email {
-            email::next_email(&self.regex, text, at, cost)?.map(|(start, end)| (start, end, 0))
-        } else {
-            self.regex
+        let found = match self.how {
+            Search::Email => {
+                email::next_email(&self.regex, text, at, cost)?.map(|(start, end)| (start, end, 0))
+            }
+            Search::DigitRuns => validate::next_digit_run(text, at).map(|(s, e)| (s, e, 0)),
+            Search::Together | Search::Alone => self
+                .regex
                 .search(&Input::new(text).range(at..))
-                .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+                .map(|m| (m.start(), m.end(), m.pattern().as_usize())),
         };
         let scanned = found.map_or(text.len(), |(_, end, _)| end) - at;
         cost.charge(cost::PER_SEARCH + scanned as u64)?;
@@ -651,7 +677,8 @@ mod tests {
         for custom in [&[][..], &custom[..]] {
             let grouped = Detector::build(custom, false).unwrap();
             let one = Detector::build(custom, true).unwrap();
-            assert!(grouped.groups.len() > 2 && one.groups.len() == 2);
+            // One regex, plus the two searches by code (emails, runs of digit groups).
+            assert!(grouped.groups.len() > 3 && one.groups.len() == 3);
             for text in texts(20_000) {
                 assert_eq!(grouped.find(&text), one.find(&text), "{text:?}");
             }

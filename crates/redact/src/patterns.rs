@@ -12,6 +12,15 @@ pub type Check = fn(&str) -> Option<Range<usize>>;
 /// pattern finds a phone number or a card among its digits.
 pub type Veto = fn(&str) -> Option<usize>;
 
+/// Whether a finding at `start..end` of the whole text stands on its own: what its check
+/// cannot see (an address inside a longer dotted run, a phone number's groups inside a longer
+/// run of digit groups).
+pub type Context = fn(&str, usize, usize) -> bool;
+
+/// What checking a match costs beyond reading it, in the units of [`crate::Cost`] (the
+/// numbering-plan check tries each region that writes numbers with the match's groups).
+pub type Work = fn(&str) -> u64;
+
 /// A built-in detector.
 pub struct Pattern {
     /// Entity name.
@@ -24,6 +33,10 @@ pub struct Pattern {
     pub veto: Option<Veto>,
     /// The regex finds only the opening; code extends it to the whole finding.
     pub extend: Option<Extend>,
+    /// What must hold around a confirmed match: see [`Context`].
+    pub context: Option<Context>,
+    /// The check's own work, charged before it runs: see [`Work`] (`None`: reading the match).
+    pub work: Option<Work>,
     /// How the pattern is searched for: see [`Search`].
     pub search: Search,
 }
@@ -43,6 +56,10 @@ pub enum Search {
     /// An email address: each `@` is found by code, the start of the local part before it by
     /// code (the leftmost one the regex would find), and the match by the regex anchored there.
     Email,
+    /// A national phone number: each whole run of digit groups is found by code
+    /// (`validate::numbering`), which is linear and cheap where a regex of every grouping
+    /// would make a large, thrashing DFA; the regex is not searched.
+    DigitRuns,
 }
 
 /// Findings whose unbounded body is followed by code from the opening the regex found (in
@@ -64,7 +81,17 @@ impl Pattern {
             check,
             veto: None,
             extend: None,
+            context: None,
+            work: None,
             search: Search::Together,
+        }
+    }
+
+    /// The same pattern, its findings only where `context` holds.
+    pub fn standing_alone(self, context: Context) -> Self {
+        Self {
+            context: Some(context),
+            ..self
         }
     }
 }

@@ -21,6 +21,8 @@ pub fn patterns() -> Vec<Pattern> {
             check: None,
             veto: None,
             extend: None,
+            context: None,
+            work: None,
             search: Search::Email,
         },
         Pattern::checked(
@@ -34,6 +36,8 @@ pub fn patterns() -> Vec<Pattern> {
             check: Some(validate::ssn),
             veto: Some(validate::ssn_look_alike),
             extend: None,
+            context: None,
+            work: None,
             search: Search::Together,
         },
         Pattern {
@@ -42,6 +46,8 @@ pub fn patterns() -> Vec<Pattern> {
             check: Some(validate::iban),
             veto: Some(validate::iban_look_alike),
             extend: None,
+            context: None,
+            work: None,
             search: Search::Together,
         },
         Pattern::checked(
@@ -85,11 +91,26 @@ pub fn patterns() -> Vec<Pattern> {
             "IP_ADDRESS",
             r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?:/[0-9]{1,2})?(?-u:\b)",
             Some(validate::ipv4),
-        ),
+        )
+        .standing_alone(validate::ip_stands_alone),
         Pattern::checked(
             "IP_ADDRESS",
             r"(?i:[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,8}(?:\.[0-9]{1,3}){0,3})(?:%[0-9A-Za-z_.-]{1,16})?(?:/[0-9]{1,3})?",
             Some(validate::ipv6),
-        ),
+        )
+        .standing_alone(validate::ip_stands_alone),
+        // National format of any region's numbering plan (`02 123 456`, `(021) 8350123`,
+        // `22 50 12 34`): last, so that an address or a card found at the same place wins.
+        // Found by code (whole runs of digit groups); the regex says what it finds.
+        Pattern {
+            entity: "PHONE",
+            regex: r"\(?[0-9]{1,5}\)?(?:[ .-]?\(?[0-9]{1,10}\)?){1,5}",
+            check: Some(validate::national_number),
+            veto: Some(validate::national_look_alike),
+            extend: None,
+            context: Some(validate::national_stands_alone),
+            work: Some(validate::national_number_work),
+            search: Search::DigitRuns,
+        },
     ]
 }

@@ -42,6 +42,12 @@ const TOKENS: &[(&str, &str)] = &[
         "API_KEY",
         r"(?-u:\b)bedrock-api-key-[A-Za-z0-9+/]{40}[A-Za-z0-9+/]*={0,2}",
     ),
+    // 1Password account Secret Keys: version `A3`, the account's six characters, then 26
+    // characters in groups of 6-5-5-5-5 (also seen without the second dash).
+    (
+        "API_KEY",
+        r"(?-u:\b)A3-[A-Z0-9]{6}-[A-Z0-9]{6}-?[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}-[A-Z0-9]{5}(?-u:\b)",
+    ),
     // OpenAI (project, service account, admin, user, legacy), Anthropic, OpenRouter.
     (
         "API_KEY",
@@ -355,6 +361,8 @@ fn checked() -> Vec<Pattern> {
             check: Some(validate::url_password),
             veto: None,
             extend: None,
+            context: None,
+            work: None,
             search: Search::Alone,
         },
         Pattern {
@@ -363,6 +371,8 @@ fn checked() -> Vec<Pattern> {
             check: Some(label_value),
             veto: None,
             extend: None,
+            context: None,
+            work: None,
             search: Search::Alone,
         },
     ]
@@ -377,6 +387,8 @@ fn followed() -> Vec<Pattern> {
             check: None,
             veto: None,
             extend: Some(Extend::PrivateKey),
+            context: None,
+            work: None,
             search: Search::Together,
         },
         Pattern {
@@ -385,6 +397,8 @@ fn followed() -> Vec<Pattern> {
             check: None,
             veto: None,
             extend: Some(Extend::Jwt),
+            context: None,
+            work: None,
             search: Search::Together,
         },
     ]

@@ -228,6 +228,19 @@ fn tokens() -> Vec<(&'static str, String)> {
         format!("glsa_{}_{}", g.pick(ALNUM, 32), g.pick(HEX, 8)),
     ));
     t.push(("API_KEY", format!("sbp_{}", g.pick(HEX, 40))));
+    let upper_digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    t.push((
+        "API_KEY",
+        format!(
+            "A3-{}-{}-{}-{}-{}-{}",
+            g.pick(upper_digits, 6),
+            g.pick(upper_digits, 6),
+            g.pick(upper_digits, 5),
+            g.pick(upper_digits, 5),
+            g.pick(upper_digits, 5),
+            g.pick(upper_digits, 5)
+        ),
+    ));
     t.push((
         "PRIVATE_KEY",
         format!(

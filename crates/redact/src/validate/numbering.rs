@@ -1,0 +1,645 @@
+//! National-format phone numbers by the numbering plans: libphonenumber's metadata (through
+//! the `phonenumber` crate) says, for each of its 245 regions, how a number is grouped when
+//! written in national format (`$1 $2 $3` over `(\d{2})(\d{3})(\d{3})`), which leading digits
+//! each grouping is for, whether the trunk prefix (`0`, `8`, `1` …) is written before it, and
+//! which digit strings are assigned numbers (fixed line, mobile, toll free …). A run of digit
+//! groups without a country code is a phone number when some region writes one of its valid
+//! numbers with exactly those groups. So `02 123 456` is one (AE, fixed line), `2024-11-26`,
+//! `1.234.567` and `19 99` are not.
+//!
+//! Only the metadata is taken from the crate: its parser compiles its regular expressions on
+//! demand behind one mutex-guarded cache of 100, which thrashes over 245 regions. Here the
+//! groupings are indexed by their group lengths once, and a region's patterns are compiled
+//! with regex-automata (like every other detector) on the first candidate that needs them.
+
+use crate::cost;
+use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
+use regex_automata::meta::Regex;
+use regex_automata::{Anchored, Input};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{LazyLock, OnceLock};
+
+/// Fewest digits taken without a word that says a phone number follows: shorter national
+/// numbers exist (`62889`, Ascension) but cannot be told from any other short number.
+const MIN_DIGITS: usize = 6;
+/// Most digits of a national number with its trunk prefix.
+const MAX_DIGITS: usize = 15;
+/// Most written groups looked at (the longest national formats have five).
+const MAX_GROUPS: usize = 6;
+
+/// The span of `text` (a candidate: a run of digits, spaces, dashes, dots and parentheses)
+/// that is a national-format number of some region. Only the whole run counts: a phone
+/// number's groups are also found inside ISBNs (`978-90-345-0790-7`), card numbers and
+/// account numbers, which are not phone numbers.
+pub fn national_number(text: &str) -> Option<Range<usize>> {
+    let groups = written_as_groups(text)?;
+    is_national_number(text, groups.as_slice()).then_some(0..text.len())
+}
+
+/// What [`national_number`] costs on `text` beyond reading it: [`cost::PER_GROUPING`] for
+/// each grouping of some region it may test (up to a hundred or so for a common shape such
+/// as `123 4567`), so that the bound on a body's redaction holds for runs of digit groups.
+pub fn national_number_work(text: &str) -> u64 {
+    let Some(groups) = Groups::of(text) else {
+        return 0;
+    };
+    let mut lengths = [0u8; MAX_GROUPS];
+    for (l, g) in lengths.iter_mut().zip(groups.as_slice()) {
+        *l = g.len() as u8;
+    }
+    let tried = PLANS
+        .by_lengths
+        .get(&lengths[..groups.len])
+        .map_or(0, Vec::len);
+    tried as u64 * cost::PER_GROUPING
+}
+
+/// A run the numbering plans refused is a look-alike as a whole: no other phone pattern
+/// may take some of its groups (see [`crate::patterns::Veto`]).
+pub fn national_look_alike(text: &str) -> Option<usize> {
+    Some(text.len())
+}
+
+/// Whether the run at `start..end` is the whole run of digit groups: no letter, digit or `_`
+/// and no separator followed by a digit on either side (`555-0132` in `tel_415-555-0132`,
+/// `2024-11` in `2024-11-26T10:30`).
+pub fn national_stands_alone(text: &str, start: usize, end: usize) -> bool {
+    let bytes = text.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let sep = |b: u8| matches!(b, b' ' | b'-' | b'.' | b'/');
+    let before_ok = match start.checked_sub(1).map(|i| bytes[i]) {
+        None => true,
+        Some(b) if word(b) => false,
+        Some(b) if sep(b) => start < 2 || !bytes[start - 2].is_ascii_digit(),
+        Some(_) => true,
+    };
+    let after_ok = match bytes.get(end) {
+        None => true,
+        Some(&b) if word(b) => false,
+        Some(&b) if sep(b) => !bytes.get(end + 1).is_some_and(u8::is_ascii_digit),
+        Some(_) => true,
+    };
+    before_ok && after_ok
+}
+
+/// The next whole run of digit groups at `at` or later that could be a national number:
+/// 2 to [`MAX_GROUPS`] groups of [`MIN_DIGITS`] to [`MAX_DIGITS`] digits in all, separated
+/// by a space, dash or dot or a group's parentheses, standing on its own. Each byte is read
+/// at most twice (a run that is no candidate is stepped over in bounded steps), so a search
+/// costs its span, and a run is read only as far as a candidate could reach.
+pub fn next_digit_run(text: &str, at: usize) -> Option<(usize, usize)> {
+    let b = text.as_bytes();
+    let mut i = at;
+    while i < b.len() {
+        let start = i + b[i..]
+            .iter()
+            .position(|&c| c.is_ascii_digit() || c == b'(')?;
+        let (end, candidate) = run_from(b, start);
+        if candidate && national_stands_alone(text, start, end) {
+            return Some((start, end));
+        }
+        i = end.max(start + 1);
+    }
+    None
+}
+
+/// The run of [`next_digit_run`] that starts exactly at `start`, if there is one.
+pub fn digit_run_at(text: &str, start: usize) -> Option<(usize, usize)> {
+    let (end, candidate) = run_from(text.as_bytes(), start);
+    (candidate && national_stands_alone(text, start, end)).then_some((start, end))
+}
+
+/// Where the run of digit groups from `start` ends, and whether its shape makes it a
+/// candidate (see [`next_digit_run`]).
+fn run_from(b: &[u8], start: usize) -> (usize, bool) {
+    let mut j = start;
+    if b.get(j) == Some(&b'(') {
+        j += 1;
+    }
+    let (mut groups, mut digits, mut end) = (0usize, 0usize, start);
+    loop {
+        let from = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if j == from {
+            break;
+        }
+        groups += 1;
+        digits += j - from;
+        end = j;
+        if groups > MAX_GROUPS || digits > MAX_DIGITS {
+            break; // no candidate: the rest of the run is read by the next search
+        }
+        let mut k = j;
+        let closed = b.get(k) == Some(&b')');
+        k += usize::from(closed);
+        let separated = matches!(b.get(k), Some(b' ' | b'-' | b'.'));
+        k += usize::from(separated);
+        k += usize::from(b.get(k) == Some(&b'('));
+        if closed && !b.get(k).is_some_and(u8::is_ascii_digit) {
+            end = j + 1; // the closing parenthesis of a number written `(050 123 4567)`
+        }
+        if k == j || !b.get(k).is_some_and(u8::is_ascii_digit) {
+            break;
+        }
+        j = k;
+    }
+    let candidate =
+        (2..=MAX_GROUPS).contains(&groups) && (MIN_DIGITS..=MAX_DIGITS).contains(&digits);
+    (end.max(start + 1), candidate)
+}
+
+/// The digit groups of a candidate written as a phone number is: one space, dash or dot
+/// between groups, parentheses around a group (`(021) 8350123`, `8 (495) 123-45-67`), no
+/// more than [`MAX_GROUPS`].
+fn written_as_groups(text: &str) -> Option<Groups> {
+    let all = Groups::of(text)?;
+    let groups = all.as_slice();
+    if groups.len() < 2 || groups[0].start > 1 {
+        return None;
+    }
+    let mut depth = 0i32;
+    let mut gaps = vec![&text[..groups[0].start]];
+    gaps.extend(groups.windows(2).map(|w| &text[w[0].end..w[1].start]));
+    for gap in gaps {
+        let closes = gap.starts_with(')');
+        let opens = gap.ends_with('(');
+        let middle = &gap[usize::from(closes)..gap.len() - usize::from(opens)];
+        depth += i32::from(opens) - i32::from(closes);
+        let middle_ok = match middle {
+            "" => closes || opens || gap.is_empty(),
+            " " | "-" | "." => true,
+            _ => false,
+        };
+        if !middle_ok || !(0..=1).contains(&depth) || (closes && opens && middle.is_empty()) {
+            return None;
+        }
+    }
+    match &text[groups[groups.len() - 1].end..] {
+        "" => {}
+        ")" => depth -= 1,
+        _ => return None,
+    }
+    (depth == 0).then_some(all)
+}
+
+/// Whether the groups of `span` are a valid number written as its region writes it.
+/// Allocation-free: it runs on every candidate run of digits.
+fn is_national_number(span: &str, groups: &[Range<usize>]) -> bool {
+    let mut digits = [0u8; MAX_DIGITS];
+    let mut lengths = [0u8; MAX_GROUPS];
+    let mut n = 0;
+    for (i, g) in groups.iter().enumerate() {
+        if n + g.len() > MAX_DIGITS {
+            return false;
+        }
+        digits[n..n + g.len()].copy_from_slice(&span.as_bytes()[g.clone()]);
+        n += g.len();
+        lengths[i] = g.len() as u8;
+    }
+    if n < MIN_DIGITS || not_a_phone(span, groups) {
+        return false;
+    }
+    let Ok(digits) = std::str::from_utf8(&digits[..n]) else {
+        return false;
+    };
+    let plans = &*PLANS;
+    let Some(writings) = plans.by_lengths.get(&lengths[..groups.len()]) else {
+        return false;
+    };
+    writings.iter().any(|&w| {
+        let writing = &plans.writings[w];
+        let Some(national) = digits.strip_prefix(writing.prefix) else {
+            return false;
+        };
+        let region = &plans.regions[writing.region];
+        region.may_be(national) && writing.leads(national) && region.assigns(national)
+    })
+}
+
+/// Shapes that the groups of some region may share but that are written for other things:
+/// dates (`26.11.2024`, `2024-11-26`), year ranges (`2019-2024`), dotted thousands
+/// (`1.234.567`) and dotted quads (`300.1.2.3`, an address's shape).
+fn not_a_phone(span: &str, groups: &[Range<usize>]) -> bool {
+    let sep = |i: usize| &span[groups[i].end..groups[i + 1].start];
+    let seps = 0..groups.len() - 1;
+    let same_sep = seps.clone().all(|i| sep(i) == sep(0));
+    let value = |g: &Range<usize>| span[g.clone()].parse::<u32>().unwrap_or(u32::MAX);
+    let year = |g: &Range<usize>| g.len() == 4 && (1900..=2099).contains(&value(g));
+    let day_or_month = |g: &Range<usize>| g.len() <= 2 && (1..=31).contains(&value(g));
+    let dated = seps.clone().all(|i| matches!(sep(i), "-" | "." | "/"));
+    if dated && same_sep && groups.len() == 3 {
+        let [a, b, c] = [&groups[0], &groups[1], &groups[2]];
+        if (year(a) && day_or_month(b) && day_or_month(c))
+            || (day_or_month(a) && day_or_month(b) && (year(c) || c.len() == 2))
+        {
+            return true;
+        }
+    }
+    if groups.len() == 2 && sep(0) == "-" && year(&groups[0]) && year(&groups[1]) {
+        return true;
+    }
+    let dotted = seps.clone().all(|i| sep(i) == ".");
+    if dotted && groups[0].len() <= 3 && groups[1..].iter().all(|g| g.len() == 3) {
+        return true;
+    }
+    dotted && groups.len() == 4 && groups.iter().all(|g| g.len() <= 3)
+}
+
+/// The digit runs of a candidate, at most [`MAX_GROUPS`] (kept on the stack).
+struct Groups {
+    runs: [Range<usize>; MAX_GROUPS],
+    len: usize,
+}
+
+impl Groups {
+    /// The digit runs of `text`; `None` if there are more than [`MAX_GROUPS`].
+    fn of(text: &str) -> Option<Self> {
+        let mut out = Groups {
+            runs: std::array::from_fn(|_| 0..0),
+            len: 0,
+        };
+        let mut start = None;
+        for (i, b) in text.bytes().chain([b' ']).enumerate() {
+            match (b.is_ascii_digit(), start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    *out.runs.get_mut(out.len)? = s..i;
+                    out.len += 1;
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    fn as_slice(&self) -> &[Range<usize>] {
+        &self.runs[..self.len]
+    }
+}
+
+/// Every region's national groupings, indexed by the lengths of the groups they write.
+struct Plans {
+    regions: Vec<Region>,
+    writings: Vec<Writing>,
+    /// Written group lengths (the trunk prefix counted as written) → writings.
+    by_lengths: HashMap<Vec<u8>, Vec<usize>>,
+}
+
+/// One region's plan: which national significant numbers are assigned.
+struct Region {
+    meta: &'static Metadata,
+    assigned: OnceLock<Option<Regex>>,
+}
+
+/// One way a region writes some of its numbers in national format.
+struct Writing {
+    region: usize,
+    /// The trunk prefix written before the number (`""` for none).
+    prefix: &'static str,
+    /// The format's most specific leading-digits pattern (`None`: any number).
+    leading: Option<&'static str>,
+    leading_regex: OnceLock<Option<Regex>>,
+}
+
+static PLANS: LazyLock<Plans> = LazyLock::new(Plans::load);
+
+/// Loads the numbering plans now (about 0.2 s of one core, once per process: the crate
+/// compiles its metadata's expressions), so that the first request does not wait for it.
+pub fn load_numbering_plans() {
+    LazyLock::force(&PLANS);
+}
+
+/// The number types a person can be called at (not short codes, emergency or carrier codes).
+fn callable(meta: &'static Metadata) -> impl Iterator<Item = &'static Descriptor> {
+    let meta = meta.descriptors();
+    [
+        meta.fixed_line(),
+        meta.mobile(),
+        meta.toll_free(),
+        meta.premium_rate(),
+        meta.shared_cost(),
+        meta.personal_number(),
+        meta.voip(),
+        meta.pager(),
+        meta.uan(),
+        meta.voicemail(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// A pattern of the metadata compiled to match a whole number (`whole`) or its start. The
+/// metadata's patterns keep the XML file's line breaks and indentation, which are not part
+/// of them.
+fn compile(pattern: &str, whole: bool) -> Option<Regex> {
+    let pattern: String = pattern.chars().filter(|c| !c.is_whitespace()).collect();
+    let source = if whole {
+        format!("^(?:{pattern})$")
+    } else {
+        format!("^(?:{pattern})")
+    };
+    Regex::builder()
+        .syntax(regex_automata::util::syntax::Config::new().unicode(false))
+        .build(&source)
+        .ok()
+}
+
+impl Region {
+    /// Whether a national number of this length may exist (the cheap test, first).
+    fn may_be(&self, national: &str) -> bool {
+        let possible = self.meta.descriptors().general().possible_length();
+        possible.is_empty() || possible.contains(&(national.len() as u16))
+    }
+
+    /// Whether `national` (digits, without trunk prefix) is an assigned number.
+    fn assigns(&self, national: &str) -> bool {
+        let regex = self.assigned.get_or_init(|| {
+            let alternatives: Vec<String> = callable(self.meta)
+                .map(|d| format!("(?:{})", d.national_number().as_str()))
+                .collect();
+            (!alternatives.is_empty())
+                .then(|| compile(&alternatives.join("|"), true))
+                .flatten()
+        });
+        regex.as_ref().is_some_and(|r| r.is_match(national))
+    }
+}
+
+impl Writing {
+    /// Whether this grouping is the one for numbers starting as `national` does.
+    fn leads(&self, national: &str) -> bool {
+        let Some(pattern) = self.leading else {
+            return true;
+        };
+        self.leading_regex
+            .get_or_init(|| compile(pattern, false))
+            .as_ref()
+            .is_some_and(|r| r.is_match(Input::new(national).anchored(Anchored::Yes)))
+    }
+}
+
+impl Plans {
+    fn load() -> Self {
+        let mut plans = Plans {
+            regions: Vec::new(),
+            writings: Vec::new(),
+            by_lengths: HashMap::new(),
+        };
+        for meta in DATABASE.iter() {
+            if meta.id() == "001" {
+                continue; // non-geographic numbers are written with their +800 / +882 … code
+            }
+            let region = plans.regions.len();
+            plans.regions.push(Region {
+                meta,
+                assigned: OnceLock::new(),
+            });
+            for format in formats_of(meta) {
+                let (Some(captures), Some(written)) = (
+                    capture_lengths(format.pattern().as_str()),
+                    written_groups(format.format()),
+                ) else {
+                    continue; // a format that writes literal digits (`$2 15-$3-$4`): not indexed
+                };
+                let Some(lengths) = group_lengths(&captures, &written) else {
+                    continue;
+                };
+                let trunk = meta.national_prefix().unwrap_or("");
+                let mut ways = Vec::new();
+                match format
+                    .national_prefix()
+                    .and_then(|rule| prefix_of(rule, trunk))
+                {
+                    Some((prefix, glued)) if !prefix.is_empty() => {
+                        ways.push((prefix, glued));
+                        if format.is_national_prefix_optional() {
+                            ways.push(("", false));
+                        }
+                    }
+                    _ => ways.push(("", false)),
+                }
+                for (prefix, glued) in ways {
+                    let writing = plans.writings.len();
+                    plans.writings.push(Writing {
+                        region,
+                        prefix,
+                        leading: format.leading_digits().last().map(|r| r.as_str()),
+                        leading_regex: OnceLock::new(),
+                    });
+                    for mut key in lengths.iter().cloned() {
+                        let p = prefix.len() as u8;
+                        match (p, glued) {
+                            (0, _) => {}
+                            (_, true) => key[0] += p,
+                            (_, false) => key.insert(0, p),
+                        }
+                        let entry = plans.by_lengths.entry(key).or_default();
+                        if entry.last() != Some(&writing) {
+                            entry.push(writing);
+                        }
+                    }
+                }
+            }
+        }
+        plans
+    }
+}
+
+/// A region's national formats; a region that shares its country code with a main one
+/// (Jersey and Guernsey with the United Kingdom, Åland with Finland) writes its numbers as
+/// the main region does.
+fn formats_of(meta: &'static Metadata) -> &'static [phonenumber::metadata::Format] {
+    if !meta.formats().is_empty() {
+        return meta.formats();
+    }
+    DATABASE
+        .by_code(&meta.country_code())
+        .and_then(|all| all.into_iter().find(|m| m.is_main_country_for_code()))
+        .map_or(&[], |main| main.formats())
+}
+
+/// The length range of each capture of a format pattern made of `(\d{a,b})` groups only.
+fn capture_lengths(pattern: &str) -> Option<Vec<(u8, u8)>> {
+    let pattern: String = pattern.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut out = Vec::new();
+    let mut rest = pattern.as_str();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix("(\\d")?;
+        let close = inner.find(')')?;
+        let count = &inner[..close];
+        rest = &inner[close + 1..];
+        out.push(
+            match count.strip_prefix('{').and_then(|c| c.strip_suffix('}')) {
+                None if count.is_empty() => (1, 1),
+                None => return None,
+                Some(c) => match c.split_once(',') {
+                    Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+                    None => {
+                        let n = c.parse().ok()?;
+                        (n, n)
+                    }
+                },
+            },
+        );
+    }
+    Some(out)
+}
+
+/// Which captures each written group joins (`$1 $2-$3` → [[1], [2], [3]]), when the format
+/// writes nothing but captures and separators.
+fn written_groups(format: &str) -> Option<Vec<Vec<usize>>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut open = false;
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '$' => {
+                let n = chars.next()?.to_digit(10)? as usize;
+                if !open {
+                    out.push(Vec::new());
+                    open = true;
+                }
+                out.last_mut()?.push(n);
+            }
+            ' ' | '-' | '.' | '(' | ')' | '/' => open = false,
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Every combination of written group lengths a format produces (bounded: formats have few
+/// variable captures).
+fn group_lengths(captures: &[(u8, u8)], written: &[Vec<usize>]) -> Option<Vec<Vec<u8>>> {
+    let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+    for group in written {
+        let mut ranges = Vec::new();
+        for &n in group {
+            ranges.push(*captures.get(n.checked_sub(1)?)?);
+        }
+        let lo: u8 = ranges.iter().map(|r| r.0).sum();
+        let hi: u8 = ranges.iter().map(|r| r.1).sum();
+        all = all
+            .into_iter()
+            .flat_map(|prefix| {
+                (lo..=hi).map(move |len| {
+                    let mut next = prefix.clone();
+                    next.push(len);
+                    next
+                })
+            })
+            .collect();
+        if all.len() > 256 {
+            return None;
+        }
+    }
+    Some(all)
+}
+
+/// The trunk prefix a formatting rule writes before the first group (`$NP$FG` → `0`, glued;
+/// `$NP $FG` → separate; `($FG)` → none), from the region's trunk prefix.
+fn prefix_of(rule: &'static str, trunk: &'static str) -> Option<(&'static str, bool)> {
+    let before = &rule[..rule.find("$FG")?];
+    let written: String = before.replace("$NP", trunk);
+    let digits: String = written.chars().filter(char::is_ascii_digit).collect();
+    if digits.is_empty() {
+        return Some(("", false));
+    }
+    let glued = !written.trim_end_matches('(').ends_with([' ', '-']);
+    // The digits come from the region's trunk prefix or the rule itself (`0$FG`).
+    let prefix: &'static str = if digits == trunk {
+        trunk
+    } else {
+        let at = rule.find(digits.as_str())?;
+        &rule[at..at + digits.len()]
+    };
+    Some((prefix, glued))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn national_formats_of_several_plans() {
+        for number in [
+            "020 7946 0958", // GB, trunk prefix glued to the area code
+            "(021) 8350123", // the area code in parentheses
+            "030 123456",    // DE
+            "01 23 45 67 89",
+            "912 345 678",       // ES, no trunk prefix
+            "22 50 12 34",       // DK
+            "8 (495) 123-45-67", // RU: the trunk prefix apart, the area code in parentheses
+        ] {
+            assert_eq!(
+                national_number(number),
+                Some(0..number.len()),
+                "{number} is a national number"
+            );
+        }
+    }
+
+    #[test]
+    fn other_numbers_are_not() {
+        for text in [
+            "2024-11-26",
+            "26.11.2024",
+            "2019-2024",
+            "1.234.567",
+            "19 99",
+            "1 2 3 4 5 6",
+            "000 000 000",
+        ] {
+            assert_eq!(national_number(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn only_a_whole_run_counts() {
+        let text = "tel_415-555-0132, 2024-11-26T10:30, 020 7946 0958 7";
+        assert!(!national_stands_alone(text, 8, 16), "555-0132");
+        assert!(!national_stands_alone(text, 18, 25), "2024-11");
+        assert!(!national_stands_alone(text, 35, 48), "020 7946 0958");
+        assert!(national_stands_alone("call 020 7946 0958.", 5, 18));
+        assert_eq!(national_number("020  7946 0958"), None, "two spaces");
+        assert_eq!(national_number("020 7946 0958)"), None, "unbalanced");
+    }
+
+    #[test]
+    fn runs_are_found_whole() {
+        let text = "ISBN 978-90-345-0790-7, call (050 123 4567) or 8 (495) 123-45-67.";
+        assert_eq!(next_digit_run(text, 0), Some((5, 22)));
+        assert_eq!(
+            next_digit_run(text, 6),
+            Some((29, 43)),
+            "not inside the ISBN"
+        );
+        assert_eq!(&text[47..65], "8 (495) 123-45-67.");
+        assert_eq!(next_digit_run(text, 44), Some((47, 64)));
+        assert_eq!(next_digit_run("v1.2 and 12 34", 0), None, "too few digits");
+    }
+
+    #[test]
+    fn the_metadata_formats_are_read() {
+        assert_eq!(
+            capture_lengths(r"(\d{2})(\d{3,4})(\d)"),
+            Some(vec![(2, 2), (3, 4), (1, 1)])
+        );
+        assert_eq!(capture_lengths(r"(\d+)"), None);
+        assert_eq!(
+            written_groups("$1 $2-$3"),
+            Some(vec![vec![1], vec![2], vec![3]])
+        );
+        assert_eq!(written_groups("$2 15-$3-$4"), None);
+        assert_eq!(prefix_of("$NP$FG", "0"), Some(("0", true)));
+        assert_eq!(prefix_of("($NP$FG)", "0"), Some(("0", true)));
+        assert_eq!(prefix_of("$NP $FG", "8"), Some(("8", false)));
+        assert_eq!(prefix_of("$NP ($FG)", "8"), Some(("8", false)));
+        assert_eq!(prefix_of("($FG)", "0"), Some(("", false)));
+        assert!(PLANS.regions.len() > 240, "every region's plan is loaded");
+    }
+}
