@@ -130,6 +130,7 @@ pub(crate) struct RawRedaction {
     pub restore: Option<bool>,
     pub scan_answers: Option<bool>,
     pub max_cost: Option<u64>,
+    pub phone_regions: Option<Vec<String>>,
     #[serde(default)]
     pub entities: BTreeMap<String, String>,
     /// Per virtual-key name: `default` and entity names to actions.

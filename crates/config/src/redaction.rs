@@ -25,6 +25,11 @@ pub struct RedactionConfig {
     /// `payload_too_complex` before anything is sent. Default [`DEFAULT_REDACTION_MAX_COST`]; `None`
     /// (`max_cost = 0`) is unbounded.
     pub max_cost: Option<u64>,
+    /// The regions whose numbering plans say which runs of digit groups without a country
+    /// code are national phone numbers (ISO 3166 codes, upper case). `None`: every region's
+    /// (the default); empty: none (international forms and numbers after a word such as
+    /// `phone` are still found).
+    pub phone_regions: Option<Vec<String>>,
 }
 
 /// The default `redaction.max_cost`: 64 million units, about 100 to 130 ms of one core for
@@ -161,7 +166,24 @@ pub(crate) fn build(raw: RawRedaction, max_body_bytes: usize) -> Result<Redactio
             matcher,
         });
     }
+    let phone_regions = match raw.phone_regions {
+        None => None,
+        Some(list) => {
+            let mut out = Vec::new();
+            for (i, r) in list.iter().enumerate() {
+                if r.len() != 2 || !r.bytes().all(|b| b.is_ascii_alphabetic()) {
+                    return Err(Error::invalid(
+                        format!("redaction.phone_regions[{i}]"),
+                        "use a two-letter ISO 3166 region code such as \"US\", \"GB\" or \"DE\"",
+                    ));
+                }
+                out.push(r.to_ascii_uppercase());
+            }
+            Some(out)
+        }
+    };
     Ok(RedactionConfig {
+        phone_regions,
         default,
         entities,
         keys,
@@ -202,6 +224,21 @@ mod tests {
         assert!(
             e.starts_with("redaction.max_cost:"),
             "a larger body needs a larger bound: {e}"
+        );
+    }
+
+    #[test]
+    fn phone_regions_are_region_codes_and_default_to_every_region() {
+        assert_eq!(Config::default().redaction.phone_regions, None);
+        let some = Config::from_toml("[redaction]\nphone_regions = [\"us\", \"GB\"]\n").unwrap();
+        assert_eq!(
+            some.redaction.phone_regions,
+            Some(vec!["US".to_string(), "GB".to_string()])
+        );
+        let e = error_of("[redaction]\nphone_regions = [\"US\", \"USA\"]\n");
+        assert!(
+            e.starts_with("redaction.phone_regions[1]: use a two-letter"),
+            "{e}"
         );
     }
 }

@@ -29,7 +29,16 @@ pub(crate) fn build(config: &RedactionConfig) -> Result<Redactor, String> {
             },
         })
         .collect();
-    let detector = Detector::new(&custom).map_err(|e| format!("redaction.custom: {e}"))?;
+    let detector = match &config.phone_regions {
+        None => Detector::new(&custom).map_err(|e| format!("redaction.custom: {e}"))?,
+        Some(regions) => Detector::with_phone_regions(&custom, regions).map_err(|e| {
+            if e.0.starts_with("phone_regions") {
+                format!("redaction.{e}")
+            } else {
+                format!("redaction.custom: {e}")
+            }
+        })?,
+    };
     let known: Vec<&str> = warden_redact::BUILT_IN
         .iter()
         .copied()
@@ -128,5 +137,17 @@ mod tests {
             Config::from_toml("[[redaction.custom]]\nname = \"X\"\nregex = \"(\"\n").unwrap();
         let err = build(&config).await.err().unwrap();
         assert!(err.starts_with("redaction.custom:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_phone_region_stops_start_up_with_its_field() {
+        let config = Config::from_toml("[redaction]\nphone_regions = [\"ZZ\"]\n").unwrap();
+        let err = build(&config).await.err().unwrap();
+        assert!(
+            err.starts_with("redaction.phone_regions: unknown phone region `ZZ`"),
+            "{err}"
+        );
+        let config = Config::from_toml("[redaction]\nphone_regions = [\"GB\"]\n").unwrap();
+        assert!(build(&config).await.is_ok());
     }
 }

@@ -11,12 +11,13 @@ use crate::email;
 use crate::entity::Entity;
 use crate::extend::{self, Memo};
 use crate::normalize;
-use crate::patterns::{self, Check, Context, Extend, Search, Veto, Work};
-use crate::validate;
+use crate::patterns::{self, Check, Context, Extend, Search, Veto};
+use crate::validate::{self, NumberingPlans};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input, PatternID};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// A custom detector from configuration.
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct Detector {
     /// For each pattern (in priority order), its group and its id in the group's regex.
     place: Vec<(usize, PatternID)>,
     words: Vec<WordList>,
+    /// What confirms a run of digit groups as a national phone number.
+    plans: Arc<NumberingPlans>,
 }
 
 /// What a pattern finds and how its match is confirmed.
@@ -81,7 +84,6 @@ struct Meta {
     veto: Option<Veto>,
     extend: Option<Extend>,
     context: Option<Context>,
-    work: Option<Work>,
 }
 
 impl Meta {
@@ -92,7 +94,6 @@ impl Meta {
             veto: None,
             extend: None,
             context: None,
-            work: None,
         }
     }
 }
@@ -134,12 +135,25 @@ struct Hit {
 impl Detector {
     /// Builds the built-in detectors plus `custom` ones.
     pub fn new(custom: &[Custom]) -> Result<Self, BuildError> {
-        Self::build(custom, false)
+        Self::build(custom, false, NumberingPlans::all())
+    }
+
+    /// Like [`Self::new`], with national-format phone numbers (those without a country
+    /// code or a word that says a phone number follows) taken by the numbering plans of
+    /// `regions` only (ISO 3166 codes; none: no national formats) instead of every region's.
+    pub fn with_phone_regions(custom: &[Custom], regions: &[String]) -> Result<Self, BuildError> {
+        let plans =
+            NumberingPlans::only(regions).map_err(|e| BuildError(format!("phone_regions: {e}")))?;
+        Self::build(custom, false, Arc::new(plans))
     }
 
     /// `one_regex`: every pattern but the searches by code (emails, digit runs) in one regex (what the groups must find the same as; for
     /// tests, on short texts, where the one lazy DFA does not thrash).
-    fn build(custom: &[Custom], one_regex: bool) -> Result<Self, BuildError> {
+    fn build(
+        custom: &[Custom],
+        one_regex: bool,
+        plans: Arc<NumberingPlans>,
+    ) -> Result<Self, BuildError> {
         // Groups: 0 the patterns searched together; then one per pattern searched alone;
         // custom regular expressions together in the last.
         let mut sources: Vec<(Search, Vec<String>, Vec<usize>)> =
@@ -153,7 +167,6 @@ impl Detector {
                 veto: p.veto,
                 extend: p.extend,
                 context: p.context,
-                work: p.work,
             });
             match p.search {
                 Search::Together => {
@@ -227,12 +240,12 @@ impl Detector {
             }
             groups.push(Group { regex, how, ids });
         }
-        validate::load_numbering_plans();
         Ok(Self {
             groups,
             meta,
             place,
             words,
+            plans,
         })
     }
 
@@ -320,21 +333,18 @@ impl Detector {
         // stays the group's next match from any later place up to its start, so a group is
         // searched again only once the scan has passed that start.
         let mut next: Vec<Option<Option<Hit>>> = vec![None; self.groups.len()];
-        // Where a group of one pattern searches from at the earliest: past the last
-        // look-alike it found (its pattern would only find the look-alike's inner starts).
-        let mut resume = vec![0; self.groups.len()];
         let mut at = 0;
         while at < text.len() {
             // The leftmost match, the first pattern of those starting there: the match one
             // regex of every pattern would find.
             let mut found: Option<Hit> = None;
-            for (g, (group, slot)) in self.groups.iter().zip(next.iter_mut()).enumerate() {
+            for (group, slot) in self.groups.iter().zip(next.iter_mut()) {
                 if matches!(slot, Some(Some(h)) if h.start < at) {
                     *slot = None;
                 }
                 let hit = match slot {
                     Some(hit) => *hit,
-                    None => *slot.insert(group.search(text, at.max(resume[g]), cost)?),
+                    None => *slot.insert(group.search(text, at, cost)?),
                 };
                 if let Some(h) = hit
                     && found.is_none_or(|f| (h.start, h.id) < (f.start, f.id))
@@ -360,10 +370,6 @@ impl Detector {
                         .and_then(|v| v(&text[m.start..m.end]))
                     {
                         look_alikes.push(m.start..m.start + len);
-                        let (group, _) = self.place[m.id];
-                        if self.groups[group].ids.len() == 1 {
-                            resume[group] = m.start + len;
-                        }
                     }
                     // Another pattern may match here; else move past this start.
                     match self.retry_at(text, m.start, m.id, &mut memo, cost)? {
@@ -395,7 +401,6 @@ impl Detector {
             check,
             extend,
             context,
-            work,
             ..
         } = &self.meta[id];
         let end = match extend {
@@ -412,15 +417,17 @@ impl Detector {
                 }
             }
         };
-        if let Some(work) = work {
-            cost.charge(work(&text[start..end]))?;
+        let digit_run = self.groups[self.place[id].0].how == Search::DigitRuns;
+        if digit_run {
+            cost.charge(self.plans.work(&text[start..end]))?;
         }
         let range = match check {
-            Some(check) => match check(&text[start..end]) {
-                Some(r) => r,
-                None => return Ok(None),
-            },
-            None => 0..end - start,
+            Some(check) => check(&text[start..end]),
+            None if digit_run => self.plans.national_number(&text[start..end]),
+            None => Some(0..end - start),
+        };
+        let Some(range) = range else {
+            return Ok(None);
         };
         if let Some(alone) = context
             && !alone(text, start + range.start, start + range.end)
@@ -669,14 +676,22 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_digit_groups_that_is_no_number_hides_no_phone_in_it() {
+        let d = Detector::new(&[]).unwrap();
+        let text = "Ref 12 020 7946 0958, ISBN 978-90-345-0790-7, call 02 123 456.";
+        let found: Vec<&str> = d.find(text).iter().map(|f| &text[f.start..f.end]).collect();
+        assert_eq!(found, ["020 7946 0958", "02 123 456"]);
+    }
+
+    #[test]
     fn the_groups_find_what_one_regex_of_every_pattern_finds() {
         let custom = [Custom::Regex {
             name: "TICKET".into(),
             pattern: r"ORD-[0-9]+|[a-z]@[a-z]".into(),
         }];
         for custom in [&[][..], &custom[..]] {
-            let grouped = Detector::build(custom, false).unwrap();
-            let one = Detector::build(custom, true).unwrap();
+            let grouped = Detector::build(custom, false, NumberingPlans::all()).unwrap();
+            let one = Detector::build(custom, true, NumberingPlans::all()).unwrap();
             // One regex, plus the two searches by code (emails, runs of digit groups).
             assert!(grouped.groups.len() > 3 && one.groups.len() == 3);
             for text in texts(20_000) {

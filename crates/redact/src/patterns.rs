@@ -17,10 +17,6 @@ pub type Veto = fn(&str) -> Option<usize>;
 /// run of digit groups).
 pub type Context = fn(&str, usize, usize) -> bool;
 
-/// What checking a match costs beyond reading it, in the units of [`crate::Cost`] (the
-/// numbering-plan check tries each region that writes numbers with the match's groups).
-pub type Work = fn(&str) -> u64;
-
 /// A built-in detector.
 pub struct Pattern {
     /// Entity name.
@@ -35,8 +31,6 @@ pub struct Pattern {
     pub extend: Option<Extend>,
     /// What must hold around a confirmed match: see [`Context`].
     pub context: Option<Context>,
-    /// The check's own work, charged before it runs: see [`Work`] (`None`: reading the match).
-    pub work: Option<Work>,
     /// How the pattern is searched for: see [`Search`].
     pub search: Search,
 }
@@ -82,7 +76,6 @@ impl Pattern {
             veto: None,
             extend: None,
             context: None,
-            work: None,
             search: Search::Together,
         }
     }

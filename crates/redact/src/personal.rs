@@ -22,7 +22,6 @@ pub fn patterns() -> Vec<Pattern> {
             veto: None,
             extend: None,
             context: None,
-            work: None,
             search: Search::Email,
         },
         Pattern::checked(
@@ -37,7 +36,6 @@ pub fn patterns() -> Vec<Pattern> {
             veto: Some(validate::ssn_look_alike),
             extend: None,
             context: None,
-            work: None,
             search: Search::Together,
         },
         Pattern {
@@ -47,7 +45,6 @@ pub fn patterns() -> Vec<Pattern> {
             veto: Some(validate::iban_look_alike),
             extend: None,
             context: None,
-            work: None,
             search: Search::Together,
         },
         Pattern::checked(
@@ -105,11 +102,11 @@ pub fn patterns() -> Vec<Pattern> {
         Pattern {
             entity: "PHONE",
             regex: r"\(?[0-9]{1,5}\)?(?:[ .-]?\(?[0-9]{1,10}\)?){1,5}",
-            check: Some(validate::national_number),
-            veto: Some(validate::national_look_alike),
+            // Checked by the detector's numbering plans (`validate::NumberingPlans`).
+            check: None,
+            veto: None,
             extend: None,
             context: Some(validate::national_stands_alone),
-            work: Some(validate::national_number_work),
             search: Search::DigitRuns,
         },
     ]

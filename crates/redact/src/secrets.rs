@@ -362,7 +362,6 @@ fn checked() -> Vec<Pattern> {
             veto: None,
             extend: None,
             context: None,
-            work: None,
             search: Search::Alone,
         },
         Pattern {
@@ -372,7 +371,6 @@ fn checked() -> Vec<Pattern> {
             veto: None,
             extend: None,
             context: None,
-            work: None,
             search: Search::Alone,
         },
     ]
@@ -388,7 +386,6 @@ fn followed() -> Vec<Pattern> {
             veto: None,
             extend: Some(Extend::PrivateKey),
             context: None,
-            work: None,
             search: Search::Together,
         },
         Pattern {
@@ -398,7 +395,6 @@ fn followed() -> Vec<Pattern> {
             veto: None,
             extend: Some(Extend::Jwt),
             context: None,
-            work: None,
             search: Search::Together,
         },
     ]

@@ -18,7 +18,7 @@ use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 /// Fewest digits taken without a word that says a phone number follows: shorter national
 /// numbers exist (`62889`, Ascension) but cannot be told from any other short number.
@@ -27,39 +27,6 @@ const MIN_DIGITS: usize = 6;
 const MAX_DIGITS: usize = 15;
 /// Most written groups looked at (the longest national formats have five).
 const MAX_GROUPS: usize = 6;
-
-/// The span of `text` (a candidate: a run of digits, spaces, dashes, dots and parentheses)
-/// that is a national-format number of some region. Only the whole run counts: a phone
-/// number's groups are also found inside ISBNs (`978-90-345-0790-7`), card numbers and
-/// account numbers, which are not phone numbers.
-pub fn national_number(text: &str) -> Option<Range<usize>> {
-    let groups = written_as_groups(text)?;
-    is_national_number(text, groups.as_slice()).then_some(0..text.len())
-}
-
-/// What [`national_number`] costs on `text` beyond reading it: [`cost::PER_GROUPING`] for
-/// each grouping of some region it may test (up to a hundred or so for a common shape such
-/// as `123 4567`), so that the bound on a body's redaction holds for runs of digit groups.
-pub fn national_number_work(text: &str) -> u64 {
-    let Some(groups) = Groups::of(text) else {
-        return 0;
-    };
-    let mut lengths = [0u8; MAX_GROUPS];
-    for (l, g) in lengths.iter_mut().zip(groups.as_slice()) {
-        *l = g.len() as u8;
-    }
-    let tried = PLANS
-        .by_lengths
-        .get(&lengths[..groups.len])
-        .map_or(0, Vec::len);
-    tried as u64 * cost::PER_GROUPING
-}
-
-/// A run the numbering plans refused is a look-alike as a whole: no other phone pattern
-/// may take some of its groups (see [`crate::patterns::Veto`]).
-pub fn national_look_alike(text: &str) -> Option<usize> {
-    Some(text.len())
-}
 
 /// Whether the run at `start..end` is the whole run of digit groups: no letter, digit or `_`
 /// and no separator followed by a digit on either side (`555-0132` in `tel_415-555-0132`,
@@ -185,43 +152,10 @@ fn written_as_groups(text: &str) -> Option<Groups> {
     (depth == 0).then_some(all)
 }
 
-/// Whether the groups of `span` are a valid number written as its region writes it.
-/// Allocation-free: it runs on every candidate run of digits.
-fn is_national_number(span: &str, groups: &[Range<usize>]) -> bool {
-    let mut digits = [0u8; MAX_DIGITS];
-    let mut lengths = [0u8; MAX_GROUPS];
-    let mut n = 0;
-    for (i, g) in groups.iter().enumerate() {
-        if n + g.len() > MAX_DIGITS {
-            return false;
-        }
-        digits[n..n + g.len()].copy_from_slice(&span.as_bytes()[g.clone()]);
-        n += g.len();
-        lengths[i] = g.len() as u8;
-    }
-    if n < MIN_DIGITS || not_a_phone(span, groups) {
-        return false;
-    }
-    let Ok(digits) = std::str::from_utf8(&digits[..n]) else {
-        return false;
-    };
-    let plans = &*PLANS;
-    let Some(writings) = plans.by_lengths.get(&lengths[..groups.len()]) else {
-        return false;
-    };
-    writings.iter().any(|&w| {
-        let writing = &plans.writings[w];
-        let Some(national) = digits.strip_prefix(writing.prefix) else {
-            return false;
-        };
-        let region = &plans.regions[writing.region];
-        region.may_be(national) && writing.leads(national) && region.assigns(national)
-    })
-}
-
 /// Shapes that the groups of some region may share but that are written for other things:
-/// dates (`26.11.2024`, `2024-11-26`), year ranges (`2019-2024`), dotted thousands
-/// (`1.234.567`) and dotted quads (`300.1.2.3`, an address's shape).
+/// dates (`26.11.2024`, `2024-11-26`), year and page ranges (`2019-2024`, `120-135`), round
+/// amounts (`250 000 000`), dotted thousands (`1.234.567`) and dotted quads (`300.1.2.3`, an
+/// address's shape).
 fn not_a_phone(span: &str, groups: &[Range<usize>]) -> bool {
     let sep = |i: usize| &span[groups[i].end..groups[i + 1].start];
     let seps = 0..groups.len() - 1;
@@ -239,6 +173,20 @@ fn not_a_phone(span: &str, groups: &[Range<usize>]) -> bool {
         }
     }
     if groups.len() == 2 && sep(0) == "-" && year(&groups[0]) && year(&groups[1]) {
+        return true;
+    }
+    // A range of page or item numbers (`120-135`).
+    if groups.len() == 2 && sep(0) == "-" && groups.iter().all(|g| g.len() <= 3) {
+        return true;
+    }
+    // A round amount with spaces between thousands (`100 000`, `250 000 000`).
+    let spaced = seps.clone().all(|i| sep(i) == " ");
+    let last = &groups[groups.len() - 1];
+    if spaced
+        && groups[0].len() <= 3
+        && groups[1..].iter().all(|g| g.len() == 3)
+        && &span[last.clone()] == "000"
+    {
         return true;
     }
     let dotted = seps.clone().all(|i| sep(i) == ".");
@@ -281,8 +229,10 @@ impl Groups {
     }
 }
 
-/// Every region's national groupings, indexed by the lengths of the groups they write.
-struct Plans {
+/// The national groupings of a set of regions (every region by default, or those an
+/// operator names in `redaction.phone_regions`), indexed by the lengths of the groups they
+/// write. Patterns are compiled on first use and kept.
+pub struct NumberingPlans {
     regions: Vec<Region>,
     writings: Vec<Writing>,
     /// Written group lengths (the trunk prefix counted as written) → writings.
@@ -298,19 +248,100 @@ struct Region {
 /// One way a region writes some of its numbers in national format.
 struct Writing {
     region: usize,
-    /// The trunk prefix written before the number (`""` for none).
-    prefix: &'static str,
+    /// The trunk prefix's digits written before the number (`""` for none).
+    prefix: String,
     /// The format's most specific leading-digits pattern (`None`: any number).
     leading: Option<&'static str>,
     leading_regex: OnceLock<Option<Regex>>,
 }
 
-static PLANS: LazyLock<Plans> = LazyLock::new(Plans::load);
+/// Every region's plans, shared by every detector that uses them all.
+static ALL: LazyLock<Arc<NumberingPlans>> =
+    LazyLock::new(|| Arc::new(NumberingPlans::load(|_| true)));
 
-/// Loads the numbering plans now (about 0.2 s of one core, once per process: the crate
-/// compiles its metadata's expressions), so that the first request does not wait for it.
-pub fn load_numbering_plans() {
-    LazyLock::force(&PLANS);
+impl NumberingPlans {
+    /// Every region's plans (loaded once per process: about 0.2 s of one core, as the crate
+    /// compiles its metadata's expressions; a detector loads them when it is built, so that
+    /// the first request does not wait).
+    pub fn all() -> Arc<Self> {
+        Arc::clone(&ALL)
+    }
+
+    /// The plans of the named regions only (ISO 3166 codes as libphonenumber names them:
+    /// `US`, `GB`, `DE` …); an unknown code is an error that names it.
+    pub fn only(regions: &[String]) -> Result<Self, String> {
+        if let Some(bad) = regions
+            .iter()
+            .find(|r| DATABASE.by_id(r.as_str()).is_none())
+        {
+            return Err(format!(
+                "unknown phone region `{bad}` (use ISO 3166 codes such as US, GB, DE)"
+            ));
+        }
+        Ok(Self::load(|id| regions.iter().any(|r| r == id)))
+    }
+
+    /// The span of `text` (a candidate: a run of digits, spaces, dashes, dots and
+    /// parentheses) that is a national-format number of one of these regions. Only the
+    /// whole run counts: a phone number's groups are also found inside ISBNs
+    /// (`978-90-345-0790-7`), card numbers and account numbers, which are not phone numbers.
+    pub fn national_number(&self, text: &str) -> Option<Range<usize>> {
+        let groups = written_as_groups(text)?;
+        self.is_national_number(text, groups.as_slice())
+            .then_some(0..text.len())
+    }
+
+    /// What [`Self::national_number`] costs on `text` beyond reading it:
+    /// [`cost::PER_GROUPING`] for each grouping of some region it may test (up to a hundred
+    /// or so for a common shape such as `123 4567`), so that the bound on a body's redaction
+    /// holds for runs of digit groups.
+    pub fn work(&self, text: &str) -> u64 {
+        let Some(groups) = Groups::of(text) else {
+            return 0;
+        };
+        let mut lengths = [0u8; MAX_GROUPS];
+        for (l, g) in lengths.iter_mut().zip(groups.as_slice()) {
+            *l = g.len() as u8;
+        }
+        let tried = self
+            .by_lengths
+            .get(&lengths[..groups.len])
+            .map_or(0, Vec::len);
+        tried as u64 * cost::PER_GROUPING
+    }
+
+    /// Whether the groups of `span` are a valid number written as its region writes it.
+    /// Allocation-free: it runs on every candidate run of digits.
+    fn is_national_number(&self, span: &str, groups: &[Range<usize>]) -> bool {
+        let mut digits = [0u8; MAX_DIGITS];
+        let mut lengths = [0u8; MAX_GROUPS];
+        let mut n = 0;
+        for (i, g) in groups.iter().enumerate() {
+            if n + g.len() > MAX_DIGITS {
+                return false;
+            }
+            digits[n..n + g.len()].copy_from_slice(&span.as_bytes()[g.clone()]);
+            n += g.len();
+            lengths[i] = g.len() as u8;
+        }
+        if n < MIN_DIGITS || not_a_phone(span, groups) {
+            return false;
+        }
+        let Ok(digits) = std::str::from_utf8(&digits[..n]) else {
+            return false;
+        };
+        let Some(writings) = self.by_lengths.get(&lengths[..groups.len()]) else {
+            return false;
+        };
+        writings.iter().any(|&w| {
+            let writing = &self.writings[w];
+            let Some(national) = digits.strip_prefix(writing.prefix.as_str()) else {
+                return false;
+            };
+            let region = &self.regions[writing.region];
+            region.may_be(national) && writing.leads(national) && region.assigns(national)
+        })
+    }
 }
 
 /// The number types a person can be called at (not short codes, emergency or carrier codes).
@@ -382,15 +413,15 @@ impl Writing {
     }
 }
 
-impl Plans {
-    fn load() -> Self {
-        let mut plans = Plans {
+impl NumberingPlans {
+    fn load(wanted: impl Fn(&str) -> bool) -> Self {
+        let mut plans = NumberingPlans {
             regions: Vec::new(),
             writings: Vec::new(),
             by_lengths: HashMap::new(),
         };
         for meta in DATABASE.iter() {
-            if meta.id() == "001" {
+            if meta.id() == "001" || !wanted(meta.id()) {
                 continue; // non-geographic numbers are written with their +800 / +882 … code
             }
             let region = plans.regions.len();
@@ -409,39 +440,36 @@ impl Plans {
                     continue;
                 };
                 let trunk = meta.national_prefix().unwrap_or("");
+                let none = Prefix::default();
                 let mut ways = Vec::new();
                 match format
                     .national_prefix()
                     .and_then(|rule| prefix_of(rule, trunk))
                 {
-                    Some((prefix, glued)) if !prefix.is_empty() => {
-                        ways.push((prefix, glued));
+                    Some(prefix) if !prefix.digits.is_empty() => {
+                        ways.push(prefix);
                         if format.is_national_prefix_optional() {
-                            ways.push(("", false));
+                            ways.push(none);
                         }
                     }
-                    _ => ways.push(("", false)),
+                    _ => ways.push(none),
                 }
-                for (prefix, glued) in ways {
+                for prefix in ways {
                     let writing = plans.writings.len();
-                    plans.writings.push(Writing {
-                        region,
-                        prefix,
-                        leading: format.leading_digits().last().map(|r| r.as_str()),
-                        leading_regex: OnceLock::new(),
-                    });
                     for mut key in lengths.iter().cloned() {
-                        let p = prefix.len() as u8;
-                        match (p, glued) {
-                            (0, _) => {}
-                            (_, true) => key[0] += p,
-                            (_, false) => key.insert(0, p),
-                        }
+                        key[0] += prefix.glued;
+                        key.splice(0..0, prefix.apart.iter().copied());
                         let entry = plans.by_lengths.entry(key).or_default();
                         if entry.last() != Some(&writing) {
                             entry.push(writing);
                         }
                     }
+                    plans.writings.push(Writing {
+                        region,
+                        prefix: prefix.digits,
+                        leading: format.leading_digits().last().map(|r| r.as_str()),
+                        leading_regex: OnceLock::new(),
+                    });
                 }
             }
         }
@@ -540,24 +568,41 @@ fn group_lengths(captures: &[(u8, u8)], written: &[Vec<usize>]) -> Option<Vec<Ve
     Some(all)
 }
 
-/// The trunk prefix a formatting rule writes before the first group (`$NP$FG` → `0`, glued;
-/// `$NP $FG` → separate; `($FG)` → none), from the region's trunk prefix.
-fn prefix_of(rule: &'static str, trunk: &'static str) -> Option<(&'static str, bool)> {
-    let before = &rule[..rule.find("$FG")?];
-    let written: String = before.replace("$NP", trunk);
+/// How a formatting rule writes the trunk prefix before the first group.
+#[derive(Debug, Default, PartialEq)]
+struct Prefix {
+    /// Its digits (`0`, `8`, `80`).
+    digits: String,
+    /// The lengths of its parts written as groups of their own (`8 (495) …` → `[1]`).
+    apart: Vec<u8>,
+    /// How many of its digits open the first group (`020 …` → 1).
+    glued: u8,
+}
+
+/// The trunk prefix a formatting rule writes before the first group, from the region's trunk
+/// prefix: `$NP$FG` → `0` glued; `$NP $FG` and `$NP ($FG)` → apart; `$NP 0$FG` (Belarus) →
+/// `8` apart and `0` glued; `($FG)` → none.
+fn prefix_of(rule: &str, trunk: &str) -> Option<Prefix> {
+    let written = rule[..rule.find("$FG")?].replace("$NP", trunk);
+    let parts: Vec<u8> = written
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.len() as u8)
+        .collect();
     let digits: String = written.chars().filter(char::is_ascii_digit).collect();
-    if digits.is_empty() {
-        return Some(("", false));
-    }
-    let glued = !written.trim_end_matches('(').ends_with([' ', '-']);
-    // The digits come from the region's trunk prefix or the rule itself (`0$FG`).
-    let prefix: &'static str = if digits == trunk {
-        trunk
-    } else {
-        let at = rule.find(digits.as_str())?;
-        &rule[at..at + digits.len()]
-    };
-    Some((prefix, glued))
+    let glued = !written.trim_end_matches('(').ends_with([' ', '-', ')']);
+    Some(match parts.split_last() {
+        Some((&last, rest)) if glued => Prefix {
+            digits,
+            apart: rest.to_vec(),
+            glued: last,
+        },
+        _ => Prefix {
+            digits,
+            apart: parts,
+            glued: 0,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -574,9 +619,10 @@ mod tests {
             "912 345 678",       // ES, no trunk prefix
             "22 50 12 34",       // DK
             "8 (495) 123-45-67", // RU: the trunk prefix apart, the area code in parentheses
+            "8 017 123-45-67",   // BY: `8` apart, then `0` before the area code
         ] {
             assert_eq!(
-                national_number(number),
+                NumberingPlans::all().national_number(number),
                 Some(0..number.len()),
                 "{number} is a national number"
             );
@@ -589,13 +635,24 @@ mod tests {
             "2024-11-26",
             "26.11.2024",
             "2019-2024",
+            "120-135",
+            "250 000 000",
             "1.234.567",
             "19 99",
             "1 2 3 4 5 6",
             "000 000 000",
         ] {
-            assert_eq!(national_number(text), None, "{text}");
+            assert_eq!(NumberingPlans::all().national_number(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn an_operator_may_name_the_regions() {
+        let gb = NumberingPlans::only(&["GB".into()]).unwrap();
+        assert!(gb.national_number("020 7946 0958").is_some());
+        assert!(gb.national_number("912 345 678").is_none(), "Spanish");
+        let err = NumberingPlans::only(&["XX".into()]).err().unwrap();
+        assert!(err.contains("`XX`"), "{err}");
     }
 
     #[test]
@@ -605,8 +662,16 @@ mod tests {
         assert!(!national_stands_alone(text, 18, 25), "2024-11");
         assert!(!national_stands_alone(text, 35, 48), "020 7946 0958");
         assert!(national_stands_alone("call 020 7946 0958.", 5, 18));
-        assert_eq!(national_number("020  7946 0958"), None, "two spaces");
-        assert_eq!(national_number("020 7946 0958)"), None, "unbalanced");
+        assert_eq!(
+            NumberingPlans::all().national_number("020  7946 0958"),
+            None,
+            "two spaces"
+        );
+        assert_eq!(
+            NumberingPlans::all().national_number("020 7946 0958)"),
+            None,
+            "unbalanced"
+        );
     }
 
     #[test]
@@ -635,11 +700,22 @@ mod tests {
             Some(vec![vec![1], vec![2], vec![3]])
         );
         assert_eq!(written_groups("$2 15-$3-$4"), None);
-        assert_eq!(prefix_of("$NP$FG", "0"), Some(("0", true)));
-        assert_eq!(prefix_of("($NP$FG)", "0"), Some(("0", true)));
-        assert_eq!(prefix_of("$NP $FG", "8"), Some(("8", false)));
-        assert_eq!(prefix_of("$NP ($FG)", "8"), Some(("8", false)));
-        assert_eq!(prefix_of("($FG)", "0"), Some(("", false)));
-        assert!(PLANS.regions.len() > 240, "every region's plan is loaded");
+        let prefix = |digits: &str, apart: &[u8], glued: u8| {
+            Some(Prefix {
+                digits: digits.into(),
+                apart: apart.to_vec(),
+                glued,
+            })
+        };
+        assert_eq!(prefix_of("$NP$FG", "0"), prefix("0", &[], 1));
+        assert_eq!(prefix_of("($NP$FG)", "0"), prefix("0", &[], 1));
+        assert_eq!(prefix_of("$NP $FG", "8"), prefix("8", &[1], 0));
+        assert_eq!(prefix_of("$NP ($FG)", "8"), prefix("8", &[1], 0));
+        assert_eq!(prefix_of("$NP 0$FG", "8"), prefix("80", &[1], 1));
+        assert_eq!(prefix_of("($FG)", "0"), prefix("", &[], 0));
+        assert!(
+            NumberingPlans::all().regions.len() > 240,
+            "every region's plan is loaded"
+        );
     }
 }

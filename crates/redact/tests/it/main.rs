@@ -7,6 +7,7 @@ mod complexity;
 mod corpus;
 mod evasion;
 mod exchange;
+mod phone_shapes;
 mod public;
 mod roundtrip;
 mod secrets;
