@@ -32,10 +32,11 @@ pub struct RedactionConfig {
     pub phone_regions: Option<Vec<String>>,
 }
 
-/// The default `redaction.max_cost`: 64 million units, about 100 to 130 ms of one core for
-/// the costliest text per unit, over three times what 4 MiB of prose and code costs (about
-/// 18 million) and more than 4 MiB of base64, lock files, JSON with long ids or access logs
-/// costs. The same as `warden_redact::DEFAULT_MAX_COST`.
+/// The default `redaction.max_cost`: 64 million units, about 100 to 200 ms of one core for
+/// the costliest text per unit, half again what 4 MiB of prose, code, JSON and logs costs
+/// (about 43 million) and more than 4 MiB of base64, lock files or JSON with long ids costs;
+/// 4 MiB of access logs or bare timestamps is refused. The same as
+/// `warden_redact::DEFAULT_MAX_COST`.
 pub const DEFAULT_REDACTION_MAX_COST: u64 = 64_000_000;
 
 /// One key's redaction overrides.

@@ -9,7 +9,7 @@
 //! its length (its check reads it), every further pattern tried at the same place a fixed
 //! charge, every finding a fixed charge plus its length (its placeholder), every text field a
 //! fixed charge, and the code that extends a private key block or a JWT the bytes it reads.
-//! Ordinary text costs about four and a half units per byte (about a nanosecond a unit);
+//! Ordinary text costs about ten units per byte (about a nanosecond a unit);
 //! a body of near-miss candidates (digit groups, dotted numbers, openings of tokens that
 //! never complete) costs much more, and redaction stops as soon as the total passes the
 //! bound.
@@ -18,12 +18,13 @@
 //! the match it reports: the built-in patterns are written so (unbounded bodies are extended by
 //! code, see `extend.rs`); a custom regular expression should bound its runs likewise.
 
-/// The default bound on one request's redaction: 64 million units. A unit costs 0.6 to 2.5
+/// The default bound on one request's redaction: 64 million units. A unit costs 0.6 to 3.5
 /// ns of one core (`cargo bench -p warden-redact --bench throughput`), so the bound is about
-/// 100 to 130 ms of work at most whatever the text, while 4 MiB of prose and code costs about
-/// 18 million, of random base64 or a lock file about 17 million, of JSON with 19-digit ids
-/// about 51 million; a table of 13-digit millisecond timestamps (24 units a byte: each is a
-/// card-number candidate retried as a phone and an address) passes up to about 2.5 MiB.
+/// 100 to 200 ms of work at most whatever the text, while 4 MiB of prose, code, JSON and logs
+/// costs about 43 million (each run of digit groups is asked of the numbering plans), of
+/// random base64 or a lock file about 21 million, of JSON with 19-digit ids about 63 million;
+/// a table of 13-digit millisecond timestamps or a 4 MiB nginx access log (its `200 1234`
+/// status and size fields are phone-shaped) is refused.
 pub const DEFAULT_MAX_COST: u64 = 64_000_000;
 
 /// A text field (a message's content, a name, a tool result).

@@ -153,7 +153,8 @@ fn written_as_groups(text: &str) -> Option<Groups> {
 }
 
 /// Shapes that the groups of some region may share but that are written for other things:
-/// dates (`26.11.2024`, `2024-11-26`), year and page ranges (`2019-2024`, `120-135`), round
+/// dates (`26.11.2024`, `2024-11-26`), year and page ranges (`2019-2024`, `120-135`),
+/// reference numbers (`024509-8382`), round
 /// amounts (`250 000 000`), dotted thousands (`1.234.567`) and dotted quads (`300.1.2.3`, an
 /// address's shape).
 fn not_a_phone(span: &str, groups: &[Range<usize>]) -> bool {
@@ -175,8 +176,12 @@ fn not_a_phone(span: &str, groups: &[Range<usize>]) -> bool {
     if groups.len() == 2 && sep(0) == "-" && year(&groups[0]) && year(&groups[1]) {
         return true;
     }
-    // A range of page or item numbers (`120-135`).
-    if groups.len() == 2 && sep(0) == "-" && groups.iter().all(|g| g.len() <= 3) {
+    // A range of page or item numbers (`120-135`), or a reference number's shape: a long
+    // first group and a dash (`024509-8382`).
+    if groups.len() == 2
+        && sep(0) == "-"
+        && (groups.iter().all(|g| g.len() <= 3) || groups[0].len() >= 6)
+    {
         return true;
     }
     // A round amount with spaces between thousands (`100 000`, `250 000 000`).
@@ -636,6 +641,7 @@ mod tests {
             "26.11.2024",
             "2019-2024",
             "120-135",
+            "024509-8382",
             "250 000 000",
             "1.234.567",
             "19 99",

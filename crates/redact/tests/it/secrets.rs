@@ -228,19 +228,12 @@ fn tokens() -> Vec<(&'static str, String)> {
         format!("glsa_{}_{}", g.pick(ALNUM, 32), g.pick(HEX, 8)),
     ));
     t.push(("API_KEY", format!("sbp_{}", g.pick(HEX, 40))));
-    let upper_digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    t.push((
-        "API_KEY",
-        format!(
-            "A3-{}-{}-{}-{}-{}-{}",
-            g.pick(upper_digits, 6),
-            g.pick(upper_digits, 6),
-            g.pick(upper_digits, 5),
-            g.pick(upper_digits, 5),
-            g.pick(upper_digits, 5),
-            g.pick(upper_digits, 5)
-        ),
-    ));
+    // 1Password Secret Key: `A3-`, then groups of 6, 6, 5, 5, 5, 5 capitals and digits.
+    let groups: Vec<String> = [6, 6, 5, 5, 5, 5]
+        .iter()
+        .map(|&n| g.pick("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", n))
+        .collect();
+    t.push(("API_KEY", format!("A3-{}", groups.join("-"))));
     t.push((
         "PRIVATE_KEY",
         format!(
