@@ -34,6 +34,11 @@ const SECRETS: &[&str] = &[
     "ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ",
     "4111\u{200b}1111\u{200b}1111\u{200b}1111",
     "cust_4111111111111111",
+    // National phone formats without a country code (found by the numbering plans), and a
+    // 1Password Secret Key.
+    "020 7946 0958",
+    "8 (495) 123-45-67",
+    "A3-K7Q2ZP-9MXT4B-QW3RT-8HJ2L-5NV6C-X1Y9D",
 ];
 
 /// A token the model produces on its own.
