@@ -113,8 +113,12 @@ pub fn digit_run_at(text: &str, start: usize) -> Option<(usize, usize)> {
 /// candidate (see [`next_digit_run`]).
 fn run_from(b: &[u8], start: usize) -> (usize, bool) {
     let mut j = start;
+    // Parentheses opened inside the run: only those close in it (`((010) 123456)` is the
+    // number `(010) 123456` in parentheses of the text's own).
+    let mut open = 0u32;
     if b.get(j) == Some(&b'(') {
         j += 1;
+        open += 1;
     }
     let (mut groups, mut digits, mut end) = (0usize, 0usize, start);
     loop {
@@ -132,11 +136,14 @@ fn run_from(b: &[u8], start: usize) -> (usize, bool) {
             break; // no candidate: the rest of the run is read by the next search
         }
         let mut k = j;
-        let closed = b.get(k) == Some(&b')');
+        let closed = open > 0 && b.get(k) == Some(&b')');
         k += usize::from(closed);
+        open -= u32::from(closed);
         let separated = matches!(b.get(k), Some(b' ' | b'-' | b'.'));
         k += usize::from(separated);
-        k += usize::from(b.get(k) == Some(&b'('));
+        let opens = b.get(k) == Some(&b'(');
+        k += usize::from(opens);
+        open += u32::from(opens);
         if closed && !b.get(k).is_some_and(u8::is_ascii_digit) {
             end = j + 1; // the closing parenthesis of a number written `(050 123 4567)`
         }
