@@ -361,14 +361,8 @@ impl Detector {
                     out.push(f);
                 }
                 None => {
-                    // A look-alike only where the match stands on its own: inside a longer
-                    // run it is part of something else, which is judged as a whole.
-                    let Meta { veto, context, .. } = &self.meta[m.id];
-                    let alone = context.is_none_or(|c| c(text, m.start, m.end));
-                    if let Some(len) = veto
-                        .filter(|_| alone)
-                        .and_then(|v| v(&text[m.start..m.end]))
-                    {
+                    let veto = self.meta[m.id].veto;
+                    if let Some(len) = veto.and_then(|v| v(&text[m.start..m.end])) {
                         look_alikes.push(m.start..m.start + len);
                     }
                     // Another pattern may match here; else move past this start.
@@ -418,12 +412,9 @@ impl Detector {
             }
         };
         let digit_run = self.groups[self.place[id].0].how == Search::DigitRuns;
-        if digit_run {
-            cost.charge(self.plans.work(&text[start..end]))?;
-        }
         let range = match check {
             Some(check) => check(&text[start..end]),
-            None if digit_run => self.plans.national_number(&text[start..end]),
+            None if digit_run => self.plans.national_number(&text[start..end], cost)?,
             None => Some(0..end - start),
         };
         let Some(range) = range else {

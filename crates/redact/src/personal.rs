@@ -102,11 +102,12 @@ pub fn patterns() -> Vec<Pattern> {
         Pattern {
             entity: "PHONE",
             regex: r"\(?[0-9]{1,5}\)?(?:[ .-]?\(?[0-9]{1,10}\)?){1,5}",
-            // Checked by the detector's numbering plans (`validate::NumberingPlans`).
+            // Checked by the detector's numbering plans (`validate::NumberingPlans`); the
+            // search finds only runs that stand on their own.
             check: None,
             veto: None,
             extend: None,
-            context: Some(validate::national_stands_alone),
+            context: None,
             search: Search::DigitRuns,
         },
     ]

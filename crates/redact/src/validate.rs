@@ -8,7 +8,7 @@ mod numbering;
 
 pub use iban::{iban, iban_look_alike};
 pub use ip::{ipv4, ipv6, stands_alone as ip_stands_alone};
-pub use numbering::{NumberingPlans, digit_run_at, national_stands_alone, next_digit_run};
+pub use numbering::{NumberingPlans, digit_run_at, next_digit_run};
 
 use std::ops::Range;
 

@@ -12,7 +12,7 @@
 //! groupings are indexed by their group lengths once, and a region's patterns are compiled
 //! with regex-automata (like every other detector) on the first candidate that needs them.
 
-use crate::cost;
+use crate::cost::{self, Cost, TooComplex};
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
 use regex_automata::meta::Regex;
 use regex_automata::{Anchored, Input};
@@ -31,19 +31,18 @@ const MAX_GROUPS: usize = 6;
 /// Whether the run at `start..end` is the whole run of digit groups: no letter, digit or `_`
 /// and no separator followed by a digit on either side (`555-0132` in `tel_415-555-0132`,
 /// `2024-11` in `2024-11-26T10:30`).
-pub fn national_stands_alone(text: &str, start: usize, end: usize) -> bool {
+fn national_stands_alone(text: &str, start: usize, end: usize) -> bool {
     let bytes = text.as_bytes();
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let sep = |b: u8| matches!(b, b' ' | b'-' | b'.' | b'/');
     let before_ok = match start.checked_sub(1).map(|i| bytes[i]) {
         None => true,
-        Some(b) if word(b) => false,
+        Some(b) if is_word(b) => false,
         Some(b) if sep(b) => start < 2 || !bytes[start - 2].is_ascii_digit(),
         Some(_) => true,
     };
     let after_ok = match bytes.get(end) {
         None => true,
-        Some(&b) if word(b) => false,
+        Some(&b) if is_word(b) => false,
         Some(&b) if sep(b) => !bytes.get(end + 1).is_some_and(u8::is_ascii_digit),
         Some(_) => true,
     };
@@ -157,18 +156,16 @@ fn run_from(b: &[u8], start: usize) -> (usize, bool) {
     (end.max(start + 1), candidate)
 }
 
-/// The digit groups of a candidate written as a phone number is: one space, dash or dot
-/// between groups, parentheses around a group (`(021) 8350123`, `8 (495) 123-45-67`), no
-/// more than [`MAX_GROUPS`].
-fn written_as_groups(text: &str) -> Option<Groups> {
-    let all = Groups::of(text)?;
-    let groups = all.as_slice();
+/// Whether the digit groups of a candidate are written as a phone number is: one space, dash
+/// or dot between groups, parentheses around a group (`(021) 8350123`, `8 (495) 123-45-67`),
+/// at least two groups.
+fn written_as_phone(text: &str, groups: &[Range<usize>]) -> bool {
     if groups.len() < 2 || groups[0].start > 1 {
-        return None;
+        return false;
     }
     let mut depth = 0i32;
-    let mut gaps = vec![&text[..groups[0].start]];
-    gaps.extend(groups.windows(2).map(|w| &text[w[0].end..w[1].start]));
+    let first = std::iter::once(&text[..groups[0].start]);
+    let gaps = first.chain(groups.windows(2).map(|w| &text[w[0].end..w[1].start]));
     for gap in gaps {
         let closes = gap.starts_with(')');
         let opens = gap.ends_with('(');
@@ -180,15 +177,15 @@ fn written_as_groups(text: &str) -> Option<Groups> {
             _ => false,
         };
         if !middle_ok || !(0..=1).contains(&depth) || (closes && opens && middle.is_empty()) {
-            return None;
+            return false;
         }
     }
     match &text[groups[groups.len() - 1].end..] {
         "" => {}
         ")" => depth -= 1,
-        _ => return None,
+        _ => return false,
     }
-    (depth == 0).then_some(all)
+    depth == 0
 }
 
 /// Shapes that the groups of some region may share but that are written for other things:
@@ -329,52 +326,53 @@ impl NumberingPlans {
     /// parentheses) that is a national-format number of one of these regions. Only the
     /// whole run counts: a phone number's groups are also found inside ISBNs
     /// (`978-90-345-0790-7`), card numbers and account numbers, which are not phone numbers.
-    pub fn national_number(&self, text: &str) -> Option<Range<usize>> {
-        let groups = written_as_groups(text)?;
-        self.is_national_number(text, groups.as_slice())
-            .then_some(0..text.len())
+    ///
+    /// Each grouping of some region it may test is charged to `cost` first
+    /// ([`cost::PER_GROUPING`]: up to a hundred or so for a common shape such as
+    /// `123 4567`), so that the bound on a body's redaction holds for runs of digit groups.
+    pub fn national_number(
+        &self,
+        text: &str,
+        cost: &mut Cost,
+    ) -> Result<Option<Range<usize>>, TooComplex> {
+        let Some(groups) = Groups::of(text) else {
+            return Ok(None);
+        };
+        let groups = groups.as_slice();
+        let writings = self.writings_for(groups);
+        cost.charge(writings.len() as u64 * cost::PER_GROUPING)?;
+        let found =
+            written_as_phone(text, groups) && self.is_national_number(text, groups, writings);
+        Ok(found.then_some(0..text.len()))
     }
 
-    /// What [`Self::national_number`] costs on `text` beyond reading it:
-    /// [`cost::PER_GROUPING`] for each grouping of some region it may test (up to a hundred
-    /// or so for a common shape such as `123 4567`), so that the bound on a body's redaction
-    /// holds for runs of digit groups.
-    pub fn work(&self, text: &str) -> u64 {
-        let Some(groups) = Groups::of(text) else {
-            return 0;
-        };
+    /// The groupings of these regions that write numbers with the lengths of `groups`.
+    fn writings_for(&self, groups: &[Range<usize>]) -> &[usize] {
         let mut lengths = [0u8; MAX_GROUPS];
-        for (l, g) in lengths.iter_mut().zip(groups.as_slice()) {
+        for (l, g) in lengths.iter_mut().zip(groups) {
             *l = g.len() as u8;
         }
-        let tried = self
-            .by_lengths
-            .get(&lengths[..groups.len])
-            .map_or(0, Vec::len);
-        tried as u64 * cost::PER_GROUPING
+        self.by_lengths
+            .get(&lengths[..groups.len()])
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Whether the groups of `span` are a valid number written as its region writes it.
     /// Allocation-free: it runs on every candidate run of digits.
-    fn is_national_number(&self, span: &str, groups: &[Range<usize>]) -> bool {
+    fn is_national_number(&self, span: &str, groups: &[Range<usize>], writings: &[usize]) -> bool {
         let mut digits = [0u8; MAX_DIGITS];
-        let mut lengths = [0u8; MAX_GROUPS];
         let mut n = 0;
-        for (i, g) in groups.iter().enumerate() {
+        for g in groups {
             if n + g.len() > MAX_DIGITS {
                 return false;
             }
             digits[n..n + g.len()].copy_from_slice(&span.as_bytes()[g.clone()]);
             n += g.len();
-            lengths[i] = g.len() as u8;
         }
         if n < MIN_DIGITS || not_a_phone(span, groups) {
             return false;
         }
         let Ok(digits) = std::str::from_utf8(&digits[..n]) else {
-            return false;
-        };
-        let Some(writings) = self.by_lengths.get(&lengths[..groups.len()]) else {
             return false;
         };
         writings.iter().any(|&w| {
@@ -653,6 +651,11 @@ fn prefix_of(rule: &str, trunk: &str) -> Option<Prefix> {
 mod tests {
     use super::*;
 
+    /// `plans.national_number` without a bound on the work.
+    fn national(plans: &NumberingPlans, text: &str) -> Option<Range<usize>> {
+        plans.national_number(text, &mut Cost::unlimited()).unwrap()
+    }
+
     #[test]
     fn national_formats_of_several_plans() {
         for number in [
@@ -666,7 +669,7 @@ mod tests {
             "8 017 123-45-67",   // BY: `8` apart, then `0` before the area code
         ] {
             assert_eq!(
-                NumberingPlans::all().national_number(number),
+                national(&NumberingPlans::all(), number),
                 Some(0..number.len()),
                 "{number} is a national number"
             );
@@ -687,15 +690,15 @@ mod tests {
             "1 2 3 4 5 6",
             "000 000 000",
         ] {
-            assert_eq!(NumberingPlans::all().national_number(text), None, "{text}");
+            assert_eq!(national(&NumberingPlans::all(), text), None, "{text}");
         }
     }
 
     #[test]
     fn an_operator_may_name_the_regions() {
         let gb = NumberingPlans::only(&["GB".into()]).unwrap();
-        assert!(gb.national_number("020 7946 0958").is_some());
-        assert!(gb.national_number("912 345 678").is_none(), "Spanish");
+        assert!(national(&gb, "020 7946 0958").is_some());
+        assert!(national(&gb, "912 345 678").is_none(), "Spanish");
         let err = NumberingPlans::only(&["XX".into()]).err().unwrap();
         assert!(err.contains("`XX`"), "{err}");
     }
@@ -708,12 +711,12 @@ mod tests {
         assert!(!national_stands_alone(text, 35, 48), "020 7946 0958");
         assert!(national_stands_alone("call 020 7946 0958.", 5, 18));
         assert_eq!(
-            NumberingPlans::all().national_number("020  7946 0958"),
+            national(&NumberingPlans::all(), "020  7946 0958"),
             None,
             "two spaces"
         );
         assert_eq!(
-            NumberingPlans::all().national_number("020 7946 0958)"),
+            national(&NumberingPlans::all(), "020 7946 0958)"),
             None,
             "unbalanced"
         );
