@@ -6,6 +6,7 @@
 //! candidates rescanned, patterns retried) is counted as it goes ([`Cost`]), so a caller can
 //! bound it.
 
+use crate::bytes::{is_word, next_number_opening};
 use crate::cost::{self, Cost, TooComplex};
 use crate::email;
 use crate::entity::Entity;
@@ -105,6 +106,25 @@ struct Group {
     how: Search,
     /// The priority (index in `Detector::meta`) of each of the regex's patterns.
     ids: Vec<usize>,
+    /// Whether it holds a pattern of a kind a number glued to a word may be found as
+    /// ([`GLUED_KINDS`]): only such groups search a glued run.
+    glued: bool,
+}
+
+/// Which groups a pass searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every group: the pass over the whole text.
+    All,
+    /// The groups that can find a kind kept from a glued run. Leaving the others out can
+    /// only reveal more of those kinds (no other pattern's match hides one), never fewer.
+    Glued,
+}
+
+impl Scope {
+    fn holds(self, group: &Group) -> bool {
+        self == Scope::All || group.glued
+    }
 }
 
 /// The kinds confirmed by shape alone (no checksum, no issuing rule): inside a look-alike of
@@ -238,7 +258,15 @@ impl Detector {
                 let local = PatternID::new(local).map_err(|e| BuildError(e.to_string()))?;
                 place[id] = (groups.len(), local);
             }
-            groups.push(Group { regex, how, ids });
+            let glued = ids
+                .iter()
+                .any(|&id| GLUED_KINDS.contains(&meta[id].entity.name()));
+            groups.push(Group {
+                regex,
+                how,
+                ids,
+                glued,
+            });
         }
         Ok(Self {
             groups,
@@ -278,7 +306,7 @@ impl Detector {
 
     /// Every finding in a text already normalised.
     fn find_normalized(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
-        let (mut out, look_alikes) = self.scan(text, cost)?;
+        let (mut out, look_alikes) = self.scan(text, Scope::All, cost)?;
         let glued = self.find_glued(text, &out, &look_alikes, cost)?;
         if !glued.is_empty() {
             out = merge(out, glued);
@@ -303,11 +331,16 @@ impl Detector {
         cost: &mut Cost,
     ) -> Result<Vec<Finding>, TooComplex> {
         let mut out = Vec::new();
+        // The first finding that may overlap the current run (both lists are in order).
+        let mut next_found = 0;
         for (start, end) in glued_runs(text.as_bytes()) {
-            if found.iter().any(|f| f.start < end && start < f.end) {
+            while found.get(next_found).is_some_and(|f| f.end <= start) {
+                next_found += 1;
+            }
+            if found.get(next_found).is_some_and(|f| f.start < end) {
                 continue;
             }
-            for f in self.scan(&text[start..end], cost)?.0 {
+            for f in self.scan(&text[start..end], Scope::Glued, cost)?.0 {
                 let shifted = Finding {
                     start: start + f.start,
                     end: start + f.end,
@@ -325,14 +358,19 @@ impl Detector {
 
     /// The patterns' pass over a text (no glued runs, no word lists): the findings, and the
     /// look-alikes stepped over (see [`Veto`]).
-    fn scan(&self, text: &str, cost: &mut Cost) -> Result<Scanned, TooComplex> {
+    fn scan(&self, text: &str, scope: Scope, cost: &mut Cost) -> Result<Scanned, TooComplex> {
         let mut out = Vec::new();
         let mut look_alikes = Vec::new();
         let mut memo = Memo::default();
         // Each group's next match from where it last searched (`None`: search again). It
         // stays the group's next match from any later place up to its start, so a group is
         // searched again only once the scan has passed that start.
-        let mut next: Vec<Option<Option<Hit>>> = vec![None; self.groups.len()];
+        // A group out of scope has no next match.
+        let mut next: Vec<Option<Option<Hit>>> = self
+            .groups
+            .iter()
+            .map(|g| if scope.holds(g) { None } else { Some(None) })
+            .collect();
         let mut at = 0;
         while at < text.len() {
             // The leftmost match, the first pattern of those starting there: the match one
@@ -366,7 +404,7 @@ impl Detector {
                         look_alikes.push(m.start..m.start + len);
                     }
                     // Another pattern may match here; else move past this start.
-                    match self.retry_at(text, m.start, m.id, &mut memo, cost)? {
+                    match self.retry_at(text, m.start, m.id, scope, &mut memo, cost)? {
                         Some(f) => {
                             at = f.end;
                             out.push(f);
@@ -438,12 +476,16 @@ impl Detector {
         text: &str,
         start: usize,
         failed: usize,
+        scope: Scope,
         memo: &mut Memo,
         cost: &mut Cost,
     ) -> Result<Option<Finding>, TooComplex> {
         for id in failed + 1..self.meta.len() {
             let (group, pid) = self.place[id];
             let group = &self.groups[group];
+            if !scope.holds(group) {
+                continue;
+            }
             let found = match group.how {
                 // The email search is code around the regex (its local part is unbounded
                 // in the regex): anchored alone, the regex could read to the end of the text.
@@ -533,16 +575,11 @@ const GLUED_MIN_DIGITS: usize = 8;
 /// with `+`, `(` or a digit, end with a digit, hold at least [`GLUED_MIN_DIGITS`] digits, and
 /// touch a letter, digit or `_` on one side (where a word boundary fails).
 fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let part = |c: u8| c.is_ascii_digit() || b"+() -./".contains(&c);
     let mut out = Vec::new();
     let mut i = 0;
-    while i < b.len() {
-        if !(b[i].is_ascii_digit() || b[i] == b'+' || b[i] == b'(') {
-            i += 1;
-            continue;
-        }
-        let start = i;
+    while let Some(start) = next_number_opening(b, i) {
+        i = start;
         let mut end = i;
         let mut digits = 0;
         while i < b.len() && part(b[i]) {
@@ -556,9 +593,9 @@ fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
         // detector judges it), not a number glued to a word.
         let iban_shaped = start >= 2
             && b[start - 2..start].iter().all(u8::is_ascii_uppercase)
-            && (start == 2 || !word(b[start - 3]));
-        let glued_before = start > 0 && word(b[start - 1]) && !iban_shaped;
-        let glued_after = end < b.len() && word(b[end]);
+            && (start == 2 || !is_word(b[start - 3]));
+        let glued_before = start > 0 && is_word(b[start - 1]) && !iban_shaped;
+        let glued_after = end < b.len() && is_word(b[end]);
         if digits >= GLUED_MIN_DIGITS && (glued_before || glued_after) {
             out.push((start, end));
         }

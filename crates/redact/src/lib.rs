@@ -9,6 +9,7 @@
 //! What redacting one request costs is counted deterministically ([`Cost`]) and bounded: past
 //! the bound the request is refused ([`TooComplex`]), never sent half-scanned.
 
+mod bytes;
 mod cost;
 mod detector;
 mod email;

@@ -12,6 +12,7 @@
 //! groupings are indexed by their group lengths once, and a region's patterns are compiled
 //! with regex-automata (like every other detector) on the first candidate that needs them.
 
+use crate::bytes::{is_word, next_number_opening};
 use crate::cost::{self, Cost, TooComplex};
 use phonenumber::metadata::{DATABASE, Descriptor, Metadata};
 use regex_automata::meta::Regex;
@@ -58,7 +59,7 @@ pub fn next_digit_run(text: &str, at: usize) -> Option<(usize, usize)> {
     let b = text.as_bytes();
     let mut i = at;
     while i < b.len() {
-        let start = next_opening(b, i)?;
+        let start = next_number_opening(b, i)?;
         if start > 0 && is_word(b[start - 1]) {
             // Glued to a word (`req_8f3a2b`, `v2`): no run starts here; step over the word.
             let word = b[start..].iter().position(|&c| !is_word(c));
@@ -72,34 +73,6 @@ pub fn next_digit_run(text: &str, at: usize) -> Option<(usize, usize)> {
         i = end.max(start + 1);
     }
     None
-}
-
-fn is_word(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_'
-}
-
-/// The first ASCII digit or `(` at `from` or later: eight bytes at a time where none is
-/// (most of any prose), so that the scan for runs costs little more than reading the text.
-fn next_opening(b: &[u8], from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut i = from;
-    while i + 8 <= b.len() {
-        let x = u64::from_le_bytes(b[i..i + 8].try_into().ok()?);
-        // A byte below 0x80 is a digit when x - 0x30 < 10; a byte is `(` when x ^ 0x28 is 0.
-        let ascii = !x & HIGHS;
-        let low = x & !HIGHS;
-        let digit = (low + ONES * (0x80 - 0x30)) & !(low + ONES * (0x80 - 0x3A)) & ascii;
-        let paren = (x ^ (ONES * 0x28)).wrapping_sub(ONES) & !(x ^ (ONES * 0x28)) & HIGHS;
-        if digit | paren != 0 {
-            break;
-        }
-        i += 8;
-    }
-    b[i..]
-        .iter()
-        .position(|&c| c.is_ascii_digit() || c == b'(')
-        .map(|p| i + p)
 }
 
 /// The run of [`next_digit_run`] that starts exactly at `start`, if there is one.
@@ -720,31 +693,6 @@ mod tests {
             None,
             "unbalanced"
         );
-    }
-
-    #[test]
-    fn openings_are_found_eight_bytes_at_a_time() {
-        let text = "no digits in this sentence at all, then é9 and (x";
-        let naive = |from: usize| {
-            text.bytes()
-                .enumerate()
-                .skip(from)
-                .find(|(_, c)| c.is_ascii_digit() || *c == b'(')
-                .map(|(i, _)| i)
-        };
-        for from in 0..text.len() {
-            assert_eq!(
-                next_opening(text.as_bytes(), from),
-                naive(from),
-                "from {from}"
-            );
-        }
-        for byte in 0..=255u8 {
-            let mut bytes = vec![b'a'; 16];
-            bytes[11] = byte;
-            let want = (byte.is_ascii_digit() || byte == b'(').then_some(11);
-            assert_eq!(next_opening(&bytes, 0), want, "byte {byte:#x}");
-        }
     }
 
     #[test]
