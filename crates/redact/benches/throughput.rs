@@ -226,10 +226,12 @@ fn large_bodies(d: &Detector) {
 
 fn main() {
     let d = Detector::new(&[]).expect("detectors");
-    // `WARDEN_BENCH_INSTRUCTIONS=N`: only mask the 64 KB prompt N times, for an instruction
-    // count under `valgrind --tool=callgrind` (repeatable on a noisy machine).
+    // `WARDEN_BENCH_INSTRUCTIONS=N`: only mask the 64 KB prompt (`WARDEN_BENCH_KB` to choose
+    // another size) N times, for an instruction count under `valgrind --tool=callgrind`
+    // (repeatable on a noisy machine).
     if let Some(n) = std::env::var_os("WARDEN_BENCH_INSTRUCTIONS") {
-        let text = prompt(64 * 1024);
+        let kb = std::env::var("WARDEN_BENCH_KB").map_or(64, |kb| kb.parse().unwrap_or(64));
+        let text = prompt(kb * 1024);
         std::hint::black_box(d.find(&text));
         let n = n.to_str().and_then(|n| n.parse().ok()).unwrap_or(10);
         if n > 0 {

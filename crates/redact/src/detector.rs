@@ -575,7 +575,12 @@ const GLUED_MIN_DIGITS: usize = 8;
 /// with `+`, `(` or a digit, end with a digit, hold at least [`GLUED_MIN_DIGITS`] digits, and
 /// touch a letter, digit or `_` on one side (where a word boundary fails).
 fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
-    let part = |c: u8| c.is_ascii_digit() || b"+() -./".contains(&c);
+    let part = |c: u8| {
+        matches!(
+            c,
+            b'0'..=b'9' | b'+' | b'(' | b')' | b' ' | b'-' | b'.' | b'/'
+        )
+    };
     let mut out = Vec::new();
     let mut i = 0;
     while let Some(start) = next_number_opening(b, i) {

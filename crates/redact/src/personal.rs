@@ -15,16 +15,20 @@ macro_rules! extension {
 /// An IPv6 address in one of RFC 4291's text forms: eight groups, or fewer around one `::`,
 /// the last two groups possibly written as an IPv4 address; then a zone and a prefix. Only
 /// those forms: a looser run of hex groups and colons (`10:30:00`, `a:b:c`) would be a
-/// candidate the check refuses at every clock time of a log. The forms with an IPv4 tail come
-/// first, so that at one start the longest form is the one found (leftmost-first).
+/// candidate the check refuses at every clock time of a log. No word character before it:
+/// a word boundary before a leading group, none before a leading `::` (so a path such as
+/// `Vec::new` or `std::io` is no candidate either). The forms with an IPv4 tail come first,
+/// so that at one start the longest form is the one found (leftmost-first).
 macro_rules! ipv6 {
     () => {
         concat!(
             r"(?i:",
-            r"(?:[0-9a-f]{1,4}:){6}[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
-            r"|(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5})?::(?:[0-9a-f]{1,4}:){0,5}[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
-            r"|(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}",
-            r"|(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?",
+            r"(?-u:\b)(?:[0-9a-f]{1,4}:){6}[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
+            r"|(?-u:\b)[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,5}::(?:[0-9a-f]{1,4}:){0,5}[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
+            r"|(?-u:\B)::(?:[0-9a-f]{1,4}:){0,5}[0-9]{1,3}(?:\.[0-9]{1,3}){3}",
+            r"|(?-u:\b)(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}",
+            r"|(?-u:\b)[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6}::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?",
+            r"|(?-u:\B)::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?",
             r")(?:%[0-9A-Za-z_.-]{1,16})?(?:/[0-9]{1,3})?"
         )
     };

@@ -312,10 +312,17 @@ impl NumberingPlans {
             return Ok(None);
         };
         let groups = groups.as_slice();
+        // The shape first: it costs no grouping.
+        let digits: usize = groups.iter().map(|g| g.len()).sum();
+        if !(MIN_DIGITS..=MAX_DIGITS).contains(&digits)
+            || !written_as_phone(text, groups)
+            || not_a_phone(text, groups)
+        {
+            return Ok(None);
+        }
         let writings = self.writings_for(groups);
         cost.charge(writings.len() as u64 * cost::PER_GROUPING)?;
-        let found =
-            written_as_phone(text, groups) && self.is_national_number(text, groups, writings);
+        let found = self.is_national_number(text, groups, writings);
         Ok(found.then_some(0..text.len()))
     }
 
@@ -330,8 +337,8 @@ impl NumberingPlans {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Whether the groups of `span` are a valid number written as its region writes it.
-    /// Allocation-free: it runs on every candidate run of digits.
+    /// Whether the groups of `span` (of a phone number's shape) are a valid number written
+    /// as its region writes it. Allocation-free: it runs on every candidate run of digits.
     fn is_national_number(&self, span: &str, groups: &[Range<usize>], writings: &[usize]) -> bool {
         let mut digits = [0u8; MAX_DIGITS];
         let mut n = 0;
@@ -341,9 +348,6 @@ impl NumberingPlans {
             }
             digits[n..n + g.len()].copy_from_slice(&span.as_bytes()[g.clone()]);
             n += g.len();
-        }
-        if n < MIN_DIGITS || not_a_phone(span, groups) {
-            return false;
         }
         let Ok(digits) = std::str::from_utf8(&digits[..n]) else {
             return false;
