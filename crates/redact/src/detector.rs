@@ -600,13 +600,29 @@ fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
             && b[start - 2..start].iter().all(u8::is_ascii_uppercase)
             && (start == 2 || !is_word(b[start - 3]));
         let glued_before = start > 0 && is_word(b[start - 1]) && !iban_shaped;
-        let glued_after = end < b.len() && is_word(b[end]);
+        let glued_after = end < b.len() && is_word(b[end]) && !iso_date_time(b, start, end);
         if digits >= GLUED_MIN_DIGITS && (glued_before || glued_after) {
             out.push((start, end));
         }
         i = i.max(start + 1);
     }
     out
+}
+
+/// Whether `start..end` is the date of an ISO 8601 date and time (`2024-11-26T10:30:00Z`),
+/// which `T` joins to its time: that is no number glued to a word (and it is in every line
+/// of many logs).
+fn iso_date_time(b: &[u8], start: usize, end: usize) -> bool {
+    let date = &b[start..end];
+    let digits = |r: Range<usize>| date[r].iter().all(u8::is_ascii_digit);
+    date.len() == 10
+        && digits(0..4)
+        && date[4] == b'-'
+        && digits(5..7)
+        && date[7] == b'-'
+        && digits(8..10)
+        && b.get(end) == Some(&b'T')
+        && b.get(end + 1).is_some_and(u8::is_ascii_digit)
 }
 
 fn next_char(text: &str, at: usize) -> usize {
@@ -706,6 +722,15 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn an_iso_date_and_time_is_no_glued_number() {
+        let runs = |t: &str| glued_runs(t.as_bytes());
+        assert_eq!(runs("at 2024-11-26T10:30:00Z ok"), []);
+        assert_eq!(runs("at 2024-11-26Tx"), [(3, 13)], "no time after the T");
+        assert_eq!(runs("id2024-11-26T10:30"), [(2, 12)], "glued before");
+        assert_eq!(runs("card 4111111111111111x"), [(5, 21)]);
     }
 
     #[test]

@@ -257,6 +257,8 @@ pub struct NumberingPlans {
 struct Region {
     meta: &'static Metadata,
     assigned: OnceLock<Option<Regex>>,
+    /// The first two digits an assigned number may have ([`Openings`]).
+    assigned_openings: OnceLock<Openings>,
 }
 
 /// One way a region writes some of its numbers in national format.
@@ -267,6 +269,61 @@ struct Writing {
     /// The format's most specific leading-digits pattern (`None`: any number).
     leading: Option<&'static str>,
     leading_regex: OnceLock<Option<Regex>>,
+    /// The first two digits a number this writing leads may have ([`Openings`]).
+    leading_openings: OnceLock<Openings>,
+}
+
+/// A superset of the first two digits that a plan's pattern may match numbers opening with
+/// (bit `10 * first + second`), from the pattern's prefix literals (regex-syntax's
+/// extractor): the test that leaves most groupings out before any pattern is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Openings(u128);
+
+impl Openings {
+    /// Any two digits.
+    const ANY: Openings = Openings((1 << 100) - 1);
+
+    /// The openings of `pattern` (a plan's pattern, whitespace and all); when its literals
+    /// cannot say, any.
+    fn of(pattern: &str) -> Self {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        let pattern: String = pattern.chars().filter(|c| !c.is_whitespace()).collect();
+        let Ok(hir) = regex_syntax::ParserBuilder::new()
+            .unicode(false)
+            .build()
+            .parse(&pattern)
+        else {
+            return Self::ANY;
+        };
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+        let Some(literals) = seq.literals() else {
+            return Self::ANY;
+        };
+        let digit = |b: u8| b.is_ascii_digit().then(|| u32::from(b - b'0'));
+        let mut mask = 0u128;
+        for literal in literals {
+            match *literal.as_bytes() {
+                [a, b, ..] => match (digit(a), digit(b)) {
+                    (Some(a), Some(b)) => mask |= 1 << (10 * a + b),
+                    _ => return Self::ANY,
+                },
+                [a] => match digit(a) {
+                    Some(a) => mask |= 0x3FF << (10 * a),
+                    None => return Self::ANY,
+                },
+                [] => return Self::ANY,
+            }
+        }
+        Openings(mask)
+    }
+
+    /// Whether a number opening with `digits` (two or more ASCII digits) may match.
+    fn admit(self, digits: &[u8]) -> bool {
+        match digits {
+            [a, b, ..] => self.0 >> (10 * u32::from(a - b'0') + u32::from(b - b'0')) & 1 == 1,
+            _ => true,
+        }
+    }
 }
 
 /// Every region's plans, shared by every detector that uses them all.
@@ -358,7 +415,11 @@ impl NumberingPlans {
                 return false;
             };
             let region = &self.regions[writing.region];
-            region.may_be(national) && writing.leads(national) && region.assigns(national)
+            region.may_be(national)
+                && writing.may_lead(national)
+                && region.may_assign(national)
+                && writing.leads(national)
+                && region.assigns(national)
         })
     }
 }
@@ -405,21 +466,46 @@ impl Region {
         possible.is_empty() || possible.contains(&(national.len() as u16))
     }
 
+    /// The patterns of every number type a person can be called at, as one alternation.
+    fn callable_pattern(&self) -> Option<String> {
+        let alternatives: Vec<String> = callable(self.meta)
+            .map(|d| format!("(?:{})", d.national_number().as_str()))
+            .collect();
+        (!alternatives.is_empty()).then(|| alternatives.join("|"))
+    }
+
     /// Whether `national` (digits, without trunk prefix) is an assigned number.
     fn assigns(&self, national: &str) -> bool {
-        let regex = self.assigned.get_or_init(|| {
-            let alternatives: Vec<String> = callable(self.meta)
-                .map(|d| format!("(?:{})", d.national_number().as_str()))
-                .collect();
-            (!alternatives.is_empty())
-                .then(|| compile(&alternatives.join("|"), true))
-                .flatten()
-        });
+        let regex = self
+            .assigned
+            .get_or_init(|| self.callable_pattern().and_then(|p| compile(&p, true)));
         regex.as_ref().is_some_and(|r| r.is_match(national))
+    }
+
+    /// Whether an assigned number may open as `national` does (the cheap test of
+    /// [`Openings`]; `false` only where [`Self::assigns`] is false).
+    fn may_assign(&self, national: &str) -> bool {
+        self.assigned_openings
+            .get_or_init(|| {
+                self.callable_pattern()
+                    .map_or(Openings(0), |p| Openings::of(&p))
+            })
+            .admit(national.as_bytes())
     }
 }
 
 impl Writing {
+    /// Whether this grouping may be the one for numbers opening as `national` does (the
+    /// cheap test of [`Openings`]; `false` only where [`Self::leads`] is false).
+    fn may_lead(&self, national: &str) -> bool {
+        let Some(pattern) = self.leading else {
+            return true;
+        };
+        self.leading_openings
+            .get_or_init(|| Openings::of(pattern))
+            .admit(national.as_bytes())
+    }
+
     /// Whether this grouping is the one for numbers starting as `national` does.
     fn leads(&self, national: &str) -> bool {
         let Some(pattern) = self.leading else {
@@ -447,6 +533,7 @@ impl NumberingPlans {
             plans.regions.push(Region {
                 meta,
                 assigned: OnceLock::new(),
+                assigned_openings: OnceLock::new(),
             });
             for format in formats_of(meta) {
                 let (Some(captures), Some(written)) = (
@@ -488,6 +575,7 @@ impl NumberingPlans {
                         prefix: prefix.digits,
                         leading: format.leading_digits().last().map(|r| r.as_str()),
                         leading_regex: OnceLock::new(),
+                        leading_openings: OnceLock::new(),
                     });
                 }
             }
@@ -631,6 +719,50 @@ mod tests {
     /// `plans.national_number` without a bound on the work.
     fn national(plans: &NumberingPlans, text: &str) -> Option<Range<usize>> {
         plans.national_number(text, &mut Cost::unlimited()).unwrap()
+    }
+
+    #[test]
+    fn openings_come_from_the_literals() {
+        let leading = Openings::of("1(?:[02-9]|1[0-5])");
+        assert!(leading.admit(b"10") && leading.admit(b"11") && leading.admit(b"19"));
+        assert!(!leading.admit(b"20") && !leading.admit(b"01"));
+        let any_second = Openings::of("[2-9]");
+        assert!(any_second.admit(b"20") && any_second.admit(b"99") && !any_second.admit(b"19"));
+        assert_eq!(Openings::of("\\d*"), Openings::ANY, "may be empty");
+        assert_eq!(Openings::of("(?:"), Openings::ANY, "not a pattern");
+    }
+
+    /// The openings test never refuses what the patterns take: for numbers opening with
+    /// every two digits, in every region, a refused opening is one no pattern matches.
+    #[test]
+    fn openings_refuse_only_what_the_patterns_refuse() {
+        let plans = NumberingPlans::all();
+        let mut refused = 0;
+        for opening in 0..100 {
+            for tail in ["1234567", "0000000", "9876543210", "55501"] {
+                let national = format!("{opening:02}{tail}");
+                for writing in &plans.writings {
+                    let region = &plans.regions[writing.region];
+                    if !writing.may_lead(&national) {
+                        refused += 1;
+                        assert!(
+                            !writing.leads(&national),
+                            "{national} {:?}",
+                            writing.leading
+                        );
+                    }
+                    if !region.may_assign(&national) {
+                        refused += 1;
+                        assert!(
+                            !region.assigns(&national),
+                            "{national} {}",
+                            region.meta.id()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(refused > 100_000, "the test refuses little: {refused}");
     }
 
     #[test]
