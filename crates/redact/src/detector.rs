@@ -11,6 +11,7 @@ use crate::cost::{self, Cost, TooComplex};
 use crate::email;
 use crate::entity::Entity;
 use crate::extend::{self, Memo};
+use crate::first_bytes::FirstBytes;
 use crate::normalize;
 use crate::patterns::{self, Check, Context, Extend, Search, Veto};
 use crate::validate::{self, NumberingPlans};
@@ -85,16 +86,19 @@ struct Meta {
     veto: Option<Veto>,
     extend: Option<Extend>,
     context: Option<Context>,
+    /// The bytes its match may start with: a retry at another start passes it over.
+    first: FirstBytes,
 }
 
 impl Meta {
-    fn custom(name: &str) -> Self {
+    fn custom(name: &str, pattern: &str) -> Self {
         Self {
             entity: Entity::new(name),
             check: None,
             veto: None,
             extend: None,
             context: None,
+            first: FirstBytes::of(pattern),
         }
     }
 }
@@ -187,6 +191,7 @@ impl Detector {
                 veto: p.veto,
                 extend: p.extend,
                 context: p.context,
+                first: FirstBytes::of(p.regex),
             });
             match p.search {
                 Search::Together => {
@@ -208,7 +213,7 @@ impl Detector {
                     })?;
                     sources[custom_group].1.push(pattern.clone());
                     sources[custom_group].2.push(meta.len());
-                    meta.push(Meta::custom(name));
+                    meta.push(Meta::custom(name, pattern));
                 }
                 Custom::Words { name, words: list } => {
                     check_name(name)?;
@@ -483,7 +488,8 @@ impl Detector {
         for id in failed + 1..self.meta.len() {
             let (group, pid) = self.place[id];
             let group = &self.groups[group];
-            if !scope.holds(group) {
+            let first = text.as_bytes().get(start);
+            if !scope.holds(group) || !first.is_none_or(|&b| self.meta[id].first.admit(b)) {
                 continue;
             }
             let found = match group.how {
@@ -722,6 +728,63 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    /// The retries pass over a pattern by its first byte: no pattern matches where its
+    /// first bytes say it cannot start.
+    #[test]
+    fn a_pattern_matches_only_where_its_first_bytes_admit() {
+        let d = Detector::new(&[]).unwrap();
+        let mut tried = 0;
+        for text in texts(3_000) {
+            for (start, &byte) in text.as_bytes().iter().enumerate() {
+                for (id, meta) in d.meta.iter().enumerate() {
+                    let (group, pid) = d.place[id];
+                    let group = &d.groups[group];
+                    if group.how != Search::Together && group.how != Search::Alone {
+                        continue;
+                    }
+                    let input = Input::new(&text)
+                        .range(start..)
+                        .anchored(Anchored::Pattern(pid));
+                    if group.regex.search(&input).is_some() {
+                        tried += 1;
+                        assert!(
+                            meta.first.admit(byte),
+                            "{} at {start} of {text:?}",
+                            meta.entity.name()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(tried > 1_000, "few matches: {tried}");
+    }
+
+    #[test]
+    fn an_email_address_written_out_is_found_after_its_label() {
+        let d = Detector::new(&[]).unwrap();
+        let found = |text: &str| -> Vec<String> {
+            d.find(text)
+                .iter()
+                .map(|f| text[f.start..f.end].to_owned())
+                .collect()
+        };
+        assert_eq!(
+            found("My email is john at gmail.com, thanks"),
+            ["john at gmail.com"]
+        );
+        assert_eq!(
+            found("E-mail: jane.doe [at] example [dot] org."),
+            ["jane.doe [at] example [dot] org"]
+        );
+        assert_eq!(
+            found("email address: bob(at)mail.example.co.uk"),
+            ["bob(at)mail.example.co.uk"]
+        );
+        assert!(found("Look at example.com for the email policy").is_empty());
+        assert!(found("email me at 5pm at the office").is_empty());
+        assert!(found("emails at scale.").is_empty());
     }
 
     #[test]

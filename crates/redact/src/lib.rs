@@ -15,6 +15,7 @@ mod detector;
 mod email;
 mod entity;
 mod extend;
+mod first_bytes;
 mod normalize;
 mod openai;
 mod patterns;

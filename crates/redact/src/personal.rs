@@ -46,6 +46,17 @@ pub fn patterns() -> Vec<Pattern> {
             context: None,
             search: Search::Email,
         },
+        // After a word that says an email address follows, an address written out to dodge
+        // detection: `john at gmail.com`, `jane [at] example [dot] org`.
+        Pattern::checked(
+            "EMAIL",
+            concat!(
+                r"(?i:(?-u:\b)e-?mail(?:[ _-]?(?:address|addr))?(?-u:\b))[^\n@]{0,24}?",
+                r"(?-u:\b)[a-z0-9._%+-]{1,64}(?i: at | ?[(\[{]at[)\]}] ?)",
+                r"[a-z0-9-]{1,63}(?:(?i:\.| dot | ?[(\[{]dot[)\]}] ?)[a-z0-9-]{1,63}){1,4}(?-u:\b)",
+            ),
+            Some(validate::email_written_out),
+        ),
         Pattern::checked(
             "US_SSN",
             r"(?i:ssn|social security(?: number| no\.?)?)[^0-9\n]{0,20}[0-9]{3}[ .-]?[0-9]{2}[ .-]?[0-9]{4}(?-u:\b)",

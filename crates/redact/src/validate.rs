@@ -160,6 +160,25 @@ pub fn ssn_look_alike(text: &str) -> Option<usize> {
     shaped.then_some(11)
 }
 
+/// An email address written out after its label (`email: john at gmail.com`, `jane [at]
+/// example [dot] org`): the address from its local part, if its top-level label is two or
+/// more letters.
+pub fn email_written_out(text: &str) -> Option<Range<usize>> {
+    let lower = text.to_ascii_lowercase();
+    let at = [" at ", "(at)", "[at]", "{at}"]
+        .iter()
+        .filter_map(|token| lower.rfind(token))
+        .max()?;
+    let local_end = text[..at].trim_end_matches(' ').len();
+    let is_local = |c: char| c.is_ascii_alphanumeric() || "._%+-".contains(c);
+    let local_start = text[..local_end].trim_end_matches(is_local).len();
+    let top = lower
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .next()?;
+    let top_is_letters = top.len() >= 2 && top.bytes().all(|b| b.is_ascii_alphabetic());
+    (local_start < local_end && top_is_letters && top != "dot").then_some(local_start..text.len())
+}
+
 /// An SSN written with dashes (or spaces, which the pattern only allows after an SSN label).
 pub fn ssn(text: &str) -> Option<Range<usize>> {
     let start = text.find(|c: char| c.is_ascii_digit())?;
