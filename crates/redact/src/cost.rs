@@ -35,9 +35,13 @@ pub(crate) const PER_SEARCH: u64 = 48;
 pub(crate) const PER_CANDIDATE: u64 = 64;
 /// A further pattern tried at the place of a candidate whose check failed.
 pub(crate) const PER_RETRY: u64 = 48;
-/// One region's national grouping tested against a run of digit groups (its leading
-/// digits, then its numbering plan): 13 to 20 ns each, measured on this machine's release
-/// build (`validate/numbering.rs`).
+/// One region's national grouping looked at for a run of digit groups: its trunk prefix,
+/// the number's possible lengths and the first two digits its patterns admit (a few
+/// nanoseconds; `validate/numbering.rs`).
+pub(crate) const PER_OPENING_TEST: u64 = 4;
+/// One region's national grouping whose openings admit the run, tested by its patterns (its
+/// leading digits, then its numbering plan): 13 to 20 ns each, measured on this machine's
+/// release build.
 pub(crate) const PER_GROUPING: u64 = 16;
 /// A finding masked.
 pub(crate) const PER_FINDING: u64 = 64;

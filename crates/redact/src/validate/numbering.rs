@@ -256,6 +256,8 @@ pub struct NumberingPlans {
 /// One region's plan: which national significant numbers are assigned.
 struct Region {
     meta: &'static Metadata,
+    /// The lengths a national number may have (bit per length; all when the plan says none).
+    lengths: u32,
     assigned: OnceLock<Option<Regex>>,
     /// The first two digits an assigned number may have ([`Openings`]).
     assigned_openings: OnceLock<Openings>,
@@ -378,8 +380,8 @@ impl NumberingPlans {
             return Ok(None);
         }
         let writings = self.writings_for(groups);
-        cost.charge(writings.len() as u64 * cost::PER_GROUPING)?;
-        let found = self.is_national_number(text, groups, writings);
+        cost.charge(writings.len() as u64 * cost::PER_OPENING_TEST)?;
+        let found = self.is_national_number(text, groups, writings, cost)?;
         Ok(found.then_some(0..text.len()))
     }
 
@@ -396,31 +398,44 @@ impl NumberingPlans {
 
     /// Whether the groups of `span` (of a phone number's shape) are a valid number written
     /// as its region writes it. Allocation-free: it runs on every candidate run of digits.
-    fn is_national_number(&self, span: &str, groups: &[Range<usize>], writings: &[usize]) -> bool {
+    /// Each grouping whose openings admit the number is charged before its patterns run.
+    fn is_national_number(
+        &self,
+        span: &str,
+        groups: &[Range<usize>],
+        writings: &[usize],
+        cost: &mut Cost,
+    ) -> Result<bool, TooComplex> {
         let mut digits = [0u8; MAX_DIGITS];
         let mut n = 0;
         for g in groups {
             if n + g.len() > MAX_DIGITS {
-                return false;
+                return Ok(false);
             }
             digits[n..n + g.len()].copy_from_slice(&span.as_bytes()[g.clone()]);
             n += g.len();
         }
         let Ok(digits) = std::str::from_utf8(&digits[..n]) else {
-            return false;
+            return Ok(false);
         };
-        writings.iter().any(|&w| {
+        for &w in writings {
             let writing = &self.writings[w];
             let Some(national) = digits.strip_prefix(writing.prefix.as_str()) else {
-                return false;
+                continue;
             };
             let region = &self.regions[writing.region];
-            region.may_be(national)
+            if !(region.may_be(national)
                 && writing.may_lead(national)
-                && region.may_assign(national)
-                && writing.leads(national)
-                && region.assigns(national)
-        })
+                && region.may_assign(national))
+            {
+                continue;
+            }
+            cost.charge(cost::PER_GROUPING)?;
+            if writing.leads(national) && region.assigns(national) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -462,8 +477,19 @@ fn compile(pattern: &str, whole: bool) -> Option<Regex> {
 impl Region {
     /// Whether a national number of this length may exist (the cheap test, first).
     fn may_be(&self, national: &str) -> bool {
-        let possible = self.meta.descriptors().general().possible_length();
-        possible.is_empty() || possible.contains(&(national.len() as u16))
+        national.len() < 32 && self.lengths >> national.len() & 1 == 1
+    }
+
+    /// The bit set of [`Region::lengths`] for a plan.
+    fn lengths_of(meta: &Metadata) -> u32 {
+        let possible = meta.descriptors().general().possible_length();
+        if possible.is_empty() {
+            return u32::MAX;
+        }
+        possible
+            .iter()
+            .filter(|&&l| l < 32)
+            .fold(0, |set, &l| set | 1 << l)
     }
 
     /// The patterns of every number type a person can be called at, as one alternation.
@@ -532,6 +558,7 @@ impl NumberingPlans {
             let region = plans.regions.len();
             plans.regions.push(Region {
                 meta,
+                lengths: Region::lengths_of(meta),
                 assigned: OnceLock::new(),
                 assigned_openings: OnceLock::new(),
             });
