@@ -99,23 +99,39 @@ const ISSUERS: &[Issuer] = &[
 
 /// A card number: digits in groups separated by single spaces, dashes or dots. Tries the longest
 /// run of whole groups first (a match may swallow a trailing number), down to 13 digits.
+/// Allocation-free: it runs on every card-shaped run of digits.
 pub fn credit_card(text: &str) -> Option<Range<usize>> {
-    let groups: Vec<(usize, usize)> = digit_groups(text);
-    for take in (1..=groups.len()).rev() {
-        let end = groups[take - 1].1;
-        let digits: Vec<u8> = text[..end].bytes().filter(u8::is_ascii_digit).collect();
-        if (13..=19).contains(&digits.len()) && card_issuer(&digits) && luhn(&digits) {
-            // Separators must be consistent: all spaces, all dashes, all dots, or none.
-            let seps: Vec<u8> = text[..end]
-                .bytes()
-                .filter(|b| !b.is_ascii_digit())
-                .collect();
-            if seps.windows(2).all(|w| w[0] == w[1]) {
-                return Some(0..end);
-            }
+    const MOST: usize = 19;
+    let b = text.as_bytes();
+    // The first 19 digits, and for each whole group among them its end and the digits so far.
+    let mut digits = [0u8; MOST];
+    let mut count = 0;
+    let mut ends = [(0usize, 0usize); MOST];
+    let mut groups = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if !c.is_ascii_digit() {
+            continue;
+        }
+        if count == MOST {
+            break; // a longer run is no card: the groups so far are all there is to try
+        }
+        digits[count] = c;
+        count += 1;
+        if b.get(i + 1).is_none_or(|n| !n.is_ascii_digit()) {
+            ends[groups] = (i + 1, count);
+            groups += 1;
         }
     }
-    None
+    ends[..groups].iter().rev().find_map(|&(end, n)| {
+        let d = &digits[..n];
+        if !((13..=MOST).contains(&n) && card_issuer(d) && luhn(d)) {
+            return None;
+        }
+        // Separators must be consistent: all spaces, all dashes, all dots, or none.
+        let mut seps = b[..end].iter().filter(|c| !c.is_ascii_digit());
+        let first = seps.next();
+        seps.all(|c| Some(c) == first).then_some(0..end)
+    })
 }
 
 fn digit_groups(text: &str) -> Vec<(usize, usize)> {
