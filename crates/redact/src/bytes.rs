@@ -25,11 +25,14 @@ pub(crate) fn next_number_opening(b: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
     while let Some(word) = b.get(i..i + 8) {
         let x = u64::from_le_bytes(word.try_into().ok()?);
-        // A byte below 0x80 is a digit when its value minus 0x30 is below 10.
+        // A byte below 0x80 is in `lo..=hi` when its value minus `lo` is at most `hi - lo`:
+        // first the range from `(` to `9` (a superset, in a few operations), then exactly.
         let ascii = !x & HIGHS;
         let low = x & !HIGHS;
-        let digit = (low + ONES * (0x80 - 0x30)) & !(low + ONES * (0x80 - 0x3A)) & ascii;
-        if digit | equal(x, b'(') | equal(x, b'+') != 0 {
+        let within = |lo: u8, hi: u8| {
+            (low + ONES * u64::from(0x80 - lo)) & !(low + ONES * u64::from(0x7F - hi)) & ascii
+        };
+        if within(b'(', b'9') != 0 && within(b'0', b'9') | equal(x, b'(') | equal(x, b'+') != 0 {
             break;
         }
         i += 8;
