@@ -208,9 +208,14 @@ impl Detector {
             match c {
                 Custom::Regex { name, pattern } => {
                     check_name(name)?;
-                    Regex::new(pattern).map_err(|e| {
+                    let regex = Regex::new(pattern).map_err(|e| {
                         BuildError(format!("custom entity {name}: invalid regex: {e}"))
                     })?;
+                    if regex.is_match("") {
+                        return Err(BuildError(format!(
+                            "custom entity {name}: the regex matches the empty text; it must match something"
+                        )));
+                    }
                     sources[custom_group].1.push(pattern.clone());
                     sources[custom_group].2.push(meta.len());
                     meta.push(Meta::custom(name, pattern));
@@ -366,6 +371,8 @@ impl Detector {
     fn scan(&self, text: &str, scope: Scope, cost: &mut Cost) -> Result<Scanned, TooComplex> {
         let mut out = Vec::new();
         let mut look_alikes = Vec::new();
+        // Between a label and the value found after it: searched on its own afterwards.
+        let mut gaps = Vec::new();
         let mut memo = Memo::default();
         // Each group's next match from where it last searched (`None`: search again). It
         // stays the group's next match from any later place up to its start, so a group is
@@ -400,7 +407,7 @@ impl Detector {
             };
             match self.confirm(text, m.start, m.end, m.id, &mut memo, cost)? {
                 Some(f) => {
-                    at = f.end.max(m.start + 1);
+                    at = resume_after(text, m.start, &f, &mut gaps);
                     out.push(f);
                 }
                 None => {
@@ -411,7 +418,7 @@ impl Detector {
                     // Another pattern may match here; else move past this start.
                     match self.retry_at(text, m.start, m.id, scope, &mut memo, cost)? {
                         Some(f) => {
-                            at = f.end;
+                            at = resume_after(text, m.start, &f, &mut gaps);
                             out.push(f);
                         }
                         None => at = next_char(text, m.start),
@@ -419,8 +426,21 @@ impl Detector {
                 }
             }
         }
+        // Each gap lies inside one match (a label's bounded filler), so the gaps add at most
+        // the text's length to the work.
+        for gap in gaps {
+            let (found, inner) = self.scan(&text[gap.clone()], scope, cost)?;
+            let shift = |r: Range<usize>| gap.start + r.start..gap.start + r.end;
+            look_alikes.extend(inner.into_iter().map(shift));
+            out.extend(found.into_iter().map(|f| Finding {
+                start: gap.start + f.start,
+                end: gap.start + f.end,
+                entity: f.entity,
+            }));
+        }
         out.retain(|f| !unchecked_inside(f, &look_alikes));
-        Ok((out, look_alikes))
+        // What the gaps held comes before the value found after their label.
+        Ok((merge(out, Vec::new()), look_alikes))
     }
 
     fn confirm(
@@ -621,14 +641,30 @@ fn glued_runs(b: &[u8]) -> Vec<(usize, usize)> {
 fn iso_date_time(b: &[u8], start: usize, end: usize) -> bool {
     let date = &b[start..end];
     let digits = |r: Range<usize>| date[r].iter().all(u8::is_ascii_digit);
+    let two = |at: usize| (date[at] - b'0') * 10 + (date[at + 1] - b'0');
     date.len() == 10
         && digits(0..4)
         && date[4] == b'-'
         && digits(5..7)
         && date[7] == b'-'
         && digits(8..10)
+        && (1..=12).contains(&two(5))
+        && (1..=31).contains(&two(8))
         && b.get(end) == Some(&b'T')
         && b.get(end + 1).is_some_and(u8::is_ascii_digit)
+}
+
+/// Where the scan goes on after finding `f` in a match that starts at `start`: after the
+/// finding (and past `start`, should the finding be empty). When the finding starts later
+/// than its match (a value after its label), the text between the label's first character
+/// and the value joins `gaps`, to be searched too: a card or a phone number there must not
+/// hide behind the label.
+fn resume_after(text: &str, start: usize, f: &Finding, gaps: &mut Vec<Range<usize>>) -> usize {
+    let next = next_char(text, start);
+    if f.start > next {
+        gaps.push(next..f.start);
+    }
+    f.end.max(next)
 }
 
 fn next_char(text: &str, at: usize) -> usize {
@@ -638,14 +674,16 @@ fn next_char(text: &str, at: usize) -> usize {
         .map_or(text.len(), |c| at + c.len_utf8())
 }
 
-/// Merges two sorted finding lists, dropping any finding that overlaps an earlier kept one.
+/// Merges two finding lists into one in order: findings that overlap become one, of the
+/// first one's kind, covering both (what either found is masked).
 fn merge(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
     let mut all: Vec<Finding> = a.into_iter().chain(b).collect();
     all.sort_by(|x, y| x.start.cmp(&y.start).then(y.end.cmp(&x.end)));
     let mut out: Vec<Finding> = Vec::with_capacity(all.len());
     for f in all {
-        if out.last().is_none_or(|last| f.start >= last.end) {
-            out.push(f);
+        match out.last_mut() {
+            Some(last) if f.start < last.end => last.end = last.end.max(f.end),
+            _ => out.push(f),
         }
     }
     out
@@ -782,9 +820,40 @@ mod tests {
             found("email address: bob(at)mail.example.co.uk"),
             ["bob(at)mail.example.co.uk"]
         );
+        assert_eq!(found("email: John at Gmail.com"), ["John at Gmail.com"]);
+        // What sits between the label and the address is searched too.
+        assert_eq!(
+            found("Email / phone: 415-555-0132, jane at example.com"),
+            ["415-555-0132", "jane at example.com"]
+        );
+        assert_eq!(
+            found("email: 4111111111111111 or bob at x.com"),
+            ["4111111111111111", "bob at x.com"]
+        );
+        assert_eq!(
+            found("email AKIAIOSFODNN7EXAMPLE bob at example.com"),
+            ["AKIAIOSFODNN7EXAMPLE", "bob at example.com"]
+        );
+        // Not the local part of an address that goes on.
+        assert_eq!(
+            found("email me at 5pm.jane@example.com"),
+            ["5pm.jane@example.com"]
+        );
         assert!(found("Look at example.com for the email policy").is_empty());
         assert!(found("email me at 5pm at the office").is_empty());
         assert!(found("emails at scale.").is_empty());
+    }
+
+    #[test]
+    fn a_custom_regex_must_match_something() {
+        let empty = Custom::Regex {
+            name: "X".into(),
+            pattern: "x*".into(),
+        };
+        let Err(BuildError(e)) = Detector::new(&[empty]) else {
+            panic!("built");
+        };
+        assert!(e.contains("matches the empty text"), "{e}");
     }
 
     #[test]
@@ -792,6 +861,7 @@ mod tests {
         let runs = |t: &str| glued_runs(t.as_bytes());
         assert_eq!(runs("at 2024-11-26T10:30:00Z ok"), []);
         assert_eq!(runs("at 2024-11-26Tx"), [(3, 13)], "no time after the T");
+        assert_eq!(runs("at 0871-94-22T9"), [(3, 13)], "no month 94");
         assert_eq!(runs("id2024-11-26T10:30"), [(2, 12)], "glued before");
         assert_eq!(runs("card 4111111111111111x"), [(5, 21)]);
     }

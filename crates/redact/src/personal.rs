@@ -51,12 +51,13 @@ pub fn patterns() -> Vec<Pattern> {
         Pattern::checked(
             "EMAIL",
             concat!(
-                r"(?i:(?-u:\b)e-?mail(?:[ _-]?(?:address|addr))?(?-u:\b))[^\n@]{0,24}?",
-                r"(?-u:\b)[a-z0-9._%+-]{1,64}(?i: at | ?[(\[{]at[)\]}] ?)",
-                r"[a-z0-9-]{1,63}(?:(?i:\.| dot | ?[(\[{]dot[)\]}] ?)[a-z0-9-]{1,63}){1,4}(?-u:\b)",
+                r"(?i:(?-u:\b)e-?mail(?:[ _-]?(?:address|addr))?(?-u:\b)[^\n@]{0,24}?",
+                r"(?-u:\b)[a-z0-9._%+-]{1,64}(?: at | ?[(\[{]at[)\]}] ?)",
+                r"[a-z0-9-]{1,63}(?:(?:\.| dot | ?[(\[{]dot[)\]}] ?)[a-z0-9-]{1,63}){1,4})(?-u:\b)",
             ),
             Some(validate::email_written_out),
-        ),
+        )
+        .standing_alone(validate::written_out_email_stands_alone),
         Pattern::checked(
             "US_SSN",
             r"(?i:ssn|social security(?: number| no\.?)?)[^0-9\n]{0,20}[0-9]{3}[ .-]?[0-9]{2}[ .-]?[0-9]{4}(?-u:\b)",

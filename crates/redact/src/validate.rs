@@ -195,6 +195,13 @@ pub fn email_written_out(text: &str) -> Option<Range<usize>> {
     (local_start < local_end && top_is_letters && top != "dot").then_some(local_start..text.len())
 }
 
+/// Whether a written-out address found at `start..end` is one: not the local part of an
+/// address that goes on (`me at 5pm.jane@example.com` is `5pm.jane@example.com`, which the
+/// email search finds).
+pub fn written_out_email_stands_alone(text: &str, _start: usize, end: usize) -> bool {
+    text.as_bytes().get(end) != Some(&b'@')
+}
+
 /// An SSN written with dashes (or spaces, which the pattern only allows after an SSN label).
 pub fn ssn(text: &str) -> Option<Range<usize>> {
     let start = text.find(|c: char| c.is_ascii_digit())?;

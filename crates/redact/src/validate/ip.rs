@@ -50,7 +50,8 @@ fn split_prefix(text: &str) -> (&str, Option<u32>) {
 
 /// Whether an address found at `start..end` stands on its own. An IPv6 address needs no
 /// letter, digit, `_`, `:` or `.` on either side (`std::cout`, `12345:db8::1`, `2001::db8::1`
-/// hold none). An IPv4 address must open its run of dotted numbers (`1.192.168.0.1` is not
+/// hold none), except a `:` after a label (`IPv6:2001:db8::1`) or one that ends a field
+/// (`from 2001:db8::1: refused`). An IPv4 address must open its run of dotted numbers (`1.192.168.0.1` is not
 /// one), and in a longer run (`192.168.1.1.1`) counts unless its four numbers are single
 /// digits (a version such as `4.5.6.7.8`, an OID such as `1.3.6.1.4.1`).
 pub fn stands_alone(text: &str, start: usize, end: usize) -> bool {
@@ -61,12 +62,26 @@ pub fn stands_alone(text: &str, start: usize, end: usize) -> bool {
     if found.contains(':') {
         let joins =
             |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || b"_:.".contains(&c));
-        // A `.` after ends a sentence unless a letter or digit follows it.
+        // A `.` or `:` after ends a sentence or a log field unless what follows it goes on.
         let after_joins = match after {
             Some(b'.') => joins(b.get(end + 1).copied()) && b[end + 1] != b'.',
+            Some(b':') => joins(b.get(end + 1).copied()),
             other => joins(other),
         };
-        return !joins(before) && !after_joins;
+        // A `:` before follows a label (`ip:`, `IPv6:`: a word with a letter that is no
+        // hex digit), not more hex groups (`12345:db8::1`).
+        let before_joins = match before {
+            Some(b':') => {
+                let label = b[..start - 1]
+                    .iter()
+                    .rev()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_');
+                let mut label = label.peekable();
+                label.peek().is_none() || label.all(u8::is_ascii_hexdigit)
+            }
+            other => joins(other),
+        };
+        return !before_joins && !after_joins;
     }
     let digit_before = start >= 2 && b[start - 2].is_ascii_digit();
     if before == Some(b'.') && digit_before {
@@ -114,5 +129,11 @@ mod tests {
         assert!(at("[::1]:80", "::1"));
         assert!(at("Use 2001:db8::1.", "2001:db8::1"));
         assert!(!at("2001:db8::1.5", "2001:db8::1"));
+        // After a label and before a log field's colon.
+        assert!(at("ip:2001:db8::1", "2001:db8::1"));
+        assert!(at("IPv6:2001:db8::1", "2001:db8::1"));
+        assert!(at("from 2001:db8::1: refused", "2001:db8::1"));
+        assert!(!at("ab:2001:db8::1", "2001:db8::1"), "more hex groups");
+        assert!(!at("2001:db8::1:x", "2001:db8::1"));
     }
 }
