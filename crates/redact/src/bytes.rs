@@ -12,8 +12,8 @@ fn opens_number(c: u8) -> bool {
     c.is_ascii_digit() || c == b'(' || c == b'+'
 }
 
-/// The first ASCII digit, `(` or `+` at `from` or later. Eight bytes are tested at once (SWAR)
-/// until a word holds one, then bytes one by one.
+/// The first ASCII digit, `(` or `+` at `from` or later. Eight bytes are tested at once (SWAR);
+/// the last few bytes one by one.
 pub(crate) fn next_number_opening(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -32,8 +32,13 @@ pub(crate) fn next_number_opening(b: &[u8], from: usize) -> Option<usize> {
         let within = |lo: u8, hi: u8| {
             (low + ONES * u64::from(0x80 - lo)) & !(low + ONES * u64::from(0x7F - hi)) & ascii
         };
-        if within(b'(', b'9') != 0 && within(b'0', b'9') | equal(x, b'(') | equal(x, b'+') != 0 {
-            break;
+        if within(b'(', b'9') != 0 {
+            // The lowest flagged byte is a true one (`equal` may flag a byte only above a
+            // true match), so it is the first opening, found without a loop over the bytes.
+            let found = within(b'0', b'9') | equal(x, b'(') | equal(x, b'+');
+            if found != 0 {
+                return Some(i + found.trailing_zeros() as usize / 8);
+            }
         }
         i += 8;
     }
@@ -63,6 +68,23 @@ mod tests {
                 naive(from),
                 "from {from}"
             );
+        }
+        // Random bytes near the tested ones (borrows between bytes must not mislead).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let alphabet =
+            b"()*+,-./09:a\x00\x01\x27\x28\x29\x2a\x2b\x2f\x30\x39\x3a\x7f\x80\xa8\xab\xb0\xff";
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..24)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let pick = (x % (alphabet.len() as u64 * 4)) as usize;
+                    alphabet.get(pick).copied().unwrap_or(b'q')
+                })
+                .collect();
+            let want = bytes.iter().position(|&c| opens_number(c));
+            assert_eq!(next_number_opening(&bytes, 0), want, "{bytes:?}");
         }
         for byte in 0..=255u8 {
             for at in [0, 7, 11] {

@@ -18,13 +18,13 @@
 //! the match it reports: the built-in patterns are written so (unbounded bodies are extended by
 //! code, see `extend.rs`); a custom regular expression should bound its runs likewise.
 
-/// The default bound on one request's redaction: 64 million units. A unit costs 0.6 to 3.5
+/// The default bound on one request's redaction: 64 million units. A unit costs 0.8 to 6
 /// ns of one core (`cargo bench -p warden-redact --bench throughput`), so the bound is about
-/// 100 to 200 ms of work at most whatever the text, while 4 MiB of prose, code, JSON and logs
-/// costs about 43 million (each run of digit groups is asked of the numbering plans), of
-/// random base64 or a lock file about 21 million, of JSON with 19-digit ids about 63 million;
-/// a table of 13-digit millisecond timestamps or a 4 MiB nginx access log (its `200 1234`
-/// status and size fields are phone-shaped) is refused.
+/// 100 to 400 ms of work at most whatever the text, while 4 MiB of prose, code, JSON and logs
+/// costs about 24 million, of random base64 or a lock file about 21 million, of JSON with
+/// 19-digit ids about 51 million and of an nginx access log about 53 million (its `200 1234`
+/// status and size fields are phone-shaped); a table of 13-digit millisecond timestamps
+/// (about 100 million: each number is a card candidate that fails) is refused.
 pub const DEFAULT_MAX_COST: u64 = 64_000_000;
 
 /// A text field (a message's content, a name, a tool result).
