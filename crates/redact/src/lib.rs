@@ -16,6 +16,7 @@ mod email;
 mod entity;
 mod extend;
 mod first_bytes;
+mod glued;
 mod normalize;
 mod openai;
 mod patterns;

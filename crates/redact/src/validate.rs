@@ -5,6 +5,7 @@
 mod iban;
 mod ip;
 mod numbering;
+mod openings;
 
 pub use iban::{iban, iban_look_alike};
 pub use ip::{ipv4, ipv6, stands_alone as ip_stands_alone};
