@@ -51,6 +51,17 @@ pub struct Finding {
     pub entity: Entity,
 }
 
+impl Finding {
+    /// The same finding in a text that holds this one's text from `by` on.
+    fn shifted(self, by: usize) -> Self {
+        Self {
+            start: by + self.start,
+            end: by + self.end,
+            entity: self.entity,
+        }
+    }
+}
+
 /// Why a detector set could not be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildError(pub String);
@@ -318,13 +329,17 @@ impl Detector {
     fn find_normalized(&self, text: &str, cost: &mut Cost) -> Result<Vec<Finding>, TooComplex> {
         let (mut out, look_alikes) = self.scan(text, Scope::All, cost)?;
         let glued = self.find_glued(text, &out, &look_alikes, cost)?;
-        if !glued.is_empty() {
-            out = merge(out, glued);
+        let words = if self.words.is_empty() {
+            Vec::new()
+        } else {
+            self.find_words(text, cost)?
+        };
+        if glued.is_empty() && words.is_empty() {
+            return Ok(out);
         }
-        if !self.words.is_empty() {
-            out = merge(out, self.find_words(text, cost)?);
-        }
-        Ok(out)
+        out.extend(glued);
+        out.extend(words);
+        Ok(merge(out))
     }
 
     /// Numbers glued to a word (`cust_4111111111111111`, `tel_415-555-0132`,
@@ -351,11 +366,7 @@ impl Detector {
                 continue;
             }
             for f in self.scan(&text[start..end], Scope::Glued, cost)?.0 {
-                let shifted = Finding {
-                    start: start + f.start,
-                    end: start + f.end,
-                    entity: f.entity,
-                };
+                let shifted = f.shifted(start);
                 if GLUED_KINDS.contains(&shifted.entity.name())
                     && !unchecked_inside(&shifted, look_alikes)
                 {
@@ -432,15 +443,11 @@ impl Detector {
             let (found, inner) = self.scan(&text[gap.clone()], scope, cost)?;
             let shift = |r: Range<usize>| gap.start + r.start..gap.start + r.end;
             look_alikes.extend(inner.into_iter().map(shift));
-            out.extend(found.into_iter().map(|f| Finding {
-                start: gap.start + f.start,
-                end: gap.start + f.end,
-                entity: f.entity,
-            }));
+            out.extend(found.into_iter().map(|f| f.shifted(gap.start)));
         }
         out.retain(|f| !unchecked_inside(f, &look_alikes));
         // What the gaps held comes before the value found after their label.
-        Ok((merge(out, Vec::new()), look_alikes))
+        Ok((merge(out), look_alikes))
     }
 
     fn confirm(
@@ -505,10 +512,10 @@ impl Detector {
         memo: &mut Memo,
         cost: &mut Cost,
     ) -> Result<Option<Finding>, TooComplex> {
+        let first = text.as_bytes().get(start);
         for id in failed + 1..self.meta.len() {
             let (group, pid) = self.place[id];
             let group = &self.groups[group];
-            let first = text.as_bytes().get(start);
             if !scope.holds(group) || !first.is_none_or(|&b| self.meta[id].first.admit(b)) {
                 continue;
             }
@@ -610,10 +617,9 @@ fn next_char(text: &str, at: usize) -> usize {
         .map_or(text.len(), |c| at + c.len_utf8())
 }
 
-/// Merges two finding lists into one in order: findings that overlap become one, of the
-/// first one's kind, covering both (what either found is masked).
-fn merge(a: Vec<Finding>, b: Vec<Finding>) -> Vec<Finding> {
-    let mut all: Vec<Finding> = a.into_iter().chain(b).collect();
+/// Findings in order, never overlapping: findings that overlap become one, of the first
+/// one's kind, covering both (what either found is masked).
+fn merge(mut all: Vec<Finding>) -> Vec<Finding> {
     all.sort_by(|x, y| x.start.cmp(&y.start).then(y.end.cmp(&x.end)));
     let mut out: Vec<Finding> = Vec::with_capacity(all.len());
     for f in all {

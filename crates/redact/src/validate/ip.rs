@@ -51,9 +51,9 @@ fn split_prefix(text: &str) -> (&str, Option<u32>) {
 /// Whether an address found at `start..end` stands on its own. An IPv6 address needs no
 /// letter, digit, `_`, `:` or `.` on either side (`std::cout`, `12345:db8::1`, `2001::db8::1`
 /// hold none), except a `:` after a label (`IPv6:2001:db8::1`) or one that ends a field
-/// (`from 2001:db8::1: refused`). An IPv4 address must open its run of dotted numbers (`1.192.168.0.1` is not
-/// one), and in a longer run (`192.168.1.1.1`) counts unless its four numbers are single
-/// digits (a version such as `4.5.6.7.8`, an OID such as `1.3.6.1.4.1`).
+/// (`from 2001:db8::1: refused`). An IPv4 address must open its run of dotted numbers
+/// (`1.192.168.0.1` is not one), and in a longer run (`192.168.1.1.1`) counts unless its four
+/// numbers are single digits (a version such as `4.5.6.7.8`, an OID such as `1.3.6.1.4.1`).
 pub fn stands_alone(text: &str, start: usize, end: usize) -> bool {
     let b = text.as_bytes();
     let found = &text[start..end];

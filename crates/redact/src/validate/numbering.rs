@@ -307,9 +307,11 @@ impl NumberingPlans {
     /// whole run counts: a phone number's groups are also found inside ISBNs
     /// (`978-90-345-0790-7`), card numbers and account numbers, which are not phone numbers.
     ///
-    /// Each grouping of some region it may test is charged to `cost` first
-    /// ([`cost::PER_GROUPING`]: up to a hundred or so for a common shape such as
-    /// `123 4567`), so that the bound on a body's redaction holds for runs of digit groups.
+    /// Each grouping of some region with the run's group lengths is charged to `cost`
+    /// ([`cost::PER_OPENING_TEST`]: up to a hundred or so for a common shape such as
+    /// `123 4567`), and each whose openings admit the run again before its patterns run
+    /// ([`cost::PER_GROUPING`]), so that the bound on a body's redaction holds for runs of
+    /// digit groups.
     pub fn national_number(
         &self,
         text: &str,
