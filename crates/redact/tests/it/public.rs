@@ -33,7 +33,7 @@ const AIM_RECALL: f64 = 0.97;
 const BELOW_AIM: &[(&str, f64, &str)] = &[(
     "US_SSN",
     0.70,
-    "six of the seven misses are bare nine-digit numbers (`078051121`, `(111223333)`) without \
+    "five of the seven misses are bare nine-digit numbers (`078051121`, `(111223333)`) without \
      a word that says an SSN follows: taken as SSNs, every such id, CUSIP and order number \
      would be, and the public set's CUSIP look-alikes are exactly that shape",
 )];
