@@ -18,7 +18,7 @@ async fn main() {
     const N: u32 = 200_000;
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn warden_store::Store> = Arc::new(
-        warden_store::SqliteStore::open_dir(dir.path())
+        warden_store::SqlStore::open_sqlite_dir(dir.path())
             .await
             .expect("store"),
     );

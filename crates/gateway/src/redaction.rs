@@ -104,7 +104,7 @@ mod tests {
 
     async fn build(config: &Config) -> Result<Gateway, String> {
         let dir = tempfile::tempdir().unwrap();
-        let store = warden_store::SqliteStore::open_dir(dir.path())
+        let store = warden_store::SqlStore::open_sqlite_dir(dir.path())
             .await
             .unwrap();
         Gateway::new(config, |_, _| Ok(KeySpec::None), Arc::new(store), None)

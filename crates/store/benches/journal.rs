@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use warden_store::{AgentUpdate, NewStep, PgStore, SqliteStore, Store};
+use warden_store::{AgentUpdate, NewStep, SqlStore, Store};
 
 const AGENTS: usize = 1000;
 
@@ -141,12 +141,13 @@ async fn main() {
     println!("| store | step commit p50 | p99 | steps/s (32 writers) | wake p50 | wake p99 |");
     println!("|---|---|---|---|---|---|");
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(dir.path()).await.expect("sqlite"));
+    let sqlite: Arc<dyn Store> =
+        Arc::new(SqlStore::open_sqlite_dir(dir.path()).await.expect("sqlite"));
     run(sqlite, "SQLite (WAL)").await;
     if let Ok(url) = std::env::var("WARDEN_TEST_POSTGRES_URL") {
         let schema = format!("wbench_{}", std::process::id());
         let pg: Arc<dyn Store> = Arc::new(
-            PgStore::connect(&url, Some(&schema))
+            SqlStore::connect_postgres(&url, Some(&schema))
                 .await
                 .expect("postgres"),
         );

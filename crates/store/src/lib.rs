@@ -1,30 +1,30 @@
-//! Warden's persistent state, behind one [`Store`] trait: virtual keys, key-change events,
-//! usage rows and budget counters now; agents, journals and approvals as their issues land.
-//! Two real backends: [`SqliteStore`] (a file, the embedded default) and [`PgStore`]
-//! (PostgreSQL, for several nodes), with the same schema versions and one shared test suite.
+//! Warden's persistent state: virtual keys and their change events, usage rows and budget
+//! counters, agents and their journals, approval requests. The API is split by concern
+//! ([`KeyStore`], [`KeyEventOutbox`], [`UsageStore`], [`AgentStore`], [`ApprovalStore`];
+//! [`Store`] is all of them). One implementation, [`SqlStore`], runs on two real backends:
+//! SQLite (a file, the embedded default) and PostgreSQL (for several nodes), with the same
+//! schema versions and one shared test suite.
 //!
 //! This is the only crate that knows SQL. It must never log stored values (hashes, model
 //! content): errors carry what failed, not the data.
 
 mod agents;
 mod migrate;
-mod postgres;
 mod records;
-mod sqlite;
+mod sql;
+mod traits;
 mod usage_writer;
 
 pub use agents::{
     AgentCreation, AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, NewStep, StepRecord,
 };
-pub use postgres::PgStore;
 pub use records::{
     GroupBy, KeyEvent, KeyRecord, KeyStatus, NewKeyRecord, UsageGroup, UsageRow, grants_agent,
     grants_model,
 };
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
+pub use traits::{AgentStore, ApprovalStore, KeyEventOutbox, KeyStore, Store, UsageStore};
 pub use usage_writer::{UsageWriter, UsageWriterHandle};
-
-use async_trait::async_trait;
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -76,149 +76,4 @@ impl From<sqlx::Error> for Error {
             _ => Error::Unavailable(e.to_string()),
         }
     }
-}
-
-/// Everything Warden persists. Implementations must be safe to share between tasks.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Checks that the database answers (for `/readyz`).
-    async fn ping(&self) -> Result<(), Error>;
-
-    /// Stores a new key. Fails with [`Error::NameTaken`] if a current key has the same name.
-    async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error>;
-
-    /// Finds a key by the SHA-256 of its plain value, whatever its status.
-    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error>;
-
-    /// All keys, newest first, including revoked, replaced and expired ones.
-    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error>;
-
-    /// Revokes the current key of this name and any of its predecessors still in their grace
-    /// period. Returns how many keys were revoked; [`Error::NoSuchKey`] if none.
-    async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error>;
-
-    /// Replaces the current key of `new.name` by `new`, in one transaction; the old key keeps
-    /// working until `old_valid_until` (or its own earlier expiry).
-    async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error>;
-
-    /// Sets the agent definitions (`*` = all) and the agent cap (`None` = the server default)
-    /// of every unrevoked key named `name` (the current one and any in a rotation's grace
-    /// period), recorded as an `updated` key event. Returns how many keys changed;
-    /// [`Error::NoSuchKey`] if none.
-    async fn update_key_agents(
-        &self,
-        name: &str,
-        agents: &[String],
-        max_agents: Option<i64>,
-    ) -> Result<u64, Error>;
-
-    /// Key changes not yet copied into the audit log, oldest first (at most 1,000).
-    async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error>;
-
-    /// Marks key changes up to `up_to_id` as copied into the audit log.
-    async fn mark_key_events_audited(&self, up_to_id: i64) -> Result<(), Error>;
-
-    /// Appends usage rows in one transaction.
-    async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error>;
-
-    /// The most recent usage rows, newest first.
-    async fn recent_usage(&self, limit: u32) -> Result<Vec<UsageRow>, Error>;
-
-    /// Usage between two instants (unix milliseconds, `from` inclusive, `to` exclusive),
-    /// grouped, largest groups first for keys and models, in order for days.
-    async fn usage_report(
-        &self,
-        group_by: GroupBy,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<UsageGroup>, Error>;
-
-    /// Takes an agent over for `owner` (a node and instance id), creating its row if it is
-    /// new: the lease epoch grows by one, and every later write must carry the new epoch.
-    /// Returns the state as it is now.
-    async fn acquire_agent(
-        &self,
-        id: &str,
-        definition: &str,
-        name: &str,
-        owner_key_id: &str,
-        owner: &str,
-        now_ms: i64,
-    ) -> Result<AgentRecord, Error>;
-
-    /// Creates the agent row `id` (idle, no lease yet) for `owner_key_id` unless it exists or
-    /// that owner already has `max_per_owner` agents; the count and the insert are atomic
-    /// with respect to other creations for the same owner.
-    async fn create_agent(
-        &self,
-        id: &str,
-        definition: &str,
-        name: &str,
-        owner_key_id: &str,
-        max_per_owner: u64,
-        now_ms: i64,
-    ) -> Result<AgentCreation, Error>;
-
-    /// Agents whose status is `running` (after a crash: tasks nobody finished).
-    async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error>;
-
-    /// An agent's state, if it exists.
-    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error>;
-
-    /// Appends `step` to the journal and writes `update`, in one transaction, only if the
-    /// agent's epoch is still `epoch` ([`Error::LeaseLost`] otherwise). Returns the step's
-    /// sequence number.
-    async fn commit_step(
-        &self,
-        id: &str,
-        epoch: i64,
-        step: &NewStep,
-        update: &AgentUpdate,
-    ) -> Result<i64, Error>;
-
-    /// Writes `update` without a step, only if the epoch is still `epoch`.
-    async fn update_agent(&self, id: &str, epoch: i64, update: &AgentUpdate) -> Result<(), Error>;
-
-    /// Journal steps after `after_seq`, oldest first, at most `limit`.
-    async fn agent_steps(
-        &self,
-        id: &str,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StepRecord>, Error>;
-
-    /// Every step of one task, oldest first.
-    async fn task_steps(&self, id: &str, task_id: &str) -> Result<Vec<StepRecord>, Error>;
-
-    /// Stores a new approval request.
-    async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), Error>;
-
-    /// An approval request.
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error>;
-
-    /// Approval requests, newest first; only those in `state` if given.
-    async fn list_approvals(
-        &self,
-        state: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<ApprovalRecord>, Error>;
-
-    /// Moves an approval from `from` to `to` (with the decision, or the result), only if it
-    /// is still in `from`. Returns whether it moved: a decision or a dispatch that finds the
-    /// request no longer in the expected state did not happen (single use).
-    async fn transition_approval(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        decision: Option<&DecisionRecord>,
-        result: Option<&str>,
-        now_ms: i64,
-    ) -> Result<bool, Error>;
-
-    /// Settled tokens of these budget counters (absent ones are 0).
-    async fn budget_totals(
-        &self,
-        counters: &[String],
-    ) -> Result<std::collections::HashMap<String, i64>, Error>;
 }

@@ -1,6 +1,12 @@
 //! Schema migrations: numbered SQL files compiled into the binary, applied in order, each in
 //! its own transaction and recorded in `_warden_migrations`. Never edit an applied file; add
 //! the next number.
+//!
+//! Ours rather than sqlx's `migrate!` on purpose: that macro needs sqlx's `macros` feature,
+//! which builds the database drivers a second time for the proc-macro host (CRATES.md), and
+//! every deployment's database already records its versions in `_warden_migrations`, which
+//! sqlx's runner would not read. What it would add, an advisory lock across nodes on
+//! PostgreSQL, this runner has (`MIGRATION_LOCK`).
 
 use crate::Error;
 use sqlx::SqlitePool;

@@ -5,7 +5,7 @@
 //! senders wait (back-pressure) rather than drop rows. At shutdown the writer drains what was
 //! queued, retrying for at most a grace time (30 s by default), and only then gives up, loudly.
 
-use crate::{Store, UsageRow};
+use crate::{UsageRow, UsageStore};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ impl UsageWriterHandle {
 
 /// The background task that writes usage rows.
 pub struct UsageWriter {
-    store: Arc<dyn Store>,
+    store: Arc<dyn UsageStore>,
     rx: mpsc::Receiver<UsageRow>,
     grace: Duration,
 }
@@ -58,7 +58,7 @@ enum Written {
 
 impl UsageWriter {
     /// Creates the writer and the handle that feeds it.
-    pub fn new(store: Arc<dyn Store>) -> (Self, UsageWriterHandle) {
+    pub fn new(store: Arc<dyn UsageStore>) -> (Self, UsageWriterHandle) {
         let (tx, rx) = mpsc::channel(QUEUE);
         (
             Self {

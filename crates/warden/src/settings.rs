@@ -88,7 +88,7 @@ pub async fn open_store(
     match &config.store.backend {
         warden_config::StoreBackend::Sqlite => {
             let dir = data_dir(global, config);
-            let store = warden_store::SqliteStore::open_dir(&dir)
+            let store = warden_store::SqlStore::open_sqlite_dir(&dir)
                 .await
                 .with_context(|| format!("cannot open the store in {}", dir.display()))?;
             Ok(std::sync::Arc::new(store))
@@ -99,7 +99,7 @@ pub async fn open_store(
                     "store.postgres_url_env: the environment variable {url_env} is not set"
                 ))
             })?;
-            let store = warden_store::PgStore::connect(&url, schema.as_deref())
+            let store = warden_store::SqlStore::connect_postgres(&url, schema.as_deref())
                 .await
                 .with_context(|| format!("cannot open the PostgreSQL store (from {url_env})"))?;
             Ok(std::sync::Arc::new(store))

@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use warden_config::Config;
 use warden_gateway::{Gateway, KeySpec};
 use warden_server::{AppState, KeyCache};
-use warden_store::{NewKeyRecord, SqliteStore, Store, UsageWriter};
+use warden_store::{NewKeyRecord, SqlStore, Store, UsageWriter};
 use warden_testkit::MockUpstream;
 
 struct App {
@@ -31,7 +31,7 @@ async fn app() -> App {
     ))
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_dir(dir.path()).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open_sqlite_dir(dir.path()).await.unwrap());
     let gateway = Gateway::new(&config, |_, _| Ok(KeySpec::None), store.clone(), None).unwrap();
     let new = warden_core::keys::generate();
     store

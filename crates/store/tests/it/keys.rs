@@ -220,10 +220,10 @@ async fn keys_from_before_agent_grants_have_none_and_keep_their_rotation_lineage
     .unwrap();
     pool.close().await;
 
-    let store = warden_store::SqliteStore::open_dir(dir.path())
+    let store = warden_store::SqlStore::open_sqlite_dir(dir.path())
         .await
         .unwrap();
-    use warden_store::Store as _;
+    use warden_store::{AgentStore as _, KeyStore as _};
     let keys = store.list_keys().await.unwrap();
     let lineage = |id: &str| {
         keys.iter()

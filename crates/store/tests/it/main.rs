@@ -9,7 +9,7 @@ mod keys;
 mod usage;
 
 use std::sync::Arc;
-use warden_store::{NewKeyRecord, PgStore, SqliteStore, Store};
+use warden_store::{NewKeyRecord, SqlStore, Store};
 
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug)]
@@ -57,9 +57,9 @@ impl Db {
     /// Opens (or opens again) the store.
     pub(crate) async fn open(&self) -> Arc<dyn Store> {
         match self {
-            Self::Sqlite(dir) => Arc::new(SqliteStore::open_dir(dir.path()).await.unwrap()),
+            Self::Sqlite(dir) => Arc::new(SqlStore::open_sqlite_dir(dir.path()).await.unwrap()),
             Self::Postgres { url, schema } => {
-                Arc::new(PgStore::connect(url, Some(schema)).await.unwrap())
+                Arc::new(SqlStore::connect_postgres(url, Some(schema)).await.unwrap())
             }
         }
     }

@@ -3,10 +3,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use warden_store::{
-    AgentRecord, AgentUpdate, ApprovalRecord, DecisionRecord, Error, GroupBy, KeyEvent, KeyRecord,
-    NewKeyRecord, NewStep, StepRecord, Store, UsageGroup, UsageRow, UsageWriter,
-};
+use warden_store::{Error, GroupBy, Store, UsageGroup, UsageRow, UsageStore, UsageWriter};
 
 fn row(i: usize) -> UsageRow {
     UsageRow {
@@ -149,8 +146,8 @@ async fn the_report_groups_costs_hits_and_refusals(store: Arc<dyn Store>, _db: &
     assert_eq!(first_day[0].requests, 2);
 }
 
-/// A real store whose `insert_usage` fails, before touching the database, the next
-/// `fail_next` times and for as long as `down` is set. Everything else passes through.
+/// A real store's usage half whose `insert_usage` fails, before touching the database, the
+/// next `fail_next` times and for as long as `down` is set. Everything else passes through.
 struct Flaky {
     inner: Arc<dyn Store>,
     fail_next: AtomicU32,
@@ -178,39 +175,7 @@ impl Flaky {
 }
 
 #[async_trait::async_trait]
-impl Store for Flaky {
-    async fn ping(&self) -> Result<(), Error> {
-        self.inner.ping().await
-    }
-    async fn insert_key(&self, key: &NewKeyRecord) -> Result<(), Error> {
-        self.inner.insert_key(key).await
-    }
-    async fn key_by_hash(&self, hash: &[u8; 32]) -> Result<Option<KeyRecord>, Error> {
-        self.inner.key_by_hash(hash).await
-    }
-    async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
-        self.inner.list_keys().await
-    }
-    async fn revoke_keys(&self, name: &str, now: i64) -> Result<u64, Error> {
-        self.inner.revoke_keys(name, now).await
-    }
-    async fn rotate_key(&self, new: &NewKeyRecord, old_valid_until: i64) -> Result<(), Error> {
-        self.inner.rotate_key(new, old_valid_until).await
-    }
-    async fn update_key_agents(
-        &self,
-        name: &str,
-        agents: &[String],
-        max_agents: Option<i64>,
-    ) -> Result<u64, Error> {
-        self.inner.update_key_agents(name, agents, max_agents).await
-    }
-    async fn pending_key_events(&self) -> Result<Vec<KeyEvent>, Error> {
-        self.inner.pending_key_events().await
-    }
-    async fn mark_key_events_audited(&self, up_to_id: i64) -> Result<(), Error> {
-        self.inner.mark_key_events_audited(up_to_id).await
-    }
+impl UsageStore for Flaky {
     async fn insert_usage(&self, rows: &[UsageRow]) -> Result<(), Error> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
         let counted_down = self
@@ -232,87 +197,6 @@ impl Store for Flaky {
         to_ms: i64,
     ) -> Result<Vec<UsageGroup>, Error> {
         self.inner.usage_report(group_by, from_ms, to_ms).await
-    }
-    async fn acquire_agent(
-        &self,
-        id: &str,
-        definition: &str,
-        name: &str,
-        owner_key_id: &str,
-        owner: &str,
-        now_ms: i64,
-    ) -> Result<AgentRecord, Error> {
-        self.inner
-            .acquire_agent(id, definition, name, owner_key_id, owner, now_ms)
-            .await
-    }
-    async fn create_agent(
-        &self,
-        id: &str,
-        definition: &str,
-        name: &str,
-        owner_key_id: &str,
-        max_per_owner: u64,
-        now_ms: i64,
-    ) -> Result<warden_store::AgentCreation, Error> {
-        self.inner
-            .create_agent(id, definition, name, owner_key_id, max_per_owner, now_ms)
-            .await
-    }
-    async fn running_agents(&self) -> Result<Vec<AgentRecord>, Error> {
-        self.inner.running_agents().await
-    }
-    async fn agent(&self, id: &str) -> Result<Option<AgentRecord>, Error> {
-        self.inner.agent(id).await
-    }
-    async fn commit_step(
-        &self,
-        id: &str,
-        epoch: i64,
-        step: &NewStep,
-        update: &AgentUpdate,
-    ) -> Result<i64, Error> {
-        self.inner.commit_step(id, epoch, step, update).await
-    }
-    async fn update_agent(&self, id: &str, epoch: i64, update: &AgentUpdate) -> Result<(), Error> {
-        self.inner.update_agent(id, epoch, update).await
-    }
-    async fn agent_steps(
-        &self,
-        id: &str,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<StepRecord>, Error> {
-        self.inner.agent_steps(id, after_seq, limit).await
-    }
-    async fn task_steps(&self, id: &str, task_id: &str) -> Result<Vec<StepRecord>, Error> {
-        self.inner.task_steps(id, task_id).await
-    }
-    async fn insert_approval(&self, approval: &ApprovalRecord) -> Result<(), Error> {
-        self.inner.insert_approval(approval).await
-    }
-    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, Error> {
-        self.inner.approval(id).await
-    }
-    async fn list_approvals(
-        &self,
-        state: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<ApprovalRecord>, Error> {
-        self.inner.list_approvals(state, limit).await
-    }
-    async fn transition_approval(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        decision: Option<&DecisionRecord>,
-        result: Option<&str>,
-        now_ms: i64,
-    ) -> Result<bool, Error> {
-        self.inner
-            .transition_approval(id, from, to, decision, result, now_ms)
-            .await
     }
     async fn budget_totals(&self, counters: &[String]) -> Result<HashMap<String, i64>, Error> {
         self.inner.budget_totals(counters).await

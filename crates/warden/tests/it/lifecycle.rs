@@ -115,10 +115,12 @@ async fn sigterm_lets_in_flight_requests_finish_and_records_them() {
     assert_eq!(v["choices"][0]["message"]["content"], "slow answer");
     let code = tokio::task::block_in_place(|| s.warden.wait_exit(Duration::from_secs(10)));
     assert_eq!(code, Some(0), "{}", s.warden.logs());
-    let store = warden_store::SqliteStore::open_dir(&s.warden.data_dir)
+    let store = warden_store::SqlStore::open_sqlite_dir(&s.warden.data_dir)
         .await
         .unwrap();
-    let rows = warden_store::Store::recent_usage(&store, 10).await.unwrap();
+    let rows = warden_store::UsageStore::recent_usage(&store, 10)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1, "the usage row was flushed before exit");
 }
 

@@ -204,12 +204,14 @@ async fn every_request_leaves_a_usage_row_and_metrics() {
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
     assert!(id.starts_with("req_"), "Warden's own id: {id}");
     r.text().await.unwrap();
-    let store = warden_store::SqliteStore::open_dir(&s.warden.data_dir)
+    let store = warden_store::SqlStore::open_sqlite_dir(&s.warden.data_dir)
         .await
         .unwrap();
     let mut rows = Vec::new();
     for _ in 0..100 {
-        rows = warden_store::Store::recent_usage(&store, 10).await.unwrap();
+        rows = warden_store::UsageStore::recent_usage(&store, 10)
+            .await
+            .unwrap();
         if !rows.is_empty() {
             break;
         }
