@@ -69,10 +69,15 @@ impl Gateway {
         // 2. Redaction: nothing leaves unredacted, and a blocked request goes no further.
         let mut exchange = self.redactor.exchange(&caller.key_name);
         let raw = std::mem::take(&mut call.body);
-        let redacted = match call.endpoint {
-            Endpoint::ChatCompletions => exchange.chat_request(raw),
-            Endpoint::Embeddings => exchange.embeddings_request(raw),
-        };
+        let endpoint = call.endpoint;
+        let (exchange, redacted) = crate::cpu::run(call.body_len, move || {
+            let redacted = match endpoint {
+                Endpoint::ChatCompletions => exchange.chat_request(raw),
+                Endpoint::Embeddings => exchange.embeddings_request(raw),
+            };
+            (exchange, redacted)
+        })
+        .await;
         redaction::record(exchange.counts().0, "request");
         let mut body = match redacted {
             Ok(body) => body,
@@ -145,14 +150,25 @@ impl Gateway {
         // 5. Budgets and tokens per minute, on an estimate made with the model's tokenizer.
         let needs_tokens = !scopes.is_empty() || self.limiter.limits_tokens(&caller.key_name);
         let estimate = if needs_tokens {
-            let tokenizer_model = route.targets.first().map_or(model.as_str(), |t| &t.model);
-            match call.endpoint {
-                Endpoint::ChatCompletions => {
-                    tokens::chat_prompt(tokenizer_model, body.get())
-                        + tokens::output_cap(body.get(), self.budgets.output_estimate_tokens)
-                }
-                Endpoint::Embeddings => tokens::embeddings_input(tokenizer_model, body.get()),
-            }
+            let tokenizer_model = route
+                .targets
+                .first()
+                .map_or(model.as_str(), |t| &t.model)
+                .to_owned();
+            let output_estimate = self.budgets.output_estimate_tokens;
+            let counted = crate::cpu::run(call.body_len, move || {
+                let estimate = match endpoint {
+                    Endpoint::ChatCompletions => {
+                        tokens::chat_prompt(&tokenizer_model, body.get())
+                            + tokens::output_cap(body.get(), output_estimate)
+                    }
+                    Endpoint::Embeddings => tokens::embeddings_input(&tokenizer_model, body.get()),
+                };
+                (body, estimate)
+            });
+            let estimate;
+            (body, estimate) = counted.await;
+            estimate
         } else {
             0
         };

@@ -38,6 +38,8 @@ pub struct Call {
     /// Who asks, and how they allow the cache to be used.
     pub caller: Caller,
     pub(crate) body: Map<String, Value>,
+    /// The body's size as received (bytes of JSON): how much CPU work it is (`cpu.rs`).
+    pub(crate) body_len: usize,
     /// Whether a streamed answer should be rebuilt whole (for the cache).
     pub(crate) collect_answer: bool,
 }
@@ -63,6 +65,7 @@ pub struct Caller {
 impl Call {
     /// Parses a JSON body. Errors name the problem (JSON position, missing or mistyped field).
     pub fn parse(endpoint: Endpoint, body: &[u8], caller: Caller) -> Result<Self, Error> {
+        let body_len = body.len();
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             Error::InvalidRequest(format!("the request body is not valid JSON: {e}"))
         })?;
@@ -118,6 +121,7 @@ impl Call {
             include_usage,
             caller,
             body,
+            body_len,
             collect_answer: false,
         })
     }

@@ -14,6 +14,7 @@ mod breaker;
 mod budget;
 mod cache;
 mod call;
+mod cpu;
 mod error;
 mod limits;
 mod pipeline;

@@ -283,7 +283,9 @@ async fn signals(gateway: Arc<Gateway>, stop: watch::Sender<bool>) {
             _ = tokio::signal::ctrl_c() => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading provider key files");
-                gateway.reload_keys(true);
+                let g = gateway.clone();
+                // File reads are blocking I/O: keep them off the async workers.
+                let _ = tokio::task::spawn_blocking(move || g.reload_keys(true)).await;
             }
         }
     }
