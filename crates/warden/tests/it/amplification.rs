@@ -192,13 +192,25 @@ async fn a_body_too_complex_to_redact_gets_413_and_nothing_reaches_the_upstream(
         metrics.contains("warden_redaction_too_complex_total 4"),
         "{metrics}"
     );
-    // Fine again for a small request.
+    // Each large body was worked on off the async workers (`gateway::cpu`).
+    let off_worker = blocking_pool_tasks(&metrics);
+    assert!(off_worker >= 5, "{off_worker} large bodies off the workers");
+    // Fine again for a small request, which is worked on in place.
     assert_eq!(
         s.post("/v1/chat/completions", chat_body("fast"))
             .await
             .status(),
         200
     );
+    assert_eq!(blocking_pool_tasks(&s.metrics().await), off_worker);
+}
+
+/// `warden_blocking_pool_tasks_total` in a metrics page (0 when absent).
+fn blocking_pool_tasks(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_blocking_pool_tasks_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
