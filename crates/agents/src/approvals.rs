@@ -415,7 +415,7 @@ impl Agents {
         let masked = mask_global(inner, note);
         let note_sha256 = {
             use sha2::Digest;
-            warden_core::hex(&sha2::Sha256::digest(note.as_bytes()))
+            hex::encode(sha2::Sha256::digest(note.as_bytes()))
         };
         let result = json!({"resolved_by": approver, "outcome": to.as_str(), "note": masked,
                             "note_sha256": note_sha256, "signature": signature.trim()})

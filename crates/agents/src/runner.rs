@@ -624,7 +624,7 @@ impl Task {
                 Ok(v) => warden_tools::approval::arguments_sha256(&v),
                 Err(_) => {
                     use sha2::Digest;
-                    warden_core::hex(&sha2::Sha256::digest(call.arguments.as_bytes()))
+                    hex::encode(sha2::Sha256::digest(call.arguments.as_bytes()))
                 }
             };
             let (agent_id, task_id) = (self.record.id.clone(), self.task_id.clone());

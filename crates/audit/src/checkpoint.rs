@@ -5,7 +5,6 @@
 //! with the same hash, so records a checkpoint covers cannot be removed or rewritten unseen.
 
 use crate::Error;
-use crate::record::hex;
 use crate::segment::check_signature;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -52,10 +51,10 @@ impl Checkpoint {
             hash: hash.to_owned(),
             time_ms,
             deployment: deployment.to_owned(),
-            public_key: hex(key.verifying_key().as_bytes()),
+            public_key: hex::encode(key.verifying_key().as_bytes()),
             signature: String::new(),
         };
-        c.signature = hex(&key.sign(&c.signed_bytes()).to_bytes());
+        c.signature = hex::encode(key.sign(&c.signed_bytes()).to_bytes());
         c
     }
 

@@ -11,7 +11,8 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, Error> {
     let path = dir.join("audit.key");
     let key = match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let bytes = crate::record::unhex(text.trim())
+            let bytes = hex::decode(text.trim())
+                .ok()
                 .and_then(|b| <[u8; 32]>::try_from(b).ok())
                 .ok_or_else(|| {
                     Error::Key(format!("{} is not a 64-character hex key", path.display()))
@@ -24,12 +25,12 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, Error> {
             let key = SigningKey::from_bytes(&bytes);
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
-            write_private(&path, &crate::record::hex(&bytes))?;
+            write_private(&path, &hex::encode(bytes))?;
             key
         }
         Err(e) => return Err(Error::Io(format!("{}: {e}", path.display()))),
     };
-    let public = crate::record::hex(key.verifying_key().as_bytes());
+    let public = hex::encode(key.verifying_key().as_bytes());
     std::fs::write(dir.join("audit.pub"), format!("{public}\n"))
         .map_err(|e| Error::Io(format!("audit.pub: {e}")))?;
     Ok(key)
@@ -37,7 +38,8 @@ pub fn load_or_create(dir: &Path) -> Result<SigningKey, Error> {
 
 /// Reads a public key: 64 hex characters (as in `audit.pub`).
 pub fn parse_public(text: &str) -> Result<VerifyingKey, Error> {
-    let bytes = crate::record::unhex(text.trim())
+    let bytes = hex::decode(text.trim())
+        .ok()
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| Error::Key("a public key is 64 hex characters".into()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|e| Error::Key(format!("invalid public key: {e}")))

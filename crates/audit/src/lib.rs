@@ -18,7 +18,7 @@ mod writer;
 
 pub use checkpoint::{CHECKPOINTS, Checkpoint, checkpoint_name, checkpoint_seq};
 pub use key::{load_or_create as load_or_create_key, parse_public};
-pub use record::{Event, GENESIS, ModelCall, Record, hex};
+pub use record::{Event, GENESIS, ModelCall, Record};
 pub use segment::{Manifest, RETENTION, Retention, manifest_name, segment_name};
 pub use shipper::{PREFIX, Shipper};
 pub use verify::{Proven, Report, records, verify, verify_window};

@@ -181,8 +181,6 @@ impl Record {
 
     /// Hex SHA-256 of the canonical bytes.
     pub fn hash(&self) -> String {
-        hex(&Sha256::digest(self.canonical()))
+        hex::encode(Sha256::digest(self.canonical()))
     }
 }
-
-pub use warden_core::{hex, unhex};

@@ -3,7 +3,7 @@
 //! signed with the audit key. Names sort by first sequence number.
 
 use crate::Error;
-use crate::record::{Record, hex};
+use crate::record::Record;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
@@ -70,12 +70,12 @@ impl Manifest {
             last_hash: last.hash(),
             first_time_ms: first.time_ms,
             last_time_ms: last.time_ms,
-            file_sha256: hex(&sha2::Sha256::digest(bytes)),
-            public_key: hex(key.verifying_key().as_bytes()),
+            file_sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            public_key: hex::encode(key.verifying_key().as_bytes()),
             checkpoint_seq,
             signature: String::new(),
         };
-        m.signature = hex(&key.sign(&m.signed_bytes()).to_bytes());
+        m.signature = hex::encode(key.sign(&m.signed_bytes()).to_bytes());
         m
     }
 
@@ -141,10 +141,10 @@ impl Retention {
             from_seq,
             anchor_hash: anchor_hash.to_owned(),
             time_ms,
-            public_key: hex(key.verifying_key().as_bytes()),
+            public_key: hex::encode(key.verifying_key().as_bytes()),
             signature: String::new(),
         };
-        r.signature = hex(&key.sign(&r.signed_bytes()).to_bytes());
+        r.signature = hex::encode(key.sign(&r.signed_bytes()).to_bytes());
         r
     }
 
@@ -177,10 +177,11 @@ pub(crate) fn check_signature(
     bytes: &[u8],
     expected: &VerifyingKey,
 ) -> Result<(), Error> {
-    if public_key != hex(expected.as_bytes()) {
+    if public_key != hex::encode(expected.as_bytes()) {
         return Err(Error::Invalid(format!("{what}: signed by another key")));
     }
-    let sig = crate::record::unhex(signature)
+    let sig = hex::decode(signature)
+        .ok()
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .ok_or_else(|| Error::Invalid(format!("{what}: malformed signature")))?;
     expected

@@ -493,7 +493,7 @@ impl Chain<'_> {
         m.verify(self.key)
             .map_err(|e| format!("{}: {e}", seg.name))?;
         use sha2::Digest;
-        if m.file_sha256 != crate::record::hex(&sha2::Sha256::digest(&seg.bytes)) {
+        if m.file_sha256 != hex::encode(sha2::Sha256::digest(&seg.bytes)) {
             return Err(format!(
                 "{}: the file does not match its signed manifest (edited)",
                 seg.name

@@ -234,7 +234,7 @@ impl Writer {
             let bytes = record.canonical();
             head = Head {
                 last_seq: record.seq,
-                last_hash: crate::record::hex(&sha(&bytes)),
+                last_hash: hex::encode(sha(&bytes)),
             };
             lines.extend_from_slice(&bytes);
             lines.push(b'\n');

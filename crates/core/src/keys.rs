@@ -25,7 +25,7 @@ pub struct NewKey {
 pub fn generate() -> NewKey {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
-    let plain = format!("{PREFIX}{}", crate::hex(&bytes));
+    let plain = format!("{PREFIX}{}", hex::encode(bytes));
     NewKey {
         hash: hash(&plain),
         display_prefix: plain[..PREFIX.len() + 8].to_owned(),

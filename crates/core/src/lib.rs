@@ -6,11 +6,9 @@
 //! small and free of heavy dependencies.
 
 mod error_code;
-mod hex;
 pub mod keys;
 mod secret;
 pub mod time;
 
 pub use error_code::ErrorCode;
-pub use hex::{hex, unhex};
 pub use secret::Secret;

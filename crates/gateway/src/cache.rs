@@ -192,7 +192,7 @@ impl ResponseCache {
             Store::Memory(c) => c.get(key).await,
             Store::Redis(shared) => {
                 let mut conn = shared.conn.clone();
-                let name = shared.key(&format!("cache:{}", warden_core::hex(key)));
+                let name = shared.key(&format!("cache:{}", hex::encode(key)));
                 let got: redis::RedisResult<Option<Vec<u8>>> =
                     redis::cmd("GET").arg(&name).query_async(&mut conn).await;
                 match got {
@@ -227,7 +227,7 @@ impl ResponseCache {
             Store::Memory(c) => c.insert(key, Arc::new(entry)).await,
             Store::Redis(shared) => {
                 let mut conn = shared.conn.clone();
-                let name = shared.key(&format!("cache:{}", warden_core::hex(&key)));
+                let name = shared.key(&format!("cache:{}", hex::encode(key)));
                 let put: redis::RedisResult<()> = redis::cmd("SET")
                     .arg(&name)
                     .arg(encode(&entry))

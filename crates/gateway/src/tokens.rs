@@ -11,22 +11,22 @@
 
 use bpe_openai::Tokenizer;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::LazyLock;
 
 /// Framing tokens per message and per reply, as OpenAI's cookbook counts them.
 const PER_MESSAGE: u64 = 3;
 const PER_REPLY: u64 = 3;
 /// Texts at least this long have their count remembered.
 const MEMO_MIN_BYTES: usize = 256;
-/// The memo is emptied when it holds this many counts (about 3 MB).
-const MEMO_MAX: usize = 65_536;
+/// Counts remembered at most (about 3 MB); moka evicts the least useful past this.
+const MEMO_MAX: u64 = 65_536;
 
 /// Which vocabulary (`true`: o200k) and the first 16 bytes of the text's BLAKE3.
 type MemoKey = (bool, [u8; 16]);
 
 /// Remembered counts of long texts.
-static MEMO: Mutex<Option<HashMap<MemoKey, u32>>> = Mutex::new(None);
+static MEMO: LazyLock<moka::sync::Cache<MemoKey, u32>> =
+    LazyLock::new(|| moka::sync::Cache::new(MEMO_MAX));
 
 /// The tokenizer of a model name (what the provider is asked for).
 fn tokenizer(model: &str) -> (&'static Tokenizer, bool) {
@@ -56,21 +56,11 @@ fn count(tok: (&'static Tokenizer, bool), text: &str) -> u64 {
     let mut key = [0u8; 16];
     key.copy_from_slice(&hash.as_bytes()[..16]);
     let key = (tok.1, key);
-    if let Some(n) = MEMO
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .and_then(|m| m.get(&key))
-    {
-        return u64::from(*n);
+    if let Some(n) = MEMO.get(&key) {
+        return u64::from(n);
     }
     let n = tok.0.count(text);
-    let mut memo = MEMO.lock().unwrap_or_else(|p| p.into_inner());
-    let memo = memo.get_or_insert_with(HashMap::new);
-    if memo.len() >= MEMO_MAX {
-        memo.clear();
-    }
-    memo.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
+    MEMO.insert(key, u32::try_from(n).unwrap_or(u32::MAX));
     n as u64
 }
 

@@ -3,82 +3,72 @@
 //! cost of the hot path before this cache. Entries live for `server.key_cache_ttl` (default
 //! 1s), which bounds how long a revoked key keeps working; expiry dates are still checked on
 //! every request against the cached record. Unknown hashes are remembered too, for the same
-//! short TTL in a smaller table of their own (emptied when full), so a repeated unknown key
+//! short TTL in a smaller table of their own (bounded), so a repeated unknown key
 //! costs about what a revoked one does and timing tells a caller nothing about which keys
 //! exist; a flood of wrong keys cannot grow memory or push out the known ones. (A new key's
 //! hash is random: nobody presents it before it exists, so it still works at once.)
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use moka::sync::Cache;
+use std::time::Duration;
 use warden_store::KeyRecord;
 
-/// Entries kept at most; past this the cache is emptied (simple, and bounded).
-const MAX_ENTRIES: usize = 100_000;
+/// Entries kept at most (moka evicts the least useful past this).
+const MAX_ENTRIES: u64 = 100_000;
 
-/// Unknown hashes kept at most; past this that table is emptied.
-const MAX_UNKNOWN: usize = 10_000;
+/// Unknown hashes kept at most, in a table of their own so that they cannot push out the
+/// known keys.
+const MAX_UNKNOWN: u64 = 10_000;
 
-/// The cache.
+fn table<V: Clone + Send + Sync + 'static>(max: u64, ttl: Duration) -> Cache<[u8; 32], V> {
+    Cache::builder().max_capacity(max).time_to_live(ttl).build()
+}
+
+/// The cache (moka's concurrent cache: each entry lives for the TTL, the tables are bounded).
 pub struct KeyCache {
-    ttl: Duration,
-    entries: RwLock<HashMap<[u8; 32], (KeyRecord, Instant)>>,
-    unknown: RwLock<HashMap<[u8; 32], Instant>>,
+    /// `None` when the TTL is zero: no caching.
+    tables: Option<Tables>,
+}
+
+struct Tables {
+    entries: Cache<[u8; 32], KeyRecord>,
+    unknown: Cache<[u8; 32], ()>,
 }
 
 impl KeyCache {
     /// A cache whose entries live for `ttl` (zero disables it).
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entries: RwLock::new(HashMap::new()),
-            unknown: RwLock::new(HashMap::new()),
+            tables: (!ttl.is_zero()).then(|| Tables {
+                entries: table(MAX_ENTRIES, ttl),
+                unknown: table(MAX_UNKNOWN, ttl),
+            }),
         }
     }
 
     /// A fresh cached record for this key hash, if any.
     pub fn get(&self, hash: &[u8; 32]) -> Option<KeyRecord> {
-        if self.ttl.is_zero() {
-            return None;
-        }
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < self.ttl)
-            .map(|(record, _)| record.clone())
+        self.tables.as_ref()?.entries.get(hash)
     }
 
     /// Remembers a record found in the store.
     pub fn put(&self, hash: [u8; 32], record: KeyRecord) {
-        if self.ttl.is_zero() {
-            return;
+        if let Some(t) = &self.tables {
+            t.entries.insert(hash, record);
         }
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(hash, (record, Instant::now()));
     }
 
     /// Whether the store recently found no key with this hash.
     pub fn is_unknown(&self, hash: &[u8; 32]) -> bool {
-        if self.ttl.is_zero() {
-            return false;
-        }
-        let unknown = self.unknown.read().unwrap_or_else(|p| p.into_inner());
-        unknown.get(hash).is_some_and(|at| at.elapsed() < self.ttl)
+        self.tables
+            .as_ref()
+            .is_some_and(|t| t.unknown.contains_key(hash))
     }
 
     /// Remembers that the store has no key with this hash.
     pub fn put_unknown(&self, hash: [u8; 32]) {
-        if self.ttl.is_zero() {
-            return;
+        if let Some(t) = &self.tables {
+            t.unknown.insert(hash, ());
         }
-        let mut unknown = self.unknown.write().unwrap_or_else(|p| p.into_inner());
-        if unknown.len() >= MAX_UNKNOWN {
-            unknown.clear();
-        }
-        unknown.insert(hash, Instant::now());
     }
 }
 
@@ -130,12 +120,17 @@ mod tests {
         assert!(!cache.is_unknown(&[2; 32]));
         std::thread::sleep(Duration::from_millis(40));
         assert!(!cache.is_unknown(&[1; 32]));
-        for i in 0..(MAX_UNKNOWN as u32 + 10) {
+        for i in 0..(MAX_UNKNOWN as u32 + 1000) {
             let mut h = [0u8; 32];
             h[..4].copy_from_slice(&i.to_le_bytes());
             cache.put_unknown(h);
         }
-        let len = cache.unknown.read().unwrap().len();
-        assert!(len <= MAX_UNKNOWN, "{len}");
+        let unknown = &cache.tables.as_ref().unwrap().unknown;
+        unknown.run_pending_tasks();
+        assert!(
+            unknown.entry_count() <= MAX_UNKNOWN,
+            "{}",
+            unknown.entry_count()
+        );
     }
 }

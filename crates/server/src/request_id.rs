@@ -35,7 +35,7 @@ fn sane(id: &str) -> bool {
 fn generate() -> String {
     let mut bytes = [0u8; 12];
     rand::rng().fill_bytes(&mut bytes);
-    format!("req_{}", warden_core::hex(&bytes))
+    format!("req_{}", hex::encode(bytes))
 }
 
 /// The middleware.

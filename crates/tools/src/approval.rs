@@ -44,7 +44,7 @@ pub fn canonical_json(arguments: &Value) -> String {
 
 /// Hex SHA-256 of the canonical arguments.
 pub fn arguments_sha256(arguments: &Value) -> String {
-    hex(&Sha256::digest(canonical_json(arguments).as_bytes()))
+    hex::encode(Sha256::digest(canonical_json(arguments).as_bytes()))
 }
 
 /// The largest integer magnitude that survives RFC 8785's IEEE-754 doubles exactly (2^53).
@@ -98,10 +98,6 @@ pub fn inexact_number(arguments: &Value) -> Option<String> {
     walk(arguments, &mut path).then_some(path)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// What an approver signs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecisionMessage {
@@ -138,7 +134,7 @@ impl DecisionMessage {
     /// Signs with an approver's private key; returns the hex signature.
     pub fn sign(&self, key: &SigningKey) -> String {
         use ed25519_dalek::Signer;
-        hex(&key.sign(&self.bytes()).to_bytes())
+        hex::encode(key.sign(&self.bytes()).to_bytes())
     }
 }
 
@@ -171,7 +167,7 @@ impl ResolutionMessage {
             self.tool,
             self.arguments_sha256,
             if self.succeeded { "succeeded" } else { "failed" },
-            hex(&Sha256::digest(self.note.as_bytes())),
+            hex::encode(Sha256::digest(self.note.as_bytes())),
         )
         .into_bytes()
     }
@@ -179,7 +175,7 @@ impl ResolutionMessage {
     /// Signs with an approver's private key; returns the hex signature.
     pub fn sign(&self, key: &SigningKey) -> String {
         use ed25519_dalek::Signer;
-        hex(&key.sign(&self.bytes()).to_bytes())
+        hex::encode(key.sign(&self.bytes()).to_bytes())
     }
 }
 
@@ -212,7 +208,7 @@ fn approver_for<'a>(
 }
 
 fn check_signature(a: &Approver, bytes: &[u8], signature_hex: &str) -> Result<(), DecisionError> {
-    let sig = unhex(signature_hex.trim()).ok_or(DecisionError::BadSignature)?;
+    let sig = hex::decode(signature_hex.trim()).map_err(|_| DecisionError::BadSignature)?;
     let arr: [u8; 64] = sig.try_into().map_err(|_| DecisionError::BadSignature)?;
     a.key
         .verify_strict(bytes, &Signature::from_bytes(&arr))
@@ -281,7 +277,7 @@ impl<T> Approved<T> {
 
 /// Parses a hex Ed25519 public key.
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
-    let bytes = unhex(text.trim()).ok_or("not hex")?;
+    let bytes = hex::decode(text.trim()).map_err(|_| "not hex")?;
     let arr: [u8; 32] = bytes
         .try_into()
         .map_err(|_| "an Ed25519 public key is 32 bytes (64 hex digits)".to_owned())?;
@@ -290,21 +286,11 @@ pub fn parse_public_key(text: &str) -> Result<VerifyingKey, String> {
 
 /// Parses a hex Ed25519 private key (32 bytes).
 pub fn parse_private_key(text: &str) -> Result<SigningKey, String> {
-    let bytes = unhex(text.trim()).ok_or("not hex")?;
+    let bytes = hex::decode(text.trim()).map_err(|_| "not hex")?;
     let arr: [u8; 32] = bytes
         .try_into()
         .map_err(|_| "an Ed25519 private key is 32 bytes (64 hex digits)".to_owned())?;
     Ok(SigningKey::from_bytes(&arr))
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// Checks a decision: the approver exists and may decide on the tool, the request has not

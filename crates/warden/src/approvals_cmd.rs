@@ -46,7 +46,7 @@ pub fn write_keypair(name: &str, dir: &Path) -> Result<(PathBuf, PathBuf, String
     let mut seed = [0u8; 32];
     rand::rng().fill_bytes(&mut seed);
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let public_hex = warden_core::hex(key.verifying_key().as_bytes());
+    let public_hex = hex::encode(key.verifying_key().as_bytes());
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -56,7 +56,7 @@ pub fn write_keypair(name: &str, dir: &Path) -> Result<(PathBuf, PathBuf, String
             .mode(0o600)
             .open(&private)
             .with_context(|| format!("write {}", private.display()))?;
-        writeln!(f, "{}", warden_core::hex(&seed)).context("write the private key")?;
+        writeln!(f, "{}", hex::encode(seed)).context("write the private key")?;
     }
     std::fs::write(&public, format!("{public_hex}\n")).context("write the public key")?;
     Ok((private, public, public_hex))

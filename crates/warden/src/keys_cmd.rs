@@ -200,7 +200,7 @@ fn new_key(
     let key = warden_core::keys::generate();
     let mut id_bytes = [0u8; 8];
     rand::rng().fill_bytes(&mut id_bytes);
-    let id = format!("key_{}", warden_core::hex(&id_bytes));
+    let id = format!("key_{}", hex::encode(id_bytes));
     let record = NewKeyRecord {
         lineage_id: id.clone(),
         id,

@@ -85,7 +85,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             .and_then(|p| std::fs::read(p).ok())
             .map(|b| {
                 use sha2::Digest;
-                warden_audit::hex(&sha2::Sha256::digest(b))
+                hex::encode(sha2::Sha256::digest(b))
             });
         running
             .log

@@ -41,7 +41,7 @@ pub(crate) fn approval_id(agent_id: &str, task_id: &str, model_seq: i64, call_id
     use sha2::Digest;
     let digest =
         sha2::Sha256::digest(format!("{agent_id}\n{task_id}\n{model_seq}\n{call_id}").as_bytes());
-    format!("apr_{}", &warden_core::hex(&digest)[..24])
+    format!("apr_{}", &hex::encode(digest)[..24])
 }
 
 /// A preview as it may be stored, journalled, shown and sent: every value and every object

@@ -253,7 +253,7 @@ async fn run_task(
             let _ = err_tx.send(ApiError::from(e));
         }
     });
-    let events = tokio_stream_from(rx).map(|e| event_bytes(&e));
+    let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| event_bytes(&e));
     // A refusal before any step (unknown agent, another key's agent) ends the stream with an
     // error event.
     let tail = futures_util::stream::once(async move {
@@ -272,12 +272,6 @@ async fn run_task(
         body,
     )
         .into_response()
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// `POST /v1/agents/{definition}/{name}/messages`.

@@ -737,10 +737,7 @@ pub(crate) fn row_ids(rows: &[Value], keys: &[String]) -> Result<Vec<Value>, Rea
 /// SHA-256 (hex) of sorted row ids.
 pub(crate) fn ids_digest(ids: &[Value]) -> String {
     let text = Value::Array(ids.to_vec()).to_string();
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 pub(crate) fn changed_since_preview(detail: &str) -> ReadError {
@@ -1223,10 +1220,7 @@ pub(crate) fn report_roles(
 }
 
 pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    warden_core::time::unix_millis() as i64
 }
 
 pub(crate) fn idempotency_table() -> &'static str {

@@ -830,7 +830,7 @@ async fn rt12_a_preview_does_not_let_the_agent_owner_confirm_a_hidden_key() {
         preview.get("row_ids").is_none(),
         "hidden keys are not shown: {preview}"
     );
-    let guess = warden_core::hex(&sha2::Sha256::digest(
+    let guess = hex::encode(sha2::Sha256::digest(
         json!([[EMAIL]]).to_string().as_bytes(),
     ));
     assert_ne!(
