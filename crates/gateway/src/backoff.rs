@@ -1,5 +1,10 @@
 //! How long to wait before retrying one target: bounded exponential backoff with jitter, or
 //! the upstream's `retry-after` when it gives one that fits the bound.
+//!
+//! The delay is ours rather than `backon`'s on purpose: backon's jitter adds up to a whole
+//! delay on top of it, so the configured `max_backoff` would not bound the wait a client
+//! sees; this is "equal jitter" (a random point in the upper half), within the cap. The
+//! retry loop itself is the gateway's (it also moves between targets and circuit breakers).
 
 use rand::Rng;
 use std::time::Duration;

@@ -10,6 +10,7 @@
 //! the usage row that spent them, and counters are loaded from there after a restart.
 
 use crate::shared::{Shared, without_url};
+use chrono::Datelike;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,23 +86,25 @@ pub(crate) fn scopes(
             resets_at: None,
         });
     }
-    let day = now.div_euclid(86_400);
-    let (y, m, d) = warden_core::time::civil_from_days(day);
+    let today = warden_core::time::utc(now).unwrap_or_default().date();
+    let midnight = |d: chrono::NaiveDate| d.and_time(chrono::NaiveTime::MIN).and_utc().timestamp();
     if let Some(limit) = budget.daily_tokens {
         out.push(Scope {
             kind: ScopeKind::KeyDaily,
-            counter: format!("key:{key_id}:day:{y:04}-{m:02}-{d:02}"),
+            counter: format!("key:{key_id}:day:{}", today.format("%Y-%m-%d")),
             limit,
-            resets_at: Some((day + 1) * 86_400),
+            resets_at: today.succ_opt().map(midnight),
         });
     }
     if let Some(limit) = budget.monthly_tokens {
-        let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+        let next_month = today
+            .with_day(1)
+            .and_then(|first| first.checked_add_months(chrono::Months::new(1)));
         out.push(Scope {
             kind: ScopeKind::KeyMonthly,
-            counter: format!("key:{key_id}:month:{y:04}-{m:02}"),
+            counter: format!("key:{key_id}:month:{}", today.format("%Y-%m")),
             limit,
-            resets_at: Some(warden_core::time::days_from_civil(ny, nm, 1) * 86_400),
+            resets_at: next_month.map(midnight),
         });
     }
     out
@@ -498,7 +501,7 @@ mod tests {
     #[test]
     fn scopes_name_their_period_and_reset() {
         // 2026-12-31T23:00:00Z
-        let now = warden_core::time::days_from_civil(2026, 12, 31) * 86_400 + 23 * 3600;
+        let now = warden_core::time::parse_time("2026-12-31T23:00:00Z").unwrap();
         let s = scopes(&config(Some(10), Some(20)), "k1", "app", Some("s9"), now);
         assert_eq!(s[0].counter, "session:k1:s9");
         assert_eq!(s[0].resets_at, None);

@@ -4,6 +4,9 @@
 //! `x-request-id`, when sane, is kept apart: echoed as `x-client-request-id` and logged as
 //! `client_request_id`, never used as Warden's id. This layer also logs one line per request
 //! and counts it.
+//!
+//! Ours rather than tower-http's `SetRequestId` on purpose: that layer keeps an
+//! `x-request-id` the client sent, which is exactly what must not happen here.
 
 use crate::AppState;
 use axum::extract::{MatchedPath, Request, State};

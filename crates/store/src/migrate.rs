@@ -25,6 +25,10 @@ const SQLITE: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_agents.sql")),
     (5, include_str!("../migrations/sqlite/0005_approvals.sql")),
     (6, include_str!("../migrations/sqlite/0006_key_agents.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_key_insertion_order.sql"),
+    ),
 ];
 
 /// Brings the database up to the newest schema.
@@ -79,6 +83,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/postgres/0006_key_agents.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_key_insertion_order.sql"),
     ),
 ];
 

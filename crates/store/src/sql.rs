@@ -7,6 +7,7 @@
 //! backend's native driver. The few real differences between the two dialects are named and
 //! kept in [`Dialect`]:
 //! - the day of a unix-millisecond instant ([`Dialect::day_of_millis`]);
+//! - the column that orders keys by insertion ([`Dialect::key_insertion_order`]);
 //! - how creations for one owner take turns ([`Dialect::owner_lock`]);
 //! - how journal steps are committed: SQLite has one writer, so its steps are group-committed
 //!   by one task (`journal.rs`); PostgreSQL commits each in its own transaction.
@@ -72,6 +73,15 @@ impl Dialect {
             Self::Postgres => {
                 format!("to_char(to_timestamp({column} / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
             }
+        }
+    }
+
+    /// The column that orders `virtual_keys` rows as they were inserted: SQLite's `rowid`,
+    /// PostgreSQL's `inserted_seq` (migration 7).
+    pub(crate) fn key_insertion_order(self) -> &'static str {
+        match self {
+            Self::Sqlite => "rowid",
+            Self::Postgres => "inserted_seq",
         }
     }
 

@@ -192,7 +192,7 @@ fn proven_text(report: &warden_audit::Report) -> String {
     let Some(p) = report.proven else {
         return "no signed checkpoint: completeness is not proven".into();
     };
-    let time = crate::time_fmt::iso8601((p.time_ms / 1000) as i64);
+    let time = warden_core::time::iso8601((p.time_ms / 1000) as i64);
     let after = report.last_seq.saturating_sub(p.seq);
     let mut text = format!(
         "proven complete up to {time} (signed checkpoint at seq {})",
@@ -265,7 +265,7 @@ pub async fn search(global: &crate::cli::Global, filter: Filter) -> Result<(), F
 fn time_bound(field: &str, value: &Option<String>) -> Result<Option<u64>, Failure> {
     value
         .as_deref()
-        .map(|t| crate::time_fmt::parse_time(t).map(|s| s.max(0) as u64 * 1000))
+        .map(|t| warden_core::time::parse_time(t).map(|s| s.max(0) as u64 * 1000))
         .transpose()
         .map_err(|m| Failure::Config(format!("{field}: {m}")))
 }

@@ -4,8 +4,8 @@
 
 use crate::cli::{Global, KeysCommand};
 use crate::settings::{self, Failure};
-use crate::time_fmt::iso8601;
 use rand::RngCore;
+use warden_core::time::iso8601;
 use warden_core::time::unix_secs as now_secs;
 use warden_store::NewKeyRecord;
 

@@ -10,7 +10,6 @@ mod demo;
 mod keys_cmd;
 mod serve;
 mod settings;
-mod time_fmt;
 mod usage_cmd;
 
 use clap::Parser;

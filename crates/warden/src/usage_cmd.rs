@@ -2,8 +2,8 @@
 
 use crate::cli::{Global, UsageArgs};
 use crate::settings::{self, Failure};
-use crate::time_fmt::{iso8601, parse_time};
 use anyhow::Context;
+use warden_core::time::{iso8601, parse_time};
 use warden_store::GroupBy;
 
 /// Prints the report.

@@ -49,7 +49,9 @@ pub(crate) async fn models(State(state): State<Arc<AppState>>, key: AuthedKey) -
     Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-/// Reads the body, refusing more than `limit` bytes with 413.
+/// Reads the body, refusing more than `limit` bytes with 413. `http-body-util`'s `Limited`
+/// counts the bytes (tower-http's body limit layer would answer its own plain 413, not the
+/// API's error shape, and could not tell a slow body from a large one).
 async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
     let too_large = || {
         ApiError::new(

@@ -103,8 +103,11 @@ impl KeyStore for SqlStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, Error> {
-        let sql =
-            format!("SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at DESC, id DESC");
+        // Newest first; keys of the same second in the order they were inserted.
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM virtual_keys ORDER BY created_at DESC, {} DESC",
+            self.dialect().key_insertion_order()
+        );
         with_pool!(self, |pool| {
             let found = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .fetch_all(pool)

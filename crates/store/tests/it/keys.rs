@@ -23,6 +23,31 @@ async fn a_name_has_one_current_key(store: Arc<dyn Store>, _db: &Db) {
     assert_eq!(store.list_keys().await.unwrap().len(), 1);
 }
 
+both_backends!(keys_are_listed_newest_first_and_in_insertion_order_within_a_second);
+async fn keys_are_listed_newest_first_and_in_insertion_order_within_a_second(
+    store: Arc<dyn Store>,
+    _db: &Db,
+) {
+    // Ids that sort otherwise than they were inserted; all but the last of the same second.
+    for (i, id) in ["key_m", "key_z", "key_a"].into_iter().enumerate() {
+        store
+            .insert_key(&key(id, &format!("n{i}"), i as u8))
+            .await
+            .unwrap();
+    }
+    let mut older = key("key_old", "old", 9);
+    older.created_at -= 1;
+    store.insert_key(&older).await.unwrap();
+    let order: Vec<String> = store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(order, ["key_a", "key_z", "key_m", "key_old"]);
+}
+
 both_backends!(rotation_keeps_the_old_key_for_the_grace_period);
 async fn rotation_keeps_the_old_key_for_the_grace_period(store: Arc<dyn Store>, _db: &Db) {
     store.insert_key(&key("key_1", "ci", 1)).await.unwrap();
