@@ -4,7 +4,7 @@
 
 use crate::journal::kind;
 use crate::runner::{self, Task};
-use crate::{AgentError, Caller, Event, Inner, Outcome, status};
+use crate::{AgentError, Outcome, Principal, Registry, TaskEvent, status};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use warden_store::AgentRecord;
@@ -13,32 +13,32 @@ use warden_store::AgentRecord;
 pub(crate) enum Command {
     /// A new task.
     Message {
-        caller: Caller,
+        caller: Principal,
         content: String,
-        events: Option<mpsc::Sender<Event>>,
+        events: Option<mpsc::Sender<TaskEvent>>,
         reply: oneshot::Sender<Result<Outcome, AgentError>>,
     },
     /// Continue the failed or interrupted task.
     Resume {
-        caller: Caller,
-        events: Option<mpsc::Sender<Event>>,
+        caller: Principal,
+        events: Option<mpsc::Sender<TaskEvent>>,
         reply: oneshot::Sender<Result<Outcome, AgentError>>,
     },
     /// A decision was recorded on the write this agent waits for: continue.
     Continue {
-        caller: Caller,
-        events: Option<mpsc::Sender<Event>>,
+        caller: Principal,
+        events: Option<mpsc::Sender<TaskEvent>>,
         reply: oneshot::Sender<Result<Outcome, AgentError>>,
     },
     /// Back to idle, history kept.
     Reset {
-        caller: Caller,
+        caller: Principal,
         reply: oneshot::Sender<Result<AgentRecord, AgentError>>,
     },
 }
 
 impl Command {
-    fn caller(&self) -> &Caller {
+    fn caller(&self) -> &Principal {
         match self {
             Command::Message { caller, .. }
             | Command::Resume { caller, .. }
@@ -63,7 +63,7 @@ impl Command {
 
 /// Starts an instance; returns its mailbox.
 pub(crate) fn spawn(
-    inner: Arc<Inner>,
+    inner: Arc<Registry>,
     id: &str,
     definition: &str,
     name: &str,
@@ -83,7 +83,7 @@ pub(crate) fn spawn(
 }
 
 struct Instance {
-    inner: Arc<Inner>,
+    inner: Arc<Registry>,
     id: String,
     definition: String,
     name: String,
@@ -151,7 +151,7 @@ impl Instance {
 
     /// Takes the lease (creating the agent if new) on the first command; a task a previous
     /// holder left running (it crashed) is marked interrupted and resumable.
-    async fn ensure_held(&mut self, caller: &Caller) -> Result<(), AgentError> {
+    async fn ensure_held(&mut self, caller: &Principal) -> Result<(), AgentError> {
         if self.held.is_some() {
             return Ok(());
         }
@@ -288,7 +288,7 @@ pub(crate) const INTERRUPTED: &str = "interrupted by a restart";
 /// Marks the task a crashed holder left `running` as interrupted: an `interrupted` step, and
 /// the agent `failed` (resumable). `record` must be held (just acquired).
 pub(crate) async fn mark_interrupted(
-    inner: &Inner,
+    inner: &Registry,
     record: AgentRecord,
 ) -> Result<AgentRecord, AgentError> {
     let reason = format!("{INTERRUPTED}; POST …/resume continues the task");

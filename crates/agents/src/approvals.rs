@@ -8,7 +8,7 @@
 use crate::approval_state::{ApprovalState, state_of, transition};
 use crate::journal::kind;
 use crate::runner::now_ms;
-use crate::{AgentError, Agents, Caller, Inner, Outcome, actor, status};
+use crate::{AgentError, Agents, Outcome, Principal, Registry, actor, status};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -33,7 +33,7 @@ const SCAN: u32 = 5000;
 /// The key `key_id` if it may still drive its agents (active, or in its rotation grace);
 /// `None` if it is revoked, expired or gone.
 async fn active_owner(
-    inner: &Inner,
+    inner: &Registry,
     agent: &AgentRecord,
 ) -> Result<Option<warden_store::KeyRecord>, AgentError> {
     use warden_store::KeyStatus;
@@ -48,7 +48,7 @@ async fn active_owner(
         .filter(|k| matches!(k.status(now), KeyStatus::Active | KeyStatus::Grace))
         .filter(|k| {
             inner
-                .access(&Caller::for_key(k, String::new()), &agent.definition)
+                .access(&Principal::for_key(k, String::new()), &agent.definition)
                 .is_ok()
         })
         .collect();
@@ -72,13 +72,13 @@ pub(crate) fn stored_arguments(a: &ApprovalRecord) -> Result<Value, AgentError> 
 }
 
 /// Human text (an approver's comment or note) masked by the global redaction policy.
-fn mask_global(inner: &Inner, text: &str) -> String {
+fn mask_global(inner: &Registry, text: &str) -> String {
     crate::runner::mask(&mut inner.deps.redactor.exchange(""), text)
 }
 
 /// Writes the audit record of an approval's step; `Err` means the step must not happen.
 pub(crate) async fn audit_approval(
-    inner: &Inner,
+    inner: &Registry,
     a: &ApprovalRecord,
     state: ApprovalState,
     signature: Option<String>,
@@ -104,7 +104,7 @@ pub(crate) async fn audit_approval(
 /// caught by the conditional update and recorded as not made.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn audited_transition(
-    inner: &Inner,
+    inner: &Registry,
     a: &ApprovalRecord,
     from: ApprovalState,
     to: ApprovalState,
@@ -173,7 +173,7 @@ fn settled_state(id: &str, s: &Settlement) -> (ApprovalState, Value) {
 /// tell, `outcome_unknown`. An error (the target unreachable, the write still in progress)
 /// leaves it `dispatched` for a later try. Returns the approval as it is now.
 pub(crate) async fn settle_dispatched(
-    inner: &Inner,
+    inner: &Registry,
     a: &ApprovalRecord,
 ) -> Result<ApprovalRecord, AgentError> {
     let definition = a.agent_id.split('/').next().unwrap_or_default();
@@ -218,7 +218,7 @@ pub(crate) async fn settle_dispatched(
 /// Withdraws the approvals of `record`'s current task that have not run (awaiting a decision,
 /// or approved but not dispatched): its task is over, so they never will.
 pub(crate) async fn withdraw_task_approvals(
-    inner: &Inner,
+    inner: &Registry,
     record: &AgentRecord,
     why: &str,
 ) -> Result<usize, AgentError> {
@@ -635,9 +635,9 @@ impl Agents {
                 "the key that drives agent `{agent_id}` is revoked, expired or no longer given this agent; the task stays where it is"
             )));
         };
-        let caller = Caller {
+        let caller = Principal {
             admin: false,
-            ..Caller::for_key(&owner, String::new())
+            ..Principal::for_key(&owner, String::new())
         };
         let (reply, answer) = oneshot::channel();
         let cmd = if waiting {

@@ -50,7 +50,7 @@ pub mod status {
 
 /// Who drives an agent: the virtual key of the HTTP request, with what it was given.
 #[derive(Debug, Clone, Default)]
-pub struct Caller {
+pub struct Principal {
     /// Key id (usage, limits and budgets are per key id).
     pub key_id: String,
     /// The key's lineage (the first key of its rotation chain): an agent belongs to the
@@ -70,7 +70,7 @@ pub struct Caller {
     pub request_id: String,
 }
 
-impl Caller {
+impl Principal {
     /// The caller for a stored key (and an HTTP request id).
     pub fn for_key(key: &warden_store::KeyRecord, request_id: String) -> Self {
         Self {
@@ -88,7 +88,7 @@ impl Caller {
 
 /// What happened during a task, as it happens (the SSE stream of `stream: true`).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+pub enum TaskEvent {
     /// The agent's status changed.
     State {
         /// New status.
@@ -229,7 +229,7 @@ impl From<warden_gateway::Unrecorded> for AgentError {
 }
 
 /// What the agents need from the rest of Warden.
-pub struct Deps {
+pub struct Services {
     /// The model pipeline (same as for outside clients).
     pub gateway: Arc<Gateway>,
     /// State and journal.
@@ -258,11 +258,11 @@ pub struct Definitions {
 /// Every agent of this process.
 #[derive(Clone)]
 pub struct Agents {
-    inner: Arc<Inner>,
+    inner: Arc<Registry>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) deps: Deps,
+pub(crate) struct Registry {
+    pub(crate) deps: Services,
     pub(crate) defs: Definitions,
     /// Live instances: agent id -> its mailbox.
     pub(crate) live: Mutex<HashMap<String, mpsc::UnboundedSender<actor::Command>>>,
@@ -278,14 +278,14 @@ pub(crate) struct Inner {
     pub(crate) max_agents_per_key: u64,
 }
 
-impl Inner {
+impl Registry {
     /// Whether `caller` may drive agents of `definition`: the key was given it (admin keys
     /// all) and may use its model. The grant is checked before the definition's existence, so
     /// a key learns nothing about definitions it was not given. The one rule for the agents
     /// API and for continuing a task on its owner's behalf.
     pub(crate) fn access(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         definition: &str,
     ) -> Result<&AgentDefinition, AgentError> {
         if !caller.admin && !warden_store::grants_agent(&caller.agents, definition) {
@@ -370,14 +370,14 @@ fn name_variants(name: &str) -> impl Iterator<Item = String> {
 impl Agents {
     /// The agents of this process; idle instances leave memory after `idle`; a key may own
     /// `max_agents_per_key` agents unless it has its own cap.
-    pub fn new(deps: Deps, defs: Definitions, idle: Duration, max_agents_per_key: u64) -> Self {
+    pub fn new(deps: Services, defs: Definitions, idle: Duration, max_agents_per_key: u64) -> Self {
         let node = format!(
             "{}-{}",
             std::process::id(),
             warden_core::time::unix_millis()
         );
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Registry {
                 deps,
                 defs,
                 live: Mutex::new(HashMap::new()),
@@ -444,7 +444,7 @@ impl Agents {
     /// nothing about definitions it was not given.
     async fn address(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         definition: &str,
         name: &str,
     ) -> Result<(String, Option<AgentRecord>), AgentError> {
@@ -460,7 +460,7 @@ impl Agents {
     /// with its status before the stream starts. The task itself checks again.
     pub async fn authorize(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         definition: &str,
         name: &str,
         may_create: bool,
@@ -475,7 +475,7 @@ impl Agents {
     /// Creates agent `id` for `caller` within its cap (a name fit to be stored first).
     async fn create(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &str,
         definition: &str,
         name: &str,
@@ -526,7 +526,7 @@ impl Agents {
     }
 
     /// Checks that `caller` may address the stored agent `id` (if it exists).
-    async fn owned(&self, caller: &Caller, id: &str) -> Result<Option<AgentRecord>, AgentError> {
+    async fn owned(&self, caller: &Principal, id: &str) -> Result<Option<AgentRecord>, AgentError> {
         let record = self.inner.deps.store.agent(id).await?;
         if let Some(r) = &record
             && r.owner_key_id != caller.owner_id
@@ -541,11 +541,11 @@ impl Agents {
     /// happens. Messages to one agent are handled one at a time, in arrival order.
     pub async fn message(
         &self,
-        caller: Caller,
+        caller: Principal,
         definition: &str,
         name: &str,
         content: String,
-        events: Option<mpsc::Sender<Event>>,
+        events: Option<mpsc::Sender<TaskEvent>>,
     ) -> Result<Outcome, AgentError> {
         if content.trim().is_empty() {
             return Err(AgentError::InvalidRequest(
@@ -574,10 +574,10 @@ impl Agents {
     /// Continues a task that failed or was interrupted, from its journal.
     pub async fn resume(
         &self,
-        caller: Caller,
+        caller: Principal,
         definition: &str,
         name: &str,
-        events: Option<mpsc::Sender<Event>>,
+        events: Option<mpsc::Sender<TaskEvent>>,
     ) -> Result<Outcome, AgentError> {
         let (id, record) = self.address(&caller, definition, name).await?;
         let Some(record) = record else {
@@ -607,7 +607,7 @@ impl Agents {
     /// Returns the agent to idle, keeping its history.
     pub async fn reset(
         &self,
-        caller: Caller,
+        caller: Principal,
         definition: &str,
         name: &str,
     ) -> Result<AgentRecord, AgentError> {
@@ -628,7 +628,7 @@ impl Agents {
     /// The agent's state (from the store; an instance need not be live).
     pub async fn state(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         definition: &str,
         name: &str,
     ) -> Result<AgentRecord, AgentError> {
@@ -640,7 +640,7 @@ impl Agents {
     /// `limit`.
     pub async fn history(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         definition: &str,
         name: &str,
         cursor: i64,

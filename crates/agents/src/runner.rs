@@ -12,7 +12,7 @@ pub(crate) use writes::{SETTLING, mask};
 
 use crate::approval_state::ToolOutcome;
 use crate::journal::{self, ToolCallRequest, kind};
-use crate::{AgentError, Caller, Event, Inner, Outcome, status};
+use crate::{AgentError, Outcome, Principal, Registry, TaskEvent, status};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,13 +61,13 @@ impl From<AgentError> for Stop {
 
 /// A task in progress.
 pub(crate) struct Task {
-    inner: Arc<Inner>,
+    inner: Arc<Registry>,
     def: AgentDefinition,
     definition: String,
     catalog: Catalog,
     record: AgentRecord,
-    caller: Caller,
-    events: Option<mpsc::Sender<Event>>,
+    caller: Principal,
+    events: Option<mpsc::Sender<TaskEvent>>,
     exchange: Exchange,
     task_id: String,
     model_steps: u32,
@@ -80,11 +80,11 @@ pub(crate) struct Task {
 
 impl Task {
     pub(crate) fn new(
-        inner: Arc<Inner>,
+        inner: Arc<Registry>,
         definition: &str,
         record: AgentRecord,
-        caller: Caller,
-        events: Option<mpsc::Sender<Event>>,
+        caller: Principal,
+        events: Option<mpsc::Sender<TaskEvent>>,
     ) -> Self {
         let def = inner.defs.definitions[definition].clone();
         let catalog = inner
@@ -111,7 +111,7 @@ impl Task {
         }
     }
 
-    async fn emit(&self, event: Event) {
+    async fn emit(&self, event: TaskEvent) {
         if let Some(tx) = &self.events {
             let _ = tx.send(event).await;
         }
@@ -174,7 +174,7 @@ impl Task {
             return Err(e);
         }
         if changed {
-            self.emit(Event::State {
+            self.emit(TaskEvent::State {
                 status: new_status.to_owned(),
             })
             .await;
@@ -255,7 +255,7 @@ impl Task {
                 return self.stopped_unrecorded(e).await;
             }
             let outcome = self.outcome("answered", None, Some(self.exchange.restore_text(&masked)));
-            self.emit(Event::Done(outcome.clone())).await;
+            self.emit(TaskEvent::Done(outcome.clone())).await;
             return (Ok(outcome), Some(self.record));
         }
         let data = json!({"model_steps_replayed": replay.model_steps, "pending_tool_calls": replay.pending_calls.len()});
@@ -277,7 +277,7 @@ impl Task {
         let (kind, new_status, result, reason) = match stopped {
             Ok(answer) => {
                 let outcome = self.outcome("answered", None, Some(answer));
-                self.emit(Event::Done(outcome.clone())).await;
+                self.emit(TaskEvent::Done(outcome.clone())).await;
                 return (Ok(outcome), Some(self.record));
             }
             Err(Stop::Store(e)) => return self.stopped_unrecorded(e).await,
@@ -302,13 +302,13 @@ impl Task {
                     }
                     self.record.status = update.status;
                     self.record.status_reason = update.status_reason;
-                    self.emit(Event::State {
+                    self.emit(TaskEvent::State {
                         status: status::AWAITING_APPROVAL.into(),
                     })
                     .await;
                 }
                 let outcome = self.outcome("awaiting_approval", Some(reason), None);
-                self.emit(Event::Done(outcome.clone())).await;
+                self.emit(TaskEvent::Done(outcome.clone())).await;
                 return (Ok(outcome), Some(self.record));
             }
             Err(Stop::TimedOut(r)) => (kind::TIMED_OUT, status::IDLE, "timed_out", r),
@@ -337,7 +337,7 @@ impl Task {
             }));
         }
         let outcome = self.outcome(result, Some(reason), None);
-        self.emit(Event::Done(outcome.clone())).await;
+        self.emit(TaskEvent::Done(outcome.clone())).await;
         (Ok(outcome), Some(self.record))
     }
 
@@ -494,7 +494,7 @@ impl Task {
                 // Cut off, maybe after the provider started: still recorded (504).
                 self.record_call(
                     &request_id,
-                    &warden_gateway::Meta::default(),
+                    &warden_gateway::CallReport::default(),
                     504,
                     None,
                     latency_ms,
@@ -567,7 +567,7 @@ impl Task {
             .await?;
         if let Some(text) = message["content"].as_str().filter(|t| !t.is_empty()) {
             let content = self.exchange.restore_text(text);
-            self.emit(Event::ModelText { content }).await;
+            self.emit(TaskEvent::ModelText { content }).await;
         }
         Ok(message)
     }
@@ -608,7 +608,7 @@ impl Task {
             }
             let parsed_args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
             let classification = self.catalog.classify_call(&call.name, &parsed_args);
-            self.emit(Event::ToolCall {
+            self.emit(TaskEvent::ToolCall {
                 tool: call.name.clone(),
                 classification: classification.as_str().into(),
                 arguments: self.exchange.restore_text(&call.arguments),
@@ -765,7 +765,7 @@ impl Task {
             });
             self.commit(kind::TOOL, data, None, started, status::RUNNING, None)
                 .await?;
-            self.emit(Event::ToolResult {
+            self.emit(TaskEvent::ToolResult {
                 tool: call.name.clone(),
                 outcome: outcome.as_str().into(),
                 summary: self.exchange.restore_text(&summary),
@@ -781,7 +781,7 @@ impl Task {
     async fn record_call(
         &self,
         request_id: &str,
-        meta: &warden_gateway::Meta,
+        meta: &warden_gateway::CallReport,
         status: u16,
         usage: Option<warden_gateway::Usage>,
         latency_ms: i64,
@@ -813,7 +813,7 @@ impl Task {
 /// Writes the audit record of a committed step.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn audit_step(
-    inner: &Inner,
+    inner: &Registry,
     agent_id: &str,
     task_id: &str,
     seq: i64,
@@ -841,7 +841,7 @@ pub(crate) async fn audit_step(
 /// that were committed without one (from the first missing step to the `failed` marker that
 /// stopped the task) are written now, so the log misses no step.
 async fn catch_up_audit(
-    inner: &Inner,
+    inner: &Registry,
     record: &AgentRecord,
     steps: &[warden_store::StepRecord],
 ) -> Result<(), AgentError> {
@@ -883,7 +883,7 @@ async fn catch_up_audit(
 /// Commits a marker step outside a task's loop (a reset, an interruption found after a
 /// crash): the step, the agent's new status and reason, and its audit record.
 pub(crate) async fn commit_marker(
-    inner: &Inner,
+    inner: &Registry,
     record: &AgentRecord,
     step_kind: &str,
     new_status: &str,
@@ -942,9 +942,9 @@ pub(crate) async fn commit_marker(
 
 /// Back to idle, history kept: a `reset` step.
 pub(crate) async fn reset(
-    inner: &Arc<Inner>,
+    inner: &Arc<Registry>,
     record: &AgentRecord,
-    caller: &Caller,
+    caller: &Principal,
 ) -> Result<AgentRecord, AgentError> {
     // A write of the task that has not run never will: withdrawn first (audited), so a
     // decision made later finds it closed instead of stranding it `approved`.

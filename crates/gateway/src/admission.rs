@@ -14,7 +14,7 @@ use crate::budget::{self, Reservation};
 use crate::cache::{self, CacheStatus};
 use crate::limits::{Exceeded, Kind, Who};
 use crate::stream::{ChatStream, StreamSummary};
-use crate::{Call, Endpoint, Error, Failure, Gateway, Meta, Reply, Success};
+use crate::{Call, CallReport, Endpoint, Error, Failure, Gateway, Reply, Success};
 use crate::{price, redaction, tokens};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -34,8 +34,8 @@ fn limit_error(e: &Exceeded, cost: u64) -> Error {
 impl Gateway {
     /// Runs a call through the whole pipeline.
     pub async fn call(&self, mut call: Call) -> Result<Success, Failure> {
-        let mut meta = Meta::default();
-        let fail = |error: Error, redactions: BTreeMap<String, u32>, meta: Meta| {
+        let mut meta = CallReport::default();
+        let fail = |error: Error, redactions: BTreeMap<String, u32>, meta: CallReport| {
             Err(Failure {
                 error,
                 redactions,
@@ -289,7 +289,7 @@ impl Gateway {
         settle: Settle,
         caller: &crate::Caller,
         model: &str,
-        meta: &Meta,
+        meta: &CallReport,
     ) {
         let Settle {
             reservation,
@@ -343,7 +343,7 @@ impl Gateway {
         call: &Call,
         entry: std::sync::Arc<cache::Entry>,
         exchange: Exchange,
-        meta: Meta,
+        meta: CallReport,
     ) -> Success {
         let mut exchange = Some(exchange);
         let body = restore(call, &mut exchange, entry.body.clone());

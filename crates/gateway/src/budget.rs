@@ -9,7 +9,7 @@
 //! per reservation). Settled tokens are also added to the store, in the same transaction as
 //! the usage row that spent them, and counters are loaded from there after a restart.
 
-use crate::shared::{Shared, without_url};
+use crate::shared::{SharedRedis, without_url};
 use chrono::Datelike;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -151,7 +151,7 @@ pub(crate) struct Ledger {
 
 enum Live {
     Memory(Mutex<Counters>),
-    Redis(Shared),
+    Redis(SharedRedis),
 }
 
 /// The in-memory counters.
@@ -219,7 +219,7 @@ impl Ledger {
     pub(crate) fn new(
         config: &BudgetsConfig,
         store: Arc<dyn Store>,
-        shared: Option<&Shared>,
+        shared: Option<&SharedRedis>,
     ) -> Result<Self, String> {
         let live = match (config.backend, shared) {
             (Backend::Memory, _) => Live::Memory(Mutex::new(Counters {

@@ -9,7 +9,7 @@
 //! a valid SSE stream. In process (moka: per-entry TTL, a byte bound, TinyLFU admission) or in
 //! Redis (shared by every node); a Redis failure is a miss, never an error.
 
-use crate::shared::{Shared, without_url};
+use crate::shared::{SharedRedis, without_url};
 use crate::{Endpoint, Usage};
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -104,7 +104,7 @@ pub(crate) struct ResponseCache {
 
 enum Store {
     Memory(moka::future::Cache<Key, Arc<Entry>>),
-    Redis(Shared),
+    Redis(SharedRedis),
 }
 
 struct PerEntryTtl;
@@ -120,7 +120,7 @@ impl moka::Expiry<Key, Arc<Entry>> for PerEntryTtl {
 const NOT_IN_KEY: [&str; 4] = ["model", "stream", "stream_options", "user"];
 
 impl ResponseCache {
-    pub(crate) fn new(config: &CacheConfig, shared: Option<&Shared>) -> Result<Self, String> {
+    pub(crate) fn new(config: &CacheConfig, shared: Option<&SharedRedis>) -> Result<Self, String> {
         let store = match (config.backend, shared) {
             (Backend::Memory, _) => Store::Memory(
                 moka::future::Cache::builder()

@@ -38,7 +38,7 @@ pub use limits::{Exceeded, Holder, Kind as LimitKind, RateInfo, Window};
 pub use provider::{KeySpec, Provider, SetupError};
 pub use record::CallRecord;
 pub use recorder::{Recorder, Unrecorded};
-pub use shared::Shared;
+pub use shared::SharedRedis;
 pub use stream::{ChatStream, StreamSummary};
 pub use usage::Usage;
 
@@ -90,7 +90,7 @@ pub(crate) struct Route {
 
 /// What the gateway did, for usage rows and logs; present on success and failure alike.
 #[derive(Debug, Clone, Default)]
-pub struct Meta {
+pub struct CallReport {
     /// Provider of the last target tried.
     pub provider: Option<String>,
     /// Model name sent to it.
@@ -114,7 +114,7 @@ pub struct Meta {
 /// A successful call.
 pub struct Success {
     /// What was done.
-    pub meta: Meta,
+    pub meta: CallReport,
     /// Redaction counts by entity type (for `x-warden-redactions` and the audit record).
     pub redactions: BTreeMap<String, u32>,
     /// The answer.
@@ -142,7 +142,7 @@ pub struct Failure {
     /// Redaction counts by entity type (a blocked request's too).
     pub redactions: BTreeMap<String, u32>,
     /// What was tried (boxed: failures stay small to move).
-    pub meta: Box<Meta>,
+    pub meta: Box<CallReport>,
 }
 
 /// A model as listed by `GET /v1/models`.
@@ -163,7 +163,7 @@ impl Gateway {
         config: &Config,
         key_for: impl Fn(&str, &warden_config::ProviderConfig) -> Result<KeySpec, String>,
         store: Arc<dyn warden_store::Store>,
-        shared: Option<&Shared>,
+        shared: Option<&SharedRedis>,
     ) -> Result<Self, String> {
         let mut providers = HashMap::new();
         for (name, p) in &config.providers {

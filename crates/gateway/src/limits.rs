@@ -8,7 +8,7 @@
 //! consumes nothing. In process, one short critical section; with Redis, one Lua script per
 //! check, run atomically by the server with the server's clock, so every node sees one limit.
 
-use crate::shared::{Shared, without_url};
+use crate::shared::{SharedRedis, without_url};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -183,7 +183,7 @@ pub(crate) struct Limiter {
 
 enum Store {
     Memory(Mutex<Memory>),
-    Redis(Shared),
+    Redis(SharedRedis),
 }
 
 struct Memory {
@@ -260,7 +260,7 @@ return 1
 ";
 
 impl Limiter {
-    pub(crate) fn new(config: &LimitsConfig, shared: Option<&Shared>) -> Result<Self, String> {
+    pub(crate) fn new(config: &LimitsConfig, shared: Option<&SharedRedis>) -> Result<Self, String> {
         let store = match (config.backend, shared) {
             (Backend::Memory, _) => Store::Memory(Mutex::new(Memory {
                 started: Instant::now(),
@@ -396,7 +396,11 @@ impl Limiter {
     }
 }
 
-async fn redis_check(shared: &Shared, checks: &[Check], n: u64) -> Result<Vec<Step>, Unavailable> {
+async fn redis_check(
+    shared: &SharedRedis,
+    checks: &[Check],
+    n: u64,
+) -> Result<Vec<Step>, Unavailable> {
     let script = redis::Script::new(CHECK_SCRIPT);
     let mut inv = script.prepare_invoke();
     inv.arg(n);

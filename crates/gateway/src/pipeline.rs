@@ -6,7 +6,7 @@
 
 use crate::call::upstream_body;
 use crate::provider::UrlFor;
-use crate::{Call, Endpoint, Error, Gateway, Meta, Reply, Route, Upstream};
+use crate::{Call, CallReport, Endpoint, Error, Gateway, Reply, Route, Upstream};
 use crate::{backoff, stream, usage};
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{Map, Value};
@@ -77,7 +77,7 @@ impl Gateway {
         route: &Route,
         body: &mut Redacted<Map<String, Value>>,
         exchange: &mut Option<Exchange>,
-        meta: &mut Meta,
+        meta: &mut CallReport,
     ) -> Result<Reply, Error> {
         let mut failures: Vec<(String, Kind)> = Vec::new();
         let mut longest_retry_after: Option<Duration> = None;

@@ -1,11 +1,11 @@
 //! The usage row and the audit record of one model call, built in one place for every caller
 //! of the pipeline (the HTTP handlers and the agents), so both record the same fields.
 
-use crate::{Meta, Usage};
+use crate::{CallReport, Usage};
 use std::collections::BTreeMap;
 use warden_store::UsageRow;
 
-/// What a caller knows about a finished call, besides the gateway's [`Meta`].
+/// What a caller knows about a finished call, besides the gateway's [`CallReport`].
 #[derive(Debug, Clone, Copy)]
 pub struct CallRecord<'a> {
     /// The request id.
@@ -36,7 +36,7 @@ pub struct CallRecord<'a> {
 
 impl CallRecord<'_> {
     /// The usage row.
-    pub fn usage_row(&self, meta: &Meta, usage: Option<Usage>) -> UsageRow {
+    pub fn usage_row(&self, meta: &CallReport, usage: Option<Usage>) -> UsageRow {
         UsageRow {
             request_id: self.request_id.to_owned(),
             key_id: self.key_id.to_owned(),
@@ -68,7 +68,7 @@ impl CallRecord<'_> {
     pub fn audit_event(
         &self,
         row: &UsageRow,
-        meta: &Meta,
+        meta: &CallReport,
         redactions: &BTreeMap<String, u32>,
     ) -> warden_audit::Event {
         warden_audit::Event::ModelCall(Box::new(warden_audit::ModelCall {

@@ -4,7 +4,7 @@
 //! it, the caller gets [`Unrecorded`] and must not release what the record describes (the
 //! answer, the step, the dispatch), unless `audit.fail_open` says otherwise.
 
-use crate::{CallRecord, Meta, Usage};
+use crate::{CallRecord, CallReport, Usage};
 use std::collections::BTreeMap;
 use warden_store::{UsageRow, UsageWriterHandle};
 
@@ -49,7 +49,7 @@ impl Recorder {
     pub async fn model_call(
         &self,
         record: &CallRecord<'_>,
-        meta: &Meta,
+        meta: &CallReport,
         usage: Option<Usage>,
         redactions: &BTreeMap<String, u32>,
     ) -> Result<(), Unrecorded> {

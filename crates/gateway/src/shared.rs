@@ -10,12 +10,12 @@ const OP_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A shared Redis, with the prefix of every key Warden writes.
 #[derive(Clone)]
-pub struct Shared {
+pub struct SharedRedis {
     pub(crate) conn: ConnectionManager,
     pub(crate) prefix: String,
 }
 
-impl Shared {
+impl SharedRedis {
     /// Connects (and checks the server answers). The URL may hold a password: errors never
     /// repeat it.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, String> {

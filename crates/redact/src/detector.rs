@@ -82,7 +82,7 @@ struct WordList {
 /// The compiled detectors. Build once; share.
 pub struct Detector {
     groups: Vec<Group>,
-    meta: Vec<Meta>,
+    meta: Vec<PatternInfo>,
     /// For each pattern (in priority order), its group and its id in the group's regex.
     place: Vec<(usize, PatternID)>,
     words: Vec<WordList>,
@@ -91,7 +91,7 @@ pub struct Detector {
 }
 
 /// What a pattern finds and how its match is confirmed.
-struct Meta {
+struct PatternInfo {
     entity: Entity,
     check: Option<Check>,
     veto: Option<Veto>,
@@ -101,7 +101,7 @@ struct Meta {
     first: FirstBytes,
 }
 
-impl Meta {
+impl PatternInfo {
     fn custom(name: &str, pattern: &str) -> Self {
         Self {
             entity: Entity::new(name),
@@ -196,7 +196,7 @@ impl Detector {
         let mut meta = Vec::new();
         for p in patterns::built_in() {
             let id = meta.len();
-            meta.push(Meta {
+            meta.push(PatternInfo {
                 entity: Entity::new(p.entity),
                 check: p.check,
                 veto: p.veto,
@@ -229,7 +229,7 @@ impl Detector {
                     }
                     sources[custom_group].1.push(pattern.clone());
                     sources[custom_group].2.push(meta.len());
-                    meta.push(Meta::custom(name, pattern));
+                    meta.push(PatternInfo::custom(name, pattern));
                 }
                 Custom::Words { name, words: list } => {
                     check_name(name)?;
@@ -460,7 +460,7 @@ impl Detector {
         cost: &mut Cost,
     ) -> Result<Option<Finding>, TooComplex> {
         cost.charge(cost::PER_CANDIDATE + (end - start) as u64)?;
-        let Meta {
+        let PatternInfo {
             entity,
             check,
             extend,

@@ -4,7 +4,7 @@
 //! of the key's and the user's limits.
 
 use http::{HeaderMap, HeaderValue};
-use warden_gateway::{Meta, Window};
+use warden_gateway::{CallReport, Window};
 
 /// `1.5s`, `2m3s`, `250ms`: the duration format of OpenAI's `x-ratelimit-reset-*` headers.
 pub(crate) fn reset_text(us: u64) -> String {
@@ -48,7 +48,7 @@ fn window(headers: &mut HeaderMap, noun: &str, w: &Window) {
 }
 
 /// Adds the headers `meta` calls for.
-pub(crate) fn insert(headers: &mut HeaderMap, meta: &Meta) {
+pub(crate) fn insert(headers: &mut HeaderMap, meta: &CallReport) {
     if let Some(c) = meta.cache {
         headers.insert("x-warden-cache", HeaderValue::from_static(c.header()));
     }

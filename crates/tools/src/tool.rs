@@ -2,7 +2,7 @@
 //! write is decided here, by configuration, never by the model or the tool's own hints; a
 //! tool this catalog does not know is a write (fail closed).
 
-use crate::sql::{Database, ReadError};
+use crate::sql::{CompanyDatabase, ReadError};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -107,9 +107,9 @@ pub trait WriteTool: Send + Sync {
 
 /// The database a SQL tool call names (or the only one there is) and its statement.
 fn target<'d>(
-    databases: &'d BTreeMap<String, Arc<Database>>,
+    databases: &'d BTreeMap<String, Arc<CompanyDatabase>>,
     arguments: &Value,
-) -> Result<(&'d Arc<Database>, String), ToolError> {
+) -> Result<(&'d Arc<CompanyDatabase>, String), ToolError> {
     let sql = arguments
         .get("sql")
         .and_then(Value::as_str)
@@ -133,12 +133,12 @@ fn target<'d>(
 
 /// `sql_query`: one validated read against one of the agent's databases.
 pub struct SqlQuery {
-    databases: BTreeMap<String, Arc<Database>>,
+    databases: BTreeMap<String, Arc<CompanyDatabase>>,
 }
 
 impl SqlQuery {
     /// A `sql_query` tool over these databases.
-    pub fn new(databases: BTreeMap<String, Arc<Database>>) -> Self {
+    pub fn new(databases: BTreeMap<String, Arc<CompanyDatabase>>) -> Self {
         Self { databases }
     }
 }
@@ -316,7 +316,7 @@ mod tests {
 /// from [`Tool::call`]; it is proposed (validated and previewed), and runs only through
 /// [`SqlExecute::execute`] with an [`Approved`](crate::approval::Approved) proof.
 pub struct SqlExecute {
-    databases: BTreeMap<String, Arc<Database>>,
+    databases: BTreeMap<String, Arc<CompanyDatabase>>,
 }
 
 /// A validated, previewed write waiting for approval.
@@ -330,7 +330,7 @@ pub struct Proposal {
 
 impl SqlExecute {
     /// A `sql_execute` tool over the writable ones of these databases.
-    pub fn new(databases: BTreeMap<String, Arc<Database>>) -> Self {
+    pub fn new(databases: BTreeMap<String, Arc<CompanyDatabase>>) -> Self {
         Self {
             databases: databases
                 .into_iter()
@@ -339,7 +339,7 @@ impl SqlExecute {
         }
     }
 
-    fn target(&self, arguments: &Value) -> Result<(&Arc<Database>, String), ToolError> {
+    fn target(&self, arguments: &Value) -> Result<(&Arc<CompanyDatabase>, String), ToolError> {
         target(&self.databases, arguments)
     }
 
@@ -391,7 +391,7 @@ impl SqlExecute {
     }
 
     /// Runs an approved write once, only if it changes exactly the rows of its preview (see
-    /// [`Database::execute`]).
+    /// [`CompanyDatabase::execute`]).
     async fn execute_sql(
         &self,
         approved: &crate::approval::Approved<Value>,
@@ -423,7 +423,7 @@ impl SqlExecute {
     }
 
     /// Settles for good whether the write with these arguments and idempotency key was applied
-    /// (see [`Database::settle`]): never [`Settlement::Unknown`].
+    /// (see [`CompanyDatabase::settle`]): never [`Settlement::Unknown`].
     pub async fn settle(
         &self,
         arguments: &Value,

@@ -6,12 +6,12 @@ use crate::settings::Failure;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use warden_config::Config;
-use warden_tools::{Catalog, Classification, SqlExecute, SqlQuery, sql::Database};
+use warden_tools::{Catalog, Classification, SqlExecute, SqlQuery, sql::CompanyDatabase};
 
 /// The agents of this process.
 pub async fn build(
     config: &Config,
-    deps: warden_agents::Deps,
+    deps: warden_agents::Services,
 ) -> Result<warden_agents::Agents, Failure> {
     let mut databases = BTreeMap::new();
     for (name, db) in &config.databases {
@@ -41,7 +41,7 @@ pub async fn build(
             ),
             None => None,
         };
-        let opened = Database::open_with(name, db, url.as_deref(), write_url.as_deref())
+        let opened = CompanyDatabase::open_with(name, db, url.as_deref(), write_url.as_deref())
             .await
             .map_err(Failure::Config)?;
         databases.insert(name.clone(), Arc::new(opened));

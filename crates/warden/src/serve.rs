@@ -49,7 +49,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         None => None,
         Some(r) => {
             let url = settings::redis_url(r)?;
-            let shared = warden_gateway::Shared::connect(url.expose(), &r.key_prefix)
+            let shared = warden_gateway::SharedRedis::connect(url.expose(), &r.key_prefix)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e} (from {})", r.url_env))?;
             Some(shared)
@@ -111,7 +111,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     );
     let agents = crate::agents_setup::build(
         &config,
-        warden_agents::Deps {
+        warden_agents::Services {
             gateway: gateway.clone(),
             store: store.clone(),
             recorder: recorder.clone(),

@@ -7,7 +7,7 @@ use super::{Stop, Task, now_ms};
 use crate::approval_state::{ApprovalState, ToolOutcome, state_of};
 use crate::approvals::{audit_approval, audited_transition, settle_dispatched, stored_arguments};
 use crate::journal::{ToolCallRequest, kind};
-use crate::{AgentError, Event, status};
+use crate::{AgentError, TaskEvent, status};
 use serde_json::{Value, json};
 use warden_redact::Exchange;
 use warden_store::ApprovalRecord;
@@ -261,7 +261,7 @@ impl Task {
                 "text": format!("Agent {} asks to run {} ({} rows would change). Decide: warden approve {id} --approver NAME --key FILE", self.record.id, call.name, proposal.rows_affected),
             }));
         }
-        self.emit(Event::ToolResult {
+        self.emit(TaskEvent::ToolResult {
             tool: call.name.clone(),
             outcome: ToolOutcome::NeedsApproval.as_str().into(),
             summary: format!(

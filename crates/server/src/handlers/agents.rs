@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use warden_agents::{AgentError, Agents, Caller, Event, Outcome};
+use warden_agents::{AgentError, Agents, Outcome, Principal, TaskEvent};
 use warden_core::ErrorCode;
 use warden_store::{AgentRecord, StepRecord};
 
@@ -77,8 +77,8 @@ fn agents(state: &AppState) -> Result<&Agents, ApiError> {
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "agents are not enabled"))
 }
 
-fn caller(key: &AuthedKey, request_id: Option<&RequestId>) -> Caller {
-    Caller::for_key(&key.0, request_id.map(|r| r.0.clone()).unwrap_or_default())
+fn caller(key: &AuthedKey, request_id: Option<&RequestId>) -> Principal {
+    Principal::for_key(&key.0, request_id.map(|r| r.0.clone()).unwrap_or_default())
 }
 
 fn iso_ms(ms: Option<i64>) -> Value {
@@ -144,11 +144,11 @@ fn sse(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
-fn event_bytes(e: &Event) -> Bytes {
+fn event_bytes(e: &TaskEvent) -> Bytes {
     match e {
-        Event::State { status } => sse("state", &json!({"status": status})),
-        Event::ModelText { content } => sse("model_text", &json!({"content": content})),
-        Event::ToolCall {
+        TaskEvent::State { status } => sse("state", &json!({"status": status})),
+        TaskEvent::ModelText { content } => sse("model_text", &json!({"content": content})),
+        TaskEvent::ToolCall {
             tool,
             classification,
             arguments,
@@ -156,7 +156,7 @@ fn event_bytes(e: &Event) -> Bytes {
             "tool_call",
             &json!({"tool": tool, "classification": classification, "arguments": arguments}),
         ),
-        Event::ToolResult {
+        TaskEvent::ToolResult {
             tool,
             outcome,
             summary,
@@ -164,7 +164,7 @@ fn event_bytes(e: &Event) -> Bytes {
             "tool_result",
             &json!({"tool": tool, "outcome": outcome, "summary": summary}),
         ),
-        Event::Done(o) => sse("done", &outcome_json(o)),
+        TaskEvent::Done(o) => sse("done", &outcome_json(o)),
     }
 }
 
@@ -216,7 +216,7 @@ async fn read_task_body(req: Request, required: bool) -> Result<TaskBody, ApiErr
 /// Runs a task (a new message or a resume), whole or streamed.
 async fn run_task(
     agents: Agents,
-    caller: Caller,
+    caller: Principal,
     definition: String,
     name: String,
     content: Option<String>,
@@ -246,7 +246,7 @@ async fn run_task(
             Err(e) => ApiError::from(e).into_response(),
         };
     }
-    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<TaskEvent>(64);
     let (err_tx, err_rx) = tokio::sync::oneshot::channel::<ApiError>();
     tokio::spawn(async move {
         if let Err(e) = run(Some(tx)).await {

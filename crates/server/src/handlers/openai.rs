@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use warden_core::ErrorCode;
-use warden_gateway::{CacheControl, Call, Caller, Endpoint, Meta, Reply, Usage};
+use warden_gateway::{CacheControl, Call, CallReport, Caller, Endpoint, Reply, Usage};
 use warden_store::KeyRecord;
 
 /// `POST /v1/chat/completions`.
@@ -130,10 +130,10 @@ impl Record {
     }
 
     async fn refuse(self, error: ApiError) -> Response {
-        self.refuse_with(error, &Meta::default()).await
+        self.refuse_with(error, &CallReport::default()).await
     }
 
-    async fn refuse_with(self, error: ApiError, meta: &Meta) -> Response {
+    async fn refuse_with(self, error: ApiError, meta: &CallReport) -> Response {
         match self
             .finish(meta, error.status(), None, &BTreeMap::new())
             .await
@@ -148,7 +148,7 @@ impl Record {
     /// the caller must not send the answer (fail closed): the error to send instead is returned.
     async fn finish(
         self,
-        meta: &Meta,
+        meta: &CallReport,
         status: u16,
         usage: Option<Usage>,
         redactions: &BTreeMap<String, u32>,
@@ -234,7 +234,7 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                 Err(audit_error) => (
                     audit_error.into_response(),
                     BTreeMap::new(),
-                    Meta::default(),
+                    CallReport::default(),
                 ),
             }
         }
@@ -256,7 +256,7 @@ async fn proxy(state: Arc<AppState>, key: KeyRecord, req: Request, endpoint: End
                     Err(audit_error) => (
                         audit_error.into_response(),
                         BTreeMap::new(),
-                        Meta::default(),
+                        CallReport::default(),
                     ),
                 }
             }

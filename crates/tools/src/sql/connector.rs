@@ -14,7 +14,7 @@
 //!   rows, and record their idempotency key (outcome `applied`, with the rows changed) in the
 //!   same transaction.
 //! - A dispatched write whose outcome a crash left unknown is settled for good by a fence
-//!   ([`Database::settle`]): its key is recorded as `fenced` unless the write recorded it, in a
+//!   ([`CompanyDatabase::settle`]): its key is recorded as `fenced` unless the write recorded it, in a
 //!   short transaction that waits (boundedly) for a write still holding the key, so "not
 //!   applied" means the write can never commit later.
 //!
@@ -45,7 +45,7 @@ pub const SQLITE_MAX_VALUE_BYTES: i32 = 256 << 10;
 pub const SQLITE_MAX_COLUMNS: i32 = 256;
 
 /// The table where approved writes record their idempotency key, in the same transaction, with
-/// its outcome (`applied`, or `fenced` by [`Database::settle`]) and the rows the write changed.
+/// its outcome (`applied`, or `fenced` by [`CompanyDatabase::settle`]) and the rows the write changed.
 ///
 /// Older versions made it with `key` and `applied_at` only. It keeps its name and is migrated
 /// in place, before its first use by a write or a settlement: the missing columns of
@@ -165,7 +165,7 @@ fn unknown_outcome(outcome: &str) -> ReadError {
 }
 
 /// A database the SQL tools use.
-pub struct Database {
+pub struct CompanyDatabase {
     /// Its configured name.
     pub name: String,
     dialect: SqlDialect,
@@ -832,7 +832,7 @@ fn hidden_assignment(column: &str, table: &str, visible: &BTreeSet<String>) -> R
     })
 }
 
-impl Database {
+impl CompanyDatabase {
     /// Opens pools for `config`; `url` is the server's URL (from its environment variable),
     /// used for writes too. Errors never repeat the URL.
     pub async fn open(
@@ -843,7 +843,7 @@ impl Database {
         Self::open_with(name, config, url, None).await
     }
 
-    /// Like [`Database::open`], with `write_url` (from `write_url_env`) for a separate write
+    /// Like [`CompanyDatabase::open`], with `write_url` (from `write_url_env`) for a separate write
     /// role.
     pub async fn open_with(
         name: &str,
@@ -1106,7 +1106,7 @@ impl Database {
     /// Whether the write with this idempotency key was applied (resolving an outcome left
     /// unknown by a crash). Only a missing idempotency table means that nothing was applied;
     /// any other failure (a broken connection, a permission refused) is an error. A write still
-    /// in progress reads as not applied: [`Database::settle`] decides for good.
+    /// in progress reads as not applied: [`CompanyDatabase::settle`] decides for good.
     pub async fn was_applied(&self, idempotency_key: &str) -> Result<bool, ReadError> {
         let Some(w) = &self.write else {
             return Ok(false);

@@ -10,7 +10,7 @@ mod validate;
 mod write;
 
 pub use connector::{
-    Database, Executed, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rows,
+    CompanyDatabase, Executed, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rows,
     SQLITE_MAX_VALUE_BYTES,
 };
 pub use functions::never_allowed;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use warden_config::{DatabaseConfig, DatabaseLocation};
 use warden_tools::Settlement;
-use warden_tools::sql::{Database, ReadError, Rule};
+use warden_tools::sql::{CompanyDatabase, ReadError, Rule};
 
 fn config(location: DatabaseLocation) -> DatabaseConfig {
     let mut tables = BTreeMap::new();
@@ -35,7 +35,7 @@ INSERT INTO customers VALUES (1, 'Ada', 'London', 9.5), (2, 'Bo', 'Oslo', NULL),
 INSERT INTO orders VALUES (1, 1, 10.0), (2, 1, 20.5), (3, 3, 5.0);
 INSERT INTO secrets VALUES (1, 'hunter2');";
 
-async fn sqlite_db() -> (tempfile::TempDir, Database) {
+async fn sqlite_db() -> (tempfile::TempDir, CompanyDatabase) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shop.db");
     let pool = sqlx::SqlitePool::connect_with(
@@ -47,7 +47,7 @@ async fn sqlite_db() -> (tempfile::TempDir, Database) {
     .unwrap();
     sqlx::raw_sql(SCHEMA).execute(&pool).await.unwrap();
     pool.close().await;
-    let db = Database::open("shop", &config(DatabaseLocation::Sqlite(path)), None)
+    let db = CompanyDatabase::open("shop", &config(DatabaseLocation::Sqlite(path)), None)
         .await
         .unwrap();
     (dir, db)
@@ -131,7 +131,7 @@ async fn postgres_reads_run_read_only_with_a_timeout_and_approved_writes_once() 
         url_env: "X".into(),
     });
     pg_config.writable_tables = ["orders".to_string()].into();
-    let db = Database::open("shop", &pg_config, Some(&scoped))
+    let db = CompanyDatabase::open("shop", &pg_config, Some(&scoped))
         .await
         .unwrap();
     let rows = db
@@ -201,10 +201,12 @@ fn warden_core_millis() -> u128 {
         % 1_000_000_000
 }
 
-async fn writable_db(max_affected_rows: u64) -> (tempfile::TempDir, Database, std::path::PathBuf) {
+async fn writable_db(
+    max_affected_rows: u64,
+) -> (tempfile::TempDir, CompanyDatabase, std::path::PathBuf) {
     let (dir, _) = sqlite_db().await;
     let path = dir.path().join("shop.db");
-    let db = Database::open("shop", &writable_config(&path, max_affected_rows), None)
+    let db = CompanyDatabase::open("shop", &writable_config(&path, max_affected_rows), None)
         .await
         .unwrap();
     (dir, db, path)
@@ -420,7 +422,7 @@ async fn sqlite_pool(path: &std::path::Path) -> sqlx::SqlitePool {
 
 /// Previews and approves `sql`.
 async fn approved(
-    db: &Database,
+    db: &CompanyDatabase,
     sql: &str,
 ) -> (
     warden_tools::approval::Approved<warden_tools::sql::ValidatedWrite>,
@@ -495,7 +497,7 @@ async fn sqlite_settle_waits_for_a_write_in_progress() {
     assert_eq!(short.settle("s-0").await.unwrap(), Settlement::NotApplied);
     let mut c = writable_config(&path, 10);
     c.statement_timeout = Duration::from_secs(10);
-    let patient = Database::open("shop", &c, None).await.unwrap();
+    let patient = CompanyDatabase::open("shop", &c, None).await.unwrap();
     // Committed while the settlement waits: applied.
     let holder = sqlite_hold(&path, "s-commit", Duration::from_millis(600), true).await;
     let started = std::time::Instant::now();
@@ -593,7 +595,11 @@ const SSNS: [&str; 3] = ["078-05-1120", "219-09-9999", "457-55-5462"];
 /// A preview on `table` (written as `name` in the statements) shows no `ssn` value, only the
 /// `name` column its read policy allows, and the same count and row-ids hash as the unrestricted
 /// preview of the same write on `all`.
-pub(crate) async fn assert_previews_hide_ssn(restricted: &Database, all: &Database, name: &str) {
+pub(crate) async fn assert_previews_hide_ssn(
+    restricted: &CompanyDatabase,
+    all: &CompanyDatabase,
+    name: &str,
+) {
     for sql in [
         format!("UPDATE {name} SET name = 'Al' WHERE name = 'Ada'"),
         format!("UPDATE {name} SET name = 'X' WHERE name IN ('Ada', 'Bo')"),
@@ -680,14 +686,14 @@ async fn sqlite_a_preview_shows_only_the_columns_the_read_policy_allows() {
     let base = || config(DatabaseLocation::Sqlite(path.clone()));
     // The writable table named as the read policy names it, and as `main.people`.
     for (writable, name) in [("people", "people"), ("main.people", "main.people")] {
-        let restricted = Database::open(
+        let restricted = CompanyDatabase::open(
             "shop",
             &people_config(base(), writable, Some(&["name"])),
             None,
         )
         .await
         .unwrap();
-        let all = Database::open("shop", &people_config(base(), writable, None), None)
+        let all = CompanyDatabase::open("shop", &people_config(base(), writable, None), None)
             .await
             .unwrap();
         assert_previews_hide_ssn(&restricted, &all, name).await;
@@ -708,10 +714,10 @@ pub(crate) fn with_user(url: &str, userinfo: &str) -> String {
 }
 
 /// A PostgreSQL database for settlements, its wait `timeout`.
-async fn pg_writes(url: &str, timeout: Duration) -> Database {
+async fn pg_writes(url: &str, timeout: Duration) -> CompanyDatabase {
     let mut c = pg_config();
     c.statement_timeout = timeout;
-    Database::open("shop", &c, Some(url)).await.unwrap()
+    CompanyDatabase::open("shop", &c, Some(url)).await.unwrap()
 }
 
 async fn pg_total(admin: &sqlx::PgPool, schema: &str, id: i64) -> String {
@@ -933,14 +939,14 @@ async fn postgres_a_preview_shows_only_the_columns_the_read_policy_allows() {
             ("people", "people"),
             (qualified.as_str(), qualified.as_str()),
         ] {
-            let restricted = Database::open(
+            let restricted = CompanyDatabase::open(
                 "shop",
                 &people_config(pg_config(), writable, Some(&["name"])),
                 Some(&url),
             )
             .await
             .unwrap();
-            let all = Database::open(
+            let all = CompanyDatabase::open(
                 "shop",
                 &people_config(pg_config(), writable, None),
                 Some(&url),
@@ -1007,7 +1013,7 @@ fn assert_hides_values<T: std::fmt::Debug>(what: &str, out: Result<T, ReadError>
 /// the constraint and the class but carry no value, and so does the trigger's; `conflict`
 /// (awaited between the approved write's preview and its run) takes its slot.
 pub(crate) async fn assert_write_errors_hide_values(
-    db: &Database,
+    db: &CompanyDatabase,
     names: MustName<'_>,
     conflict: impl std::future::Future<Output = ()>,
 ) {
@@ -1050,7 +1056,7 @@ async fn sqlite_errors_of_a_write_name_the_constraint_but_no_value() {
     .execute(&pool)
     .await
     .unwrap();
-    let db = Database::open(
+    let db = CompanyDatabase::open(
         "shop",
         &bookings_config(config(DatabaseLocation::Sqlite(path))),
         None,
@@ -1094,7 +1100,7 @@ async fn postgres_errors_of_a_write_name_the_constraint_but_no_value() {
             ),
         )
         .await;
-        let db = Database::open("shop", &bookings_config(pg_config()), Some(&url))
+        let db = CompanyDatabase::open("shop", &bookings_config(pg_config()), Some(&url))
             .await
             .unwrap();
         let conflict = pg_exec(

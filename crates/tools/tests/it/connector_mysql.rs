@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use warden_config::{DatabaseConfig, DatabaseLocation};
 use warden_tools::Settlement;
 use warden_tools::sql::{
-    Database, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rule, ValidatedWrite,
+    CompanyDatabase, Expected, MAX_RESULT_BYTES, Preview, ReadError, Rule, ValidatedWrite,
 };
 
 const TIMEOUT: Duration = Duration::from_millis(300);
@@ -243,8 +243,10 @@ fn mysql_config() -> DatabaseConfig {
     })
 }
 
-async fn open(my: &My, c: &DatabaseConfig) -> Database {
-    Database::open("shop", c, Some(&my.url)).await.unwrap()
+async fn open(my: &My, c: &DatabaseConfig) -> CompanyDatabase {
+    CompanyDatabase::open("shop", c, Some(&my.url))
+        .await
+        .unwrap()
 }
 
 /// What an approved write must match: its preview's.
@@ -1067,7 +1069,7 @@ pub(crate) fn pg_config() -> DatabaseConfig {
 #[tokio::test]
 async fn postgres_a_write_whose_rows_changed_since_its_preview_does_not_run() {
     on_postgres(|admin, schema, url| async move {
-        let db = Database::open("shop", &pg_config(), Some(&url)).await.unwrap();
+        let db = CompanyDatabase::open("shop", &pg_config(), Some(&url)).await.unwrap();
         let w = db
             .validate_write("UPDATE orders SET total = 1 WHERE customer_id = 1")
             .unwrap();
@@ -1112,7 +1114,7 @@ async fn postgres_a_write_whose_rows_changed_since_its_preview_does_not_run() {
 #[tokio::test]
 async fn postgres_a_long_proposal_is_cut_at_its_timeout_and_releases_its_locks() {
     on_postgres(|admin, schema, url| async move {
-        let db = Database::open("shop", &pg_config(), Some(&url))
+        let db = CompanyDatabase::open("shop", &pg_config(), Some(&url))
             .await
             .unwrap();
         let joins: Vec<String> = (0..12).map(|i| format!("orders o{i}")).collect();
@@ -1178,7 +1180,7 @@ async fn postgres_a_write_on_rows_of_more_than_64_kb_previews_every_row_and_runs
         let mut c = pg_config();
         c.tables.insert("docs".into(), None);
         c.writable_tables.insert("docs".into());
-        let db = Database::open("shop", &c, Some(&url)).await.unwrap();
+        let db = CompanyDatabase::open("shop", &c, Some(&url)).await.unwrap();
         let w = db
             .validate_write("UPDATE docs SET flag = 1 WHERE flag = 0")
             .unwrap();
@@ -1197,7 +1199,7 @@ async fn postgres_a_write_on_rows_of_more_than_64_kb_previews_every_row_and_runs
 #[tokio::test]
 async fn postgres_two_result_columns_of_one_name_are_not_merged() {
     on_postgres(|_admin, _schema, url| async move {
-        let db = Database::open("shop", &pg_config(), Some(&url)).await.unwrap();
+        let db = CompanyDatabase::open("shop", &pg_config(), Some(&url)).await.unwrap();
         // As on MariaDB: refused, so the model never sees one column under the other's name.
         let sql = "SELECT o.id, c.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 4";
         match db.read(sql).await {
@@ -1211,7 +1213,7 @@ async fn postgres_two_result_columns_of_one_name_are_not_merged() {
 // Settlements of dispatched writes, on MariaDB/MySQL.
 
 /// The write database with `timeout` as its statement timeout (and a settlement's wait).
-async fn open_waiting(my: &My, timeout: Duration) -> Database {
+async fn open_waiting(my: &My, timeout: Duration) -> CompanyDatabase {
     let mut c = mysql_config();
     c.statement_timeout = timeout;
     open(my, &c).await
@@ -1219,7 +1221,7 @@ async fn open_waiting(my: &My, timeout: Duration) -> Database {
 
 /// Previews and approves `sql`.
 async fn approved(
-    db: &Database,
+    db: &CompanyDatabase,
     sql: &str,
 ) -> (warden_tools::approval::Approved<ValidatedWrite>, Expected) {
     let w = db.validate_write(sql).unwrap();
@@ -1362,7 +1364,7 @@ async fn mysql_was_applied_and_settle_fail_on_a_permission_error() {
                     .await
                     .unwrap();
                 }
-                let limited = Database::open("shop", &mysql_config(), Some(&url))
+                let limited = CompanyDatabase::open("shop", &mysql_config(), Some(&url))
                     .await
                     .unwrap();
                 match limited.was_applied("my-p-1").await {

@@ -2,7 +2,7 @@
 //! connectors. Every test here asserts what *should* happen and FAILS today: each is a
 //! confirmed bypass (sections 2 and 3 were fixed in 1c2d53d while this ran and now pass as
 //! regression tests), checked by hand against PostgreSQL 15, MariaDB 10.11 and SQLite 3.40 on
-//! this machine (and, for the end-to-end ones, through `Database::read` / `preview`).
+//! this machine (and, for the end-to-end ones, through `CompanyDatabase::read` / `preview`).
 //!
 //! Policy used throughout: `customers(id, name, email, ssn)` restricted to `id, name`;
 //! `orders` allowed whole; `payroll` forbidden.
@@ -43,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use warden_config::{DatabaseConfig, DatabaseLocation};
 use warden_tools::sql::{
-    Database, ReadError, ReadPolicy, SqlDialect, WritePolicy, validate, validate_write,
+    CompanyDatabase, ReadError, ReadPolicy, SqlDialect, WritePolicy, validate, validate_write,
 };
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -75,7 +75,7 @@ fn assert_refused(sql: &str, dialect: SqlDialect, policy: &ReadPolicy) {
 /// against `customers`. Leaks hidden columns:
 /// - PostgreSQL, by error message: `ORDER BY CAST(ssn AS INT)` answers
 ///   `invalid input syntax for type integer: "SSN-111"` (the connector returns database
-///   errors to the model verbatim). Confirmed with psql and through `Database::read`.
+///   errors to the model verbatim). Confirmed with psql and through `CompanyDatabase::read`.
 /// - PostgreSQL and MariaDB, as an ordering oracle: `ORDER BY ssn = 'SSN-111' DESC` puts the
 ///   matching row first; with `LIMIT 1` in a derived table, one bit or one row per query.
 ///   Confirmed with psql and the mariadb CLI (rows came back in ssn order, not id order).
@@ -128,7 +128,7 @@ async fn e2e_postgres_parenthesised_order_by_leaks_ssn() {
     .await
     .unwrap();
     let url = format!("{PG_URL}?options=-c%20search_path%3Drt_redteam_e2e");
-    let db = Database::open("rt", &config(pg_location()), Some(&url))
+    let db = CompanyDatabase::open("rt", &config(pg_location()), Some(&url))
         .await
         .unwrap();
     let error_leak = db
@@ -171,7 +171,7 @@ async fn e2e_mariadb_parenthesised_order_by_is_an_oracle_on_ssn() {
     let cfg = config(DatabaseLocation::Mysql {
         url_env: "RT_MYSQL_URL".into(),
     });
-    let db = Database::open(
+    let db = CompanyDatabase::open(
         "rt",
         &cfg,
         Some(&format!("{MYSQL_URL}/rt_redteam_e2e_order")),
@@ -201,7 +201,7 @@ async fn e2e_mariadb_parenthesised_order_by_is_an_oracle_on_ssn() {
 /// compares column names case-insensitively in full Unicode: `NUMÉRO_SÉCU` is normalised to
 /// `numÉro_sÉcu` (not in the known set, so skipped), and MariaDB reads `numéro_sécu`.
 /// Any hidden column with a non-ASCII letter that has a case pair (French/German/… schemas)
-/// leaks. Confirmed at 6a3d32d with the mariadb CLI and through `Database::read`
+/// leaks. Confirmed at 6a3d32d with the mariadb CLI and through `CompanyDatabase::read`
 /// (`[{"id": 1, "NUMÉRO_SÉCU": "1850275123456"}]`); fixed meanwhile in 1c2d53d (non-ASCII
 /// names never skipped for MySQL): these two tests pass now and stay as regression tests.
 #[test]
@@ -237,7 +237,7 @@ async fn e2e_mariadb_unicode_case_variant_leaks_hidden_column() {
         url_env: "RT_MYSQL_URL".into(),
     });
     cfg.tables = BTreeMap::from([("clients".to_string(), Some(set(&["id", "nom"])))]);
-    let db = Database::open("rt", &cfg, Some(&format!("{MYSQL_URL}/rt_redteam_e2e")))
+    let db = CompanyDatabase::open("rt", &cfg, Some(&format!("{MYSQL_URL}/rt_redteam_e2e")))
         .await
         .unwrap();
     let plain = db.read("SELECT numéro_sécu FROM clients").await;
@@ -260,7 +260,7 @@ async fn e2e_mariadb_unicode_case_variant_leaks_hidden_column() {
 /// columns (`pragma_table_xinfo` has them). A generated column of a restricted table was then
 /// "known not to exist" and an unqualified reference to it accepted — and generated columns
 /// are typically derived from the very data hidden (`substr(ssn, -4)`, a STORED copy, a
-/// hash …). Confirmed at 6a3d32d with python3's sqlite3 and through `Database::read`
+/// hash …). Confirmed at 6a3d32d with python3's sqlite3 and through `CompanyDatabase::read`
 /// (`[{"id": 1, "ssn_copy": "SSN-111", "ssn_last4": "-111"}]`); fixed meanwhile in 1c2d53d
 /// (`table_xinfo`): this test passes now and stays as a regression test.
 #[tokio::test]
@@ -286,7 +286,7 @@ async fn e2e_sqlite_generated_column_leaks() {
     pool.close().await;
     let mut cfg = config(DatabaseLocation::Sqlite(path));
     cfg.tables = BTreeMap::from([("customers".to_string(), Some(set(&["id", "name"])))]);
-    let db = Database::open("rt", &cfg, None).await.unwrap();
+    let db = CompanyDatabase::open("rt", &cfg, None).await.unwrap();
     assert!(matches!(
         db.read("SELECT ssn FROM customers").await,
         Err(ReadError::Refused(_))
@@ -307,7 +307,7 @@ async fn e2e_sqlite_generated_column_leaks() {
 /// read policy), and the preview narrows `before`/`after` to the allowed columns: the
 /// approver sees an update that changes nothing, and approves an overwrite of the hidden
 /// column. (`SET ssn = name` copies visible data over it.) Confirmed through
-/// `Database::preview` on SQLite: before == after. Ranked below the read leaks: the table is
+/// `CompanyDatabase::preview` on SQLite: before == after. Ranked below the read leaks: the table is
 /// writable by configuration, but the human cannot see what they approve.
 #[test]
 fn update_of_a_hidden_column_is_refused() {
@@ -346,7 +346,7 @@ async fn e2e_sqlite_preview_hides_the_hidden_column_it_changes() {
     let mut cfg = config(DatabaseLocation::Sqlite(path));
     cfg.tables = BTreeMap::from([("customers".to_string(), Some(set(&["id", "name"])))]);
     cfg.writable_tables = set(&["customers"]);
-    let db = Database::open("rt", &cfg, None).await.unwrap();
+    let db = CompanyDatabase::open("rt", &cfg, None).await.unwrap();
     let w = match db.validate_write("UPDATE customers SET ssn = 'overwritten' WHERE id = 1") {
         Ok(w) => w,
         Err(_) => return, // refused: fixed

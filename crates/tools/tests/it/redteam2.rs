@@ -1,7 +1,7 @@
 //! Red-team round two against the SQL validator and connectors. Every test here asserts what
 //! *should* happen and FAILS today (checked at the working tree of this round): each is a
 //! confirmed bypass, checked by hand against PostgreSQL 15.20, MariaDB 10.11.19 and SQLite
-//! 3.40.1 (python3) on this machine, and the end-to-end ones through `Database::read` /
+//! 3.40.1 (python3) on this machine, and the end-to-end ones through `CompanyDatabase::read` /
 //! `preview` / `execute`.
 //!
 //! Policy used throughout: `customers(id, name, email, ssn, _secret)` restricted to
@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use warden_config::{DatabaseConfig, DatabaseLocation};
 use warden_tools::sql::{
-    Database, Expected, ReadError, ReadPolicy, SqlDialect, ValidatedWrite, validate,
+    CompanyDatabase, Expected, ReadError, ReadPolicy, SqlDialect, ValidatedWrite, validate,
 };
 
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -95,7 +95,7 @@ const SQLITE_SCHEMA: &str =
      INSERT INTO customers VALUES (1, 'alice', 'a@x', 'SSN-111', 'pw-alice'), (2, 'bob', 'b@x', 'SSN-000', 'pw-bob');
      INSERT INTO orders VALUES (10, 1, 'n');";
 
-async fn sqlite_db() -> (tempfile::TempDir, Database) {
+async fn sqlite_db() -> (tempfile::TempDir, CompanyDatabase) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rt2.db");
     let pool = sqlx::SqlitePool::connect_with(
@@ -107,13 +107,13 @@ async fn sqlite_db() -> (tempfile::TempDir, Database) {
     .unwrap();
     sqlx::raw_sql(SQLITE_SCHEMA).execute(&pool).await.unwrap();
     pool.close().await;
-    let db = Database::open("rt2", &config(DatabaseLocation::Sqlite(path)), None)
+    let db = CompanyDatabase::open("rt2", &config(DatabaseLocation::Sqlite(path)), None)
         .await
         .unwrap();
     (dir, db)
 }
 
-async fn pg_db(schema: &str) -> (sqlx::PgPool, Database) {
+async fn pg_db(schema: &str) -> (sqlx::PgPool, CompanyDatabase) {
     let admin = sqlx::PgPool::connect(PG_URL).await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
@@ -129,7 +129,9 @@ async fn pg_db(schema: &str) -> (sqlx::PgPool, Database) {
     let cfg = config(DatabaseLocation::Postgres {
         url_env: "RT2_PG_URL".into(),
     });
-    let db = Database::open("rt2", &cfg, Some(&url)).await.unwrap();
+    let db = CompanyDatabase::open("rt2", &cfg, Some(&url))
+        .await
+        .unwrap();
     (admin, db)
 }
 
@@ -142,7 +144,7 @@ async fn pg_drop(admin: &sqlx::PgPool, schema: &str) {
     .unwrap();
 }
 
-async fn mariadb_db(db: &str, mut cfg: DatabaseConfig) -> (sqlx::MySqlPool, Database) {
+async fn mariadb_db(db: &str, mut cfg: DatabaseConfig) -> (sqlx::MySqlPool, CompanyDatabase) {
     let admin = sqlx::MySqlPool::connect(MYSQL_URL).await.unwrap();
     for s in [
         format!("DROP DATABASE IF EXISTS {db}"),
@@ -164,7 +166,7 @@ async fn mariadb_db(db: &str, mut cfg: DatabaseConfig) -> (sqlx::MySqlPool, Data
     cfg.location = DatabaseLocation::Mysql {
         url_env: "RT2_MYSQL_URL".into(),
     };
-    let d = Database::open("rt2", &cfg, Some(&format!("{MYSQL_URL}/{db}")))
+    let d = CompanyDatabase::open("rt2", &cfg, Some(&format!("{MYSQL_URL}/{db}")))
         .await
         .unwrap();
     (admin, d)
@@ -190,7 +192,7 @@ async fn mariadb_drop(admin: &sqlx::MySqlPool, db: &str) {
 ///   validator finds qualifier `<63 a>y` = `orders` (unrestricted); PostgreSQL truncates both
 ///   aliases to `<63 a>` and resolves the innermost: `customers.ssn`. Needs no known columns.
 ///
-/// Confirmed with psql (`(1,alice,a@x,SSN-111)` / `SSN-111`) and through `Database::read`.
+/// Confirmed with psql (`(1,alice,a@x,SSN-111)` / `SSN-111`) and through `CompanyDatabase::read`.
 #[test]
 fn postgres_identifiers_are_compared_as_truncated_to_63_bytes() {
     let p = policy();
@@ -249,7 +251,7 @@ async fn e2e_postgres_truncated_alias_reads_every_column() {
 ///   PostgreSQL and MariaDB (non-zero count for alice, 0 for bob); SQLite resolves it to
 ///   `d.ssn`.
 ///
-/// Confirmed with psql, the mariadb CLI, python3 and through `Database::read` (PG, SQLite,
+/// Confirmed with psql, the mariadb CLI, python3 and through `CompanyDatabase::read` (PG, SQLite,
 /// MariaDB).
 #[test]
 fn names_hidden_by_a_relation_the_database_cannot_see_are_checked_further_out() {
@@ -316,7 +318,7 @@ async fn e2e_mariadb_join_on_resolves_a_hidden_column_of_the_outer_query() {
 /// `col "alias"`). Any hidden column whose name starts with `_` leaks (`_password`,
 /// `_internal_note` …), in reads and in write subqueries. PostgreSQL reads a typed literal and
 /// the validator refuses it there. Confirmed with the mariadb CLI, python3 sqlite3 and through
-/// `Database::read` (`[{"id": 1, "x": "pw-alice"}, …]`).
+/// `CompanyDatabase::read` (`[{"id": 1, "x": "pw-alice"}, …]`).
 #[test]
 fn underscore_word_before_a_string_is_resolved_as_a_column() {
     let p = policy();
@@ -366,7 +368,7 @@ async fn e2e_underscore_column_read_as_an_introducer_leaks() {
 /// updates order 11 whenever the parity flips between the statements (about one approved
 /// run in two; the model just proposes again after a `rows_changed_since_preview`).
 /// The approver saw order 10 before/after; order 11 is what changed. Confirmed through
-/// `Database::preview` and `execute` on MariaDB (loop below: a mismatching run within a few
+/// `CompanyDatabase::preview` and `execute` on MariaDB (loop below: a mismatching run within a few
 /// attempts).
 #[tokio::test]
 async fn e2e_mariadb_execute_changes_rows_other_than_the_locked_ones() {
@@ -466,7 +468,7 @@ fn in_child() -> bool {
 /// `BinaryOp`s. sqlparser builds it without recursing (and the resolver walks its spine in a
 /// loop), but printing it (`statement.to_string()`, recursive `Display`) and dropping it
 /// recurse once per level: on a 2 MiB stack (tokio's default worker stack, where
-/// `Database::read` runs validation) the debug build overflows at about 28 000 terms and the
+/// `CompanyDatabase::read` runs validation) the debug build overflows at about 28 000 terms and the
 /// process ABORTS (`fatal runtime error: stack overflow`): one `sql_query` call from the model
 /// kills Warden. (`… OR id=1 …` and `'a'||…` fit fewer levels in 64 KB and survived.)
 /// Confirmed by running `validate` on a 2 MiB thread. DEBUG BUILDS ONLY as measured: the
@@ -509,7 +511,7 @@ fn child_validate_deep_chain_on_a_2_mib_stack() {
 /// of the row, within a single VM step of the timeout's progress handler. Measured here with
 /// 200 columns (VmHWM of the child process): peak memory grew by 579 MiB for 200 MiB of
 /// values, and the model got nothing back (`0 rows, truncated`); 2000 columns would be about
-/// 6 GB (not run, to spare the machine). Confirmed through `Database::read`.
+/// 6 GB (not run, to spare the machine). Confirmed through `CompanyDatabase::read`.
 #[test]
 fn a_wide_sqlite_row_does_not_take_hundreds_of_megabytes() {
     let (ok, out) = child_succeeds("redteam2::child_wide_sqlite_row");

@@ -6,7 +6,7 @@
 //! known); `orders` allowed whole.
 //!
 //! Findings (debug build, 2 MiB stack = tokio's worker / the blocking pool's default, where
-//! `Database::read` validates):
+//! `CompanyDatabase::read` validates):
 //! 1. `prints_back` compares the reparsed tree with derived `PartialEq`, which recurses once
 //!    per nesting level with no stack protection (sqlparser protects `Display` and the parser
 //!    with `recursive`/stacker, not `eq`, `clone` or `drop`). `Expr::eq` takes ~2.2 KB of
@@ -83,7 +83,7 @@ fn in_child() -> bool {
     std::env::var_os("RT3_CHILD").is_some()
 }
 
-/// Validates on a thread with `stack` bytes of stack, as `Database::read` would on a worker.
+/// Validates on a thread with `stack` bytes of stack, as `CompanyDatabase::read` would on a worker.
 fn validate_on(
     stack: usize,
     sql: String,
@@ -317,17 +317,17 @@ fn child_postfix_chains_on_a_2_mib_stack() {
     }
 }
 
-// ---- End to end: Database::read on the runtime Warden itself builds ---------------------
+// ---- End to end: CompanyDatabase::read on the runtime Warden itself builds ---------------------
 
 /// FAILS: Warden's runtime (`new_multi_thread()`, default 2 MiB worker stacks) running
-/// `Database::read("SELECT 1+1+…+1 FROM orders")` (1,000 terms) on SQLite: the process
+/// `CompanyDatabase::read("SELECT 1+1+…+1 FROM orders")` (1,000 terms) on SQLite: the process
 /// aborts with `fatal runtime error: stack overflow`.
 #[test]
 fn e2e_read_of_a_1000_term_sum_does_not_abort_the_process() {
     let (ok, out) = child_succeeds("redteam3::child_e2e_read_1000_term_sum");
     assert!(
         ok,
-        "Database::read killed the process:\n{}",
+        "CompanyDatabase::read killed the process:\n{}",
         &out[out.len().saturating_sub(600)..]
     );
 }
@@ -377,7 +377,7 @@ fn child_e2e_read_1000_term_sum() {
                 max_affected_rows: 10,
                 allow_without_where: false,
             };
-            let db = warden_tools::sql::Database::open("rt3", &cfg, None).await.unwrap();
+            let db = warden_tools::sql::CompanyDatabase::open("rt3", &cfg, None).await.unwrap();
             let n = std::env::var("RT3_TERMS").map_or(1000, |v| v.parse().unwrap());
             let sql = format!("SELECT 1{} FROM orders", "+1".repeat(n));
             let r = db.read(&sql).await;
@@ -443,7 +443,7 @@ fn mysql_write_refuses_a_quoted_clock_function_in_where() {
 /// changes 10 and 11. The approved write changed a row nobody saw.
 #[tokio::test]
 async fn e2e_mariadb_quoted_clock_function_changes_unpreviewed_rows() {
-    use warden_tools::sql::{Database, Expected};
+    use warden_tools::sql::{CompanyDatabase, Expected};
     const MYSQL_URL: &str = "mysql://root@127.0.0.1:3306";
     let name = "rt3_clock_my";
     let admin = sqlx::MySqlPool::connect(MYSQL_URL).await.unwrap();
@@ -475,7 +475,7 @@ async fn e2e_mariadb_quoted_clock_function_changes_unpreviewed_rows() {
         max_affected_rows: 10,
         allow_without_where: false,
     };
-    let db = Database::open("rt3", &cfg, Some(&format!("{MYSQL_URL}/{name}")))
+    let db = CompanyDatabase::open("rt3", &cfg, Some(&format!("{MYSQL_URL}/{name}")))
         .await
         .unwrap();
     let mut wrong = None;
