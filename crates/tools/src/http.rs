@@ -193,7 +193,15 @@ pub struct HttpRequest {
     private: Vec<(String, Option<u16>)>,
     /// Warden's own listen addresses: never reachable.
     forbidden: Vec<SocketAddr>,
+    /// Clients already built, by checked destination (one for all when a proxy is set), so
+    /// that a call does not pay for a new client's TLS set-up and keeps its connections.
+    clients: moka::sync::Cache<(String, SocketAddr), reqwest::Client>,
 }
+
+/// Destinations whose client is kept at most.
+const CLIENTS: u64 = 256;
+/// How long a kept client lives unused.
+const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The address itself, or the IPv4 address an IPv4-mapped one stands for.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -242,6 +250,10 @@ impl HttpRequest {
             private: parse(&policy.allow_private),
             policy,
             forbidden: Vec::new(),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(CLIENTS)
+                .time_to_idle(CLIENT_IDLE)
+                .build(),
         }
     }
 
@@ -252,10 +264,26 @@ impl HttpRequest {
         self
     }
 
-    /// The HTTP client for one checked destination: no redirects, never the environment's
-    /// proxies; without a configured proxy the host is pinned to the checked address, with
-    /// one every request goes to that proxy (which resolves and connects: its responsibility).
+    /// The HTTP client for one checked destination, built once and kept (see
+    /// [`Self::new_client`]).
     fn client(&self, dest: &Destination) -> Result<reqwest::Client, ToolError> {
+        let key = match &self.policy.proxy {
+            None => (dest.host.clone(), dest.addr),
+            // Every request goes to the proxy: one client serves them all.
+            Some(_) => (String::new(), SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        if let Some(client) = self.clients.get(&key) {
+            return Ok(client);
+        }
+        let client = self.new_client(dest)?;
+        self.clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// A client for one checked destination: no redirects, never the environment's proxies;
+    /// without a configured proxy the host is pinned to the checked address, with one every
+    /// request goes to that proxy (which resolves and connects: its responsibility).
+    fn new_client(&self, dest: &Destination) -> Result<reqwest::Client, ToolError> {
         let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
@@ -565,6 +593,28 @@ impl WriteTool for HttpRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_checked_host_and_address_gets_its_own_pinned_client() {
+        let tool = HttpRequest::new(HttpPolicy {
+            allowed_hosts: Default::default(),
+            allow_private: Default::default(),
+            max_response_bytes: 1,
+            timeout: std::time::Duration::from_secs(1),
+            proxy: None,
+        });
+        let dest = |host: &str, port: u16| Destination {
+            host: host.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        for _ in 0..3 {
+            tool.client(&dest("api.example.com", 443)).unwrap();
+        }
+        tool.client(&dest("api.example.com", 8443)).unwrap();
+        tool.client(&dest("other.example.com", 443)).unwrap();
+        tool.clients.run_pending_tasks();
+        assert_eq!(tool.clients.entry_count(), 3);
+    }
 
     #[test]
     fn internal_addresses_in_every_form_are_recognised() {

@@ -218,6 +218,35 @@ async fn allowed_internal_hosts_work_redirects_are_rechecked_and_bodies_capped()
 }
 
 #[tokio::test]
+async fn calls_to_one_destination_reuse_one_client_and_its_connection() {
+    // The server answers with the client's port: the same port twice is one connection.
+    let app =
+        axum::Router::new().route(
+            "/peer",
+            get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >| async move { peer.port().to_string() },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, app).await;
+    });
+    let t = tool(&[&format!("127.0.0.1:{port}")], &["127.0.0.1"]);
+    let args = json!({"url": format!("http://127.0.0.1:{port}/peer")});
+    let first = t.call(&args).await.unwrap();
+    let second = t.call(&args).await.unwrap();
+    assert_eq!(first["status"], 200, "{first}");
+    assert_eq!(
+        first["body"], second["body"],
+        "the second call went over the first one's kept connection"
+    );
+}
+
+#[tokio::test]
 async fn writes_wait_for_approval_and_carry_their_idempotency_key() {
     let (port, seen) = server().await;
     let t = tool(&[&format!("127.0.0.1:{port}")], &["127.0.0.1"]);
