@@ -57,12 +57,37 @@ async fn active_owner(
     Ok(keys.into_iter().next())
 }
 
-/// The stored approval `id`.
-async fn load(store: &dyn warden_store::Store, id: &str) -> Result<ApprovalRecord, AgentError> {
+/// The stored approval `id` ([`AgentError::ApprovalNotFound`] if there is none): what the
+/// approvals API shows and what a decision is checked against.
+pub async fn approval(
+    store: &dyn warden_store::ApprovalStore,
+    id: &str,
+) -> Result<ApprovalRecord, AgentError> {
     store
         .approval(id)
         .await?
         .ok_or_else(|| AgentError::ApprovalNotFound(id.to_owned()))
+}
+
+/// Approval requests, newest first; only those in `state` (a state's name) if given; at most
+/// `limit` (50 unless given, at most 500). An unknown state is an
+/// [`AgentError::InvalidRequest`] that names the known ones.
+pub async fn list_approvals(
+    store: &dyn warden_store::ApprovalStore,
+    state: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Vec<ApprovalRecord>, AgentError> {
+    if let Some(st) = state
+        && ApprovalState::parse(st).is_none()
+    {
+        let known: Vec<&str> = ApprovalState::ALL.iter().map(|s| s.as_str()).collect();
+        return Err(AgentError::InvalidRequest(format!(
+            "`state` must be one of: {}",
+            known.join(", ")
+        )));
+    }
+    let limit = limit.unwrap_or(50).clamp(1, 500);
+    Ok(store.list_approvals(state, limit).await?)
 }
 
 /// The approval's stored canonical arguments: what is signed, shown and run.
@@ -212,7 +237,7 @@ pub(crate) async fn settle_dispatched(
             "text": format!("A restart interrupted {} of agent {}; the target cannot tell whether it took effect. Resolve: warden approvals resolve {} --outcome succeeded|failed --note … --approver NAME --key FILE", a.tool, a.agent_id, a.id),
         }));
     }
-    load(inner.deps.store.as_ref(), &a.id).await
+    approval(inner.deps.store.as_ref(), &a.id).await
 }
 
 /// Withdraws the approvals of `record`'s current task that have not run (awaiting a decision,
@@ -281,7 +306,7 @@ impl Agents {
     ) -> Result<ApprovalRecord, AgentError> {
         let inner = &self.inner;
         let store = &inner.deps.store;
-        let a = load(store.as_ref(), approval_id).await?;
+        let a = approval(store.as_ref(), approval_id).await?;
         let now = now_ms();
         if state_of(&a)? != ApprovalState::AwaitingApproval {
             return Err(AgentError::ApprovalNotPending(a.id, a.state));
@@ -373,7 +398,7 @@ impl Agents {
         {
             return Err(AgentError::ApprovalNotPending(a.id, "decided".into()));
         }
-        let decided = load(store.as_ref(), &a.id).await?;
+        let decided = approval(store.as_ref(), &a.id).await?;
         self.continue_in_background(decided.agent_id.clone(), decided.task_id.clone());
         Ok(decided)
     }
@@ -391,7 +416,7 @@ impl Agents {
     ) -> Result<ApprovalRecord, AgentError> {
         let inner = &self.inner;
         let store = &inner.deps.store;
-        let a = load(store.as_ref(), approval_id).await?;
+        let a = approval(store.as_ref(), approval_id).await?;
         if state_of(&a)? != ApprovalState::OutcomeUnknown {
             return Err(AgentError::ApprovalNotPending(a.id, a.state));
         }
@@ -439,7 +464,7 @@ impl Agents {
         {
             return Err(AgentError::ApprovalNotPending(a.id, "resolved".into()));
         }
-        load(store.as_ref(), &a.id).await
+        approval(store.as_ref(), &a.id).await
     }
 
     /// The preview of a pending write as the target holds it now, with the real values, for
@@ -452,7 +477,7 @@ impl Agents {
         viewer: &str,
     ) -> Result<(Value, bool), AgentError> {
         let inner = &self.inner;
-        let a = load(inner.deps.store.as_ref(), approval_id).await?;
+        let a = approval(inner.deps.store.as_ref(), approval_id).await?;
         // Computed again only while a decision is still to be made: a decided request's
         // preview would run the write (rolled back) for nothing.
         if state_of(&a)? != ApprovalState::AwaitingApproval {

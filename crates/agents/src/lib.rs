@@ -30,8 +30,10 @@ use warden_store::{AgentRecord, StepRecord, Store};
 use warden_tools::Catalog;
 
 pub use approval_state::{ApprovalState, ToolOutcome};
-pub use approvals::Settled;
+pub use approvals::{Settled, approval, list_approvals};
 pub use notify::Webhook;
+/// An approver's decision (approve or deny), as the approvals API and the CLI parse it.
+pub use warden_tools::approval::Decision;
 
 /// Statuses an agent can be in.
 pub mod status {

@@ -59,14 +59,6 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
-fn store_error(e: warden_store::Error) -> ApiError {
-    tracing::error!(error = %e, "approval store failure");
-    ApiError::new(
-        ErrorCode::StoreUnavailable,
-        "the store is unavailable; retry later",
-    )
-}
-
 /// `GET /v1/approvals`.
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -80,23 +72,8 @@ pub(crate) async fn list(
                 format!("bad query string: {}", e.body_text()),
             )
         })?;
-        if let Some(st) = &q.state
-            && warden_agents::ApprovalState::parse(st).is_none()
-        {
-            let known: Vec<&str> = warden_agents::ApprovalState::ALL
-                .iter()
-                .map(|s| s.as_str())
-                .collect();
-            return Err(ApiError::new(
-                ErrorCode::InvalidRequest,
-                format!("`state` must be one of: {}", known.join(", ")),
-            ));
-        }
-        let rows = state
-            .store
-            .list_approvals(q.state.as_deref(), q.limit.unwrap_or(50).clamp(1, 500))
-            .await
-            .map_err(store_error)?;
+        let rows = warden_agents::list_approvals(state.store.as_ref(), q.state.as_deref(), q.limit)
+            .await?;
         Ok::<_, ApiError>(
             Json(json!({"object": "list", "data": rows.iter().map(approval_json).collect::<Vec<_>>()}))
                 .into_response(),
@@ -111,14 +88,9 @@ pub(crate) async fn get(
     _admin: AdminKey,
     Path(id): Path<String>,
 ) -> Response {
-    match state.store.approval(&id).await {
-        Ok(Some(a)) => Json(approval_json(&a)).into_response(),
-        Ok(None) => ApiError::new(
-            ErrorCode::NotFound,
-            format!("approval `{id}` does not exist"),
-        )
-        .into_response(),
-        Err(e) => store_error(e).into_response(),
+    match warden_agents::approval(state.store.as_ref(), &id).await {
+        Ok(a) => Json(approval_json(&a)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -150,7 +122,7 @@ pub(crate) async fn decide(
                 ),
             )
         })?;
-        let decision = warden_tools::approval::Decision::parse(&b.decision).ok_or_else(|| {
+        let decision = warden_agents::Decision::parse(&b.decision).ok_or_else(|| {
             ApiError::new(
                 ErrorCode::InvalidRequest,
                 "`decision` must be approve or deny",

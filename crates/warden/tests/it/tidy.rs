@@ -23,10 +23,11 @@ const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
             "server", "agents", "gateway", "tools", "redact", "audit", "store", "config", "core",
         ],
     ),
+    // The server reaches tools and approvals only through the agents' one approvals API.
     (
         "server",
         &[
-            "agents", "gateway", "tools", "redact", "audit", "store", "config", "core",
+            "agents", "gateway", "redact", "audit", "store", "config", "core",
         ],
     ),
     // Agents call the model pipeline in-process and run tools.
