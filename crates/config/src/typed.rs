@@ -1,6 +1,8 @@
 //! The validated configuration, with every default applied.
 
-use crate::raw::{RawConfig, RawTarget};
+use crate::raw::{
+    RawCircuitBreaker, RawConfig, RawModel, RawProvider, RawRetry, RawServer, RawStore, RawTarget,
+};
 use crate::{AuditConfig, Error, RedactionConfig, parse_duration};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -210,241 +212,11 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, Error> {
-        let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:8787");
-        let listen = listen_text.parse().map_err(|_| {
-            Error::invalid(
-                "server.listen",
-                format!("`{listen_text}` is not an address like 127.0.0.1:8787"),
-            )
-        })?;
-        let max_body_bytes = raw.server.max_body_bytes.unwrap_or(4 * 1024 * 1024);
-        if max_body_bytes == 0 || max_body_bytes > 1 << 30 {
-            return Err(Error::invalid(
-                "server.max_body_bytes",
-                "must be between 1 and 1073741824",
-            ));
-        }
-        let log_format = match raw.server.log_format.as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(Error::invalid(
-                    "server.log_format",
-                    format!("`{other}` is not one of: text, json"),
-                ));
-            }
-        };
-        let header_read_timeout = duration(
-            "server.header_read_timeout",
-            &raw.server.header_read_timeout,
-            "10s",
-        )?;
-        if header_read_timeout > Duration::from_secs(300) {
-            return Err(Error::invalid(
-                "server.header_read_timeout",
-                "must be at most 5m",
-            ));
-        }
-        let body_read_timeout = duration(
-            "server.body_read_timeout",
-            &raw.server.body_read_timeout,
-            "10s",
-        )?;
-        if body_read_timeout > Duration::from_secs(300) {
-            return Err(Error::invalid(
-                "server.body_read_timeout",
-                "must be at most 5m",
-            ));
-        }
-        let min_body_rate = raw.server.min_body_rate.unwrap_or(1024);
-        if min_body_rate > 1 << 30 {
-            return Err(Error::invalid(
-                "server.min_body_rate",
-                "must be between 0 (off) and 1073741824 bytes per second",
-            ));
-        }
-        let max_connections = raw.server.max_connections.unwrap_or(1024);
-        if max_connections == 0 || max_connections > 1_000_000 {
-            return Err(Error::invalid(
-                "server.max_connections",
-                "must be between 1 and 1000000",
-            ));
-        }
-        let max_connections_per_ip = raw.server.max_connections_per_ip.unwrap_or(256);
-        if max_connections_per_ip == 0 || max_connections_per_ip > max_connections {
-            return Err(Error::invalid(
-                "server.max_connections_per_ip",
-                format!("must be between 1 and server.max_connections ({max_connections})"),
-            ));
-        }
-        let server = ServerConfig {
-            listen,
-            max_body_bytes: max_body_bytes as usize,
-            shutdown_grace: duration("server.shutdown_grace", &raw.server.shutdown_grace, "15s")?,
-            log_format,
-            metrics: raw.server.metrics.unwrap_or(true),
-            key_cache_ttl: {
-                let text = raw.server.key_cache_ttl.as_deref().unwrap_or("1s");
-                let ttl =
-                    parse_duration(text).map_err(|m| Error::invalid("server.key_cache_ttl", m))?;
-                if ttl > Duration::from_secs(60) {
-                    return Err(Error::invalid(
-                        "server.key_cache_ttl",
-                        "must be at most 60s",
-                    ));
-                }
-                ttl
-            },
-            agent_idle: duration("server.agent_idle", &raw.server.agent_idle, "60s")?,
-            max_agents_per_key: match raw.server.max_agents_per_key.unwrap_or(100) {
-                0 => {
-                    return Err(Error::invalid(
-                        "server.max_agents_per_key",
-                        "must be at least 1",
-                    ));
-                }
-                n => n,
-            },
-            header_read_timeout,
-            idle_timeout: duration("server.idle_timeout", &raw.server.idle_timeout, "60s")?,
-            body_read_timeout,
-            min_body_rate,
-            max_connections: max_connections as usize,
-            max_connections_per_ip: max_connections_per_ip as usize,
-        };
-
-        let retry = RetryConfig {
-            attempts: raw.retry.attempts.unwrap_or(2),
-            initial_backoff: duration(
-                "retry.initial_backoff",
-                &raw.retry.initial_backoff,
-                "200ms",
-            )?,
-            max_backoff: duration("retry.max_backoff", &raw.retry.max_backoff, "5s")?,
-        };
-        if !(1..=10).contains(&retry.attempts) {
-            return Err(Error::invalid("retry.attempts", "must be between 1 and 10"));
-        }
-        if retry.initial_backoff > retry.max_backoff {
-            return Err(Error::invalid(
-                "retry.initial_backoff",
-                "must not exceed retry.max_backoff",
-            ));
-        }
-
-        let circuit_breaker = CircuitBreakerConfig {
-            failure_threshold: raw.circuit_breaker.failure_threshold.unwrap_or(5),
-            cooldown: duration(
-                "circuit_breaker.cooldown",
-                &raw.circuit_breaker.cooldown,
-                "30s",
-            )?,
-        };
-        if circuit_breaker.failure_threshold == 0 {
-            return Err(Error::invalid(
-                "circuit_breaker.failure_threshold",
-                "must be at least 1",
-            ));
-        }
-
-        let mut providers = BTreeMap::new();
-        for (name, p) in raw.providers {
-            let field = |f: &str| format!("providers.{name}.{f}");
-            if !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(Error::invalid(
-                    format!("providers.{name}"),
-                    "a provider name may hold only letters, digits, `-` and `_`",
-                ));
-            }
-            if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                return Err(Error::invalid(
-                    field("base_url"),
-                    "must start with http:// or https://",
-                ));
-            }
-            let key = match (p.api_key_env, p.api_key_file) {
-                (Some(_), Some(_)) => {
-                    return Err(Error::invalid(
-                        field("api_key_env"),
-                        "set api_key_env or api_key_file, not both",
-                    ));
-                }
-                (Some(var), None) => KeySource::Env(var),
-                (None, Some(path)) => KeySource::File(PathBuf::from(path)),
-                (None, None) => KeySource::None,
-            };
-            for header in p.headers.keys() {
-                if header.is_empty()
-                    || !header
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                {
-                    return Err(Error::invalid(
-                        field("headers"),
-                        format!("`{header}` is not a header name"),
-                    ));
-                }
-                if header.eq_ignore_ascii_case("authorization") {
-                    return Err(Error::invalid(
-                        field("headers"),
-                        "Authorization is set from the provider key; use api_key_env or api_key_file",
-                    ));
-                }
-            }
-            let timeout = duration(&field("timeout"), &p.timeout, "60s")?;
-            providers.insert(
-                name,
-                ProviderConfig {
-                    base_url: p.base_url.trim_end_matches('/').to_owned(),
-                    key,
-                    timeout,
-                    headers: p.headers,
-                },
-            );
-        }
-
-        let mut seen = BTreeMap::new();
-        let mut models = Vec::new();
-        for (name, m) in raw.models {
-            if m.targets.is_empty() {
-                return Err(Error::invalid(
-                    format!("models.{name}.targets"),
-                    "needs at least one target",
-                ));
-            }
-            for (i, RawTarget { provider, .. }) in m.targets.iter().enumerate() {
-                if !providers.contains_key(provider) {
-                    return Err(Error::invalid(
-                        format!("models.{name}.targets[{i}].provider"),
-                        format!("unknown provider `{provider}`"),
-                    ));
-                }
-            }
-            for n in std::iter::once(&name).chain(&m.aliases) {
-                if let Some(previous) = seen.insert(n.clone(), name.clone()) {
-                    return Err(Error::invalid(
-                        format!("models.{name}.aliases"),
-                        format!("`{n}` is already a name of models.{previous}"),
-                    ));
-                }
-            }
-            let targets = m
-                .targets
-                .into_iter()
-                .map(|t| Target {
-                    provider: t.provider,
-                    model: t.model,
-                })
-                .collect();
-            models.push(ModelRoute {
-                name,
-                aliases: m.aliases,
-                targets,
-            });
-        }
+        let server = server(raw.server)?;
+        let retry = retry(raw.retry)?;
+        let circuit_breaker = circuit_breaker(raw.circuit_breaker)?;
+        let providers = providers(raw.providers)?;
+        let (models, seen) = models(raw.models, &providers)?;
 
         if let Some(p) = &raw.routing.default_provider
             && !providers.contains_key(p)
@@ -488,49 +260,7 @@ impl Config {
             redis,
             deployment: raw.deployment,
             server,
-            store: StoreConfig {
-                data_dir: raw.store.data_dir.map(PathBuf::from),
-                backend: match raw.store.backend.as_deref() {
-                    None | Some("sqlite") => {
-                        if raw.store.postgres_url_env.is_some()
-                            || raw.store.postgres_schema.is_some()
-                        {
-                            return Err(Error::invalid(
-                                "store.backend",
-                                "postgres_url_env and postgres_schema need backend = \"postgres\"",
-                            ));
-                        }
-                        StoreBackend::Sqlite
-                    }
-                    Some("postgres") => StoreBackend::Postgres {
-                        url_env: raw
-                            .store
-                            .postgres_url_env
-                            .unwrap_or_else(|| "WARDEN_POSTGRES_URL".into()),
-                        schema: match raw.store.postgres_schema {
-                            Some(s)
-                                if s.is_empty()
-                                    || s.len() > 63
-                                    || !s.bytes().all(|b| {
-                                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
-                                    }) =>
-                            {
-                                return Err(Error::invalid(
-                                    "store.postgres_schema",
-                                    "use 1-63 lower-case letters, digits or `_`",
-                                ));
-                            }
-                            other => other,
-                        },
-                    },
-                    Some(other) => {
-                        return Err(Error::invalid(
-                            "store.backend",
-                            format!("`{other}` is not one of: sqlite, postgres"),
-                        ));
-                    }
-                },
-            },
+            store: store(raw.store)?,
             retry,
             circuit_breaker,
             providers,
@@ -559,6 +289,300 @@ pub(crate) fn duration(
         return Err(Error::invalid(field, "must be greater than zero"));
     }
     Ok(d)
+}
+
+/// The `[server]` section: the listener, body and connection bounds, timeouts, logging.
+fn server(raw: RawServer) -> Result<ServerConfig, Error> {
+    let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:8787");
+    let listen = listen_text.parse().map_err(|_| {
+        Error::invalid(
+            "server.listen",
+            format!("`{listen_text}` is not an address like 127.0.0.1:8787"),
+        )
+    })?;
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(4 * 1024 * 1024);
+    if max_body_bytes == 0 || max_body_bytes > 1 << 30 {
+        return Err(Error::invalid(
+            "server.max_body_bytes",
+            "must be between 1 and 1073741824",
+        ));
+    }
+    let log_format = match raw.log_format.as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(Error::invalid(
+                "server.log_format",
+                format!("`{other}` is not one of: text, json"),
+            ));
+        }
+    };
+    let header_read_timeout = read_timeout("server.header_read_timeout", &raw.header_read_timeout)?;
+    let body_read_timeout = read_timeout("server.body_read_timeout", &raw.body_read_timeout)?;
+    let min_body_rate = raw.min_body_rate.unwrap_or(1024);
+    if min_body_rate > 1 << 30 {
+        return Err(Error::invalid(
+            "server.min_body_rate",
+            "must be between 0 (off) and 1073741824 bytes per second",
+        ));
+    }
+    let (max_connections, max_connections_per_ip) = connection_limits(&raw)?;
+    Ok(ServerConfig {
+        listen,
+        max_body_bytes: max_body_bytes as usize,
+        shutdown_grace: duration("server.shutdown_grace", &raw.shutdown_grace, "15s")?,
+        log_format,
+        metrics: raw.metrics.unwrap_or(true),
+        key_cache_ttl: {
+            let text = raw.key_cache_ttl.as_deref().unwrap_or("1s");
+            let ttl =
+                parse_duration(text).map_err(|m| Error::invalid("server.key_cache_ttl", m))?;
+            if ttl > Duration::from_secs(60) {
+                return Err(Error::invalid(
+                    "server.key_cache_ttl",
+                    "must be at most 60s",
+                ));
+            }
+            ttl
+        },
+        agent_idle: duration("server.agent_idle", &raw.agent_idle, "60s")?,
+        max_agents_per_key: match raw.max_agents_per_key.unwrap_or(100) {
+            0 => {
+                return Err(Error::invalid(
+                    "server.max_agents_per_key",
+                    "must be at least 1",
+                ));
+            }
+            n => n,
+        },
+        header_read_timeout,
+        idle_timeout: duration("server.idle_timeout", &raw.idle_timeout, "60s")?,
+        body_read_timeout,
+        min_body_rate,
+        max_connections: max_connections as usize,
+        max_connections_per_ip: max_connections_per_ip as usize,
+    })
+}
+
+/// A read timeout of the `[server]` section (10 s unless set): at most 5 minutes.
+fn read_timeout(field: &str, raw: &Option<String>) -> Result<Duration, Error> {
+    let timeout = duration(field, raw, "10s")?;
+    if timeout > Duration::from_secs(300) {
+        return Err(Error::invalid(field, "must be at most 5m"));
+    }
+    Ok(timeout)
+}
+
+/// `server.max_connections` (1024 unless set) and `server.max_connections_per_ip` (256),
+/// the second at most the first.
+fn connection_limits(raw: &RawServer) -> Result<(u64, u64), Error> {
+    let max_connections = raw.max_connections.unwrap_or(1024);
+    if max_connections == 0 || max_connections > 1_000_000 {
+        return Err(Error::invalid(
+            "server.max_connections",
+            "must be between 1 and 1000000",
+        ));
+    }
+    let max_connections_per_ip = raw.max_connections_per_ip.unwrap_or(256);
+    if max_connections_per_ip == 0 || max_connections_per_ip > max_connections {
+        return Err(Error::invalid(
+            "server.max_connections_per_ip",
+            format!("must be between 1 and server.max_connections ({max_connections})"),
+        ));
+    }
+    Ok((max_connections, max_connections_per_ip))
+}
+
+/// The `[retry]` section: attempts per target and their backoff.
+fn retry(raw: RawRetry) -> Result<RetryConfig, Error> {
+    let retry = RetryConfig {
+        attempts: raw.attempts.unwrap_or(2),
+        initial_backoff: duration("retry.initial_backoff", &raw.initial_backoff, "200ms")?,
+        max_backoff: duration("retry.max_backoff", &raw.max_backoff, "5s")?,
+    };
+    if !(1..=10).contains(&retry.attempts) {
+        return Err(Error::invalid("retry.attempts", "must be between 1 and 10"));
+    }
+    if retry.initial_backoff > retry.max_backoff {
+        return Err(Error::invalid(
+            "retry.initial_backoff",
+            "must not exceed retry.max_backoff",
+        ));
+    }
+    Ok(retry)
+}
+
+/// The `[circuit_breaker]` section: when a failing provider is skipped, and for how long.
+fn circuit_breaker(raw: RawCircuitBreaker) -> Result<CircuitBreakerConfig, Error> {
+    let circuit_breaker = CircuitBreakerConfig {
+        failure_threshold: raw.failure_threshold.unwrap_or(5),
+        cooldown: duration("circuit_breaker.cooldown", &raw.cooldown, "30s")?,
+    };
+    if circuit_breaker.failure_threshold == 0 {
+        return Err(Error::invalid(
+            "circuit_breaker.failure_threshold",
+            "must be at least 1",
+        ));
+    }
+    Ok(circuit_breaker)
+}
+
+/// The `[providers.*]` sections: base URLs, where each key comes from, headers, timeouts.
+fn providers(
+    raw: BTreeMap<String, RawProvider>,
+) -> Result<BTreeMap<String, ProviderConfig>, Error> {
+    let mut providers = BTreeMap::new();
+    for (name, p) in raw {
+        let field = |f: &str| format!("providers.{name}.{f}");
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::invalid(
+                format!("providers.{name}"),
+                "a provider name may hold only letters, digits, `-` and `_`",
+            ));
+        }
+        if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+            return Err(Error::invalid(
+                field("base_url"),
+                "must start with http:// or https://",
+            ));
+        }
+        let key = match (p.api_key_env, p.api_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    field("api_key_env"),
+                    "set api_key_env or api_key_file, not both",
+                ));
+            }
+            (Some(var), None) => KeySource::Env(var),
+            (None, Some(path)) => KeySource::File(PathBuf::from(path)),
+            (None, None) => KeySource::None,
+        };
+        for header in p.headers.keys() {
+            if header.is_empty()
+                || !header
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            {
+                return Err(Error::invalid(
+                    field("headers"),
+                    format!("`{header}` is not a header name"),
+                ));
+            }
+            if header.eq_ignore_ascii_case("authorization") {
+                return Err(Error::invalid(
+                    field("headers"),
+                    "Authorization is set from the provider key; use api_key_env or api_key_file",
+                ));
+            }
+        }
+        let timeout = duration(&field("timeout"), &p.timeout, "60s")?;
+        providers.insert(
+            name,
+            ProviderConfig {
+                base_url: p.base_url.trim_end_matches('/').to_owned(),
+                key,
+                timeout,
+                headers: p.headers,
+            },
+        );
+    }
+    Ok(providers)
+}
+
+/// The `[models.*]` sections, each target's provider known: the routes, and every name a
+/// model answers to (its own and its aliases) with the model it names.
+fn models(
+    raw: BTreeMap<String, RawModel>,
+    providers: &BTreeMap<String, ProviderConfig>,
+) -> Result<(Vec<ModelRoute>, BTreeMap<String, String>), Error> {
+    let mut seen = BTreeMap::new();
+    let mut models = Vec::new();
+    for (name, m) in raw {
+        if m.targets.is_empty() {
+            return Err(Error::invalid(
+                format!("models.{name}.targets"),
+                "needs at least one target",
+            ));
+        }
+        for (i, RawTarget { provider, .. }) in m.targets.iter().enumerate() {
+            if !providers.contains_key(provider) {
+                return Err(Error::invalid(
+                    format!("models.{name}.targets[{i}].provider"),
+                    format!("unknown provider `{provider}`"),
+                ));
+            }
+        }
+        for n in std::iter::once(&name).chain(&m.aliases) {
+            if let Some(previous) = seen.insert(n.clone(), name.clone()) {
+                return Err(Error::invalid(
+                    format!("models.{name}.aliases"),
+                    format!("`{n}` is already a name of models.{previous}"),
+                ));
+            }
+        }
+        let targets = m
+            .targets
+            .into_iter()
+            .map(|t| Target {
+                provider: t.provider,
+                model: t.model,
+            })
+            .collect();
+        models.push(ModelRoute {
+            name,
+            aliases: m.aliases,
+            targets,
+        });
+    }
+    Ok((models, seen))
+}
+
+/// The `[store]` section: the data folder and the backend (SQLite, or PostgreSQL with the
+/// variable that holds its URL and an optional schema).
+fn store(raw: RawStore) -> Result<StoreConfig, Error> {
+    Ok(StoreConfig {
+        data_dir: raw.data_dir.map(PathBuf::from),
+        backend: match raw.backend.as_deref() {
+            None | Some("sqlite") => {
+                if raw.postgres_url_env.is_some() || raw.postgres_schema.is_some() {
+                    return Err(Error::invalid(
+                        "store.backend",
+                        "postgres_url_env and postgres_schema need backend = \"postgres\"",
+                    ));
+                }
+                StoreBackend::Sqlite
+            }
+            Some("postgres") => StoreBackend::Postgres {
+                url_env: raw
+                    .postgres_url_env
+                    .unwrap_or_else(|| "WARDEN_POSTGRES_URL".into()),
+                schema: match raw.postgres_schema {
+                    Some(s)
+                        if s.is_empty()
+                            || s.len() > 63
+                            || !s.bytes().all(|b| {
+                                b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'
+                            }) =>
+                    {
+                        return Err(Error::invalid(
+                            "store.postgres_schema",
+                            "use 1-63 lower-case letters, digits or `_`",
+                        ));
+                    }
+                    other => other,
+                },
+            },
+            Some(other) => {
+                return Err(Error::invalid(
+                    "store.backend",
+                    format!("`{other}` is not one of: sqlite, postgres"),
+                ));
+            }
+        },
+    })
 }
 
 #[cfg(test)]
