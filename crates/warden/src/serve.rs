@@ -35,7 +35,8 @@ fn longest_step(config: &warden_config::Config) -> Duration {
 /// How long the usage writer may take to drain at shutdown.
 const USAGE_DRAIN: Duration = Duration::from_secs(10);
 
-/// Runs the server.
+/// Runs the server: opens what it needs, recovers what a crash left, serves until a signal,
+/// then shuts down in order (connections, usage rows, the audit log).
 pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     let mut config = settings::load(global)?;
     if let Some(listen) = args.listen {
@@ -45,58 +46,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
 
     let dir = settings::data_dir(global, &config);
     let store: Arc<dyn Store> = settings::open_store(global, &config).await?;
-    let shared = match &config.redis {
-        None => None,
-        Some(r) => {
-            let url = settings::redis_url(r)?;
-            let shared = warden_gateway::SharedRedis::connect(url.expose(), &r.key_prefix)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e} (from {})", r.url_env))?;
-            Some(shared)
-        }
-    };
+    let shared = connect_redis(&config).await?;
     let gateway = Gateway::new(&config, settings::key_for, store.clone(), shared.as_ref())
         .map_err(Failure::Config)?;
     let gateway = Arc::new(gateway);
-
-    let metrics = if config.server.metrics {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("duration_seconds".into()),
-                &[
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                ],
-            )
-            .context("metrics buckets")?
-            .build_recorder();
-        let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).context("install the metrics recorder")?;
-        Some(handle)
-    } else {
-        None
-    };
-
+    let metrics = install_metrics(&config)?;
     let deployment = settings::deployment(&config);
-    let audit = if config.audit.enabled {
-        let running = crate::audit_cmd::start(&config, &dir, &deployment)?;
-        let config_sha256 = global
-            .config
-            .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
-            .map(|b| {
-                use sha2::Digest;
-                hex::encode(sha2::Sha256::digest(b))
-            });
-        running
-            .log
-            .append(warden_audit::Event::Started { config_sha256 })
-            .await
-            .context("the audit log refused the start record")?;
-        Some(running)
-    } else {
-        tracing::warn!("audit.enabled = false: requests are not recorded in the audit log");
-        None
-    };
+    let audit = start_audit(global, &config, &dir, &deployment).await?;
     let (usage_writer, usage) = UsageWriter::new(store.clone());
     // Retries at shutdown end before the drain wait does, so the writer can say what it lost.
     let usage_writer = usage_writer.shutdown_grace(USAGE_DRAIN - Duration::from_secs(2));
@@ -120,12 +76,107 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         },
     )
     .await?;
-    // Tasks a crash left running are marked interrupted (resumable). On SQLite this process
-    // is the only node; on PostgreSQL only tasks idle for twice the longest step timeout.
+    // On SQLite this process is the only node; on PostgreSQL only tasks idle for twice the
+    // longest step timeout are another node's leftovers.
     let stale_after = match config.store.backend {
         warden_config::StoreBackend::Sqlite => None,
         warden_config::StoreBackend::Postgres { .. } => Some(longest_step(&config)),
     };
+    recover(&agents, stale_after).await;
+    let parts = Parts {
+        store,
+        gateway: gateway.clone(),
+        recorder,
+        deployment: &deployment,
+        metrics,
+        agents,
+    };
+    let state = app_state(&config, parts)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    spawn_background(&config, &state, audit.as_ref(), stale_after, &stop_rx);
+    tokio::spawn(signals(gateway.clone(), stop_tx));
+
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    log_serving(&config, &dir, &deployment);
+    let graceful = serve_until_stopped(&config, listener, state, stop_rx).await;
+    shut_down(graceful, close_usage, usage_task, audit).await;
+    Ok(())
+}
+
+/// The Redis that several nodes share, if one is configured (its URL from the environment).
+async fn connect_redis(
+    config: &warden_config::Config,
+) -> Result<Option<warden_gateway::SharedRedis>, Failure> {
+    let Some(r) = &config.redis else {
+        return Ok(None);
+    };
+    let url = settings::redis_url(r)?;
+    let shared = warden_gateway::SharedRedis::connect(url.expose(), &r.key_prefix)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (from {})", r.url_env))?;
+    Ok(Some(shared))
+}
+
+/// The Prometheus recorder behind `/metrics`, unless `server.metrics = false`.
+fn install_metrics(
+    config: &warden_config::Config,
+) -> Result<Option<metrics_exporter_prometheus::PrometheusHandle>, Failure> {
+    Ok(if config.server.metrics {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("duration_seconds".into()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ],
+            )
+            .context("metrics buckets")?
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).context("install the metrics recorder")?;
+        Some(handle)
+    } else {
+        None
+    })
+}
+
+/// The audit log's writer and shipper, with this start recorded (and the SHA-256 of the
+/// config file), unless `audit.enabled = false`.
+async fn start_audit(
+    global: &Global,
+    config: &warden_config::Config,
+    dir: &std::path::Path,
+    deployment: &str,
+) -> Result<Option<crate::audit_cmd::Running>, Failure> {
+    Ok(if config.audit.enabled {
+        let running = crate::audit_cmd::start(config, dir, deployment)?;
+        let config_sha256 = global
+            .config
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(b))
+            });
+        running
+            .log
+            .append(warden_audit::Event::Started { config_sha256 })
+            .await
+            .context("the audit log refused the start record")?;
+        Some(running)
+    } else {
+        tracing::warn!("audit.enabled = false: requests are not recorded in the audit log");
+        None
+    })
+}
+
+/// What a crash left: tasks left running are marked interrupted (resumable), writes left
+/// `dispatched` are settled by asking their targets (an SQL write by its idempotency key),
+/// and agents whose approvals were decided while Warden was stopped go on. Failures are
+/// logged: the reconciler tries again later.
+async fn recover(agents: &warden_agents::Agents, stale_after: Option<Duration>) {
     match agents.recover_interrupted(stale_after).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(
@@ -153,9 +204,31 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         ),
         Err(e) => tracing::error!(error = %e, "could not continue agents after decisions"),
     }
-    let state = Arc::new(AppState {
+}
+
+/// What the HTTP handlers share, made from the parts `run` opened.
+struct Parts<'a> {
+    store: Arc<dyn Store>,
+    gateway: Arc<Gateway>,
+    recorder: warden_gateway::Recorder,
+    deployment: &'a str,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    agents: warden_agents::Agents,
+}
+
+/// The handlers' shared state.
+fn app_state(config: &warden_config::Config, parts: Parts<'_>) -> Result<Arc<AppState>, Failure> {
+    let Parts {
         store,
-        gateway: gateway.clone(),
+        gateway,
+        recorder,
+        deployment,
+        metrics,
+        agents,
+    } = parts;
+    Ok(Arc::new(AppState {
+        store,
+        gateway,
         recorder,
         deployment: deployment
             .parse()
@@ -172,10 +245,19 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             .flat_map(|m| std::iter::once(&m.name).chain(&m.aliases))
             .cloned()
             .collect(),
-    });
+    }))
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    if let Some(audit) = &audit {
+/// The tasks that run beside the server until `stop`: the key events' copier into the
+/// audit log, the provider key file watcher, and the reconciler of dispatched writes.
+fn spawn_background(
+    config: &warden_config::Config,
+    state: &Arc<AppState>,
+    audit: Option<&crate::audit_cmd::Running>,
+    stale_after: Option<Duration>,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    if let Some(audit) = audit {
         let copier = crate::audit_cmd::copy_key_events(
             state.store.clone(),
             audit.log.clone(),
@@ -183,12 +265,12 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         );
         tokio::spawn(copier);
     }
-    tokio::spawn(watch_key_files(gateway.clone(), stop_rx.clone()));
+    tokio::spawn(watch_key_files(state.gateway.clone(), stop_rx.clone()));
     if let Some(agents) = &state.agents {
         let mut stop = stop_rx.clone();
         // A write is settled by the reconciler only when it has been dispatched for longer
         // than any step may take (so a write still running elsewhere is left alone).
-        let min_age = stale_after.unwrap_or(longest_step(&config));
+        let min_age = stale_after.unwrap_or(longest_step(config));
         tokio::spawn(
             agents
                 .clone()
@@ -197,11 +279,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
                 }),
         );
     }
-    tokio::spawn(signals(gateway.clone(), stop_tx));
+}
 
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+/// The "serving" line, with what is configured (never a secret).
+fn log_serving(config: &warden_config::Config, dir: &std::path::Path, deployment: &str) {
     let providers: Vec<&str> = config.providers.keys().map(String::as_str).collect();
     tracing::info!(
         listen = %config.server.listen,
@@ -217,7 +298,16 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             "no provider is configured: set OPENAI_API_KEY (and OPENAI_BASE_URL) or use --config"
         );
     }
+}
 
+/// Serves connections until `stop` and then for at most `server.shutdown_grace`; whether
+/// every connection finished within it.
+async fn serve_until_stopped(
+    config: &warden_config::Config,
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    stop_rx: watch::Receiver<bool>,
+) -> bool {
     let app = warden_server::router(state);
     let server = serve_connections(
         listener,
@@ -227,7 +317,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
     );
     let grace = config.server.shutdown_grace;
     let mut deadline = stop_rx;
-    let graceful = tokio::select! {
+    tokio::select! {
         () = server => true,
         () = async move {
             let _ = deadline.wait_for(|stop| *stop).await;
@@ -236,8 +326,17 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
             tracing::warn!(?grace, "grace period over; cutting off in-flight requests");
             false
         }
-    };
+    }
+}
 
+/// After serving: usage rows flushed (after a graceful stop, finished streams first queue
+/// theirs), then the audit log closed and shipped, each wait bounded.
+async fn shut_down(
+    graceful: bool,
+    close_usage: tokio::sync::oneshot::Sender<()>,
+    usage_task: tokio::task::JoinHandle<()>,
+    audit: Option<crate::audit_cmd::Running>,
+) {
     // Every connection is closed when the server finishes gracefully; give the tasks that
     // record finished streams a moment to queue their rows, then flush and stop the writer.
     // After a cut-off, requests still running are abandoned with the runtime.
@@ -264,7 +363,6 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<(), Failure> {
         let _ = tokio::time::timeout(USAGE_DRAIN, audit.shipper).await;
         tracing::info!("audit log closed and shipped");
     }
-    Ok(())
 }
 
 /// SIGTERM or Ctrl-C stop the server; SIGHUP re-reads provider key files.
