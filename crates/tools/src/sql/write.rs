@@ -15,8 +15,9 @@
 use super::resolve::{Relation, Resolver, Scope, Source};
 use super::validate::{ReadPolicy, Refusal, Rule, SqlDialect, parse_one, refuse};
 use sqlparser::ast::{
-    AssignmentTarget, BinaryOperator, Expr, FromTable, Ident, ObjectName, ObjectNamePart,
-    SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator, Value,
+    AssignmentTarget, BinaryOperator, Delete, Expr, FromTable, Ident, Insert, ObjectName,
+    ObjectNamePart, SelectItem, SetExpr, Statement, TableFactor, TableObject, UnaryOperator,
+    Update, Value,
 };
 use std::collections::BTreeSet;
 
@@ -214,131 +215,9 @@ fn validate_write_once(
     let statement = parse_one(sql, dialect)?;
     let mut resolver = Resolver::new(&policy.read, dialect);
     let (kind, name, selection) = match &statement {
-        Statement::Insert(i) => {
-            if i.or.is_some() {
-                return conflict("INSERT OR …");
-            }
-            if i.replace_into {
-                return conflict("REPLACE INTO");
-            }
-            if i.ignore {
-                return conflict("INSERT IGNORE");
-            }
-            if i.on.is_some() {
-                return conflict("ON CONFLICT / ON DUPLICATE KEY UPDATE");
-            }
-            if !i.optimizer_hints.is_empty()
-                || i.table_alias.is_some()
-                || i.by_name
-                || i.overwrite
-                || i.partitioned.is_some()
-                || !i.after_columns.is_empty()
-                || i.overriding.is_some()
-                || i.output.is_some()
-                || i.priority.is_some()
-                || i.insert_alias.is_some()
-                || i.settings.is_some()
-                || i.format_clause.is_some()
-                || i.multi_table_insert_type.is_some()
-                || !i.assignments.is_empty()
-            {
-                return refuse(
-                    Rule::Unsupported,
-                    "write a plain INSERT INTO table (columns) VALUES (…)",
-                );
-            }
-            if i.returning.is_some() {
-                return refuse(
-                    Rule::Unsupported,
-                    "RETURNING is not accepted: the preview shows the rows written",
-                );
-            }
-            let TableObject::TableName(name) = &i.table else {
-                return refuse(Rule::Unsupported, "INSERT must name a table");
-            };
-            let Some(source) = &i.source else {
-                return refuse(Rule::Unsupported, "INSERT needs VALUES");
-            };
-            let SetExpr::Values(values) = source.body.as_ref() else {
-                return refuse(
-                    Rule::Unsupported,
-                    "INSERT … SELECT is not accepted; write the rows with VALUES",
-                );
-            };
-            if source.with.is_some()
-                || source.order_by.is_some()
-                || source.limit_clause.is_some()
-                || source.fetch.is_some()
-            {
-                return refuse(Rule::Unsupported, "write a plain INSERT … VALUES (…)");
-            }
-            let scope = Scope::default();
-            for row in &values.rows {
-                for e in row.iter() {
-                    resolver.expr(e, &scope)?;
-                }
-            }
-            (WriteKind::Insert, name.clone(), None)
-        }
-        Statement::Update(u) => {
-            if u.or.is_some() {
-                return conflict("UPDATE OR …");
-            }
-            if u.from.is_some() || !u.order_by.is_empty() || u.limit.is_some() {
-                return refuse(
-                    Rule::Unsupported,
-                    "UPDATE … FROM / ORDER BY / LIMIT is not supported",
-                );
-            }
-            if !u.optimizer_hints.is_empty()
-                || u.on_cluster.is_some()
-                || u.output.is_some()
-                || u.settings.is_some()
-            {
-                return refuse(Rule::Unsupported, "write a plain UPDATE … SET … WHERE …");
-            }
-            if u.returning.is_some() {
-                return refuse(
-                    Rule::Unsupported,
-                    "RETURNING is not accepted: the preview shows the rows written",
-                );
-            }
-            let name = single_table(&u.table.relation, u.table.joins.len(), "UPDATE")?;
-            (WriteKind::Update, name, u.selection.as_ref())
-        }
-        Statement::Delete(d) => {
-            if d.using.is_some()
-                || !d.tables.is_empty()
-                || !d.order_by.is_empty()
-                || d.limit.is_some()
-            {
-                return refuse(
-                    Rule::Unsupported,
-                    "DELETE … USING / multi-table / ORDER BY / LIMIT is not supported",
-                );
-            }
-            if !d.optimizer_hints.is_empty()
-                || d.on_cluster.is_some()
-                || d.output.is_some()
-                || d.settings.is_some()
-            {
-                return refuse(Rule::Unsupported, "write a plain DELETE FROM … WHERE …");
-            }
-            if d.returning.is_some() {
-                return refuse(
-                    Rule::Unsupported,
-                    "RETURNING is not accepted: the preview shows the rows written",
-                );
-            }
-            let from = match &d.from {
-                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
-            };
-            let [t] = from.as_slice() else {
-                return refuse(Rule::Unsupported, "DELETE must name exactly one table");
-            };
-            let name = single_table(&t.relation, t.joins.len(), "DELETE")?;
-            (WriteKind::Delete, name, d.selection.as_ref())
-        }
+        Statement::Insert(i) => (WriteKind::Insert, insert_target(i, &mut resolver)?, None),
+        Statement::Update(u) => (WriteKind::Update, update_target(u)?, u.selection.as_ref()),
+        Statement::Delete(d) => (WriteKind::Delete, delete_target(d)?, d.selection.as_ref()),
         other => {
             let text = other.to_string();
             let word = text.split_whitespace().next().unwrap_or("?").to_uppercase();
@@ -356,6 +235,171 @@ fn validate_write_once(
         .collect();
     // The target's own columns, as the read policy sees them (all, if it is not readable).
     let visible_columns = policy.read.tables.get(&table).cloned().flatten();
+    let scope = target_scope(&table, &table_name, policy);
+    let insert_rows = match &statement {
+        Statement::Insert(i) => match i.source.as_deref().map(|q| q.body.as_ref()) {
+            Some(SetExpr::Values(v)) => v.rows.len(),
+            _ => 0,
+        },
+        _ => 0,
+    };
+    let assigned = match &statement {
+        Statement::Update(u) => {
+            assigned_columns(u, &table, visible_columns.as_ref(), &mut resolver, &scope)?
+        }
+        _ => Vec::new(),
+    };
+    check_selection(kind, selection, dialect, policy, &mut resolver, &scope)?;
+    Ok(ValidatedWrite {
+        sql: statement.to_string(),
+        kind,
+        table,
+        table_name,
+        assigned,
+        insert_rows,
+        visible_columns,
+        dialect,
+        target: name,
+        selection: selection.map(|w| w.to_string()),
+    })
+}
+
+/// An INSERT's checks: a plain `INSERT INTO table (columns) VALUES (…)` (no conflict
+/// clauses, no `SELECT`, no `RETURNING`) whose values resolve under the read policy; its
+/// target table.
+fn insert_target(i: &Insert, resolver: &mut Resolver<'_>) -> Result<ObjectName, Refusal> {
+    if i.or.is_some() {
+        return conflict("INSERT OR …");
+    }
+    if i.replace_into {
+        return conflict("REPLACE INTO");
+    }
+    if i.ignore {
+        return conflict("INSERT IGNORE");
+    }
+    if i.on.is_some() {
+        return conflict("ON CONFLICT / ON DUPLICATE KEY UPDATE");
+    }
+    if !i.optimizer_hints.is_empty()
+        || i.table_alias.is_some()
+        || i.by_name
+        || i.overwrite
+        || i.partitioned.is_some()
+        || !i.after_columns.is_empty()
+        || i.overriding.is_some()
+        || i.output.is_some()
+        || i.priority.is_some()
+        || i.insert_alias.is_some()
+        || i.settings.is_some()
+        || i.format_clause.is_some()
+        || i.multi_table_insert_type.is_some()
+        || !i.assignments.is_empty()
+    {
+        return refuse(
+            Rule::Unsupported,
+            "write a plain INSERT INTO table (columns) VALUES (…)",
+        );
+    }
+    if i.returning.is_some() {
+        return refuse(
+            Rule::Unsupported,
+            "RETURNING is not accepted: the preview shows the rows written",
+        );
+    }
+    let TableObject::TableName(name) = &i.table else {
+        return refuse(Rule::Unsupported, "INSERT must name a table");
+    };
+    let Some(source) = &i.source else {
+        return refuse(Rule::Unsupported, "INSERT needs VALUES");
+    };
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return refuse(
+            Rule::Unsupported,
+            "INSERT … SELECT is not accepted; write the rows with VALUES",
+        );
+    };
+    if source.with.is_some()
+        || source.order_by.is_some()
+        || source.limit_clause.is_some()
+        || source.fetch.is_some()
+    {
+        return refuse(Rule::Unsupported, "write a plain INSERT … VALUES (…)");
+    }
+    let scope = Scope::default();
+    for row in &values.rows {
+        for e in row.iter() {
+            resolver.expr(e, &scope)?;
+        }
+    }
+    Ok(name.clone())
+}
+
+/// An UPDATE's checks: one table, no `FROM` / `ORDER BY` / `LIMIT`, no `RETURNING`; its
+/// target table (its assignments are checked once the table's policy is known).
+fn update_target(u: &Update) -> Result<ObjectName, Refusal> {
+    if u.or.is_some() {
+        return conflict("UPDATE OR …");
+    }
+    if u.from.is_some() || !u.order_by.is_empty() || u.limit.is_some() {
+        return refuse(
+            Rule::Unsupported,
+            "UPDATE … FROM / ORDER BY / LIMIT is not supported",
+        );
+    }
+    if !u.optimizer_hints.is_empty()
+        || u.on_cluster.is_some()
+        || u.output.is_some()
+        || u.settings.is_some()
+    {
+        return refuse(Rule::Unsupported, "write a plain UPDATE … SET … WHERE …");
+    }
+    if u.returning.is_some() {
+        return refuse(
+            Rule::Unsupported,
+            "RETURNING is not accepted: the preview shows the rows written",
+        );
+    }
+    single_table(&u.table.relation, u.table.joins.len(), "UPDATE")
+}
+
+/// A DELETE's checks: one table, no `USING` / `ORDER BY` / `LIMIT`, no `RETURNING`; its
+/// target table.
+fn delete_target(d: &Delete) -> Result<ObjectName, Refusal> {
+    if d.using.is_some() || !d.tables.is_empty() || !d.order_by.is_empty() || d.limit.is_some() {
+        return refuse(
+            Rule::Unsupported,
+            "DELETE … USING / multi-table / ORDER BY / LIMIT is not supported",
+        );
+    }
+    if !d.optimizer_hints.is_empty()
+        || d.on_cluster.is_some()
+        || d.output.is_some()
+        || d.settings.is_some()
+    {
+        return refuse(Rule::Unsupported, "write a plain DELETE FROM … WHERE …");
+    }
+    if d.returning.is_some() {
+        return refuse(
+            Rule::Unsupported,
+            "RETURNING is not accepted: the preview shows the rows written",
+        );
+    }
+    let from = match &d.from {
+        FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
+    };
+    let [t] = from.as_slice() else {
+        return refuse(Rule::Unsupported, "DELETE must name exactly one table");
+    };
+    single_table(&t.relation, t.joins.len(), "DELETE")
+}
+
+/// The scope a write's expressions resolve in: its target table, with the columns the read
+/// policy allows (all, if it is not readable) and those known to exist.
+fn target_scope<'s, 'p>(
+    table: &str,
+    table_name: &[String],
+    policy: &'p WritePolicy,
+) -> Scope<'s, 'p> {
     let mut scope = Scope::default();
     scope.relations.push(Relation {
         name: table_name
@@ -365,49 +409,66 @@ fn validate_write_once(
             .to_ascii_lowercase(),
         schema: None,
         source: Source::Table {
-            key: table.clone(),
-            columns: policy.read.tables.get(&table).and_then(|c| c.as_ref()),
-            all: policy.read.known_columns.get(&table),
+            key: table.to_owned(),
+            columns: policy.read.tables.get(table).and_then(|c| c.as_ref()),
+            all: policy.read.known_columns.get(table),
         },
     });
-    let insert_rows = match &statement {
-        Statement::Insert(i) => match i.source.as_deref().map(|q| q.body.as_ref()) {
-            Some(SetExpr::Values(v)) => v.rows.len(),
-            _ => 0,
-        },
-        _ => 0,
-    };
+    scope
+}
+
+/// An UPDATE's assigned columns, each visible to the tools (a hidden column's change could
+/// not be shown in the preview), with their values resolved under the read policy.
+fn assigned_columns<'p>(
+    u: &Update,
+    table: &str,
+    visible_columns: Option<&BTreeSet<String>>,
+    resolver: &mut Resolver<'p>,
+    scope: &Scope<'_, 'p>,
+) -> Result<Vec<String>, Refusal> {
     let mut assigned = Vec::new();
-    if let Statement::Update(u) = &statement {
-        for a in &u.assignments {
-            let targets: Vec<&ObjectName> = match &a.target {
-                AssignmentTarget::ColumnName(n) => vec![n],
-                AssignmentTarget::Tuple(ns) => ns.iter().collect(),
-            };
-            for t in targets {
-                match t.0.last() {
-                    Some(ObjectNamePart::Identifier(i)) => {
-                        let c = i.value.to_ascii_lowercase();
-                        // A hidden column's change could not be shown in the preview.
-                        if let Some(v) = &visible_columns
-                            && !v.contains(&c)
-                        {
-                            return refuse(
-                                Rule::ColumnNotAllowed,
-                                format!(
-                                    "column `{c}` of {table} is not visible to the tools, so its change cannot be previewed; allowed columns: {}",
-                                    v.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
-                                ),
-                            );
-                        }
-                        assigned.push(c)
+    for a in &u.assignments {
+        let targets: Vec<&ObjectName> = match &a.target {
+            AssignmentTarget::ColumnName(n) => vec![n],
+            AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+        };
+        for t in targets {
+            match t.0.last() {
+                Some(ObjectNamePart::Identifier(i)) => {
+                    let c = i.value.to_ascii_lowercase();
+                    // A hidden column's change could not be shown in the preview.
+                    if let Some(v) = visible_columns
+                        && !v.contains(&c)
+                    {
+                        return refuse(
+                            Rule::ColumnNotAllowed,
+                            format!(
+                                "column `{c}` of {table} is not visible to the tools, so its change cannot be previewed; allowed columns: {}",
+                                v.iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                            ),
+                        );
                     }
-                    _ => return refuse(Rule::Unsupported, "SET must name columns"),
+                    assigned.push(c)
                 }
+                _ => return refuse(Rule::Unsupported, "SET must name columns"),
             }
-            resolver.expr(&a.value, &scope)?;
         }
+        resolver.expr(&a.value, scope)?;
     }
+    Ok(assigned)
+}
+
+/// The WHERE of an UPDATE or DELETE: on MySQL free of values that change from moment to
+/// moment (its rows are locked by one statement and written by another), resolved under the
+/// read policy, and filtering on the table's columns unless `allow_without_where`.
+fn check_selection<'p>(
+    kind: WriteKind,
+    selection: Option<&Expr>,
+    dialect: SqlDialect,
+    policy: &WritePolicy,
+    resolver: &mut Resolver<'p>,
+    scope: &Scope<'_, 'p>,
+) -> Result<(), Refusal> {
     // MySQL locks the target rows with one statement and writes with another: a WHERE whose
     // value changes between them (the clock, randomness) could write rows other than those
     // locked and previewed.
@@ -425,7 +486,7 @@ fn validate_write_once(
     let meaningful = match selection {
         Some(w) => {
             let before = resolver.columns_seen;
-            resolver.expr(w, &scope)?;
+            resolver.expr(w, scope)?;
             resolver.columns_seen > before && !always_true(w)
         }
         None => false,
@@ -439,18 +500,7 @@ fn validate_write_once(
             ),
         );
     }
-    Ok(ValidatedWrite {
-        sql: statement.to_string(),
-        kind,
-        table,
-        table_name,
-        assigned,
-        insert_rows,
-        visible_columns,
-        dialect,
-        target: name,
-        selection: selection.map(|w| w.to_string()),
-    })
+    Ok(())
 }
 
 /// The policy key of a writable table, matched by its full name: `archive.orders` is not
