@@ -30,6 +30,18 @@ pub(crate) const AUDIT_STOP: &str = "audit_unavailable";
 /// Output tokens asked for per model call at most.
 const MAX_OUTPUT_TOKENS: u64 = 4096;
 
+/// One hash for a tool call everywhere (journal, audit, approval): the SHA-256 of its
+/// canonical JSON; arguments that are not JSON are hashed as they came.
+fn arguments_sha256(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(v) => warden_tools::approval::arguments_sha256(&v),
+        Err(_) => {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(arguments.as_bytes()))
+        }
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     warden_core::time::unix_millis() as i64
 }
@@ -592,188 +604,218 @@ impl Task {
                                      "content": json!({"error": message}).to_string()}));
                 continue;
             }
-            self.recent
-                .push((call.name.clone(), call.arguments.clone()));
-            let repeats = self
-                .recent
-                .iter()
-                .rev()
-                .take_while(|c| **c == (call.name.clone(), call.arguments.clone()))
-                .count();
-            if repeats > self.def.max_identical_tool_calls as usize {
-                return Err(Stop::Halted(format!(
-                    "loop: `{}` was called {repeats} times in a row with the same arguments",
-                    call.name
-                )));
-            }
-            let parsed_args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
-            let classification = self.catalog.classify_call(&call.name, &parsed_args);
-            self.emit(TaskEvent::ToolCall {
-                tool: call.name.clone(),
-                classification: classification.as_str().into(),
-                arguments: self.exchange.restore_text(&call.arguments),
-            })
-            .await;
-            if self.inner.deps.recorder.refuses_work() {
-                // No read runs, and no write is proposed, that the log could not record.
-                return Err(AgentError::AuditUnavailable("the audit log is failing".into()).into());
-            }
-            // One hash for the call everywhere (journal, audit, approval): SHA-256 of its
-            // canonical JSON; arguments that are not JSON are hashed as they came.
-            let arguments_sha256 = match serde_json::from_str::<Value>(&call.arguments) {
-                Ok(v) => warden_tools::approval::arguments_sha256(&v),
-                Err(_) => {
-                    use sha2::Digest;
-                    hex::encode(sha2::Sha256::digest(call.arguments.as_bytes()))
-                }
-            };
-            let (agent_id, task_id) = (self.record.id.clone(), self.task_id.clone());
-            let tool_event = |outcome: ToolOutcome, summary: String, latency_ms: u64| {
-                warden_audit::Event::ToolCall {
-                    agent_id: agent_id.clone(),
-                    task_id: task_id.clone(),
-                    call_id: call.id.clone(),
-                    tool: call.name.clone(),
-                    classification: classification.as_str().into(),
-                    arguments_sha256: arguments_sha256.clone(),
-                    outcome: outcome.as_str().into(),
-                    summary,
-                    latency_ms,
-                }
-            };
-            if classification == Classification::Read {
-                // A read reaches its target only after a durable record that it is about to.
-                self.inner
-                    .deps
-                    .recorder
-                    .event(tool_event(ToolOutcome::Started, String::new(), 0))
-                    .await
-                    .map_err(AgentError::from)?;
-            }
-            let started = now_ms();
-            let clock = std::time::Instant::now();
-            let tool = self.catalog.get(&call.name).map(|(t, _)| t);
-            let read_only = self.def.permissions == warden_config::Permissions::ReadOnly;
-            let (outcome, summary, result) = match (tool, classification) {
-                (Some(_), Classification::Write) if read_only => {
-                    // Configuration cannot give a read-only agent a write tool; this holds
-                    // even if it did (an unknown tool, or a write call of a mixed tool).
-                    let message = format!(
-                        "this agent is read-only: `{}` with these arguments is a write, and it may not ask for one",
-                        call.name
-                    );
-                    (
-                        ToolOutcome::Refused,
-                        message.clone(),
-                        json!({"error": message}).to_string(),
-                    )
-                }
-                (None, _) => {
-                    let known: Vec<Value> = self.catalog.openai_tools();
-                    let names: Vec<&str> = known
-                        .iter()
-                        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
-                        .collect();
-                    let message = format!(
-                        "unknown tool `{}`; available: {}",
-                        call.name,
-                        names.join(", ")
-                    );
-                    (
-                        ToolOutcome::Error,
-                        message.clone(),
-                        json!({"error": message}).to_string(),
-                    )
-                }
-                (Some(_), Classification::Write) => self.write_call(&call).await?,
-                (Some(tool), Classification::Read) => {
-                    // The model wrote placeholders; the tool gets the real values back.
-                    let restored = self.exchange.restore_json_text(&call.arguments);
-                    match serde_json::from_str::<Value>(&restored) {
-                        Err(e) => {
-                            let message = format!("the arguments are not JSON: {e}");
-                            (
-                                ToolOutcome::Error,
-                                message.clone(),
-                                json!({"error": message}).to_string(),
-                            )
-                        }
-                        Ok(args) => match tokio::time::timeout_at(deadline, tool.call(&args)).await
-                        {
-                            Err(_) => {
-                                return Err(Stop::TimedOut(format!(
-                                    "step {} exceeded its {:?} timeout (tool `{}`)",
-                                    self.model_steps, self.def.step_timeout, call.name
-                                )));
-                            }
-                            Ok(Ok(v)) => {
-                                let rows = v["row_count"].as_u64();
-                                let summary = rows.map_or("ok".to_owned(), |n| format!("{n} rows"));
-                                (ToolOutcome::Ok, summary, v.to_string())
-                            }
-                            Ok(Err(e)) => {
-                                let outcome = match &e {
-                                    ToolError::Refused { .. } => ToolOutcome::Refused,
-                                    ToolError::Timeout(_) => ToolOutcome::Timeout,
-                                    _ => ToolOutcome::Error,
-                                };
-                                (
-                                    outcome,
-                                    e.to_string(),
-                                    json!({"error": e.to_string()}).to_string(),
-                                )
-                            }
-                        },
-                    }
-                }
-            };
-            let latency_ms = clock.elapsed().as_millis() as u64;
-            // Results go to the model and the journal masked, like everything else.
-            let result = match self.exchange.redact_text(&result) {
-                Ok(r) => r.into_inner(),
-                Err(Refusal::Blocked(blocked)) => json!({"error": format!(
-                    "the result was withheld: it holds data that policy does not let a model see ({})",
-                    blocked.types.join(", ")
-                )})
-                .to_string(),
-                Err(Refusal::TooComplex(too_complex)) => json!({"error": format!(
-                    "the result was withheld: it is too complex to redact (more than {} units, redaction.max_cost)",
-                    too_complex.limit
-                )})
-                .to_string(),
-            };
-            let summary = self
-                .exchange
-                .redact_text(&summary)
-                .map(|s| s.into_inner())
-                .unwrap_or_else(|_| "withheld".into());
-            // The record is durable before the result is journalled and shown to the model:
-            // if it cannot be written, the task stops here and the call runs again on resume
-            // (a read), or finds its approval's state (a write).
-            let event = tool_event(outcome, summary.clone(), latency_ms);
-            self.inner
-                .deps
-                .recorder
-                .event(event)
-                .await
-                .map_err(AgentError::from)?;
-            let data = json!({
-                "call_id": call.id, "tool": call.name, "classification": classification.as_str(),
-                "arguments": call.arguments, "arguments_sha256": arguments_sha256,
-                "outcome": outcome.as_str(), "summary": summary,
-                "result": result, "latency_ms": latency_ms,
-            });
-            self.commit(kind::TOOL, data, None, started, status::RUNNING, None)
-                .await?;
-            self.emit(TaskEvent::ToolResult {
-                tool: call.name.clone(),
-                outcome: outcome.as_str().into(),
-                summary: self.exchange.restore_text(&summary),
-            })
-            .await;
+            self.check_for_loop(&call)?;
+            let result = self.tool_call(&call, deadline).await?;
             messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": result}));
         }
         Ok(())
+    }
+
+    /// The dead man's switch on tool calls: the same tool with the same arguments called more
+    /// than `max_identical_tool_calls` times in a row stops the task.
+    fn check_for_loop(&mut self, call: &ToolCallRequest) -> Result<(), Stop> {
+        self.recent
+            .push((call.name.clone(), call.arguments.clone()));
+        let repeats = self
+            .recent
+            .iter()
+            .rev()
+            .take_while(|c| **c == (call.name.clone(), call.arguments.clone()))
+            .count();
+        if repeats > self.def.max_identical_tool_calls as usize {
+            return Err(Stop::Halted(format!(
+                "loop: `{}` was called {repeats} times in a row with the same arguments",
+                call.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// One tool call, classified by policy: a read runs after a durable record that it is
+    /// about to, a write becomes an approval request; the outcome is audited, journalled and
+    /// shown, and the (masked) result for the model is returned.
+    async fn tool_call(
+        &mut self,
+        call: &ToolCallRequest,
+        deadline: Instant,
+    ) -> Result<String, Stop> {
+        let parsed_args: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::Null);
+        let classification = self.catalog.classify_call(&call.name, &parsed_args);
+        self.emit(TaskEvent::ToolCall {
+            tool: call.name.clone(),
+            classification: classification.as_str().into(),
+            arguments: self.exchange.restore_text(&call.arguments),
+        })
+        .await;
+        if self.inner.deps.recorder.refuses_work() {
+            // No read runs, and no write is proposed, that the log could not record.
+            return Err(AgentError::AuditUnavailable("the audit log is failing".into()).into());
+        }
+        let arguments_sha256 = arguments_sha256(&call.arguments);
+        let (agent_id, task_id) = (self.record.id.clone(), self.task_id.clone());
+        let tool_event = |outcome: ToolOutcome, summary: String, latency_ms: u64| {
+            warden_audit::Event::ToolCall {
+                agent_id: agent_id.clone(),
+                task_id: task_id.clone(),
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                classification: classification.as_str().into(),
+                arguments_sha256: arguments_sha256.clone(),
+                outcome: outcome.as_str().into(),
+                summary,
+                latency_ms,
+            }
+        };
+        if classification == Classification::Read {
+            // A read reaches its target only after a durable record that it is about to.
+            let started = tool_event(ToolOutcome::Started, String::new(), 0);
+            self.inner
+                .deps
+                .recorder
+                .event(started)
+                .await
+                .map_err(AgentError::from)?;
+        }
+        let started = now_ms();
+        let clock = std::time::Instant::now();
+        let (outcome, summary, result) = self.run_tool(call, classification, deadline).await?;
+        let latency_ms = clock.elapsed().as_millis() as u64;
+        // Results go to the model and the journal masked, like everything else.
+        let result = self.masked_result(&result);
+        let summary = self
+            .exchange
+            .redact_text(&summary)
+            .map(|s| s.into_inner())
+            .unwrap_or_else(|_| "withheld".into());
+        // The record is durable before the result is journalled and shown to the model:
+        // if it cannot be written, the task stops here and the call runs again on resume
+        // (a read), or finds its approval's state (a write).
+        let event = tool_event(outcome, summary.clone(), latency_ms);
+        self.inner
+            .deps
+            .recorder
+            .event(event)
+            .await
+            .map_err(AgentError::from)?;
+        let data = json!({
+            "call_id": call.id, "tool": call.name, "classification": classification.as_str(),
+            "arguments": call.arguments, "arguments_sha256": arguments_sha256,
+            "outcome": outcome.as_str(), "summary": summary,
+            "result": result, "latency_ms": latency_ms,
+        });
+        self.commit(kind::TOOL, data, None, started, status::RUNNING, None)
+            .await?;
+        self.emit(TaskEvent::ToolResult {
+            tool: call.name.clone(),
+            outcome: outcome.as_str().into(),
+            summary: self.exchange.restore_text(&summary),
+        })
+        .await;
+        Ok(result)
+    }
+
+    /// What a tool call did: its outcome, a summary and the result for the model (unmasked).
+    /// A read runs (with the real values the model's placeholders stand for) within the
+    /// step's deadline; a write goes to `write_call`; an unknown tool, or a write asked by a
+    /// read-only agent, is answered with an error.
+    async fn run_tool(
+        &mut self,
+        call: &ToolCallRequest,
+        classification: Classification,
+        deadline: Instant,
+    ) -> Result<(ToolOutcome, String, String), Stop> {
+        let tool = self.catalog.get(&call.name).map(|(t, _)| t);
+        let read_only = self.def.permissions == warden_config::Permissions::ReadOnly;
+        Ok(match (tool, classification) {
+            (Some(_), Classification::Write) if read_only => {
+                // Configuration cannot give a read-only agent a write tool; this holds
+                // even if it did (an unknown tool, or a write call of a mixed tool).
+                let message = format!(
+                    "this agent is read-only: `{}` with these arguments is a write, and it may not ask for one",
+                    call.name
+                );
+                (
+                    ToolOutcome::Refused,
+                    message.clone(),
+                    json!({"error": message}).to_string(),
+                )
+            }
+            (None, _) => {
+                let known: Vec<Value> = self.catalog.openai_tools();
+                let names: Vec<&str> = known
+                    .iter()
+                    .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                    .collect();
+                let message = format!(
+                    "unknown tool `{}`; available: {}",
+                    call.name,
+                    names.join(", ")
+                );
+                (
+                    ToolOutcome::Error,
+                    message.clone(),
+                    json!({"error": message}).to_string(),
+                )
+            }
+            (Some(_), Classification::Write) => self.write_call(call).await?,
+            (Some(tool), Classification::Read) => {
+                // The model wrote placeholders; the tool gets the real values back.
+                let restored = self.exchange.restore_json_text(&call.arguments);
+                match serde_json::from_str::<Value>(&restored) {
+                    Err(e) => {
+                        let message = format!("the arguments are not JSON: {e}");
+                        (
+                            ToolOutcome::Error,
+                            message.clone(),
+                            json!({"error": message}).to_string(),
+                        )
+                    }
+                    Ok(args) => match tokio::time::timeout_at(deadline, tool.call(&args)).await {
+                        Err(_) => {
+                            return Err(Stop::TimedOut(format!(
+                                "step {} exceeded its {:?} timeout (tool `{}`)",
+                                self.model_steps, self.def.step_timeout, call.name
+                            )));
+                        }
+                        Ok(Ok(v)) => {
+                            let rows = v["row_count"].as_u64();
+                            let summary = rows.map_or("ok".to_owned(), |n| format!("{n} rows"));
+                            (ToolOutcome::Ok, summary, v.to_string())
+                        }
+                        Ok(Err(e)) => {
+                            let outcome = match &e {
+                                ToolError::Refused { .. } => ToolOutcome::Refused,
+                                ToolError::Timeout(_) => ToolOutcome::Timeout,
+                                _ => ToolOutcome::Error,
+                            };
+                            (
+                                outcome,
+                                e.to_string(),
+                                json!({"error": e.to_string()}).to_string(),
+                            )
+                        }
+                    },
+                }
+            }
+        })
+    }
+
+    /// A tool's result as the model and the journal get it: masked, or withheld when policy
+    /// blocks what it holds or it is too complex to redact.
+    fn masked_result(&mut self, result: &str) -> String {
+        match self.exchange.redact_text(result) {
+            Ok(r) => r.into_inner(),
+            Err(Refusal::Blocked(blocked)) => json!({"error": format!(
+                "the result was withheld: it holds data that policy does not let a model see ({})",
+                blocked.types.join(", ")
+            )})
+            .to_string(),
+            Err(Refusal::TooComplex(too_complex)) => json!({"error": format!(
+                "the result was withheld: it is too complex to redact (more than {} units, redaction.max_cost)",
+                too_complex.limit
+            )})
+            .to_string(),
+        }
     }
 
     /// The usage row and audit record of one of the agent's model calls, as the HTTP handler
