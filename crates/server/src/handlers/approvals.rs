@@ -59,6 +59,19 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
+/// An error of the approvals' read side: a store failure says only that (the detail goes to
+/// the log), anything else as the agents say it.
+fn read_error(e: warden_agents::AgentError) -> ApiError {
+    if let warden_agents::AgentError::Store(detail) = &e {
+        tracing::error!(error = %detail, "approval store failure");
+        return ApiError::new(
+            ErrorCode::StoreUnavailable,
+            "the store is unavailable; retry later",
+        );
+    }
+    e.into()
+}
+
 /// `GET /v1/approvals`.
 pub(crate) async fn list(
     State(state): State<Arc<AppState>>,
@@ -73,7 +86,8 @@ pub(crate) async fn list(
             )
         })?;
         let rows = warden_agents::list_approvals(state.store.as_ref(), q.state.as_deref(), q.limit)
-            .await?;
+            .await
+            .map_err(read_error)?;
         Ok::<_, ApiError>(
             Json(json!({"object": "list", "data": rows.iter().map(approval_json).collect::<Vec<_>>()}))
                 .into_response(),
@@ -90,7 +104,7 @@ pub(crate) async fn get(
 ) -> Response {
     match warden_agents::approval(state.store.as_ref(), &id).await {
         Ok(a) => Json(approval_json(&a)).into_response(),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => read_error(e).into_response(),
     }
 }
 
