@@ -4,7 +4,7 @@
 //! failed or lost update pass unnoticed.
 
 use crate::AgentError;
-use warden_store::{ApprovalRecord, DecisionRecord, Store};
+use warden_store::{ApprovalRecord, ApprovalStore, DecisionRecord};
 
 /// Where an approval request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,7 +100,7 @@ pub fn state_of(a: &ApprovalRecord) -> Result<ApprovalState, AgentError> {
 /// Moves an approval `from → to` in the store (a conditional update: it happens only if the
 /// approval is still `from`). Returns whether it moved; a move the table refuses is an error.
 pub async fn transition(
-    store: &dyn Store,
+    store: &dyn ApprovalStore,
     id: &str,
     from: ApprovalState,
     to: ApprovalState,

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use warden_config::{Backend, BudgetsConfig};
-use warden_store::Store;
+use warden_store::UsageStore;
 
 /// Counters idle this long (with nothing reserved) leave memory; they reload from the store.
 const IDLE: Duration = Duration::from_secs(3600);
@@ -145,7 +145,7 @@ pub struct Unavailable(pub String);
 
 /// Live budget counters.
 pub(crate) struct Ledger {
-    store: Arc<dyn Store>,
+    store: Arc<dyn UsageStore>,
     live: Live,
 }
 
@@ -218,7 +218,7 @@ return 1
 impl Ledger {
     pub(crate) fn new(
         config: &BudgetsConfig,
-        store: Arc<dyn Store>,
+        store: Arc<dyn UsageStore>,
         shared: Option<&SharedRedis>,
     ) -> Result<Self, String> {
         let live = match (config.backend, shared) {

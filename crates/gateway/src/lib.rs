@@ -162,7 +162,7 @@ impl Gateway {
     pub fn new(
         config: &Config,
         key_for: impl Fn(&str, &warden_config::ProviderConfig) -> Result<KeySpec, String>,
-        store: Arc<dyn warden_store::Store>,
+        store: Arc<dyn warden_store::UsageStore>,
         shared: Option<&SharedRedis>,
     ) -> Result<Self, String> {
         let mut providers = HashMap::new();
@@ -377,7 +377,7 @@ pub mod bench_api {
     /// Times `n` budget reservations and settlements (session, daily and monthly budgets
     /// each), spread over 1,000 sessions, once their counters are loaded; returns the mean
     /// time per reserve-and-settle.
-    pub async fn budget_checks(store: Arc<dyn warden_store::Store>, n: u32) -> Duration {
+    pub async fn budget_checks(store: Arc<dyn warden_store::UsageStore>, n: u32) -> Duration {
         let config = BudgetsConfig {
             backend: Backend::Memory,
             default: KeyBudget {

@@ -273,7 +273,7 @@ fn time_bound(field: &str, value: &Option<String>) -> Result<Option<u64>, Failur
 /// Copies key changes made by `warden keys …` (recorded in the store, in the same transaction
 /// as the change) into the audit log, once a second until `stop` turns true.
 pub async fn copy_key_events(
-    store: Arc<dyn warden_store::Store>,
+    store: Arc<dyn warden_store::KeyEventOutbox>,
     log: AuditLog,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
