@@ -13,6 +13,7 @@
 use crate::budget::{self, Reservation};
 use crate::cache::{self, CacheStatus};
 use crate::limits::{Exceeded, Kind, Who};
+use crate::redaction::totals;
 use crate::stream::{ChatStream, StreamSummary};
 use crate::{Call, CallReport, Endpoint, Error, Failure, Gateway, Reply, Route, Success};
 use crate::{price, redaction, tokens};
@@ -436,7 +437,7 @@ impl Gateway {
     ) -> Success {
         let mut exchange = Some(exchange);
         let body = restore(call, &mut exchange, entry.body.clone());
-        let redactions = exchange.as_ref().map(Exchange::totals).unwrap_or_default();
+        let redactions = totals(&exchange);
         let reply = if call.stream {
             let sse = cache::replay_as_sse(&body, call.include_usage).unwrap_or_default();
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -473,11 +474,6 @@ fn failure(error: Error, redactions: BTreeMap<String, u32>, meta: CallReport) ->
         redactions,
         meta: Box::new(meta),
     }
-}
-
-/// What redaction found in a request and its answer so far.
-fn totals(exchange: &Option<Exchange>) -> BTreeMap<String, u32> {
-    exchange.as_ref().map(Exchange::totals).unwrap_or_default()
 }
 
 /// What the cache lookup found.

@@ -4,7 +4,7 @@
 //! tens to hundreds of milliseconds) runs on Tokio's blocking pool, so the worker meanwhile
 //! serves the other connections it holds.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock};
 use tokio::sync::Semaphore;
 
 /// Bodies up to this size (bytes of JSON as received) are worked on in place.
@@ -14,16 +14,13 @@ pub(crate) const INLINE_BYTES: usize = 64 * 1024;
 /// up to 512 and queue the rest without a bound, and a job cannot be cancelled once it runs,
 /// so without this a client could start many (sending bodies and going away) and starve the
 /// pool's other users (DNS lookups, the audit log's file writes).
-fn permits() -> &'static Arc<Semaphore> {
-    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Arc::new(Semaphore::new(cores))
-    })
-}
+static PERMITS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(Semaphore::new(cores))
+});
 
 /// Runs `work` for a body of `bytes` bytes: in place when it is small, else on the blocking
-/// pool once one of the [`permits`] is free (a request dropped while it waits never starts
+/// pool once one of the [`PERMITS`] is free (a request dropped while it waits never starts
 /// its work). A panic in `work` goes on in the caller, as it would have in place.
 pub(crate) async fn run<T, F>(bytes: usize, work: F) -> T
 where
@@ -34,7 +31,7 @@ where
         return work();
     }
     // The semaphore is never closed.
-    let Ok(permit) = permits().clone().acquire_owned().await else {
+    let Ok(permit) = PERMITS.clone().acquire_owned().await else {
         return work();
     };
     metrics::counter!("warden_blocking_pool_tasks_total").increment(1);
@@ -97,7 +94,7 @@ mod tests {
         // Take every permit (waiting for other tests to give theirs back), then drop a
         // request that waits for one.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let held = permits()
+        let held = PERMITS
             .clone()
             .acquire_many_owned(u32::try_from(cores).unwrap())
             .await

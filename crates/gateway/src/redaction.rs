@@ -91,6 +91,11 @@ pub(crate) fn record(counts: &BTreeMap<Entity, u32>, direction: &'static str) {
     }
 }
 
+/// What redaction found in a request and its answer so far (nothing without an exchange).
+pub(crate) fn totals(exchange: &Option<Exchange>) -> BTreeMap<String, u32> {
+    exchange.as_ref().map(Exchange::totals).unwrap_or_default()
+}
+
 /// Records the answer-side counts of a finished exchange.
 pub(crate) fn record_answer(exchange: &Exchange) {
     record(exchange.counts().1, "response");

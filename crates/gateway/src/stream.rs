@@ -97,11 +97,7 @@ pub(crate) async fn open(
     // Committed to this upstream: the exchange moves into the stream (a failed attempt
     // leaves it for the next target).
     state.exchange = exchange.take();
-    let redactions = state
-        .exchange
-        .as_ref()
-        .map(Exchange::totals)
-        .unwrap_or_default();
+    let redactions = crate::redaction::totals(&state.exchange);
     for data in first {
         state.accept(data);
     }
